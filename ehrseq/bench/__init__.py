@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m ehrseq.bench <name>``."""

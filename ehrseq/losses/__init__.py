@@ -1,0 +1,1 @@
+"""Losses: functional cores (``ehrseq.losses.functional``) and thin ``nn.Module`` wrappers."""

@@ -1,0 +1,1 @@
+"""Functional losses: pure functions on tensors (logits or log-parameters), masked and vectorized."""
