@@ -1,0 +1,198 @@
+"""Visit embedding: one vector per visit from its numeric, categorical, code and time inputs.
+
+For visit m of a patient (D = ``d_model``):
+
+    e_m = Dropout(LayerNorm( W_num [x̃_m ; r_m] + Σ_j E_j[c_{m,j}] + pool(codes_m) + W_time [φ(t_m) ; φ(g_m)] + b ))
+
+* x̃_m ``[F]`` numeric values with missing entries set to 0, r_m ``[F]`` their missingness indicators;
+* E_j one embedding table per categorical column j (its own cardinality; stored as one table with
+  row offsets, which is the same thing);
+* pool(codes_m) the codes recorded at the visit, pooled by :func:`mean_pool_codes` or
+  :func:`attention_pool_codes`; a visit without codes gets a learned "no codes" vector;
+* φ the continuous-time encoding (:mod:`~ehrseq.models.encoders.time_encoding`) of the visit time
+  t_m (days since origin) and the gap g_m (days since the previous visit).
+
+Padded visits (``mask == False``) are neutralised before anything is computed — their numeric
+values, times and indices may hold any garbage, NaN included — so their embeddings are finite and
+never influence a real visit.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ehrseq.data.batch import PAD_INDEX, SequenceBatch
+from ehrseq.errors import ShapeError
+from ehrseq.models.encoders.config import EmbeddingConfig
+from ehrseq.models.encoders.time_encoding import TimeEncoding
+
+
+# ---------------------------------------------------------------------------------------------- pooling
+def _bags(codes: torch.Tensor) -> torch.Tensor:
+    """``[*S, K]`` → ``[prod(S), max(K, 1)]`` (an empty last dimension becomes one padding column)."""
+    if codes.shape[-1] == 0:
+        codes = codes.new_full((*codes.shape[:-1], 1), PAD_INDEX)
+    return codes.reshape(-1, codes.shape[-1])
+
+
+def mean_pool_codes(codes: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Mean embedding of each bag of codes, ignoring :data:`PAD_INDEX`; empty bags give 0.
+
+    codes ``[*S, K]`` int64, table ``[V, D]`` → ``[*S, D]``:
+    pool = (1/|k : c_k ≠ 0|) Σ_{k : c_k ≠ 0} table[c_k].
+    """
+    pooled = F.embedding_bag(_bags(codes), table, mode="mean", padding_idx=PAD_INDEX)
+    return pooled.reshape(*codes.shape[:-1], table.shape[-1])
+
+
+def attention_pool_codes(codes: torch.Tensor, table: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """Attention-weighted embedding of each bag of codes with a learned query; empty bags give 0.
+
+    codes ``[*S, K]`` int64, table ``[V, D]``, query ``[D]`` → ``[*S, D]``:
+    s_k = ⟨table[c_k], q⟩ / √D, a = softmax over the non-padding codes of the bag, pool = Σ_k a_k table[c_k].
+
+    The scores are computed once per vocabulary entry and gathered, and the weighted sum is an
+    ``embedding_bag``, so no ``[*S, K, D]`` tensor is materialised. The softmax is masked with the
+    most negative finite value, not −inf: an empty bag then gets uniform weights over padding
+    entries (which ``embedding_bag`` skips) instead of NaN, in the values and in the gradients.
+    """
+    bags = _bags(codes)
+    scores = (table @ query)[bags] * table.shape[-1] ** -0.5
+    scores = scores.masked_fill(bags == PAD_INDEX, torch.finfo(scores.dtype).min)
+    weights = torch.softmax(scores, dim=-1).to(table.dtype)
+    pooled = F.embedding_bag(bags, table, mode="sum", per_sample_weights=weights, padding_idx=PAD_INDEX)
+    return pooled.reshape(*codes.shape[:-1], table.shape[-1])
+
+
+# ---------------------------------------------------------------------------------------------- checks
+def _check_field(batch: SequenceBatch, name: str, shape: tuple[int | None, ...], kind: str) -> torch.Tensor:
+    value = getattr(batch, name)
+    ok_dtype = {
+        "float": value.dtype.is_floating_point,
+        "bool": value.dtype == torch.bool,
+        "int64": value.dtype == torch.int64,
+    }[kind]
+    ok_shape = value.dim() == len(shape) and all(w is None or h == w for h, w in zip(value.shape, shape))
+    if not (ok_dtype and ok_shape):
+        want = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
+        raise ShapeError(
+            f"SequenceBatch.{name} must be a {kind} tensor of shape {want}, got {list(value.shape)} {value.dtype}"
+        )
+    return value
+
+
+class VisitEmbedding(nn.Module):
+    """Embeds every visit of a :class:`~ehrseq.data.SequenceBatch`: ``forward(batch) -> [B, M, D]``.
+
+    Inputs are checked against the configuration: shapes and dtypes always (free), and — while
+    :attr:`check_inputs` is True (the default) — values, at the cost of one host synchronisation per
+    call: real visits left-aligned, categorical and code indices inside their vocabularies, numeric
+    values finite where not flagged missing, times and gaps finite. A failed check raises
+    :class:`~ehrseq.errors.ShapeError` instead of an index error deep inside torch (or a device-side
+    assert on CUDA). Set ``check_inputs = False`` for ``torch.compile`` or once the data path is trusted.
+    """
+
+    check_inputs: bool = True
+
+    def __init__(self, config: EmbeddingConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.output_dim = d
+        self.numeric = nn.Linear(2 * config.n_numeric, d, bias=False) if config.n_numeric else None
+        cards = config.categorical_cardinalities
+        if cards:
+            self.categorical = nn.Parameter(torch.randn(sum(cards), d))
+            starts = torch.tensor((0, *cards[:-1])).cumsum(0)
+            self.register_buffer("categorical_offsets", starts, persistent=False)
+            self.register_buffer("categorical_sizes", torch.tensor(cards), persistent=False)
+        else:
+            self.categorical = None
+        if config.code_vocab_size:
+            self.codes = nn.Embedding(config.code_vocab_size, d, padding_idx=PAD_INDEX)
+            self.no_codes = nn.Parameter(torch.randn(d))
+            self.code_query = nn.Parameter(torch.randn(d) * d**-0.5) if config.pooling == "attention" else None
+        else:
+            self.codes = None
+            self.code_query = None
+        self.time_encoding = TimeEncoding(
+            config.time_frequencies, config.time_min_period, config.time_max_period, config.learnable_time_frequencies
+        )
+        self.time = nn.Linear(2 * self.time_encoding.output_dim, d)
+        self.norm = nn.LayerNorm(d)
+        self.dropout = nn.Dropout(config.dropout)
+
+    # ------------------------------------------------------------------ checks
+    def check_batch(self, batch: SequenceBatch) -> None:
+        """Raise :class:`ShapeError` when ``batch`` does not fit this embedding (see class docstring)."""
+        cfg = self.config
+        mask = batch.mask
+        if mask.dim() != 2 or mask.dtype != torch.bool:
+            raise ShapeError(f"SequenceBatch.mask must be a [B, M] bool tensor, got {list(mask.shape)} {mask.dtype}")
+        b, m = mask.shape
+        numeric = _check_field(batch, "numeric", (b, m, cfg.n_numeric), "float")
+        _check_field(batch, "numeric_missing", (b, m, cfg.n_numeric), "bool")
+        categorical = _check_field(batch, "categorical", (b, m, len(cfg.categorical_cardinalities)), "int64")
+        codes = _check_field(batch, "codes", (b, m, None), "int64")
+        time = _check_field(batch, "time", (b, m), "float")
+        gap = _check_field(batch, "gap", (b, m), "float")
+        if not self.check_inputs:
+            return
+        real = mask.unsqueeze(-1)
+        problems = {
+            "real visits must be left-aligned in mask (mask[b, :n_b] True, False after)":
+                (mask[:, 1:] & ~mask[:, :-1]).any(),
+            "numeric values must be finite where numeric_missing is False":
+                (real & ~batch.numeric_missing & ~torch.isfinite(numeric)).any(),
+            "time and gap must be finite at real visits":
+                (mask & ~(torch.isfinite(time) & torch.isfinite(gap))).any(),
+            f"codes must lie in [0, code_vocab_size = {cfg.code_vocab_size}) at real visits":
+                (real & ((codes < 0) | (codes >= max(cfg.code_vocab_size, 1)))).any(),
+        }
+        if self.categorical is not None:
+            out = (categorical < 0) | (categorical >= self.categorical_sizes)
+            problems[
+                f"categorical indices must lie in [0, cardinality) per column, "
+                f"cardinalities {list(cfg.categorical_cardinalities)}, at real visits"
+            ] = (real & out).any()
+        flags = torch.stack(list(problems.values())).tolist()
+        failed = [message for message, flag in zip(problems, flags) if flag]
+        if failed:
+            raise ShapeError("SequenceBatch does not fit the visit embedding: " + "; ".join(failed))
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, batch: SequenceBatch) -> torch.Tensor:
+        """Visit embeddings ``[B, M, D]`` (finite everywhere, padding included)."""
+        self.check_batch(batch)
+        dtype = self.time.weight.dtype
+        mask = batch.mask
+        real = mask.unsqueeze(-1)
+
+        times = torch.stack([batch.time, batch.gap], dim=-1).to(torch.promote_types(dtype, torch.float32))
+        times = torch.where(real, times, 0.0)
+        phi = self.time_encoding(times).flatten(-2)
+        out = self.time(phi.to(dtype))
+
+        if self.numeric is not None:
+            missing = batch.numeric_missing
+            values = torch.where(real & ~missing, batch.numeric.to(dtype), 0.0)
+            out = out + self.numeric(torch.cat([values, missing.to(dtype)], dim=-1))
+
+        if self.categorical is not None:
+            index = torch.where(real, batch.categorical, PAD_INDEX) + self.categorical_offsets
+            embedded = F.embedding_bag(index.reshape(-1, index.shape[-1]), self.categorical, mode="sum")
+            out = out + embedded.reshape(out.shape)
+
+        if self.codes is not None:
+            codes = torch.where(real, batch.codes, PAD_INDEX)
+            table = self.codes.weight
+            if self.code_query is None:
+                pooled = mean_pool_codes(codes, table)
+            else:
+                pooled = attention_pool_codes(codes, table, self.code_query)
+            has_codes = (codes != PAD_INDEX).any(dim=-1, keepdim=True)
+            out = out + torch.where(has_codes, pooled, self.no_codes)
+
+        return self.dropout(self.norm(out))
