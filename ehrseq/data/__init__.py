@@ -1,5 +1,39 @@
 """Tables in, tensors out: contracts, validation, cohort and targets, features, tensorization, MEDS, data sets."""
 
 from ehrseq.data.batch import PAD_INDEX, UNKNOWN_INDEX, SequenceBatch
+from ehrseq.data.cohort import Cohort, assemble_cohort, build_cohort
+from ehrseq.data.features import EncodedVisits, FeaturePipeline
+from ehrseq.data.grid import TimeGrid
+from ehrseq.data.loader import LengthBucketSampler, make_loader
+from ehrseq.data.meds import read_meds
+from ehrseq.data.report import CohortReport, RowCount
+from ehrseq.data.specs import TableSpec, load_spec
+from ehrseq.data.split import split_patients
+from ehrseq.data.sequence import SequenceData, tensorize
+from ehrseq.data.validation import ValidatedTables, validate, validate_meds, validate_predictions
 
-__all__ = ["PAD_INDEX", "UNKNOWN_INDEX", "SequenceBatch"]
+__all__ = [
+    "PAD_INDEX",
+    "UNKNOWN_INDEX",
+    "Cohort",
+    "CohortReport",
+    "EncodedVisits",
+    "FeaturePipeline",
+    "LengthBucketSampler",
+    "RowCount",
+    "SequenceBatch",
+    "SequenceData",
+    "TableSpec",
+    "TimeGrid",
+    "ValidatedTables",
+    "assemble_cohort",
+    "build_cohort",
+    "load_spec",
+    "make_loader",
+    "read_meds",
+    "split_patients",
+    "tensorize",
+    "validate",
+    "validate_meds",
+    "validate_predictions",
+]

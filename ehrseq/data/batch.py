@@ -69,6 +69,10 @@ class SequenceBatch:
         Multi-event data: time of each event (or censoring) in days since origin.
     event_flags: ``[B, E]`` bool or None
         Multi-event data: True where the event was observed at ``event_times``.
+    event_at_risk: ``[B, E]`` bool or None
+        Multi-event data: False where the patient is not at risk for the event (no row in the
+        multi-event table, e.g. prevalent at entry); ``event_times`` and ``event_flags`` hold 0 and
+        False there and must be ignored.
     """
 
     numeric: torch.Tensor
@@ -88,6 +92,7 @@ class SequenceBatch:
     entry: torch.Tensor | None = None
     event_times: torch.Tensor | None = None
     event_flags: torch.Tensor | None = None
+    event_at_risk: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ structure
     @property
@@ -155,6 +160,7 @@ class SequenceBatch:
             "entry": ((b,), (torch.float32, torch.float64)),
             "event_times": ((b, None), (torch.float32, torch.float64)),
             "event_flags": ((b, None), (torch.bool,)),
+            "event_at_risk": ((b, None), (torch.bool,)),
         }
         for name, (shape, dtypes) in expected.items():
             value = getattr(self, name)
@@ -175,4 +181,8 @@ class SequenceBatch:
             self.event_times is not None and self.event_times.shape != self.event_flags.shape
         ):
             raise ShapeError("SequenceBatch.event_times and event_flags must both be given with the same shape")
+        if self.event_at_risk is not None and (
+            self.event_times is None or self.event_at_risk.shape != self.event_times.shape
+        ):
+            raise ShapeError("SequenceBatch.event_at_risk must have the shape of event_times")
         return self

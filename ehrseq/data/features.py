@@ -1,0 +1,369 @@
+"""`FeaturePipeline`: per-visit feature encoding fitted on training patients, serialisable to JSON.
+
+Numeric features
+    z = (x − mean) / sd with mean and population sd of the observed (non-null, non-NaN) training
+    values, computed in float64 and stored as float32; sd = 1 when a column is constant (sd below
+    10 machine epsilons, as in scikit-learn), and mean = 0, sd = 1 when it was never observed.
+    Missing values are flagged in ``numeric_missing`` and filled with 0 (the training mean) — or, with
+    ``locf=True``, with the patient's last observed value (never another patient's), and 0 before
+    the first observation.
+Time features (``time_features=True``, appended to the numeric columns, never missing)
+    ``elapsed_years`` = (v_m − origin) / 365.25 and ``log_gap`` = log1p(gap days) / log1p(365.25)
+    (0 at the first visit, 1 for a one-year gap).
+Categorical features
+    One vocabulary per column (values compared as strings; null is a level of its own), most
+    frequent first: index 0 = padding (:data:`PAD_INDEX`), 1 = unknown (:data:`UNKNOWN_INDEX`,
+    levels not seen in training), levels from 2.
+Codes
+    One vocabulary over the codes column: codes seen at least ``code_min_count`` times in training,
+    at most ``code_max_size`` of them (most frequent first, ties by code), indices from 2; other codes
+    map to the unknown index 1.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+
+from ehrseq.data.batch import PAD_INDEX, UNKNOWN_INDEX
+from ehrseq.data.specs import dtype_in_class
+from ehrseq.data.validation import CODES_DTYPE
+from ehrseq.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from ehrseq.data.cohort import Cohort
+
+#: Names of the time features appended to the numeric columns.
+TIME_FEATURES = ("elapsed_years", "log_gap")
+DAYS_PER_YEAR = 365.25
+_FIRST_INDEX = max(PAD_INDEX, UNKNOWN_INDEX) + 1
+_FORMAT = "ehrseq.FeaturePipeline"
+#: Standard deviations below this are taken as 0 (a constant column), as in scikit-learn's scalers.
+_MIN_STD = 10 * np.finfo(np.float64).eps
+
+
+@dataclass(frozen=True)
+class EncodedVisits:
+    """Encoded features of the N visits of a cohort (visit-table row order).
+
+    ``numeric [N, F]`` float32, ``numeric_missing [N, F]`` bool, ``categorical [N, C]`` int64 (column-
+    major: a column is contiguous) and the codes in CSR form: the codes of visit r are
+    ``code_values[code_offsets[r]:code_offsets[r + 1]]`` (int64 vocabulary indices, ``code_offsets [N + 1]``).
+    """
+
+    numeric: np.ndarray
+    numeric_missing: np.ndarray
+    categorical: np.ndarray
+    code_values: np.ndarray
+    code_offsets: np.ndarray
+
+
+class FeaturePipeline:
+    """Encode a cohort's visits into arrays (see the module docstring for every transformation).
+
+    Parameters
+    ----------
+    numeric, categorical:
+        Columns to use; ``None`` takes the cohort's numeric / categorical features at :meth:`fit`.
+    codes:
+        ``True`` uses the cohort's codes column (if any), ``False`` none, a string names the column.
+    locf:
+        Fill missing numeric values with the patient's last observation instead of the mean.
+    code_min_count, code_max_size:
+        Keep codes seen at least ``code_min_count`` times, at most ``code_max_size`` codes.
+    time_features:
+        Append ``elapsed_years`` and ``log_gap`` to the numeric features.
+    """
+
+    def __init__(
+        self,
+        numeric: Sequence[str] | None = None,
+        categorical: Sequence[str] | None = None,
+        codes: bool | str = True,
+        *,
+        locf: bool = False,
+        code_min_count: int = 1,
+        code_max_size: int | None = None,
+        time_features: bool = True,
+    ) -> None:
+        if not isinstance(code_min_count, int) or code_min_count < 1:
+            raise ConfigError(f"code_min_count must be a positive int, got {code_min_count!r}")
+        if code_max_size is not None and (not isinstance(code_max_size, int) or code_max_size < 0):
+            raise ConfigError(f"code_max_size must be a non-negative int or None, got {code_max_size!r}")
+        self.numeric = None if numeric is None else tuple(numeric)
+        self.categorical = None if categorical is None else tuple(categorical)
+        self.codes = codes
+        self.locf = bool(locf)
+        self.code_min_count = code_min_count
+        self.code_max_size = code_max_size
+        self.time_features = bool(time_features)
+        # fitted state
+        self.numeric_columns: tuple[str, ...] = ()
+        self.categorical_columns: tuple[str, ...] = ()
+        self.codes_column: str | None = None
+        self.means: np.ndarray | None = None
+        self.stds: np.ndarray = np.zeros(0)
+        self.levels: dict[str, list[str | None]] = {}
+        self.code_vocabulary: list[str] = []
+
+    # ------------------------------------------------------------------ fitted state
+    @property
+    def is_fitted(self) -> bool:
+        return self.means is not None
+
+    def _require_fitted(self) -> None:
+        if not self.is_fitted:
+            raise ConfigError("FeaturePipeline is not fitted: call fit(cohort) first")
+
+    @property
+    def numeric_names(self) -> tuple[str, ...]:
+        """Names of the F numeric columns (features, then time features)."""
+        self._require_fitted()
+        return self.numeric_columns + (TIME_FEATURES if self.time_features else ())
+
+    @property
+    def categorical_names(self) -> tuple[str, ...]:
+        self._require_fitted()
+        return self.categorical_columns
+
+    @property
+    def categorical_cardinalities(self) -> tuple[int, ...]:
+        """Embedding sizes of the categorical columns (levels + padding + unknown)."""
+        return tuple(len(self.levels[c]) + _FIRST_INDEX for c in self.categorical_names)
+
+    @property
+    def code_vocab_size(self) -> int:
+        """Embedding size of the codes (kept codes + padding + unknown)."""
+        self._require_fitted()
+        return len(self.code_vocabulary) + _FIRST_INDEX
+
+    # ------------------------------------------------------------------ fit / transform
+    def fit(self, cohort: Cohort) -> FeaturePipeline:
+        """Learn standardisation statistics and vocabularies from ``cohort`` (the training patients)."""
+        numeric = cohort.numeric if self.numeric is None else self.numeric
+        categorical = cohort.categorical if self.categorical is None else self.categorical
+        codes = cohort.codes if self.codes is True else (self.codes or None)
+        visits = cohort.visits
+        _check_columns(visits, numeric, categorical, codes)
+
+        if numeric:
+            values = [_observed(c) for c in numeric]
+            stats = visits.select(
+                *(v.mean().alias(f"m{i}") for i, v in enumerate(values)),
+                *(v.std(ddof=0).alias(f"s{i}") for i, v in enumerate(values)),
+            ).row(0)
+            means = np.array([np.nan if m is None else m for m in stats[: len(numeric)]], dtype=np.float64)
+            stds = np.array([np.nan if s is None else s for s in stats[len(numeric):]], dtype=np.float64)
+        else:
+            means, stds = np.zeros(0), np.zeros(0)
+        never_observed = ~np.isfinite(means)
+        means[never_observed] = 0.0
+        stds[~np.isfinite(stds) | (stds < _MIN_STD) | never_observed] = 1.0
+
+        self.levels = {c: _frequency_order(visits.get_column(c).cast(pl.String)) for c in categorical}
+        self.code_vocabulary = []
+        if codes is not None:
+            ids = _code_ids(visits.get_column(codes))
+            counts = np.bincount(ids)
+            present = np.flatnonzero(counts)
+            table = pl.DataFrame({"code": _code_names(len(counts)).gather(present), "count": counts[present]})
+            table = table.filter(pl.col("count") >= self.code_min_count).sort(
+                ["count", "code"], descending=[True, False])
+            if self.code_max_size is not None:
+                table = table.head(self.code_max_size)
+            self.code_vocabulary = table.get_column("code").to_list()
+        self.numeric_columns, self.categorical_columns = tuple(numeric), tuple(categorical)
+        self.codes_column = codes
+        self.means, self.stds = means, stds
+        return self
+
+    def transform(self, cohort: Cohort) -> EncodedVisits:
+        """Encode every visit of ``cohort`` with the fitted statistics and vocabularies."""
+        self._require_fitted()
+        visits = cohort.visits
+        _check_columns(visits, self.numeric_columns, self.categorical_columns, self.codes_column)
+        n = visits.height
+
+        numeric, missing = self._encode_numeric(visits)
+        categorical_exprs = [
+            pl.col(c).cast(pl.String).replace_strict(
+                self.levels[c], list(range(_FIRST_INDEX, _FIRST_INDEX + len(self.levels[c]))),
+                default=UNKNOWN_INDEX, return_dtype=pl.Int64).alias(c)
+            for c in self.categorical_columns
+        ]
+        categorical = _matrix(visits.select(categorical_exprs), list(self.categorical_columns), np.int64, n)
+        code_values, code_offsets = self._encode_codes(visits)
+        return EncodedVisits(numeric, missing, categorical, code_values, code_offsets)
+
+    def fit_transform(self, cohort: Cohort) -> EncodedVisits:
+        return self.fit(cohort).transform(cohort)
+
+    def _encode_numeric(self, visits: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Standardised values and missing flags, ``[N, F]`` each (column-major: one pass per column,
+        written in place from the Arrow buffers, without intermediate frames)."""
+        n, names = visits.height, self.numeric_names
+        values = np.zeros((len(names), n), dtype=np.float32)
+        missing = np.zeros((len(names), n), dtype=bool)
+        means = np.asarray(self.means)
+        centred = np.empty(n, dtype=np.float64)
+        for j, c in enumerate(self.numeric_columns):
+            column = visits.get_column(c)
+            _missing_column(column, out=missing[j])
+            if column.null_count() == n:
+                continue
+            unfilled = missing[j]
+            if self.locf:
+                column = visits.select(_observed(c).forward_fill().over("patient_index")).to_series()
+                unfilled = np.zeros(n, dtype=bool)
+                _missing_column(column, out=unfilled)
+            with np.errstate(all="ignore"):  # null slots hold arbitrary values; they are zeroed below
+                np.subtract(_float_values(column), means[j], out=centred)
+                np.divide(centred, self.stds[j], out=values[j], casting="same_kind")
+            _zero_where(values[j], unfilled)
+        if self.time_features:
+            f = len(self.numeric_columns)
+            np.divide(visits.get_column("elapsed").to_numpy(), DAYS_PER_YEAR, out=values[f], casting="same_kind")
+            np.log1p(visits.get_column("gap").to_numpy(), out=values[f + 1], casting="same_kind")
+            values[f + 1] /= np.float32(np.log1p(DAYS_PER_YEAR))
+        return values.T, missing.T
+
+    def _encode_codes(self, visits: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        if self.codes_column is None:
+            return np.zeros(0, dtype=np.int64), np.zeros(visits.height + 1, dtype=np.int64)
+        column = visits.get_column(self.codes_column)
+        lengths = column.list.len().fill_null(0).to_numpy()
+        offsets = np.zeros(visits.height + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        ids = _code_ids(column)
+        vocabulary_ids = pl.Series(self.code_vocabulary, dtype=pl.String).cast(CODES_DTYPE).to_physical().to_numpy()
+        size = max(int(ids.max(initial=0)), int(vocabulary_ids.max(initial=0))) + 1
+        lookup = np.full(size, UNKNOWN_INDEX, dtype=np.int64)
+        lookup[vocabulary_ids] = np.arange(_FIRST_INDEX, _FIRST_INDEX + len(vocabulary_ids))
+        return lookup[ids], offsets
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        self._require_fitted()
+        return {
+            "format": _FORMAT,
+            "version": 1,
+            "options": {"locf": self.locf, "code_min_count": self.code_min_count,
+                        "code_max_size": self.code_max_size, "time_features": self.time_features},
+            "numeric": [{"name": c, "mean": float(m), "std": float(s)}
+                        for c, m, s in zip(self.numeric_columns, np.asarray(self.means), self.stds)],
+            "categorical": [{"name": c, "levels": self.levels[c]} for c in self.categorical_columns],
+            "codes": {"column": self.codes_column, "vocabulary": self.code_vocabulary},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeaturePipeline:
+        if data.get("format") != _FORMAT:
+            raise ConfigError("not a serialised FeaturePipeline")
+        if data.get("version") != 1:
+            raise ConfigError(f"unsupported FeaturePipeline version {data.get('version')!r}")
+        numeric = [c["name"] for c in data["numeric"]]
+        categorical = [c["name"] for c in data["categorical"]]
+        codes = data["codes"]["column"]
+        pipeline = cls(numeric, categorical, codes if codes is not None else False, **data["options"])
+        pipeline.means = np.array([c["mean"] for c in data["numeric"]], dtype=np.float64)
+        pipeline.stds = np.array([c["std"] for c in data["numeric"]], dtype=np.float64)
+        pipeline.levels = {c["name"]: list(c["levels"]) for c in data["categorical"]}
+        pipeline.code_vocabulary = list(data["codes"]["vocabulary"])
+        pipeline.numeric_columns, pipeline.categorical_columns = tuple(numeric), tuple(categorical)
+        pipeline.codes_column = codes
+        return pipeline
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> FeaturePipeline:
+        return cls.from_dict(json.loads(text))
+
+    def __repr__(self) -> str:
+        if not self.is_fitted:
+            return "FeaturePipeline(unfitted)"
+        return (f"FeaturePipeline(F={len(self.numeric_names)}, C={len(self.categorical_names)}, "
+                f"codes={self.codes_column!r} ({len(self.code_vocabulary)} kept), locf={self.locf})")
+
+
+def _observed(column: str) -> pl.Expr:
+    """The column as float64 (missing values are null in a cohort: NaN was converted there)."""
+    return pl.col(column).cast(pl.Float64)
+
+
+def _code_ids(column: pl.Series) -> np.ndarray:
+    """Process-wide integer ids of the codes of a list column, flattened (see ``CODES_DTYPE``)."""
+    if column.dtype != pl.List(CODES_DTYPE):
+        column = column.cast(pl.List(pl.String)).cast(pl.List(CODES_DTYPE))
+    flat = column.list.explode(keep_nulls=False, empty_as_null=False)
+    return flat.to_physical().to_numpy()
+
+
+def _code_names(size: int) -> pl.Series:
+    """Code strings by id, for ids ``0 .. size - 1``."""
+    names = CODES_DTYPE.categories.to_series()
+    return names.head(size)
+
+
+def _float_values(column: pl.Series) -> np.ndarray:
+    """The values of a numeric column as float64, a zero-copy view of its Arrow buffer when it is
+    float64 already; null slots hold arbitrary values."""
+    if column.dtype != pl.Float64:
+        column = column.cast(pl.Float64)
+    array = column.to_arrow()
+    return np.frombuffer(array.buffers()[1], dtype=np.float64, count=array.offset + len(array))[array.offset:]
+
+
+def _zero_where(values: np.ndarray, mask: np.ndarray) -> None:
+    """``values[mask] = 0`` for float32 values, branch-free: AND the bits with 0 (mask) or all ones."""
+    keep = mask.view(np.int8) - np.int8(1)
+    bits = values.view(np.int32)
+    np.bitwise_and(bits, keep, out=bits)
+
+
+def _missing_column(values: pl.Series, out: np.ndarray) -> None:
+    """Write ``values.is_null()`` into ``out``, unpacked straight from the Arrow validity bitmap."""
+    if values.null_count() == 0:
+        return
+    if values.null_count() == values.len():
+        out[:] = True
+        return
+    array = values.to_arrow()
+    bitmap = np.frombuffer(array.buffers()[0], dtype=np.uint8)
+    valid = np.unpackbits(bitmap, count=array.offset + len(array), bitorder="little")[array.offset:]
+    np.equal(valid, 0, out=out)
+
+
+def _frequency_order(values: pl.Series) -> list[str | None]:
+    counts = values.value_counts(name="count")
+    ordered = counts.sort(["count", values.name], descending=[True, False], nulls_last=True)
+    return ordered.get_column(values.name).to_list()
+
+
+def _matrix(frame: pl.DataFrame, names: list[str], dtype: Any, n: int) -> np.ndarray:
+    """Columns of ``frame`` as an ``[n, len(names)]`` array, column-major (one copy per column)."""
+    if not names:
+        return np.zeros((n, 0), dtype=dtype)
+    return np.asarray(frame.select(names).to_numpy(), dtype=dtype)
+
+
+def _check_columns(visits: pl.DataFrame, numeric: Sequence[str], categorical: Sequence[str],
+                   codes: str | None) -> None:
+    wanted = [*numeric, *categorical, *([codes] if codes else [])]
+    missing = [c for c in wanted if c not in visits.columns]
+    if missing:
+        raise DataError(f"columns {missing} are not in the cohort's visit table", table="visits",
+                        column=missing[0], rule="required_columns")
+    for c in numeric:
+        if not dtype_in_class(visits.schema[c], "numeric", nullable=True):
+            raise DataError(f"dtype {visits.schema[c]} is not numeric", table="visits", column=c,
+                            rule="numeric_feature_dtype")
+    if codes and not dtype_in_class(visits.schema[codes], "code_list", nullable=True):
+        raise DataError(f"dtype {visits.schema[codes]} is not a list of strings", table="visits", column=codes,
+                        rule="column_dtype")
