@@ -192,6 +192,22 @@ class SurvivalDistribution(ABC):
     def _after_index(self) -> None:
         """Hook for subclasses that cache values derived from their parameters."""
 
+    def masked(self, keep: torch.Tensor, fill: float = 0.0) -> SurvivalDistribution:
+        """A copy whose parameters are replaced by ``fill`` wherever ``keep`` is False.
+
+        ``keep`` is a bool tensor over the leading batch dims (e.g. the ``[B, M]`` visit mask of a
+        ``[B, M]`` or ``[B, M, E]`` batch). Losses call it so that padded visits, whose parameters may
+        hold anything (NaN included), give finite values and exactly zero gradients. ``fill = 0`` is a
+        valid parameter value for every family (logits, log-scales, locations, elapsed time).
+        """
+        replaced = copy.copy(self)
+        for name in self.batched_fields:
+            value = getattr(self, name)
+            if value is not None:
+                setattr(replaced, name, _where_leading(keep, value, fill))
+        replaced._after_index()
+        return replaced
+
     def to(self, device: torch.device | str) -> SurvivalDistribution:
         moved = copy.copy(self)
         for name in self.batched_fields:
@@ -203,6 +219,14 @@ class SurvivalDistribution(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(batch_shape={list(self.batch_shape)})"
+
+
+def _where_leading(keep: torch.Tensor, value: torch.Tensor, fill: float) -> torch.Tensor:
+    """``value`` where ``keep`` (a mask over its leading dims) is True, ``fill`` elsewhere."""
+    if keep.dim() > value.dim() or tuple(value.shape[: keep.dim()]) != tuple(keep.shape):
+        raise ShapeError(f"mask of shape {list(keep.shape)} does not match the leading dims of {list(value.shape)}")
+    keep = keep.to(device=value.device, dtype=torch.bool).reshape(*keep.shape, *([1] * (value.dim() - keep.dim())))
+    return torch.where(keep, value, torch.full_like(value, fill))
 
 
 class ConditionalSurvival(SurvivalDistribution):
@@ -255,6 +279,9 @@ class ConditionalSurvival(SurvivalDistribution):
 
     def __getitem__(self, index: Any) -> ConditionalSurvival:
         return ConditionalSurvival(self.base[index], self.elapsed[index])
+
+    def masked(self, keep: torch.Tensor, fill: float = 0.0) -> ConditionalSurvival:
+        return ConditionalSurvival(self.base.masked(keep, fill), _where_leading(keep, self.elapsed, 0.0))
 
     def to(self, device: torch.device | str) -> ConditionalSurvival:
         return ConditionalSurvival(self.base.to(device), self.elapsed.to(device))
