@@ -7,9 +7,9 @@ from ehrseq.data.grid import TimeGrid
 from ehrseq.data.loader import LengthBucketSampler, make_loader
 from ehrseq.data.meds import read_meds
 from ehrseq.data.report import CohortReport, RowCount
+from ehrseq.data.sequence import SequenceData, tensorize
 from ehrseq.data.specs import TableSpec, load_spec
 from ehrseq.data.split import split_patients
-from ehrseq.data.sequence import SequenceData, tensorize
 from ehrseq.data.validation import ValidatedTables, validate, validate_meds, validate_predictions
 
 __all__ = [

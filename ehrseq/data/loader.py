@@ -109,19 +109,20 @@ def make_loader(
     num_workers: int = 0,
     pin_memory: bool = False,
     sampler: Iterable[int] | None = None,
+    bucket_factor: int = 50,
     **loader_options: Any,
 ) -> DataLoader:
     """A :class:`torch.utils.data.DataLoader` of :class:`ehrseq.data.SequenceBatch` over ``data``.
 
     Batches come from a :class:`LengthBucketSampler` (seeded; every patient exactly once per epoch;
-    bucketed by length unless ``bucket_by_length=False``); each batch is padded to its own longest
-    history in a single vectorized gather. ``sampler`` restricts each epoch to the indices it yields
+    bucketed by length within pools of ``bucket_factor`` batches unless ``bucket_by_length=False``);
+    each batch is padded to its own longest history in a single vectorized gather. ``sampler`` restricts each epoch to the indices it yields
     (e.g. a ``DistributedSampler`` for this rank); call ``loader.batch_sampler.set_epoch(e)`` to
     choose the epoch explicitly. Extra keyword arguments go to the DataLoader.
     """
     batch_sampler = LengthBucketSampler(
         data.lengths, batch_size, shuffle=shuffle, seed=seed, bucket_by_length=bucket_by_length,
-        drop_last=drop_last, sampler=sampler,
+        bucket_factor=bucket_factor, drop_last=drop_last, sampler=sampler,
     )
     return DataLoader(
         data, batch_sampler=batch_sampler, collate_fn=SequenceData.collate, num_workers=num_workers,

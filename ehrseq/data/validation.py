@@ -19,7 +19,6 @@ from typing import Any, Literal
 
 import polars as pl
 
-from ehrseq.errors import ConfigError, DataError
 from ehrseq.data.specs import (
     TABLES,
     ColumnSpec,
@@ -31,6 +30,7 @@ from ehrseq.data.specs import (
     dtype_in_class,
     load_spec,
 )
+from ehrseq.errors import ConfigError, DataError
 
 #: Dtype of codes in validated visit tables and cohorts: one process-wide string <-> id mapping.
 CODES_DTYPE = pl.Categorical(pl.Categories("codes", namespace="ehrseq"))

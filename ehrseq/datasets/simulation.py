@@ -167,6 +167,30 @@ class SimulationTruth:
         """P(T_i ≤ s + u | T_i > s) = 1 − :meth:`survival`, ``[n, U]`` (computed without cancellation)."""
         return -np.expm1(-self._hazard_increment(patient_id, landmark_time, durations))
 
+    def predict_risk(self, visits: pl.DataFrame, horizon: np.ndarray | float, *, landmark: float = 0.0,
+                     outcomes: pl.DataFrame | None = None) -> pl.DataFrame:
+        """The oracle as a landmark model (the interface of :func:`ehrseq.evaluate.landmark`).
+
+        For every patient of ``visits`` with a visit at or before ``landmark`` s: the true
+        P(T ≤ s + Δ | T > s) for each Δ in ``horizon``, as a frame ``patient_id, landmark, horizon, risk``.
+        ``outcomes`` is accepted for interface compatibility and not used.
+        """
+        del outcomes
+        s = float(landmark)
+        horizons = np.atleast_1d(np.asarray(horizon, dtype=np.float64))
+        ids = (
+            visits.lazy().filter(pl.col("time") <= s).select(pl.col("patient_id").unique(maintain_order=True))
+            .collect()["patient_id"].to_numpy()
+        )
+        risk = self.risk(ids, s, horizons)
+        n, u = risk.shape
+        return pl.DataFrame({
+            "patient_id": np.repeat(ids, u),
+            "landmark": np.full(n * u, s),
+            "horizon": np.tile(horizons, n),
+            "risk": risk.reshape(-1),
+        })
+
     def table(self) -> pl.DataFrame:
         """Per-patient ground truth: ``patient_id, intercept, slope, event_time, censoring_time``."""
         return pl.DataFrame(

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from ehrseq.errors import ShapeError
+from ehrseq.models.distributions._math import log1mexp
 
 Duration = torch.Tensor | float | Sequence[float]
 
@@ -116,6 +117,26 @@ class SurvivalDistribution(ABC):
     def cumulative_hazard(self, u: Duration) -> torch.Tensor:
         """H(u) = −log S(u)."""
         return -self.log_survival(u)
+
+    def log_interval_mass(self, lower: Duration, upper: Duration) -> torch.Tensor:
+        """log P(lower < R ≤ upper) = log S(lower) + log(1 − S(upper)/S(lower)), shape ``[*batch_shape, U]``.
+
+        Computed without subtracting probabilities (−inf where the interval has no mass; ``upper`` may
+        be ``inf``). Families whose cumulative hazard increments have a closed form override it.
+        """
+        lower, upper = self._interval(lower, upper)
+        finite = torch.isfinite(upper)
+        log_lower = self.log_survival(lower)
+        ratio = self.log_survival(torch.where(finite, upper, lower)) - log_lower
+        ratio = torch.where(finite, ratio, torch.full_like(ratio, -math.inf))
+        return log_lower + log1mexp(ratio.clamp_max(0.0))
+
+    def _interval(self, lower: Duration, upper: Duration) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both bounds broadcast to ``[*batch_shape, U]``; ``ValueError`` unless upper ≥ lower."""
+        lower, upper = self._durations(lower), self._durations(upper)
+        if torch.any(upper < lower):
+            raise ValueError("log_interval_mass needs upper >= lower")
+        return lower, upper
 
     def quantile(self, q: Duration, iterations: int = 64) -> torch.Tensor:
         """Smallest u with F(u) ≥ q, shape ``[*batch_shape, Q]``.
@@ -276,6 +297,12 @@ class ConditionalSurvival(SurvivalDistribution):
     def log_density(self, u: Duration) -> torch.Tensor:
         shifted, log_s_elapsed = self._shifted(u)
         return self.base.log_density(shifted) - log_s_elapsed
+
+    def log_interval_mass(self, lower: Duration, upper: Duration) -> torch.Tensor:
+        """P(s + lower < R ≤ s + upper) / S(s), through the base's own interval mass."""
+        shifted_lower, log_s_elapsed = self._shifted(lower)
+        shifted_upper = self._durations(upper) + self.elapsed.unsqueeze(-1)
+        return self.base.log_interval_mass(shifted_lower, shifted_upper) - log_s_elapsed
 
     def __getitem__(self, index: Any) -> ConditionalSurvival:
         return ConditionalSurvival(self.base[index], self.elapsed[index])

@@ -1,0 +1,232 @@
+"""Loss forward+backward times for every registered loss, and vectorized vs Python-loop ratios.
+
+Every loss of :func:`ehrseq.losses.available_losses` that provides ``example_inputs`` is timed on a
+synthetic batch (default B = 512 patients, M = 64 visits, L = 32 grid bins): forward and backward,
+median of repeated runs after warm-up, with torch's default number of threads. The ranking and
+contrastive losses are also compared, in the same run and on the same inputs, with the Python-loop
+formulations of [catalogue] §2 and §6 (re-implemented below as the baseline, timed on fewer runs);
+their values are checked to agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ehrseq.bench._timing import Timing, environment_line, format_table, measure
+from ehrseq.losses import available_losses, get_loss, loss_class
+from ehrseq.losses.examples import synthetic_logits, synthetic_targets
+from ehrseq.losses.functional import ranking_loss, supervised_contrastive_loss
+
+TARGET_MS = 5.0
+TARGET_RATIO = 100.0
+
+
+def loop_ranking_loss(risk: torch.Tensor, time: torch.Tensor, event: torch.Tensor, temperature: float) -> torch.Tensor:
+    """[catalogue] §2 ranking loss as written there: a Python loop over anchors and pairs (baseline only)."""
+    loss = risk.new_zeros(())
+    pairs = 0
+    for i in range(risk.shape[0]):
+        if event[i] == 0:
+            continue
+        for j in range(risk.shape[0]):
+            if time[j] > time[i]:
+                loss = loss + F.softplus(-(risk[i] - risk[j]) / temperature)
+                pairs += 1
+    return loss / pairs if pairs else loss
+
+
+def loop_contrastive_loss(
+    states: torch.Tensor, event: torch.Tensor, event_visit: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """[catalogue] §6 contrastive loss as written there: Python loops over patients (baseline only)."""
+    final = torch.stack([states[i, int(event_visit[i])] for i in range(states.shape[0])])
+    unit = F.normalize(final, dim=-1)
+    similarity = unit @ unit.T
+    loss = states.new_zeros(())
+    anchors = 0
+    for i in range(states.shape[0]):
+        if event[i] == 0:
+            continue
+        positive, negative = [], []
+        for j in range(states.shape[0]):
+            if i == j:
+                continue
+            (positive if event[j] != 0 else negative).append(similarity[i, j] / temperature)
+        if positive:
+            numerator = torch.stack(positive).exp().sum()
+            denominator = numerator + (torch.stack(negative).exp().sum() if negative else 0.0)
+            loss = loss - torch.log(numerator / denominator)
+            anchors += 1
+    return loss / anchors if anchors else loss
+
+
+def _leaves(value: Any) -> Iterable[torch.Tensor]:
+    """Tensors requiring grad inside (nested) inputs."""
+    if isinstance(value, torch.Tensor):
+        if value.requires_grad:
+            yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _leaves(item)
+
+
+class _Step:
+    """One forward + backward, resetting the gradients of the inputs and parameters first; keeps the last value."""
+
+    def __init__(self, loss: Callable[..., torch.Tensor], inputs: dict[str, Any], parameters: list[torch.Tensor]):
+        self.loss, self.inputs = loss, inputs
+        self.leaves = list(_leaves(inputs)) + parameters
+        self.value = math.nan
+
+    def __call__(self) -> None:
+        for leaf in self.leaves:
+            leaf.grad = None
+        value = self.loss(**self.inputs)
+        value.backward()
+        self.value = float(value.detach())
+
+
+def reference_step(batch_size: int, visits: int, bins: int, dtype: torch.dtype, seed: int) -> _Step:
+    """torch's own masked BCE-with-logits on ``[B, M, L]``: a yardstick for the speed of the machine."""
+    generator = torch.Generator().manual_seed(seed)
+    logits = synthetic_logits(batch_size, visits, bins, generator=generator, dtype=dtype)
+    targets = (torch.rand(batch_size, visits, bins, generator=generator) < 0.1).to(dtype)
+    weights = (torch.rand(batch_size, visits, bins, generator=generator) < 0.8).to(dtype)
+
+    def bce(logits: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits, targets, weight=weights)
+
+    return _Step(bce, {"logits": logits}, [])
+
+
+def time_registered_losses(
+    batch_size: int, visits: int, bins: int, *, repeats: int, dtype: torch.dtype, seed: int, names: list[str] | None
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Time every registered loss with example inputs; return result rows and names without examples."""
+    rows, skipped = [], []
+    for name in names or available_losses():
+        cls = loss_class(name)
+        if not hasattr(cls, "example_inputs"):
+            skipped.append(name)
+            continue
+        config = cls.example_config() if hasattr(cls, "example_config") else {}
+        module = get_loss(name, **config).to(dtype)
+        generator = torch.Generator().manual_seed(seed)
+        inputs = cls.example_inputs(batch_size, visits, bins, generator=generator, dtype=dtype)
+        timing = measure(_Step(module, inputs, list(module.parameters())), repeats=repeats)
+        rows.append({"loss": name, "module": cls.__name__, "timing": timing})
+    return rows, skipped
+
+
+def compare_with_loops(
+    batch_size: int, visits: int, *, repeats: int, loop_repeats: int, dtype: torch.dtype, seed: int
+) -> list[dict[str, Any]]:
+    """Vectorized ranking / contrastive losses vs the [catalogue] loops on the same inputs."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = synthetic_targets(batch_size, visits, 1, generator=generator, dtype=dtype)
+    rows = torch.arange(batch_size)
+    time = labels["remaining"][rows, labels["event_visit"]]
+    risk = synthetic_logits(batch_size, generator=generator, dtype=dtype)
+    states = synthetic_logits(batch_size, visits, 64, generator=generator, dtype=dtype)
+    event, last, mask = labels["event"], labels["event_visit"], labels["mask"]
+    cases = {
+        "ranking": (
+            [risk],
+            lambda: ranking_loss(risk, time, event, temperature=1.0),
+            lambda: loop_ranking_loss(risk, time, event, 1.0),
+        ),
+        "contrastive": (
+            [states],
+            lambda: supervised_contrastive_loss(states, event, last, mask, temperature=0.5),
+            lambda: loop_contrastive_loss(states, event, last, 0.5),
+        ),
+    }
+    results = []
+    for name, (leaves, vectorized, loop) in cases.items():
+        fast_step, slow_step = _Step(vectorized, {}, leaves), _Step(loop, {}, leaves)
+        fast = measure(fast_step, repeats=repeats)
+        slow = measure(slow_step, repeats=loop_repeats, warmup=0)
+        difference = abs(fast_step.value - slow_step.value)
+        results.append({"loss": name, "vectorized": fast, "loop": slow, "difference": difference})
+    return results
+
+
+def _ms(timing: Timing) -> str:
+    return f"{timing.median_ms:.2f}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m ehrseq.bench losses", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small smoke setting (B=32, M=8, L=8, few runs)")
+    parser.add_argument("--batch-size", type=int, default=None, help="patients B (default 512)")
+    parser.add_argument("--visits", type=int, default=None, help="visits M (default 64)")
+    parser.add_argument("--bins", type=int, default=None, help="grid bins L (default 32)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per loss (default 30)")
+    parser.add_argument("--loop-repeats", type=int, default=1, help="timed runs of the loop baselines (default 1)")
+    parser.add_argument("--losses", nargs="+", default=None, help="only these registered losses")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's default)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+
+    quick = args.quick
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    batch_size = args.batch_size or (32 if quick else 512)
+    visits = args.visits or (8 if quick else 64)
+    bins = args.bins or (8 if quick else 32)
+    repeats = args.repeats or (3 if quick else 30)
+    loop_repeats = args.loop_repeats
+    dtype = getattr(torch, args.dtype)
+    unknown = sorted(set(args.losses or []) - set(available_losses()))
+    if unknown:
+        parser.error(f"unknown loss(es) {unknown}; available: {', '.join(available_losses())}")
+
+    print(f"Loss benchmark: B={batch_size}, M={visits}, L={bins}, {args.dtype}, forward+backward, "
+          f"median of {repeats} runs after warm-up")
+    print(environment_line())
+    print()
+    timed, skipped = time_registered_losses(
+        batch_size, visits, bins, repeats=repeats, dtype=dtype, seed=args.seed, names=args.losses
+    )
+    reference = measure(reference_step(batch_size, visits, bins, dtype, args.seed), repeats=repeats)
+    rows = [[r["loss"], r["module"], _ms(r["timing"]), f"{1e3 * r['timing'].best:.2f}",
+             f"{1e3 * r['timing'].worst:.2f}", "yes" if r["timing"].median_ms < TARGET_MS else "NO"] for r in timed]
+    rows.append(["(yardstick)", "F.binary_cross_entropy_with_logits [B,M,L]", _ms(reference),
+                 f"{1e3 * reference.best:.2f}", f"{1e3 * reference.worst:.2f}", ""])
+    print(format_table(["loss", "module", "median ms", "best ms", "worst ms", f"< {TARGET_MS:g} ms"], rows))
+    if skipped:
+        print(f"\nnot timed (no example_inputs): {', '.join(skipped)}")
+
+    compared = compare_with_loops(
+        batch_size, visits, repeats=repeats, loop_repeats=loop_repeats, dtype=dtype, seed=args.seed
+    )
+    print(f"\nVectorized vs [catalogue] Python loops (B={batch_size}; loops timed on {loop_repeats} run(s))")
+    print(format_table(
+        ["loss", "vectorized ms", "loop ms", "speed-up", f">= {TARGET_RATIO:g}x", "|value difference|"],
+        [[r["loss"], _ms(r["vectorized"]), _ms(r["loop"]), f"{r['loop'].median / r['vectorized'].median:.0f}x",
+          "yes" if r["loop"].median / r["vectorized"].median >= TARGET_RATIO else "NO",
+          f"{r['difference']:.1e}"] for r in compared],
+    ))
+
+    if args.json:
+        report = {
+            "setting": {"batch_size": batch_size, "visits": visits, "bins": bins, "dtype": args.dtype,
+                        "repeats": repeats, "loop_repeats": loop_repeats, "environment": environment_line()},
+            "losses": {r["loss"]: r["timing"].median_ms for r in timed},
+            "yardstick_bce_ms": reference.median_ms,
+            "not_timed": skipped,
+            "loops": {r["loss"]: {"vectorized_ms": r["vectorized"].median_ms, "loop_ms": r["loop"].median_ms,
+                                  "speed_up": r["loop"].median / r["vectorized"].median,
+                                  "value_difference": r["difference"]} for r in compared},
+        }
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(report, handle, indent=2)

@@ -1,0 +1,182 @@
+"""Landmark evaluation of dynamic predictions (docs/reference.md §B, docs/design.md §6).
+
+For a landmark s (days since each patient's origin) and a horizon Δ (days):
+
+* **at-risk set** — test patients with Y > s and at least one visit at or before s;
+* **prediction** — the model's risk 1 − P(T > s + Δ | T > s, history ≤ s), from the last visit ≤ s;
+* **outcome from s** — time t = Y − s and event = (Δ_i = k) (other event types are censored); Harrell's
+  C uses the window version (events after s + Δ censored at Δ); Uno's C is truncated at Δ; AUC and
+  Brier are evaluated at Δ (cases: events by Δ; controls: still event-free after Δ);
+* **censoring weights** — a Kaplan–Meier of the censoring distribution fitted on the *training*
+  patients at risk at s, on the same time-from-s scale, frozen (never refitted on the test set).
+
+Reported per (landmark, horizon): ``n_at_risk``, ``n_events`` (in the window), ``c_index`` (Harrell),
+``uno_c`` (IPCW, truncated at Δ), ``auc`` (cumulative/dynamic at Δ), ``brier`` (IPCW at Δ), ``ibs``
+(integrated Brier score over ``ibs_points`` horizons in (0, Δ]), and calibration-in-the-large:
+``mean_risk`` (mean predicted) vs ``observed_risk`` (Kaplan–Meier 1 − S(Δ) of the at-risk set).
+Metrics that are undefined for a window (no event, no comparable pair, horizon beyond the training
+censoring support) are reported as null with the reason in ``note`` — never silently dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import polars as pl
+
+from ehrseq.data import build_cohort
+from ehrseq.errors import ConfigError
+from ehrseq.metrics import (
+    CensoringDistribution,
+    KaplanMeier,
+    brier_score,
+    cumulative_dynamic_auc,
+    harrell_c,
+    integrated_brier_score,
+    uno_c,
+)
+
+
+class RiskModel(Protocol):
+    """Anything that predicts landmark risks: fitted :class:`~ehrseq.DynamicSurvival` models and the
+    baselines of :mod:`ehrseq.baselines`."""
+
+    def predict_risk(self, visits: Any, horizon: Any, *, landmark: Any = None, outcomes: Any = None) -> pl.DataFrame: ...
+
+
+def _outcomes_since_origin(visits: Any, outcomes: Any, model: Any, origin: str | None) -> pl.DataFrame:
+    """patient_id, outcome time Y − origin and event, read with the model's own table settings when it
+    has them (so that origins and dropped rows agree with its predictions)."""
+    settings = getattr(model, "cohort_settings", None)
+    if settings is not None and origin is None:
+        cohort = settings.build(visits, outcomes, unmatched="drop")
+    else:
+        cohort = build_cohort(visits, outcomes, origin=origin or "first_visit", unmatched="drop")
+    return cohort.patients.select("patient_id", "outcome_time", "event")
+
+
+def landmark(
+    model: RiskModel,
+    visits: Any,
+    outcomes: Any,
+    landmarks: Sequence[float],
+    horizons: Sequence[float],
+    train_outcomes: tuple[Any, Any] | Any,
+    *,
+    event: int = 1,
+    origin: str | None = None,
+    min_at_risk: int = 10,
+    ibs_points: int = 20,
+) -> pl.DataFrame:
+    """Evaluate ``model`` at every (landmark, horizon): one row each (see the module docstring).
+
+    Parameters
+    ----------
+    model: has ``predict_risk(visits, horizon, landmark=s, outcomes=...)``.
+    visits, outcomes: the test tables (same contract as for fitting).
+    landmarks, horizons: days since origin, and days after the landmark.
+    train_outcomes: the training ``(visits, outcomes)`` pair, or the training outcome table when the
+        origin is the first visit's time 0 of a day clock (then Y − origin = Y); used only to fit the
+        censoring distribution.
+    event: the event type of interest (other types count as censored in the window).
+    origin: how times since origin are measured; defaults to the model's own table settings
+        (``model.cohort_settings``) or, for models without them, ``"first_visit"``.
+    min_at_risk: windows with fewer patients at risk are reported with null metrics.
+    """
+    if not landmarks or not horizons:
+        raise ConfigError("landmarks and horizons must each hold at least one value")
+    horizons = sorted(float(h) for h in horizons)
+    if horizons[0] <= 0:
+        raise ConfigError("horizons must be > 0 days")
+    test = _outcomes_since_origin(visits, outcomes, model, origin)
+    if isinstance(train_outcomes, tuple):
+        train = _outcomes_since_origin(*train_outcomes, model, origin)
+    else:
+        train = pl.DataFrame(train_outcomes).select(
+            "patient_id", pl.col("time").cast(pl.Float64).alias("outcome_time"), pl.col("event").cast(pl.Int64)
+        )
+    rows = []
+    for s in landmarks:
+        s = float(s)
+        at_risk_train = train.filter(pl.col("outcome_time") > s)
+        censoring = None
+        if at_risk_train.height:
+            train_time = at_risk_train["outcome_time"].to_numpy() - s
+            train_event = at_risk_train["event"].to_numpy() != 0
+            censoring = CensoringDistribution.fit(train_time, train_event)
+        grid = np.unique(np.concatenate([np.asarray(horizons),
+                                         *[np.linspace(h / ibs_points, h, ibs_points) for h in horizons]]))
+        predictions = model.predict_risk(visits, grid, landmark=s, outcomes=outcomes)
+        wide = (
+            predictions.pivot(on="horizon", index="patient_id", values="risk")
+            .join(test, on="patient_id", how="inner")
+            .filter(pl.col("outcome_time") > s)
+        )
+        risk_columns = [_column(wide, h) for h in grid]
+        for h in horizons:
+            rows.append(_window_metrics(wide, risk_columns, grid, s, h, event, censoring, min_at_risk, ibs_points))
+    return pl.DataFrame(rows, schema=_SCHEMA, orient="row")
+
+
+_SCHEMA = {
+    "landmark": pl.Float64, "horizon": pl.Float64, "n_at_risk": pl.Int64, "n_events": pl.Int64,
+    "c_index": pl.Float64, "uno_c": pl.Float64, "auc": pl.Float64, "brier": pl.Float64, "ibs": pl.Float64,
+    "mean_risk": pl.Float64, "observed_risk": pl.Float64, "note": pl.String,
+}
+
+
+def _column(frame: pl.DataFrame, value: float) -> str:
+    """The pivoted column holding horizon ``value`` (pivot names floats by their string form)."""
+    for name in frame.columns:
+        try:
+            if float(name) == value:
+                return name
+        except ValueError:
+            continue
+    raise KeyError(value)
+
+
+def _window_metrics(wide: pl.DataFrame, risk_columns: list[str], grid: np.ndarray, s: float, h: float, event: int,
+                    censoring: CensoringDistribution | None, min_at_risk: int, ibs_points: int) -> tuple:
+    n = wide.height
+    time = wide["outcome_time"].to_numpy() - s
+    is_event = wide["event"].to_numpy() == event
+    observed = is_event & (time <= h)
+    window_time = np.minimum(time, h)
+    risk = wide[risk_columns[int(np.searchsorted(grid, h))]].to_numpy()
+    notes: list[str] = []
+    values: dict[str, float | None] = dict.fromkeys(("c_index", "uno_c", "auc", "brier", "ibs", "observed_risk"))
+    mean_risk = float(risk.mean()) if n else None
+    if n < min_at_risk:
+        return (s, h, n, int(observed.sum()), None, None, None, None, None, mean_risk, None,
+                f"fewer than {min_at_risk} patients at risk")
+    values["observed_risk"] = float(1.0 - KaplanMeier.fit(time, is_event).survival(np.array([h]))[0])
+    if observed.sum() == 0:
+        notes.append("no event in the window")
+    else:
+        _try(values, "c_index", notes, lambda: harrell_c(window_time, observed, risk).cindex)
+    if censoring is None:
+        notes.append("no training patient at risk at the landmark")
+    elif observed.sum() > 0:
+        _try(values, "uno_c", notes, lambda: uno_c(time, is_event, risk, censoring, tau=h).cindex)
+        _try(values, "auc", notes, lambda: float(cumulative_dynamic_auc(time, is_event, risk[:, None],
+                                                                           np.array([h]), censoring).auc[0]))
+    if censoring is not None:
+        _try(values, "brier", notes, lambda: float(brier_score(time, is_event, (1 - risk)[:, None], np.array([h]),
+                                                               censoring)[0]))
+        inside = grid[(grid > 0) & (grid <= h)]
+        if inside.size >= 2:
+            columns = [risk_columns[int(np.searchsorted(grid, t))] for t in inside]
+            surv = 1.0 - wide.select(columns).to_numpy()
+            _try(values, "ibs", notes, lambda: float(integrated_brier_score(time, is_event, surv, inside, censoring)))
+    return (s, h, n, int(observed.sum()), values["c_index"], values["uno_c"], values["auc"], values["brier"],
+            values["ibs"], mean_risk, values["observed_risk"], "; ".join(notes) or None)
+
+
+def _try(values: dict[str, float | None], key: str, notes: list[str], compute) -> None:
+    try:
+        values[key] = float(compute())
+    except ValueError as exc:  # undefined for this window (documented): keep the reason
+        notes.append(f"{key}: {str(exc).splitlines()[0]}")

@@ -1,0 +1,255 @@
+"""Piecewise survival models on a grid (Holmer, Frisk & Krysander), in the corrected forms of docs/reference.md A16.
+
+With grid τ_0 = 0 < … < τ_L (days), Δτ_l = τ_{l+1} − τ_l and k(t) the bin of t:
+
+* :class:`PiecewiseConstantHazard` — L outputs, h_l = e^{z_l};
+  H(t) = Σ_{i<k} Δτ_i h_i + (t − τ_k) h_k.
+* :class:`PiecewiseLinearHazard` — L + 1 outputs, hazard linear between h_k = e^{z_k} and h_{k+1};
+  H(t) = Σ_{i<k} Δτ_i (h_i + h_{i+1})/2 + h_k (t − τ_k) + (t − τ_k)²/(2Δτ_k)·(h_{k+1} − h_k).
+* :class:`PiecewiseConstantDensity` — L + 1 outputs, f_l = e^{z_l}/Z on bin l and tail mass
+  S(τ_L) = e^{z_L}/Z, Z = e^{z_L} + Σ_j Δτ_j e^{z_j}.
+* :class:`PiecewiseLinearDensity` — L + 2 outputs, density linear between e^{z_k}/Z and e^{z_{k+1}}/Z,
+  tail mass e^{z_{L+1}}/Z, Z = e^{z_{L+1}} + Σ_j Δτ_j (e^{z_j} + e^{z_{j+1}})/2.
+
+log S of the density models is the log of the remaining mass (a log-sum-exp of the mass left in the
+current bin and of every later bin) minus log Z — never log(1 − cumulative). Beyond τ_L every model
+continues with a constant hazard (see :mod:`ehrseq.models.distributions.grid`): the hazard at τ_L for the
+hazard models, the mean hazard of the last bin for the density models. The likelihoods of [piecewise]
+are the generic MLE of :func:`ehrseq.losses.functional.likelihood.survival_nll` through these classes.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+
+import torch
+
+from ehrseq.models.distributions._math import (
+    LOG_2,
+    gauss_legendre,
+    log1mexp,
+    log_lerp_exp,
+    log_positive,
+    stable_quadratic_root,
+)
+from ehrseq.models.distributions.grid import (
+    ConstantHazardGrid,
+    GridDistribution,
+    gather_last,
+    reverse_logcumsumexp,
+)
+
+#: Cumulative-hazard levels bounding the integration panels of S^p within a bin of the linear-hazard model.
+_HAZARD_LEVELS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+_PANEL_NODES = 16
+
+
+class PiecewiseConstantHazard(ConstantHazardGrid):
+    """Constant hazard h_l = e^{z_l} on each bin; ``logits`` ``[*batch, L]``, ``grid`` ``[L+1]``.
+
+    Beyond τ_L the last hazard h_{L−1} continues.
+    """
+
+    def _log_increments(self) -> torch.Tensor:
+        return self.logits + torch.log(self.widths)
+
+    def _log_survival_grid(self) -> torch.Tensor:
+        cumulative = self.log_hazard_increments().exp().cumsum(dim=-1)
+        return torch.cat([torch.zeros_like(cumulative[..., :1]), -cumulative], dim=-1)
+
+    def _log_mass_grid(self) -> torch.Tensor:
+        log_s = self.log_survival_at_grid()
+        inner = log_s[..., :-1] + log1mexp(-self.log_hazard_increments().exp())
+        return torch.cat([inner, log_s[..., -1:]], dim=-1)
+
+
+class PiecewiseLinearHazard(GridDistribution):
+    """Hazard linear between knot values h_j = e^{z_j}; ``logits`` ``[*batch, L+1]``, ``grid`` ``[L+1]``.
+
+    Beyond τ_L the hazard stays at h_L (continuous hazard).
+    """
+
+    extra_outputs = 1
+
+    def _increments(self) -> torch.Tensor:
+        """ΔH_l = Δτ_l (h_l + h_{l+1}) / 2, ``[*S, L]``."""
+        z = self.logits
+        return (torch.log(self.widths) - LOG_2 + torch.logaddexp(z[..., :-1], z[..., 1:])).exp()
+
+    def _log_survival_grid(self) -> torch.Tensor:
+        cumulative = self._increments().cumsum(dim=-1)
+        return torch.cat([torch.zeros_like(cumulative[..., :1]), -cumulative], dim=-1)
+
+    def _log_mass_grid(self) -> torch.Tensor:
+        log_s = self.log_survival_at_grid()
+        inner = log_s[..., :-1] + log1mexp(-self._increments())
+        return torch.cat([inner, log_s[..., -1:]], dim=-1)
+
+    def _log_tail_rate(self) -> torch.Tensor:
+        return self.logits[..., -1]
+
+    def _segment_log_survival(self, k: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        z_left, z_right = self._knot_logits(k)
+        half_w = 0.5 * t / self.widths[k]
+        # H(τ_k + t) − H(τ_k) = t·[(1 − w/2)·h_k + (w/2)·h_{k+1}], a sum of non-negative terms
+        segment = t * ((1.0 - half_w) * z_left.exp() + half_w * z_right.exp())
+        return gather_last(self.log_survival_at_grid(), k) - segment
+
+    def _segment_log_hazard_between(self, k: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        # H(τ_k + b) − H(τ_k + a) = (b − a)·h at the midpoint (a + b)/2, the hazard being linear
+        z_left, z_right = self._knot_logits(k)
+        return log_positive(b - a) + log_lerp_exp(z_left, z_right, 0.5 * (a + b) / self.widths[k])
+
+    def _segment_log_density(self, k: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        z_left, z_right = self._knot_logits(k)
+        return log_lerp_exp(z_left, z_right, t / self.widths[k]) + self._segment_log_survival(k, t)
+
+    def _offset_at(self, z_left: torch.Tensor, z_right: torch.Tensor, width: torch.Tensor, increment: torch.Tensor) -> torch.Tensor:
+        """The offset t in a bin where H(τ_k + t) − H(τ_k) = increment: h_k t + (h_{k+1} − h_k) t²/(2Δτ).
+
+        Solved after scaling by max(h_k, h_{k+1}), so that nothing overflows.
+        """
+        top = torch.maximum(z_left, z_right)
+        left, right = (z_left - top).exp(), (z_right - top).exp()
+        return stable_quadratic_root((right - left) / (2.0 * width), left, increment * (-top).exp()).clamp(max=width)
+
+    def _segment_quantile(self, k: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        z_left, z_right = self._knot_logits(k)
+        needed = (gather_last(self.log_survival_at_grid(), k) - target).clamp_min(0.0)
+        return self._offset_at(z_left, z_right, self.widths[k], needed)
+
+    def _segment_integrals(self, lengths: torch.Tensor, power: int = 1) -> torch.Tensor:
+        # S^p is exp(−p·quadratic) inside a bin, as steep as the hazard makes it: Gauss–Legendre on panels
+        # where p·H grows by 0, ½, 1, 2, … 64, beyond which S^p falls below e⁻⁶⁴ of its value at τ_k
+        z = self.logits
+        levels = torch.tensor(_HAZARD_LEVELS, dtype=self.dtype, device=self.device)
+        width = self.widths.unsqueeze(-1)
+        z_left, z_right = z[..., :-1].unsqueeze(-1), z[..., 1:].unsqueeze(-1)
+        t_end = lengths.unsqueeze(-1)
+        w_end = 0.5 * t_end / width
+        reached = t_end * ((1.0 - w_end) * z_left.exp() + w_end * z_right.exp())  # H over [τ_l, τ_l + e_l]
+        # panel edges only place the nodes: no gradient flows through them
+        edges = torch.minimum(self._offset_at(z_left, z_right, width, torch.minimum(levels / power, reached)), t_end).detach()
+        nodes, weights = gauss_legendre(_PANEL_NODES, self.dtype, self.device)
+        spans = (edges[..., 1:] - edges[..., :-1]).unsqueeze(-1)  # [*S, L, P, 1]
+        t = edges[..., :-1].unsqueeze(-1) + spans * nodes  # [*S, L, P, n]
+        # S(τ_l + t) by broadcasting over the bins (no gathers): S_l·exp(−t[(1 − w/2)h_l + (w/2)h_{l+1}])
+        half_w = 0.5 * t / width.unsqueeze(-1)
+        h_left, h_right = z_left.exp().unsqueeze(-1), z_right.exp().unsqueeze(-1)
+        log_s = self.log_survival_at_grid()[..., :-1, None, None] - t * ((1.0 - half_w) * h_left + half_w * h_right)
+        return (spans * weights * (power * log_s).exp()).sum(dim=(-2, -1))
+
+
+class _DensityGrid(GridDistribution):
+    """Density-parametrised grid models: bin masses a_l − log Z from unnormalised log masses a."""
+
+    @abstractmethod
+    def _unnormalised_log_masses(self) -> torch.Tensor:
+        """a_l, l = 0..L (the last is the tail), with masses e^{a_l}/Z."""
+
+    def _log_tail_sums(self) -> torch.Tensor:
+        """log Σ_{j≥l} e^{a_j} for l = 0..L; the first entry is log Z."""
+        return self._cached("log_tail_sums", lambda: reverse_logcumsumexp(self._unnormalised_log_masses()))
+
+    def log_normaliser(self) -> torch.Tensor:
+        """log Z, shape ``batch_shape``."""
+        return self._log_tail_sums()[..., 0]
+
+    def _log_mass_grid(self) -> torch.Tensor:
+        return self._unnormalised_log_masses() - self.log_normaliser().unsqueeze(-1)
+
+    def _log_survival_grid(self) -> torch.Tensor:
+        remaining = (self._log_tail_sums()[..., 1:] - self.log_normaliser().unsqueeze(-1)).clamp_max(0.0)
+        return torch.cat([torch.zeros_like(remaining[..., :1]), remaining], dim=-1)
+
+    def _segment_log_mass_between(self, k: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        # (b − a) times the density at the midpoint (exact for a density constant or linear in the bin)
+        return log_positive(b - a) + self._segment_log_density(k, 0.5 * (a + b))
+
+    def _segment_integrals(self, lengths: torch.Tensor, power: int = 1) -> torch.Tensor:
+        # S is a polynomial inside a bin, S(τ_l + t) = S_l − f_l t − (g_l/2) t² (g_l = 0 for the constant
+        # density): ∫_0^e S and ∫_0^e S² in closed form
+        s0, f0, slope = self._bin_polynomials()
+        e = lengths
+        if power == 1:
+            return e * (s0 - e * (f0 / 2.0 + e * slope / 6.0))
+        half = slope / 2.0
+        return e * (s0 * s0 - e * (s0 * f0 - e * ((f0 * f0 - 2.0 * s0 * half) / 3.0 + e * (f0 * half / 2.0 + e * half * half / 5.0))))
+
+    @abstractmethod
+    def _bin_polynomials(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(S(τ_l), f(τ_l⁺), f′ within bin l), each ``[*S, L]``."""
+
+    def _with_remaining_mass(self, k: torch.Tensor, log_left_in_bin: torch.Tensor) -> torch.Tensor:
+        """log S = log(mass left in bin k + S(τ_{k+1}))."""
+        return torch.logaddexp(gather_last(self.log_survival_at_grid(), k + 1), log_left_in_bin)
+
+
+class PiecewiseConstantDensity(_DensityGrid):
+    """Constant density e^{z_l}/Z on bin l, tail mass e^{z_L}/Z; ``logits`` ``[*batch, L+1]``."""
+
+    extra_outputs = 1
+
+    def _unnormalised_log_masses(self) -> torch.Tensor:
+        z = self.logits
+        return torch.cat([z[..., :-1] + torch.log(self.widths), z[..., -1:]], dim=-1)
+
+    def _segment_log_survival(self, k: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        left_in_bin = self._segment_log_density(k, t) + log_positive(self.widths[k] - t)
+        return self._with_remaining_mass(k, left_in_bin)
+
+    def _segment_log_density(self, k: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return gather_last(self.logits, k) - self.log_normaliser().unsqueeze(-1)
+
+    def _bin_polynomials(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        density = (self.logits[..., :-1] - self.log_normaliser().unsqueeze(-1)).exp()
+        return self.log_survival_at_grid()[..., :-1].exp(), density, torch.zeros_like(density)
+
+    def _segment_quantile(self, k: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # the mass consumed from τ_k, S(τ_k) − e^target, divided by the constant density
+        log_left = gather_last(self.log_survival_at_grid(), k)
+        log_used = log_left + log1mexp((target - log_left).clamp_max(0.0))
+        return (log_used - self._segment_log_density(k, target)).exp().clamp(max=self.widths[k])
+
+
+class PiecewiseLinearDensity(_DensityGrid):
+    """Density linear between e^{z_j}/Z at the knots, tail mass e^{z_{L+1}}/Z; ``logits`` ``[*batch, L+2]``."""
+
+    extra_outputs = 2
+
+    def _unnormalised_log_masses(self) -> torch.Tensor:
+        z = self.logits
+        inner = torch.log(self.widths) - LOG_2 + torch.logaddexp(z[..., :-2], z[..., 1:-1])
+        return torch.cat([inner, z[..., -1:]], dim=-1)
+
+    def _bin_polynomials(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        density = (self.logits[..., :-1] - self.log_normaliser().unsqueeze(-1)).exp()  # at the L + 1 knots
+        return self.log_survival_at_grid()[..., :-1].exp(), density[..., :-1], density.diff(dim=-1) / self.widths
+
+    def _segment_log_survival(self, k: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        # mass left in the bin: (Δτ − t)/2 · [(1 − w) e^{z_k} + (1 + w) e^{z_{k+1}}] / Z
+        z_left, z_right = self._knot_logits(k)
+        width = self.widths[k]
+        w = t / width
+        left_in_bin = (
+            log_positive(width - t)
+            + log_lerp_exp(z_left, z_right, 0.5 * (1.0 + w))
+            - self.log_normaliser().unsqueeze(-1)
+        )
+        return self._with_remaining_mass(k, left_in_bin)
+
+    def _segment_log_density(self, k: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        z_left, z_right = self._knot_logits(k)
+        return log_lerp_exp(z_left, z_right, t / self.widths[k]) - self.log_normaliser().unsqueeze(-1)
+
+    def _segment_quantile(self, k: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # solve f_k t + (f_{k+1} − f_k) t²/(2Δτ) = S(τ_k) − e^target, scaled by max(e^{z_k}, e^{z_{k+1}})/Z
+        z_left, z_right = self._knot_logits(k)
+        top = torch.maximum(z_left, z_right)
+        width = self.widths[k]
+        log_left = gather_last(self.log_survival_at_grid(), k)
+        log_used = log_left + log1mexp((target - log_left).clamp_max(0.0))
+        needed = (log_used + self.log_normaliser().unsqueeze(-1) - top).exp()
+        left, right = (z_left - top).exp(), (z_right - top).exp()
+        return stable_quadratic_root((right - left) / (2.0 * width), left, needed).clamp(max=width)
+

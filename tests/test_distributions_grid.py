@@ -1,0 +1,343 @@
+"""Grid families, competing risks and multi-event collections against brute-force definitions written here:
+the grid convention, the corrected piecewise formulas of docs/reference.md A16, the documented tail, the
+discrete likelihood (and the catalogue's logit losses), CIFs, and argument validation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import special
+
+from ehrseq.errors import ConfigError, ShapeError
+from ehrseq.losses.functional import logistic_hazard_nll, pmf_nll
+from ehrseq.models.distributions import (
+    PMF,
+    CompetingPMF,
+    LogisticHazard,
+    LogNormal,
+    MultiEvent,
+    PiecewiseConstantDensity,
+    PiecewiseConstantHazard,
+    PiecewiseLinearDensity,
+    PiecewiseLinearHazard,
+    Weibull,
+    WeibullMixture,
+)
+
+GRID = [0.0, 30.0, 90.0, 365.0, 730.0]
+TAU = np.array(GRID)
+WIDTH = np.diff(TAU)
+L = len(GRID) - 1
+
+#: durations: inside bins, on knots, just around knots, beyond the grid
+U = [0.0, 1e-6, 7.0, 30.0, 30.0 + 1e-9, 60.0, 90.0, 200.0, 365.0, 500.0, 729.999, 730.0, 731.0, 2000.0, 1e5]
+
+
+def t64(values) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def segment(u: float) -> tuple[int, float]:
+    """(k, t): the bin of u by the right-closed convention and the offset from its left knot (k = L beyond)."""
+    for k in range(L):
+        if u <= TAU[k + 1]:
+            return k, u - TAU[k]
+    return L, u - TAU[L]
+
+
+def logits(shape: tuple[int, ...], seed: int, scale: float = 1.5, offset: float = 0.0) -> torch.Tensor:
+    return offset + scale * torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def check_against(dist, reference_log_s, reference_log_f) -> None:
+    for b in range(dist.batch_shape[0]):
+        expected_s = [reference_log_s(b, u) for u in U]
+        expected_f = [reference_log_f(b, u) for u in U[1:]]
+        np.testing.assert_allclose(dist[b].log_survival(t64(U)).numpy(), expected_s, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(dist[b].log_density(t64(U[1:])).numpy(), expected_f, rtol=1e-10, atol=1e-12)
+
+
+# ---------------------------------------------------------------------- the grid convention
+def test_bin_index_is_right_closed_with_beyond_bin():
+    dist = LogisticHazard(torch.zeros(L, dtype=torch.float64), GRID)
+    expected = [min(segment(u)[0], L) for u in U]
+    assert dist.bin_index(t64(U)).tolist() == expected
+    assert dist.num_bins == L and dist.support_max == 730.0
+
+
+# ---------------------------------------------------------------------- discrete heads
+def test_logistic_hazard_products_and_constant_hazard_interpolation():
+    z = logits((3, L), 0)
+    dist = LogisticHazard(z, GRID)
+    h = torch.sigmoid(z).numpy()
+
+    def knot_log_s(b: int, k: int) -> float:
+        return sum(math.log(1 - h[b, j]) for j in range(k))
+
+    def rate(b: int, k: int) -> float:  # constant hazard of bin k (the last one beyond the grid)
+        return -math.log(1 - h[b, min(k, L - 1)]) / WIDTH[min(k, L - 1)]
+
+    def log_s(b: int, u: float) -> float:
+        k, t = segment(u)
+        return knot_log_s(b, k) - rate(b, k) * t
+
+    check_against(dist, log_s, lambda b, u: math.log(rate(b, segment(u)[0])) + log_s(b, u))
+    masses = [[knot_log_s(b, k) + math.log(h[b, k]) for k in range(L)] + [knot_log_s(b, L)] for b in range(3)]
+    np.testing.assert_allclose(dist.log_mass().numpy(), masses, rtol=1e-12)
+    np.testing.assert_allclose(dist.log_survival_at_grid().numpy(), [[knot_log_s(b, k) for k in range(L + 1)] for b in range(3)], rtol=1e-12)
+
+
+def test_pmf_remaining_mass_and_last_bin_hazard_beyond_the_grid():
+    z = logits((3, L + 1), 1)
+    dist = PMF(z, GRID)
+    f = torch.softmax(z, -1).numpy()
+
+    def knot(b: int, k: int) -> float:
+        return float(f[b, k:].sum())
+
+    def rate(b: int, k: int) -> float:
+        k = min(k, L - 1)
+        return math.log(knot(b, k) / knot(b, k + 1)) / WIDTH[k]
+
+    def log_s(b: int, u: float) -> float:
+        k, t = segment(u)
+        return math.log(knot(b, k)) - rate(b, k) * t
+
+    check_against(dist, log_s, lambda b, u: math.log(rate(b, segment(u)[0])) + log_s(b, u))
+    np.testing.assert_allclose(dist.log_mass().exp().numpy(), f, rtol=1e-12)
+
+
+# ---------------------------------------------------------------------- piecewise models (A16, corrected)
+def test_piecewise_constant_hazard_formula():
+    z = logits((3, L), 2, offset=-5.0)
+    dist = PiecewiseConstantHazard(z, GRID)
+    h = z.exp().numpy()
+
+    def cumulative(b: int, u: float) -> float:
+        k, t = segment(u)
+        return sum(WIDTH[i] * h[b, i] for i in range(min(k, L))) + t * h[b, min(k, L - 1)]
+
+    check_against(dist, lambda b, u: -cumulative(b, u), lambda b, u: math.log(h[b, min(segment(u)[0], L - 1)]) - cumulative(b, u))
+
+
+def test_piecewise_linear_hazard_formula():
+    z = logits((3, L + 1), 3, offset=-5.0)
+    dist = PiecewiseLinearHazard(z, GRID)
+    h = z.exp().numpy()
+
+    def cumulative(b: int, u: float) -> float:
+        k, t = segment(u)
+        inner = sum(WIDTH[i] * (h[b, i] + h[b, i + 1]) / 2 for i in range(min(k, L)))
+        if k == L:
+            return inner + h[b, L] * t  # beyond τ_L the hazard stays at h_L
+        return inner + h[b, k] * t + t * t / (2 * WIDTH[k]) * (h[b, k + 1] - h[b, k])
+
+    def hazard(b: int, u: float) -> float:
+        k, t = segment(u)
+        return h[b, L] if k == L else h[b, k] + t / WIDTH[k] * (h[b, k + 1] - h[b, k])
+
+    check_against(dist, lambda b, u: -cumulative(b, u), lambda b, u: math.log(hazard(b, u)) - cumulative(b, u))
+
+
+def _density_tail_rate(log_s_before: float, log_s_end: float) -> float:
+    return (log_s_before - log_s_end) / WIDTH[-1]
+
+
+def test_piecewise_constant_density_formula():
+    z = logits((3, L + 1), 4)
+    dist = PiecewiseConstantDensity(z, GRID)
+    e = z.exp().numpy()
+    norm = e[:, L] + (WIDTH * e[:, :L]).sum(axis=1)
+
+    def survival(b: int, u: float) -> float:  # inside the grid
+        k, _ = segment(u)
+        later = sum(WIDTH[j] * e[b, j] for j in range(k + 1, L))
+        return (e[b, L] + later + (TAU[k + 1] - u) * e[b, k]) / norm[b]
+
+    def tail_rate(b: int) -> float:
+        return _density_tail_rate(math.log(survival(b, TAU[L - 1])), math.log(e[b, L] / norm[b]))
+
+    def log_s(b: int, u: float) -> float:
+        k, t = segment(u)
+        return math.log(e[b, L] / norm[b]) - tail_rate(b) * t if k == L else math.log(survival(b, u))
+
+    def log_f(b: int, u: float) -> float:
+        k, _ = segment(u)
+        return math.log(tail_rate(b)) + log_s(b, u) if k == L else math.log(e[b, k] / norm[b])
+
+    check_against(dist, log_s, log_f)
+
+
+def test_piecewise_linear_density_formula():
+    z = logits((3, L + 2), 5)
+    dist = PiecewiseLinearDensity(z, GRID)
+    e = z.exp().numpy()
+    norm = e[:, L + 1] + (WIDTH * (e[:, :L] + e[:, 1 : L + 1]) / 2).sum(axis=1)
+
+    def density(b: int, u: float) -> float:
+        k, t = segment(u)
+        return (e[b, k] + t / WIDTH[k] * (e[b, k + 1] - e[b, k])) / norm[b]
+
+    def survival(b: int, u: float) -> float:  # inside the grid
+        k, _ = segment(u)
+        later = sum(WIDTH[j] * (e[b, j] + e[b, j + 1]) / 2 for j in range(k + 1, L))
+        in_bin = (TAU[k + 1] - u) * (density(b, u) + e[b, k + 1] / norm[b]) / 2
+        return (e[b, L + 1] + later) / norm[b] + in_bin
+
+    def tail_rate(b: int) -> float:
+        return _density_tail_rate(math.log(survival(b, TAU[L - 1])), math.log(e[b, L + 1] / norm[b]))
+
+    def log_s(b: int, u: float) -> float:
+        k, t = segment(u)
+        return math.log(e[b, L + 1] / norm[b]) - tail_rate(b) * t if k == L else math.log(survival(b, u))
+
+    def log_f(b: int, u: float) -> float:
+        k, _ = segment(u)
+        return math.log(tail_rate(b)) + log_s(b, u) if k == L else math.log(density(b, u))
+
+    check_against(dist, log_s, log_f)
+
+
+@pytest.mark.parametrize("cls,outputs", [
+    (LogisticHazard, L), (PMF, L + 1), (PiecewiseConstantHazard, L), (PiecewiseLinearHazard, L + 1),
+    (PiecewiseConstantDensity, L + 1), (PiecewiseLinearDensity, L + 2),
+])
+def test_masses_are_a_distribution_and_discrete_likelihood(cls, outputs):
+    dist = cls(logits((4, outputs), 6, offset=-4.0 if "Hazard" in cls.__name__ and cls is not LogisticHazard else 0.0), GRID)
+    masses = dist.log_mass()
+    assert torch.allclose(masses.exp().sum(-1), torch.ones(4, dtype=torch.float64), atol=1e-12)
+    log_s = dist.log_survival_at_grid()
+    assert torch.allclose(log_s, dist.log_survival(t64(GRID)), atol=1e-12)
+    bins = torch.tensor([0, 2, L, 1])
+    event = torch.tensor([True, False, True, False])
+    expected = [masses[0, 0], log_s[1, 3], masses[2, L], log_s[3, 2]]
+    assert torch.allclose(dist.discrete_log_likelihood(bins, event), torch.stack(expected))
+    per_u = dist.log_mass(torch.tensor([[0, L], [1, 1], [2, 0], [3, 3]]))
+    assert torch.equal(per_u, torch.stack([masses[0, [0, L]], masses[1, [1, 1]], masses[2, [2, 0]], masses[3, [3, 3]]]))
+
+
+def test_discrete_likelihood_equals_the_catalogue_logit_losses():
+    g = torch.Generator().manual_seed(7)
+    mask = torch.tensor([[True, True, True], [True, False, False]])
+    bins = torch.tensor([[0, 2, L], [1, -1, -1]])
+    event = torch.tensor([1, 0])
+    hazard_logits = 3 * torch.randn(2, 3, L, generator=g, dtype=torch.float64)
+    pmf_logits = 3 * torch.randn(2, 3, L + 1, generator=g, dtype=torch.float64)
+    observed = (event > 0).unsqueeze(1).expand(2, 3)
+    safe_bins = bins.clamp_min(0)
+    for dist, loss in (
+        (LogisticHazard(hazard_logits, GRID), logistic_hazard_nll(hazard_logits, bins, event, mask, reduction="none", visit_weighting="visit")),
+        (PMF(pmf_logits, GRID), pmf_nll(pmf_logits, bins, event, mask, reduction="none", visit_weighting="visit")),
+    ):
+        mine = -dist.discrete_log_likelihood(safe_bins, observed)
+        assert torch.allclose(mine[mask], loss[mask], rtol=1e-12)
+
+
+def test_extreme_logits_keep_a_proper_tail():
+    # float64: a last bin holding e⁻¹⁰⁰ of the mass gives a tail rate (and quantiles) beyond float32's range
+    z = torch.tensor([[50.0, -50.0, 50.0, -50.0, -50.0], [-50.0] * 5], dtype=torch.float64)
+    for dist in (PMF(z, GRID), PiecewiseConstantDensity(z, GRID), PiecewiseLinearDensity(torch.cat([z, z[:, :1]], -1), GRID)):
+        q = dist.quantile(t64([0.5, 0.999999]))
+        assert torch.all(torch.isfinite(q))
+        assert torch.all(dist.tail_rate() > 0)
+        assert torch.all(dist.log_survival(t64([1e6])) <= dist.log_survival(t64([731.0])))
+        assert torch.all(torch.isfinite(dist.mean(math.inf)))
+
+
+# ---------------------------------------------------------------------- competing risks
+def test_competing_pmf_cifs_and_overall():
+    k_causes = 2
+    z = logits((3, k_causes * L + 1), 8)
+    dist = CompetingPMF(z, GRID, k_causes)
+    p = torch.softmax(z, -1).numpy()
+    cause_mass = p[:, :-1].reshape(3, k_causes, L)
+    u = t64(U)
+    cif = dist.cif(u).numpy()
+    survival = dist.overall().survival(u).numpy()
+    np.testing.assert_allclose(cif.sum(axis=1) + survival, 1.0, atol=1e-12)
+    knots = dist.cif(t64(GRID)).numpy()
+    np.testing.assert_allclose(knots[..., 1:], np.cumsum(cause_mass, axis=-1), rtol=1e-10, atol=1e-14)
+    assert np.all(knots[..., 0] == 0)
+    np.testing.assert_allclose(dist.cif(t64([1e7])).numpy()[..., 0].sum(-1), 1.0, atol=1e-12)
+    totals = PMF(torch.cat([torch.logsumexp(torch.log_softmax(z, -1)[:, :-1].reshape(3, k_causes, L), 1), torch.log_softmax(z, -1)[:, -1:]], -1), GRID)
+    assert torch.allclose(dist.overall().log_survival(u), totals.log_survival(u))
+    # the cause-specific sub-densities integrate to the CIFs (Gauss–Legendre between knots, scipy nodes)
+    x, w = special.roots_legendre(64)
+    for end in (60.0, 500.0, 900.0):
+        edges = [0.0, *[g for g in GRID[1:] if g < end], end]
+        total = np.zeros((3, k_causes))
+        for a, b in zip(edges[:-1], edges[1:]):
+            nodes = torch.tensor(a + (b - a) * (x + 1) / 2)
+            total += (dist.log_cause_density(nodes).exp().numpy() * w).sum(-1) * (b - a) / 2
+        np.testing.assert_allclose(total, dist.cif(t64([end])).numpy()[..., 0], rtol=1e-10)
+    assert dist.risk(torch.tensor([365.0]), cause=2).shape == (3, 1)
+
+
+def test_competing_discrete_likelihood_equals_deephit_nll():
+    k_causes = 3
+    g = torch.Generator().manual_seed(9)
+    z = 2 * torch.randn(2, 3, k_causes * L + 1, generator=g, dtype=torch.float64)
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    bins = torch.tensor([[0, 3, L], [2, L, -1]])
+    event = torch.tensor([2, 0])
+    loss = pmf_nll(z, bins, event, mask, num_causes=k_causes, reduction="none", visit_weighting="visit")
+    dist = CompetingPMF(z, GRID, k_causes)
+    mine = -dist.discrete_log_likelihood(bins.clamp_min(0), event.unsqueeze(1).expand(2, 3))
+    assert torch.allclose(mine[mask], loss[mask], rtol=1e-12)
+    assert torch.equal(dist[1].log_cif(t64(U)), dist.log_cif(t64(U))[1])
+    keep = torch.tensor([[True, False, True], [True, True, False]])
+    assert torch.equal(dist.masked(keep).logits[~keep], torch.zeros(2, k_causes * L + 1, dtype=torch.float64))
+
+
+# ---------------------------------------------------------------------- multi-event
+def test_multi_event_stacked_and_listed_agree():
+    g = torch.Generator().manual_seed(10)
+    gate, scales, shapes = (torch.randn(2, 3, 4, 2, generator=g, dtype=torch.float64) for _ in range(3))
+    stacked = MultiEvent.stacked(WeibullMixture(gate, scales + 4, shapes), names=["mi", "stroke", "death", "afib"])
+    listed = MultiEvent({n: WeibullMixture(gate[:, :, e], scales[:, :, e] + 4, shapes[:, :, e]) for e, n in enumerate(stacked.names)})
+    u = torch.tensor([10.0, 100.0, 1000.0], dtype=torch.float64)
+    assert torch.allclose(stacked.log_survival(u), listed.log_survival(u))
+    per_event = torch.rand(2, 3, 4, 5, dtype=torch.float64, generator=g) * 500
+    assert torch.allclose(stacked.log_density(per_event), listed.log_density(per_event))
+    assert torch.allclose(stacked["death"].log_survival(u), stacked[2].log_survival(u))
+    assert torch.allclose(stacked[-1].log_survival(u), listed["afib"].log_survival(u))
+    assert torch.allclose(stacked.select(1).log_survival(u), stacked.log_survival(u)[1])
+    assert torch.allclose(listed.select((slice(None), 0)).risk(u), listed.risk(u)[:, 0])
+    assert len(stacked) == 4 and stacked.batch_shape == (2, 3) and [m.batch_shape for m in listed] == [(2, 3)] * 4
+    with pytest.raises(KeyError, match="unknown event"):
+        stacked["cancer"]
+    with pytest.raises(IndexError):
+        stacked[4]
+    with pytest.raises(ConfigError, match="unique"):
+        MultiEvent([LogNormal(torch.zeros(2), torch.zeros(2))] * 2, names=["a", "a"])
+    with pytest.raises(ShapeError, match="same batch shape"):
+        MultiEvent([LogNormal(torch.zeros(2), torch.zeros(2)), LogNormal(torch.zeros(3), torch.zeros(3))])
+
+
+# ---------------------------------------------------------------------- validation
+def test_invalid_grids_and_parameters_are_named():
+    with pytest.raises(ConfigError, match="start at 0"):
+        LogisticHazard(torch.zeros(2), [1.0, 2.0, 3.0])
+    with pytest.raises(ConfigError, match="strictly increasing"):
+        LogisticHazard(torch.zeros(2), [0.0, 2.0, 2.0])
+    with pytest.raises(ConfigError, match="at least 2"):
+        LogisticHazard(torch.zeros(0), [0.0])
+    with pytest.raises(ConfigError, match="finite"):
+        PMF(torch.zeros(3), [0.0, 1.0, math.inf])
+    with pytest.raises(ShapeError, match="last dimension 5"):
+        PMF(torch.zeros(2, 4), GRID)
+    with pytest.raises(ShapeError, match="floating-point"):
+        PiecewiseConstantHazard(torch.zeros(2, L, dtype=torch.long), GRID)
+    with pytest.raises(ShapeError, match="same shape"):
+        LogNormal(torch.zeros(3), torch.zeros(2))
+    with pytest.raises(ShapeError, match="same shape"):
+        WeibullMixture(torch.zeros(3, 2), torch.zeros(3, 2), torch.zeros(3, 3))
+    with pytest.raises(ConfigError, match="num_causes"):
+        CompetingPMF(torch.zeros(9), GRID, 0)
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        Weibull(torch.zeros(2), torch.zeros(2)).quantile(1.0)
+    with pytest.raises(ShapeError, match="bin indices"):
+        PMF(torch.zeros(2, L + 1), GRID).log_mass(torch.zeros(3, dtype=torch.long))

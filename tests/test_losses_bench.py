@@ -1,0 +1,38 @@
+"""Benchmark runner (``python -m ehrseq.bench``) and the loss benchmark in its quick setting."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from ehrseq.bench.__main__ import available_benchmarks
+from ehrseq.bench.__main__ import main as run_bench
+from ehrseq.losses import available_losses, loss_class
+
+
+def test_listing_names_every_benchmark_with_its_summary(capsys):
+    assert run_bench([]) == 0
+    listing = capsys.readouterr().out
+    assert "losses" in available_benchmarks()
+    assert re.search(r"^  losses +Loss forward\+backward times for every registered loss", listing, re.MULTILINE)
+
+
+def test_unknown_benchmark_exits_with_code_2(capsys):
+    assert run_bench(["no_such_benchmark"]) == 2
+    assert "unknown benchmark 'no_such_benchmark'" in capsys.readouterr().err
+    assert run_bench(["_timing"]) == 2
+
+
+def test_loss_benchmark_quick_mode_times_every_loss_and_the_loop_baselines(capsys, tmp_path):
+    report_file = tmp_path / "losses.json"
+    assert run_bench(["losses", "--quick", "--repeats", "1", "--json", str(report_file)]) == 0
+    output = capsys.readouterr().out
+    timed = [name for name in available_losses() if hasattr(loss_class(name), "example_inputs")]
+    for name in timed:
+        assert f"\n{name} " in output
+    report = json.loads(report_file.read_text())
+    assert set(report["losses"]) == set(timed)
+    assert all(ms > 0 for ms in report["losses"].values())
+    for name in ("ranking", "contrastive"):
+        loop = report["loops"][name]
+        assert loop["speed_up"] > 1 and loop["value_difference"] < 1e-5
