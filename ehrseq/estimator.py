@@ -232,7 +232,7 @@ class DynamicSurvival:
                 raise ConfigError(f"validation must be a fraction in (0, 1), a (visits, outcomes) pair or None, got {validation}")
             train, val = split_patients(cohort, (1 - float(validation), float(validation)),
                                         seed=self.trainer_config.seed)
-        elif isinstance(validation, tuple) and len(validation) in (2, 3):
+        elif isinstance(validation, (tuple, list)) and len(validation) in (2, 3):
             train = cohort
             val = self.cohort_settings.build(*validation)
         else:

@@ -77,7 +77,7 @@ def landmark(
     model: has ``predict_risk(visits, horizon, landmark=s, outcomes=...)``.
     visits, outcomes: the test tables (same contract as for fitting).
     landmarks, horizons: days since origin, and days after the landmark.
-    train_outcomes: the training ``(visits, outcomes)`` pair, or the training outcome table when the
+    train_outcomes: the training ``(visits, outcomes)`` pair (tuple or list), or the training outcome table when the
         origin is the first visit's time 0 of a day clock (then Y − origin = Y); used only to fit the
         censoring distribution.
     event: the event type of interest (other types count as censored in the window).
@@ -91,7 +91,7 @@ def landmark(
     if horizons[0] <= 0:
         raise ConfigError("horizons must be > 0 days")
     test = _outcomes_since_origin(visits, outcomes, model, origin)
-    if isinstance(train_outcomes, tuple):
+    if isinstance(train_outcomes, (tuple, list)) and len(train_outcomes) == 2:
         train = _outcomes_since_origin(*train_outcomes, model, origin)
     else:
         train = pl.DataFrame(train_outcomes).select(

@@ -17,6 +17,7 @@ survived. This module turns labels into that layout:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -112,11 +113,14 @@ def check_bins(bins: torch.Tensor, mask: torch.Tensor, num_bins: int) -> torch.T
 
 
 def check_horizon_weights(
-    weights: torch.Tensor | None, size: int, name: str, like: torch.Tensor
+    weights: torch.Tensor | Sequence[float] | None, size: int, name: str, like: torch.Tensor
 ) -> torch.Tensor | None:
-    """Validate optional per-position/per-bin weights ``[size]``; return them in ``like``'s dtype/device."""
+    """Validate optional per-position/per-bin weights ``[size]`` (a tensor or a sequence of numbers, e.g.
+    from a JSON objective configuration); return them in ``like``'s dtype/device."""
     if weights is None:
         return None
+    if not isinstance(weights, torch.Tensor):
+        weights = torch.as_tensor(weights, dtype=like.dtype, device=like.device)
     check_shape(weights, (size,), name)
     weights = weights.to(dtype=like.dtype, device=like.device)
     if not torch.all(torch.isfinite(weights)) or torch.any(weights < 0):
