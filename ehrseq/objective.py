@@ -81,6 +81,8 @@ CONTINUOUS_KINDS = (
     "weibull_mixture",
 )
 HAZARD_LOGIT_KINDS = ("visit_hazard", "logistic_hazard")
+#: every head with a survival distribution over durations (the grid and continuous families overlap).
+DISTRIBUTION_KINDS = tuple(dict.fromkeys(("visit_hazard", *GRID_KINDS, *CONTINUOUS_KINDS)))
 
 
 @dataclass(frozen=True)
@@ -333,18 +335,18 @@ TermFunction = Callable[[ModelOutput, SequenceBatch, _Context, dict[str, Any]], 
 #: term name → (function, head kinds that support it). Terms built on :func:`_common` are per-visit
 #: sums under visit weighting and are normalised by :meth:`Objective._visit_normaliser`.
 TERMS: dict[str, tuple[TermFunction, tuple[str, ...]]] = {
-    "nll": (_nll, ("visit_hazard", *GRID_KINDS, *CONTINUOUS_KINDS, "multi_event")),
+    "nll": (_nll, (*DISTRIBUTION_KINDS, "multi_event")),
     "mle_right": (_mle_right, CONTINUOUS_KINDS),
     "crps": (_crps, (*CONTINUOUS_KINDS, "logistic_hazard", "pmf")),
     "crps_right": (lambda o, b, c, p: _crps(o, b, c, p, interval=False), (*CONTINUOUS_KINDS, "logistic_hazard", "pmf")),
     "crps_log_time": (_crps_log_time, ("lognormal",)),
     "focal": (_focal, HAZARD_LOGIT_KINDS),
     "calibration": (_calibration, HAZARD_LOGIT_KINDS),
-    "ranking": (_ranking, ("visit_hazard", *GRID_KINDS, *CONTINUOUS_KINDS)),
+    "ranking": (_ranking, DISTRIBUTION_KINDS),
     "deephit_ranking": (_deephit_ranking, ("pmf", "competing_pmf")),
-    "contrastive": (_contrastive, ("visit_hazard", *GRID_KINDS, *CONTINUOUS_KINDS, "multi_event")),
+    "contrastive": (_contrastive, (*DISTRIBUTION_KINDS, "multi_event")),
     "smooth": (_smooth, HAZARD_LOGIT_KINDS),
-    "next_visit": (_next_visit, ("visit_hazard", *GRID_KINDS, *CONTINUOUS_KINDS, "multi_event")),
+    "next_visit": (_next_visit, (*DISTRIBUTION_KINDS, "multi_event")),
 }
 
 
