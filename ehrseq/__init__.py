@@ -24,8 +24,9 @@ _LAZY = {
     "build_cohort": ("ehrseq.data", "build_cohort"),
     "validate": ("ehrseq.data", "validate"),
     "read_meds": ("ehrseq.data", "read_meds"),
+    "score": ("ehrseq.scoring", "score"),
 }
-_SUBMODULES = ("data", "datasets", "evaluate", "losses", "metrics", "models", "objective", "train")
+_SUBMODULES = ("baselines", "data", "datasets", "evaluate", "losses", "metrics", "models", "objective", "plot", "scoring", "train")
 
 __all__ = [
     "CheckpointError",

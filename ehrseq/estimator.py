@@ -692,5 +692,7 @@ def _cat(distributions: list[Any]) -> Any:
         values = [getattr(d, name) for d in distributions]
         if all(v is not None for v in values):
             setattr(merged, name, torch.cat(values, dim=0))
-    merged._after_index()
+    refresh = getattr(merged, "_after_index", None)  # survival distributions cache derived values
+    if refresh is not None:
+        refresh()
     return merged

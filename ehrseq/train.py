@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ehrseq.data.batch import SequenceBatch
 from ehrseq.device import select_device

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ehrseq import DataError
-from ehrseq.data import TimeGrid, build_cohort, split_patients
+from ehrseq.data import TimeGrid, build_cohort, split_patients, split_tables
 from ehrseq.errors import ConfigError
 
 
@@ -242,6 +242,26 @@ def test_split_patients_is_disjoint_stratified_and_seeded():
         split_patients(cohort, (0.5, 0.6))
     with pytest.raises(ConfigError, match="stratify"):
         split_patients(build_cohort(visits), stratify="event")
+
+
+def test_split_tables_moves_every_visit_with_its_patient():
+    visits, outcomes = _random_tables(5, n_patients=200)
+    visits = visits.vstack(pl.DataFrame({"patient_id": [999], "time": [1.0], "x": [0.0]}))  # no outcome
+    parts = split_tables(visits, outcomes, (0.75, 0.25), seed=1)
+    assert [o.height for _, o in parts] == [150, 50]
+    for part_visits, part_outcomes in parts:
+        ids = set(part_outcomes["patient_id"].to_list())
+        assert set(part_visits["patient_id"].to_list()) == ids
+        expected = visits.filter(pl.col("patient_id").is_in(list(ids)))
+        assert part_visits.equals(expected)  # every visit of the part's patients, input order kept
+    assert not set(parts[0][1]["patient_id"].to_list()) & set(parts[1][1]["patient_id"].to_list())
+    for k in (0, 1, 2):  # event mix kept: counts differ from the exact fraction by rounding only
+        total = int((outcomes["event"] == k).sum())
+        assert abs(int((parts[0][1]["event"] == k).sum()) - 0.75 * total) <= 0.5
+    same = split_tables(visits, outcomes, (0.75, 0.25), seed=1)
+    assert same[1][1].equals(parts[1][1])
+    with pytest.raises(ConfigError, match="stratify"):
+        split_tables(visits, outcomes, stratify="missing")
 
 
 # ---------------------------------------------------------------------------------------------- TimeGrid

@@ -2,7 +2,8 @@
 
 Without a name (or with ``--list``) it lists the benchmarks: the public modules of this package that
 define ``main(argv: list[str] | None = None) -> None``, with the first line of their docstring. A new
-benchmark is one module of :mod:`ehrseq.bench`; nothing else needs registering.
+benchmark is one module of :mod:`ehrseq.bench`; nothing else needs registering. A name may be given
+with ``-`` for ``_`` (``losses-quality`` runs ``ehrseq.bench.losses_quality``).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "--list"):
         print(_listing())
         return 0
-    name, rest = argv[0], argv[1:]
+    name, rest = argv[0].replace("-", "_"), argv[1:]
     try:
         module = _benchmark_module(name)
     except ModuleNotFoundError as exc:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 
 import numpy as np
 import polars as pl
@@ -141,8 +142,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for kind in ("gru", "transformer"):
         model, objective = build(kind, n_numeric, vocab)
-        causal = measure(lambda: causal_step(model, objective, batch), repeats=args.repeats, warmup=1)
-        prefix = measure(lambda: prefix_step(model, objective, augmented, args.chunk),
+        causal = measure(partial(causal_step, model, objective, batch), repeats=args.repeats, warmup=1)
+        prefix = measure(partial(prefix_step, model, objective, augmented, args.chunk),
                          repeats=max(1, args.repeats // 2), warmup=1)
         rows.append((kind, f"{visits / causal.best:,.0f}", f"{visits / prefix.best:,.0f}",
                      f"{prefix.best / causal.best:.1f}x"))

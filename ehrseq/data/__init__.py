@@ -9,7 +9,7 @@ from ehrseq.data.meds import read_meds
 from ehrseq.data.report import CohortReport, RowCount
 from ehrseq.data.sequence import SequenceData, tensorize
 from ehrseq.data.specs import TableSpec, load_spec
-from ehrseq.data.split import split_patients
+from ehrseq.data.split import split_patients, split_tables
 from ehrseq.data.validation import ValidatedTables, validate, validate_meds, validate_predictions
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "make_loader",
     "read_meds",
     "split_patients",
+    "split_tables",
     "tensorize",
     "validate",
     "validate_meds",

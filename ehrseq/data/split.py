@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
+import polars as pl
 
 from ehrseq.errors import ConfigError
 
@@ -59,3 +60,35 @@ def split_patients(
                               f"({', '.join(cohort.patients.columns)})")
         strata = cohort.patients.get_column(stratify).to_numpy()
     return tuple(cohort.select(part) for part in split_indices(strata, fractions, seed))
+
+
+def split_tables(
+    visits: pl.DataFrame,
+    outcomes: pl.DataFrame,
+    fractions: Sequence[float] = (0.8, 0.2),
+    seed: int = 0,
+    stratify: str | None = "event",
+    *,
+    id_column: str = "patient_id",
+) -> tuple[tuple[pl.DataFrame, pl.DataFrame], ...]:
+    """Split a visit table and its outcome table by patient: one ``(visits, outcomes)`` pair per fraction.
+
+    The unit is the patient of ``outcomes`` (one row per patient): ``stratify`` names an outcome column
+    whose mix every part keeps (``"event"`` by default: the censored/event-type mix), or ``None``. Every
+    visit goes with its patient's part; visits of patients absent from ``outcomes`` are in no part (the
+    cohort builder reports them when the parts are used). Rows keep their input order.
+    """
+    if id_column not in outcomes.columns or id_column not in visits.columns:
+        raise ConfigError(f"both tables need the id column {id_column!r}")
+    if stratify is None:
+        strata = np.zeros(outcomes.height, dtype=np.int64)
+    elif stratify in outcomes.columns:
+        strata = outcomes.get_column(stratify).to_numpy()
+    else:
+        raise ConfigError(f"cannot stratify by {stratify!r}: not an outcome column ({', '.join(outcomes.columns)})")
+    parts = []
+    for index in split_indices(strata, fractions, seed):
+        part_outcomes = outcomes[index]
+        ids = part_outcomes.get_column(id_column).implode()
+        parts.append((visits.filter(pl.col(id_column).is_in(ids)), part_outcomes))
+    return tuple(parts)

@@ -161,7 +161,7 @@ class DistributionSurvival:
         # CompetingRisksDistribution does not promise dtype/device; fall back to float64 on the CPU.
         dtype = getattr(self.distribution, "dtype", torch.float64)
         device = getattr(self.distribution, "device", torch.device("cpu"))
-        u = torch.as_tensor(durations, dtype=dtype, device=device)
+        u = torch.tensor(durations, dtype=dtype, device=device)
         with torch.no_grad():
             values = self._survival(u)
         return values.detach().cpu().numpy().astype(np.float64)

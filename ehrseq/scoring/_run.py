@@ -1,0 +1,308 @@
+"""Whole scoring runs: :func:`plan` (inputs, partition check, output directory, resume, manifest) and
+:func:`score` (a plan run shard by shard, in this process or in a pool of processes)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+from tqdm import tqdm
+
+from ehrseq.errors import ConfigError
+from ehrseq.scoring._manifest import (
+    MANIFEST,
+    check_resumable,
+    new_manifest,
+    read_manifest,
+    sha256_file,
+    totals,
+    write_json_atomic,
+)
+from ehrseq.scoring._predict import DEFAULT_BATCH_SIZE
+from ehrseq.scoring._shard import DEFAULT_PATIENTS_PER_CHUNK, _positive_int, _prepare, _score_one, score_shard
+from ehrseq.scoring._sources import Shard, check_partitioned, list_shards
+
+
+@dataclass(frozen=True)
+class ScoreSummary:
+    """What :func:`score` produced: the output files (in input order), the manifest, and what this call did
+    (``scored`` shards, ``resumed`` shards that were already complete, wall-clock ``seconds``)."""
+
+    out_dir: Path
+    files: tuple[Path, ...]
+    manifest: dict[str, Any]
+    scored: int
+    resumed: int
+    seconds: float
+
+    @property
+    def totals(self) -> dict[str, Any]:
+        return self.manifest["totals"]
+
+    def scan(self) -> pl.LazyFrame:
+        """All predictions as one lazy frame."""
+        return pl.scan_parquet(list(self.files))
+
+    def __str__(self) -> str:
+        t = self.totals
+        dropped = ", ".join(f"{n:,} {reason}" for reason, n in t["visits_dropped"].items()) or "none"
+        lines = [
+            f"scored {t['patients_scored']:,} patients ({t['rows_in']:,} visit rows; dropped: {dropped}) -> "
+            f"{t['rows_out']:,} prediction rows in {len(self.files)} file(s) under {self.out_dir}",
+            f"model {self.manifest['model']['id']} (version {self.manifest['model']['version']}); "
+            f"{self.scored} shard(s) scored in {self.seconds:.1f} s, {self.resumed} already complete",
+        ]
+        if t["patients_without_prediction"]:
+            lines.append(f"{t['patients_without_prediction']:,} patients have no visit at or before the landmark")
+        return "\n".join(lines)
+
+
+@dataclass
+class ScorePlan:
+    """A prepared scoring run (see :func:`plan`).
+
+    ``pending`` are the shards still to score; ``options`` the keyword arguments of
+    :func:`score_shard` that reproduce the run's settings (model version and outcome table included).
+    Pass each record :func:`score_shard` returns to :meth:`record`: it is added to the manifest, which
+    is rewritten atomically.
+    """
+
+    out_dir: Path
+    shards: list[Shard]
+    pending: list[Shard]
+    patients: dict[str, int] | None
+    manifest: dict[str, Any]
+    options: dict[str, Any]
+
+    def record(self, entry: dict[str, Any]) -> None:
+        outputs = {shard.name for shard in self.shards}
+        if entry.get("output") not in outputs:
+            raise ConfigError(f"{entry.get('output')!r} is not an output of this run")
+        self.manifest["shards"][entry["output"]] = entry
+        _write(self.out_dir, self.manifest)
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return tuple(self.out_dir / shard.name for shard in self.shards)
+
+
+def _write(out_dir: Path, manifest: dict[str, Any]) -> None:
+    manifest["totals"] = totals(manifest["shards"].values())
+    manifest["complete"] = all(entry["output"] in manifest["shards"] for entry in manifest["inputs"])
+    write_json_atomic(out_dir / MANIFEST, manifest)
+
+
+def _prepare_directory(out: Path, manifest: dict[str, Any], shards: list[Shard], resume: bool,
+                       overwrite: bool) -> dict[str, Any]:
+    """Check the output directory against the run, clean it up, and return the records of the outputs
+    that are complete (resume only: listed in the manifest and matching their checksum)."""
+    existing = read_manifest(out) if out.is_dir() else None
+    outputs = {shard.name for shard in shards}
+    if existing is not None and resume:
+        check_resumable(existing, manifest)
+    elif existing is not None and not overwrite:
+        raise ConfigError(f"{out} already holds predictions ({MANIFEST}); pass resume=True to complete that run "
+                          "or overwrite=True to replace it")
+    elif existing is None and out.is_dir() and not overwrite \
+            and any(not p.name.startswith(".") for p in out.iterdir()):
+        raise ConfigError(f"{out} is not empty and holds no {MANIFEST}; choose a new or empty output directory")
+    if overwrite and out.is_dir():
+        for name in outputs | set(existing["shards"] if existing is not None else ()):
+            (out / name).unlink(missing_ok=True)
+        (out / MANIFEST).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.rglob(".*.tmp"):
+        stale.unlink(missing_ok=True)
+    if existing is None or not resume:
+        return {}
+    return {name: entry for name, entry in existing["shards"].items()
+            if name in outputs and (out / name).is_file() and sha256_file(out / name) == entry["sha256"]}
+
+
+def _check_locations(source: Any, shards: list[Shard], out: Path) -> None:
+    target = out.resolve()
+    for shard in shards:
+        if shard.path is not None and shard.path.resolve().is_relative_to(target):
+            raise ConfigError(f"input shard {shard.path} is inside the output directory {out}")
+    if isinstance(source, (str, os.PathLike)) and Path(source).is_dir() and target.is_relative_to(Path(source).resolve()):
+        raise ConfigError(f"the output directory {out} is inside the input directory {source}; its predictions "
+                          "would be read as visits by the next run")
+
+
+def plan(
+    model: Any,
+    visits: Any,
+    out_dir: str | os.PathLike[str],
+    horizons: float | list[float],
+    *,
+    at: str = "last",
+    landmark: Any = None,
+    cause: int | None = None,
+    event: str | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    patients_per_chunk: int = DEFAULT_PATIENTS_PER_CHUNK,
+    outcomes: Any = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    model_version: str | None = None,
+    check_partitioning: bool = True,
+) -> ScorePlan:
+    """Prepare a scoring run without scoring: list the input shards, check that no patient is in two of
+    them, check (or resume, or clear) the output directory and write the initial manifest.
+
+    The driver side of a distributed run: hand ``plan.pending`` to the workers, have each run
+    ``score_shard(model_path, shard, out_dir, **plan.options)``, and pass the records back to
+    ``plan.record``. Parameters as in :func:`score`.
+    """
+    return _plan(model, visits, out_dir, horizons, at=at, landmark=landmark, cause=cause, event=event,
+                 batch_size=batch_size, patients_per_chunk=patients_per_chunk, outcomes=outcomes, resume=resume,
+                 overwrite=overwrite, model_version=model_version, check_partitioning=check_partitioning)[0]
+
+
+def _plan(model: Any, visits: Any, out_dir: str | os.PathLike[str], horizons: Any, *, at: str, landmark: Any,
+          cause: int | None, event: str | None, batch_size: int, patients_per_chunk: int, outcomes: Any, resume: bool,
+          overwrite: bool, model_version: str | None, check_partitioning: bool) -> tuple[ScorePlan, tuple]:
+    """:func:`plan`, and the prepared model, identity, request, settings and outcome table."""
+    if resume and overwrite:
+        raise ConfigError("resume and overwrite exclude each other")
+    prepared = _prepare(
+        model, horizons, at, landmark, cause, event, outcomes, batch_size, patients_per_chunk, model_version)
+    _, identity, request, settings, outcome_table = prepared
+    out = Path(out_dir)
+    shards = list_shards(visits)
+    _check_locations(visits, shards, out)
+    counts = check_partitioned(shards) if check_partitioning else None
+    inputs = [{**shard.describe(), "output": shard.name} for shard in shards]
+    manifest = new_manifest({"id": identity.id, "version": identity.version, "path": identity.path}, settings, inputs)
+    manifest["shards"] = _prepare_directory(out, manifest, shards, resume, overwrite)
+    _write(out, manifest)
+    options = {"horizons": list(request.horizons), "at": request.at, "landmark": request.landmark,
+               "cause": request.cause, "event": request.event, "outcomes": outcome_table, "batch_size": batch_size,
+               "patients_per_chunk": patients_per_chunk, "model_version": identity.version}
+    return ScorePlan(
+        out_dir=out, shards=shards, pending=[s for s in shards if s.name not in manifest["shards"]],
+        patients=None if counts is None else {s.name: n for s, n in zip(shards, counts)},
+        manifest=manifest, options=options,
+    ), prepared
+
+
+def score(
+    model: Any,
+    visits: Any,
+    out_dir: str | os.PathLike[str],
+    horizons: float | list[float],
+    *,
+    at: str = "last",
+    landmark: Any = None,
+    cause: int | None = None,
+    event: str | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    patients_per_chunk: int = DEFAULT_PATIENTS_PER_CHUNK,
+    outcomes: Any = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    num_workers: int = 0,
+    model_version: str | None = None,
+    check_partitioning: bool = True,
+) -> ScoreSummary:
+    """Score every patient of ``visits`` into Parquet prediction shards under ``out_dir``.
+
+    See :mod:`ehrseq.scoring` for the input, output, memory, atomicity and resume rules.
+
+    Parameters
+    ----------
+    model: a fitted :class:`~ehrseq.DynamicSurvival` or the path of a saved model.
+    visits: a DataFrame / LazyFrame, a Parquet file, a glob pattern, a directory of Parquet files or a
+        list of Parquet files; every patient's visits in one file.
+    out_dir: the output directory (created; it must be new or empty unless ``resume`` or ``overwrite``).
+    horizons: days after the visit (or after the landmark), > 0.
+    at: ``"last"`` (each patient's last visit) or ``"all"`` (every visit).
+    landmark: predict at landmark s (days since origin, or a date/datetime on datetime clocks) from the
+        last visit at or before s, given survival to s; patients without such a visit get no row.
+    cause: competing-risks heads: only this cause (default: one row per cause).
+    event: multi-event heads: the event to score (required for them).
+    batch_size: patients per forward pass.
+    patients_per_chunk: patients read, validated and predicted at a time (bounds memory).
+    outcomes: optional outcome table (DataFrame, or Parquet/CSV path): visits at or after a patient's
+        outcome are dropped, and an outcome-table origin column is used.
+    resume: complete an interrupted run in ``out_dir`` (same model, settings and completed inputs),
+        skipping the shards whose output is complete and matches its checksum.
+    overwrite: replace the predictions already in ``out_dir``.
+    progress: show a progress bar (patients).
+    num_workers: score shards in this many processes (0: in this process). Workers are started with
+        the ``spawn`` method, so scripts must call ``score`` under ``if __name__ == "__main__":``.
+    model_version: label written in ``model_version`` (default: the ehrseq version that saved the model).
+    check_partitioning: verify that no patient is in two shards (12 bytes per patient); turn it off only
+        when the shards are partitioned by patient by construction.
+    """
+    started = time.perf_counter()
+    _positive_int(num_workers, "num_workers", minimum=0)
+    prepared, (estimator, identity, request, settings, outcome_table) = _plan(
+        model, visits, out_dir, horizons, at=at, landmark=landmark, cause=cause, event=event, batch_size=batch_size,
+        patients_per_chunk=patients_per_chunk, outcomes=outcomes, resume=resume, overwrite=overwrite,
+        model_version=model_version, check_partitioning=check_partitioning)
+    pending = prepared.pending
+    total = None if prepared.patients is None else sum(prepared.patients[s.name] for s in pending)
+    bar = tqdm(total=total, unit="patient", desc="scoring", disable=not progress, dynamic_ncols=True)
+    try:
+        if num_workers == 0 or len(pending) < 2:
+            for shard in pending:
+                prepared.record(_score_one(estimator, identity, request, settings, shard, prepared.out_dir,
+                                           outcome_table, on_chunk=bar.update))
+        else:
+            _score_in_pool(model, prepared, num_workers, bar)
+    finally:
+        bar.close()
+    return ScoreSummary(prepared.out_dir, prepared.files, prepared.manifest, len(pending),
+                        len(prepared.shards) - len(pending), time.perf_counter() - started)
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _score_in_pool(model: Any, prepared: ScorePlan, num_workers: int, bar: Any) -> None:
+    """The pending shards in a pool of spawned processes, recorded as they complete. After a failure the
+    shards not yet started are cancelled, the running ones complete (and are recorded), and the first
+    error is raised."""
+    staged = None
+    model_path = model
+    if not isinstance(model, (str, os.PathLike)):
+        staged = prepared.out_dir / f".model-{prepared.manifest['model']['id']}"
+        shutil.rmtree(staged, ignore_errors=True)
+        model_path = model.save(staged)
+    work = partial(score_shard, str(model_path), out_dir=prepared.out_dir, **prepared.options)
+    threads = max(1, torch.get_num_threads() // num_workers)
+    error: BaseException | None = None
+    try:
+        with ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_init_worker, initargs=(threads,)) as pool:
+            futures = [pool.submit(work, shard) for shard in prepared.pending]
+            for future in as_completed(futures):
+                if future.cancelled():
+                    continue
+                try:
+                    entry = future.result()
+                except BaseException as exc:  # keep the first error; let the running shards finish
+                    if error is None:
+                        error = exc
+                        for other in futures:
+                            other.cancel()
+                    continue
+                prepared.record(entry)
+                bar.update(entry["patients_in"])
+    finally:
+        if staged is not None:
+            shutil.rmtree(staged, ignore_errors=True)
+    if error is not None:
+        raise error
