@@ -376,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
                "Validate the Mayo Clinic PBC sequential data, train a GRU with a logistic-hazard head, evaluate it "
                "at landmarks against a landmark Cox model, plot one patient's survival curves and save the model.")
     demo.add_argument("--out", default="outputs/demo", help="output directory (default: outputs/demo)")
-    demo.add_argument("--epochs", type=_count, default=40, help="training epochs (default: 40)")
+    demo.add_argument("--epochs", type=_count, default=100, help="maximum training epochs, early stopping on 15 %% of the patients (default: 100)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(run=cmd_demo)

@@ -27,7 +27,7 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def run_demo(out_dir: str | Path = "outputs/demo", *, epochs: int = 40, seed: int = 0, progress: bool = True,
+def run_demo(out_dir: str | Path = "outputs/demo", *, epochs: int = 100, seed: int = 0, progress: bool = True,
              baseline: bool = True) -> dict[str, Any]:
     """Run the demo, writing figures and the model to ``out_dir``; returns what it computed."""
     started = time.perf_counter()
@@ -56,7 +56,7 @@ def run_demo(out_dir: str | Path = "outputs/demo", *, epochs: int = 40, seed: in
     train = (visits.filter(pl.col("patient_id").is_in(train_ids)), outcomes.filter(pl.col("patient_id").is_in(train_ids)))
     test = (visits.filter(~pl.col("patient_id").is_in(train_ids)), outcomes.filter(~pl.col("patient_id").is_in(train_ids)))
     _say(f"4. Training a GRU + logistic-hazard model on {train[1].height} patients "
-         f"(15 % of them for early stopping) ...")
+         f"(15 % of them for early stopping, at most {epochs} epochs) ...")
     model = DynamicSurvival(encoder="gru", head="logistic_hazard", grid=20, epochs=epochs, seed=seed, progress=progress)
     model.fit(*train)
     history = model.history_
@@ -76,7 +76,8 @@ def run_demo(out_dir: str | Path = "outputs/demo", *, epochs: int = 40, seed: in
         pl.col("mean_risk").round(3), pl.col("observed_risk").round(3),
     ).sort("landmark_y", "horizon_y", "model")
     _say(f"5. Landmark evaluation on {test[1].height} held-out patients (C-index, AUC, Brier at landmark + horizon):")
-    with pl.Config(tbl_rows=50, tbl_cols=20, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
+    with pl.Config(tbl_rows=50, tbl_cols=20, tbl_width_chars=200, tbl_hide_dataframe_shape=True,
+                   tbl_hide_column_data_types=True):
         _say(str(table) + "\n")
 
     from ehrseq.plot import patient_curves

@@ -23,7 +23,7 @@ _SOURCES = {
 
 
 def _check_contract(data: DatasetTables) -> None:
-    """Column names, dtypes and the row rules of the brief, checked directly on the frames."""
+    """Column names, dtypes and the row rules of the contract, checked directly on the frames."""
     visits, outcomes = data.visits, data.outcomes
     assert visits.columns[:2] == ["patient_id", "time"]
     assert visits.schema["patient_id"] == pl.Int64 and visits.schema["time"] == pl.Float64
