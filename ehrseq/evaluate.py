@@ -13,14 +13,21 @@ For a landmark s (days since each patient's origin) and a horizon Δ (days):
 Reported per (landmark, horizon): ``n_at_risk``, ``n_events`` (in the window), ``c_index`` (Harrell),
 ``uno_c`` (IPCW, truncated at Δ), ``auc`` (cumulative/dynamic at Δ), ``brier`` (IPCW at Δ), ``ibs``
 (integrated Brier score over ``ibs_points`` horizons in (0, Δ]), and calibration-in-the-large:
-``mean_risk`` (mean predicted) vs ``observed_risk`` (Kaplan–Meier 1 − S(Δ) of the at-risk set).
+``mean_risk`` (mean predicted) vs ``observed_risk`` (Kaplan–Meier 1 − S(Δ) of the at-risk set; with
+competing events in the test set, the Aalen–Johansen cumulative incidence of type k at Δ,
+F_k(Δ) = Σ_{t_j ≤ Δ} Ŝ(t_j−) d_kj / n_j with Ŝ the all-cause Kaplan–Meier — 1 − KM with the other types
+censored would overstate it).
+
+Competing-risks models (``competing_pmf`` heads) are asked for the cumulative incidence of the event
+type of interest (``cause=event``); other options of ``predict_risk`` (e.g. ``{"event": "diabetes"}``
+for a multi-event model, with the outcome table of that event) go in ``prediction_options``.
 Metrics that are undefined for a window (no event, no comparable pair, horizon beyond the training
 censoring support) are reported as null with the reason in ``note`` — never silently dropped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -69,6 +76,7 @@ def landmark(
     origin: str | None = None,
     min_at_risk: int = 10,
     ibs_points: int = 20,
+    prediction_options: Mapping[str, Any] | None = None,
 ) -> pl.DataFrame:
     """Evaluate ``model`` at every (landmark, horizon): one row each (see the module docstring).
 
@@ -84,6 +92,8 @@ def landmark(
     origin: how times since origin are measured; defaults to the model's own table settings
         (``model.cohort_settings``) or, for models without them, ``"first_visit"``.
     min_at_risk: windows with fewer patients at risk are reported with null metrics.
+    prediction_options: further keyword arguments of ``model.predict_risk`` (``cause`` defaults to
+        ``event`` for competing-risks models).
     """
     if not landmarks or not horizons:
         raise ConfigError("landmarks and horizons must each hold at least one value")
@@ -97,6 +107,10 @@ def landmark(
         train = pl.DataFrame(train_outcomes).select(
             "patient_id", pl.col("time").cast(pl.Float64).alias("outcome_time"), pl.col("event").cast(pl.Int64)
         )
+    options = dict(prediction_options or {})
+    head = getattr(getattr(model, "model_config_", None), "head", None)
+    if getattr(head, "kind", None) == "competing_pmf":
+        options.setdefault("cause", event)
     rows = []
     for s in landmarks:
         s = float(s)
@@ -108,7 +122,7 @@ def landmark(
             censoring = CensoringDistribution.fit(train_time, train_event)
         grid = np.unique(np.concatenate([np.asarray(horizons),
                                          *[np.linspace(h / ibs_points, h, ibs_points) for h in horizons]]))
-        predictions = model.predict_risk(visits, grid, landmark=s, outcomes=outcomes)
+        predictions = model.predict_risk(visits, grid, landmark=s, outcomes=outcomes, **options)
         wide = (
             predictions.pivot(on="horizon", index="patient_id", values="risk")
             .join(test, on="patient_id", how="inner")
@@ -152,7 +166,11 @@ def _window_metrics(wide: pl.DataFrame, risk_columns: list[str], grid: np.ndarra
     if n < min_at_risk:
         return (s, h, n, int(observed.sum()), None, None, None, None, None, mean_risk, None,
                 f"fewer than {min_at_risk} patients at risk")
-    values["observed_risk"] = float(1.0 - KaplanMeier.fit(time, is_event).survival(np.array([h]))[0])
+    event_type = wide["event"].to_numpy()
+    if np.any((event_type != 0) & ~is_event):
+        values["observed_risk"] = cumulative_incidence(time, event_type, event, h)
+    else:
+        values["observed_risk"] = float(1.0 - KaplanMeier.fit(time, is_event).survival(np.array([h]))[0])
     if observed.sum() == 0:
         notes.append("no event in the window")
     else:
@@ -173,6 +191,24 @@ def _window_metrics(wide: pl.DataFrame, risk_columns: list[str], grid: np.ndarra
             _try(values, "ibs", notes, lambda: float(integrated_brier_score(time, is_event, surv, inside, censoring)))
     return (s, h, n, int(observed.sum()), values["c_index"], values["uno_c"], values["auc"], values["brier"],
             values["ibs"], mean_risk, values["observed_risk"], "; ".join(notes) or None)
+
+
+def cumulative_incidence(time: np.ndarray, event_type: np.ndarray, event: int, horizon: float) -> float:
+    """Aalen–Johansen cumulative incidence of type ``event`` at ``horizon``.
+
+    F_k(t) = Σ_{t_j ≤ t} Ŝ(t_j−) d_kj / n_j over the distinct times t_j, with n_j at risk, d_kj events of
+    type k at t_j and Ŝ the all-cause Kaplan–Meier (``event_type`` 0 = censored). Vectorized; ``[n]`` inputs.
+    """
+    time = np.asarray(time, dtype=np.float64)
+    event_type = np.asarray(event_type)
+    times, inverse = np.unique(time, return_inverse=True)
+    any_event = np.bincount(inverse, weights=event_type != 0, minlength=times.size)
+    of_type = np.bincount(inverse, weights=event_type == event, minlength=times.size)
+    at_risk = time.size - np.concatenate([[0], np.cumsum(np.bincount(inverse, minlength=times.size))[:-1]])
+    survival_after = np.cumprod(1.0 - any_event / at_risk)
+    survival_before = np.concatenate([[1.0], survival_after[:-1]])
+    increments = survival_before * of_type / at_risk
+    return float(increments[times <= horizon].sum())
 
 
 def _try(values: dict[str, float | None], key: str, notes: list[str], compute) -> None:
