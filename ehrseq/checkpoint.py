@@ -108,8 +108,9 @@ def save_checkpoint(
     return target
 
 
-def load_checkpoint(directory: str | os.PathLike[str], device: str | torch.device = "cpu") -> Checkpoint:
-    """Read and verify a model directory written by :func:`save_checkpoint`."""
+def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """The manifest of a model directory, checked for its format name and version (the files it lists
+    are verified by :func:`load_checkpoint`)."""
     source = Path(directory)
     if not source.is_dir():
         raise CheckpointError(f"{source} is not a model directory (it does not exist or is not a folder)")
@@ -128,6 +129,14 @@ def load_checkpoint(directory: str | os.PathLike[str], device: str | torch.devic
             f"{source} uses model format version {version!r}; this ehrseq ({_ehrseq_version()}) reads "
             f"versions 1..{FORMAT_VERSION} — upgrade ehrseq to load it"
         )
+    return manifest
+
+
+def load_checkpoint(directory: str | os.PathLike[str], device: str | torch.device = "cpu") -> Checkpoint:
+    """Read and verify a model directory written by :func:`save_checkpoint`."""
+    source = Path(directory)
+    manifest = read_manifest(source)
+    manifest_path = source / MANIFEST
     listed = manifest.get("files")
     if not isinstance(listed, dict) or WEIGHTS not in listed:
         raise CheckpointError(f"{manifest_path} lists no {WEIGHTS}")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ehrseq.checkpoint import MANIFEST
+from ehrseq.checkpoint import MANIFEST, read_manifest
 from ehrseq.errors import CheckpointError, ConfigError
 from ehrseq.estimator import DynamicSurvival
 
@@ -40,19 +40,6 @@ class ModelIdentity:
     path: str | None = None
 
 
-def _read_manifest(directory: Path) -> dict[str, Any]:
-    path = directory / MANIFEST
-    if not path.is_file():
-        raise CheckpointError(f"{directory} has no {MANIFEST}; it is not a model directory written by ehrseq")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-        raise CheckpointError(f"{path} does not list the model's files")
-    return manifest
-
-
 def _id_from_manifest(manifest: dict[str, Any]) -> str:
     checksums = {name: entry.get("sha256") for name, entry in manifest["files"].items()}
     text = json.dumps(checksums, sort_keys=True, separators=(",", ":"))
@@ -65,7 +52,7 @@ def _load(directory: str, stamp: tuple[int, int]) -> tuple[DynamicSurvival, dict
     makes a re-saved directory load again."""
     del stamp  # part of the cache key only
     estimator = DynamicSurvival.load(directory)
-    return estimator, _read_manifest(Path(directory))
+    return estimator, read_manifest(directory)
 
 
 def _stamp(directory: Path) -> tuple[int, int]:
@@ -89,7 +76,7 @@ def resolve_model(model: Any, model_version: str | None = None) -> tuple[Dynamic
         if not hasattr(model, "model_"):
             raise ConfigError("the model is not fitted yet; call fit() or ehrseq.load() before scoring")
         with tempfile.TemporaryDirectory(prefix="ehrseq-model-") as scratch:
-            manifest = _read_manifest(model.save(Path(scratch) / "model"))
+            manifest = read_manifest(model.save(Path(scratch) / "model"))
         from ehrseq import __version__
 
         return model, ModelIdentity(_id_from_manifest(manifest), model_version or __version__)
