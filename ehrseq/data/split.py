@@ -52,14 +52,17 @@ def split_patients(
     cohort's; any other patient-table column name stratifies by that column; ``None`` does not
     stratify. Returns one :class:`Cohort` per fraction, patients in cohort order.
     """
-    if stratify is None:
-        strata = np.zeros(cohort.n_patients, dtype=np.int64)
-    else:
-        if stratify not in cohort.patients.columns:
-            raise ConfigError(f"cannot stratify by {stratify!r}: not a patient-table column "
-                              f"({', '.join(cohort.patients.columns)})")
-        strata = cohort.patients.get_column(stratify).to_numpy()
+    strata = _strata(cohort.patients, stratify, "a patient-table column")
     return tuple(cohort.select(part) for part in split_indices(strata, fractions, seed))
+
+
+def _strata(table: pl.DataFrame, stratify: str | None, what: str) -> np.ndarray:
+    """The stratum of every row of ``table``: its ``stratify`` column, or one stratum when ``None``."""
+    if stratify is None:
+        return np.zeros(table.height, dtype=np.int64)
+    if stratify not in table.columns:
+        raise ConfigError(f"cannot stratify by {stratify!r}: not {what} ({', '.join(table.columns)})")
+    return table.get_column(stratify).to_numpy()
 
 
 def split_tables(
@@ -80,14 +83,8 @@ def split_tables(
     """
     if id_column not in outcomes.columns or id_column not in visits.columns:
         raise ConfigError(f"both tables need the id column {id_column!r}")
-    if stratify is None:
-        strata = np.zeros(outcomes.height, dtype=np.int64)
-    elif stratify in outcomes.columns:
-        strata = outcomes.get_column(stratify).to_numpy()
-    else:
-        raise ConfigError(f"cannot stratify by {stratify!r}: not an outcome column ({', '.join(outcomes.columns)})")
     parts = []
-    for index in split_indices(strata, fractions, seed):
+    for index in split_indices(_strata(outcomes, stratify, "an outcome column"), fractions, seed):
         part_outcomes = outcomes[index]
         ids = part_outcomes.get_column(id_column).implode()
         parts.append((visits.filter(pl.col(id_column).is_in(ids)), part_outcomes))
