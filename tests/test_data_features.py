@@ -6,6 +6,8 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ehrseq import DataError
 from ehrseq.data import PAD_INDEX, UNKNOWN_INDEX, FeaturePipeline, build_cohort, tensorize
@@ -57,6 +59,22 @@ def test_locf_carries_values_forward_within_a_patient_only():
     expected = [0.0 if v is None else (v - mean) / sd for v in expected_raw]
     assert enc.numeric[:, 0].tolist() == pytest.approx(expected)
     assert enc.numeric_missing[:, 0].tolist() == [True, False, True, True, False, True]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(st.one_of(st.none(), st.floats(-1e3, 1e3)), min_size=1, max_size=6), min_size=1, max_size=8))
+def test_locf_equals_a_forward_fill_over_each_patient(patients):
+    ids = [i for i, visits in enumerate(patients) for _ in visits]
+    values = [v for visits in patients for v in visits]
+    visits = pl.DataFrame({"patient_id": ids, "time": [float(t) for visits in patients for t in range(len(visits))],
+                           "x": pl.Series(values, dtype=pl.Float64)})
+    outcomes = pl.DataFrame({"patient_id": list(range(len(patients))), "time": [100.0] * len(patients),
+                             "event": [1] * len(patients)})
+    cohort = build_cohort(visits, outcomes)
+    pipe = FeaturePipeline(numeric=["x"], categorical=[], codes=False, locf=True, time_features=False).fit(cohort)
+    filled = cohort.visits.select(pl.col("x").forward_fill().over("patient_index")).to_series().to_numpy()
+    expected = np.where(np.isnan(filled), 0.0, (filled - pipe.means[0]) / pipe.stds[0]).astype(np.float32)
+    assert pipe.transform(cohort).numeric[:, 0].tolist() == expected.tolist()
 
 
 def test_time_features_are_years_and_log_gap():

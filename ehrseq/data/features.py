@@ -211,20 +211,19 @@ class FeaturePipeline:
         missing = np.zeros((len(names), n), dtype=bool)
         means = np.asarray(self.means)
         centred = np.empty(n, dtype=np.float64)
+        first_rows = _first_rows(visits.get_column("patient_index").to_numpy()) if self.locf else None
         for j, c in enumerate(self.numeric_columns):
             column = visits.get_column(c)
             _missing_column(column, out=missing[j])
             if column.null_count() == n:
                 continue
-            unfilled = missing[j]
-            if self.locf:
-                column = visits.select(_observed(c).forward_fill().over("patient_index")).to_series()
-                unfilled = np.zeros(n, dtype=bool)
-                _missing_column(column, out=unfilled)
             with np.errstate(all="ignore"):  # null slots hold arbitrary values; they are zeroed below
                 np.subtract(_float_values(column), means[j], out=centred)
                 np.divide(centred, self.stds[j], out=values[j], casting="same_kind")
-            _zero_where(values[j], unfilled)
+            if first_rows is not None and column.null_count():
+                _carry_forward(values[j], missing[j], first_rows)
+            else:
+                _zero_where(values[j], missing[j])
         if self.time_features:
             f = len(self.numeric_columns)
             np.divide(visits.get_column("elapsed").to_numpy(), DAYS_PER_YEAR, out=values[f], casting="same_kind")
@@ -318,6 +317,31 @@ def _float_values(column: pl.Series) -> np.ndarray:
         column = column.cast(pl.Float64)
     array = column.to_arrow()
     return np.frombuffer(array.buffers()[1], dtype=np.float64, count=array.offset + len(array))[array.offset:]
+
+
+def _first_rows(patient_index: np.ndarray) -> np.ndarray:
+    """Row of each visit's patient's first visit, ``[N]`` int64 (visits grouped by patient)."""
+    rows = np.arange(patient_index.size, dtype=np.int64)
+    new_patient = np.ones(patient_index.size, dtype=bool)
+    np.not_equal(patient_index[1:], patient_index[:-1], out=new_patient[1:])
+    first = np.where(new_patient, rows, 0)
+    return np.maximum.accumulate(first, out=first)
+
+
+def _carry_forward(values: np.ndarray, missing: np.ndarray, first_rows: np.ndarray) -> None:
+    """Last observation carried forward within each patient, in place; 0 before a patient's first
+    observation. ``values [N]`` hold arbitrary numbers where ``missing``; visits are grouped by patient
+    in time order and ``first_rows`` is :func:`_first_rows` of their patient index.
+
+    The source row of visit r is the last observed row at or before r (a running maximum of the
+    observed row numbers); it is used when it belongs to r's patient (≥ ``first_rows[r]``).
+    """
+    source = np.where(missing, -1, np.arange(values.size, dtype=np.int64))
+    np.maximum.accumulate(source, out=source)
+    unfilled = source < first_rows
+    np.maximum(source, 0, out=source)
+    np.take(values, source, out=values)
+    _zero_where(values, unfilled)
 
 
 def _zero_where(values: np.ndarray, mask: np.ndarray) -> None:

@@ -42,8 +42,15 @@ def mean_pool_codes(codes: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
 
     codes ``[*S, K]`` int64, table ``[V, D]`` → ``[*S, D]``:
     pool = (1/|k : c_k ≠ 0|) Σ_{k : c_k ≠ 0} table[c_k].
+
+    Computed as a weighted ``embedding_bag`` sum with weights 1/|bag| on codes and 0 on padding
+    (rather than ``mode="mean", padding_idx=0``, which takes a much slower kernel on CPU); padding
+    entries therefore get no gradient either.
     """
-    pooled = F.embedding_bag(_bags(codes), table, mode="mean", padding_idx=PAD_INDEX)
+    bags = _bags(codes)
+    present = (bags != PAD_INDEX).to(table.dtype)
+    weights = present / present.sum(dim=-1, keepdim=True).clamp(min=1.0)
+    pooled = F.embedding_bag(bags, table, mode="sum", per_sample_weights=weights)
     return pooled.reshape(*codes.shape[:-1], table.shape[-1])
 
 
@@ -55,14 +62,15 @@ def attention_pool_codes(codes: torch.Tensor, table: torch.Tensor, query: torch.
 
     The scores are computed once per vocabulary entry and gathered, and the weighted sum is an
     ``embedding_bag``, so no ``[*S, K, D]`` tensor is materialised. The softmax is masked with the
-    most negative finite value, not −inf: an empty bag then gets uniform weights over padding
-    entries (which ``embedding_bag`` skips) instead of NaN, in the values and in the gradients.
+    most negative finite value, not −inf, and its weights are then multiplied by 0 on padding: an
+    empty bag gets all-zero weights (a zero vector, zero gradients) instead of NaN.
     """
     bags = _bags(codes)
+    present = bags != PAD_INDEX
     scores = (table @ query)[bags] * table.shape[-1] ** -0.5
-    scores = scores.masked_fill(bags == PAD_INDEX, torch.finfo(scores.dtype).min)
-    weights = torch.softmax(scores, dim=-1).to(table.dtype)
-    pooled = F.embedding_bag(bags, table, mode="sum", per_sample_weights=weights, padding_idx=PAD_INDEX)
+    scores = scores.masked_fill(~present, torch.finfo(scores.dtype).min)
+    weights = torch.softmax(scores, dim=-1).to(table.dtype) * present
+    pooled = F.embedding_bag(bags, table, mode="sum", per_sample_weights=weights)
     return pooled.reshape(*codes.shape[:-1], table.shape[-1])
 
 
@@ -164,35 +172,39 @@ class VisitEmbedding(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, batch: SequenceBatch) -> torch.Tensor:
-        """Visit embeddings ``[B, M, D]`` (finite everywhere, padding included)."""
+        """Visit embeddings ``[B, M, D]`` (finite everywhere, padding included).
+
+        The dense terms are one matrix product: [φ(t) ; φ(g) ; x̃ ; r ; 1{no codes}] (``[B·M, K]``)
+        times [W_time, W_num, v_no_codes]ᵀ plus the time bias, and the categorical and code
+        embeddings are added to it in place; the same sum as the formula in the module docstring,
+        without a ``[B, M, D]`` temporary per term.
+        """
         self.check_batch(batch)
         dtype = self.time.weight.dtype
         mask = batch.mask
-        real = mask.unsqueeze(-1)
+        shape = (*mask.shape, self.output_dim)
+        real = mask.reshape(-1, 1)
 
-        times = torch.stack([batch.time, batch.gap], dim=-1).to(torch.promote_types(dtype, torch.float32))
-        times = torch.where(real, times, 0.0)
-        phi = self.time_encoding(times).flatten(-2)
-        out = self.time(phi.to(dtype))
-
+        times = torch.stack([batch.time, batch.gap], dim=-1).reshape(-1, 2)
+        times = torch.where(real, times.to(torch.promote_types(dtype, torch.float32)), 0.0)
+        dense, weights = [self.time_encoding(times).flatten(-2).to(dtype)], [self.time.weight]
         if self.numeric is not None:
-            missing = batch.numeric_missing
-            values = torch.where(real & ~missing, batch.numeric.to(dtype), 0.0)
-            out = out + self.numeric(torch.cat([values, missing.to(dtype)], dim=-1))
+            missing = batch.numeric_missing.reshape(real.shape[0], -1)
+            dense += [torch.where(real & ~missing, batch.numeric.reshape(missing.shape).to(dtype), 0.0),
+                      missing.to(dtype)]
+            weights.append(self.numeric.weight)
+        codes = None
+        if self.codes is not None:
+            codes = torch.where(real, batch.codes.reshape(real.shape[0], -1), PAD_INDEX)
+            dense.append((codes == PAD_INDEX).all(dim=-1, keepdim=True).to(dtype))
+            weights.append(self.no_codes.unsqueeze(-1))
+        out = torch.addmm(self.time.bias, torch.cat(dense, dim=-1), torch.cat(weights, dim=-1).t())
 
         if self.categorical is not None:
-            index = torch.where(real, batch.categorical, PAD_INDEX) + self.categorical_offsets
-            embedded = F.embedding_bag(index.reshape(-1, index.shape[-1]), self.categorical, mode="sum")
-            out = out + embedded.reshape(out.shape)
-
-        if self.codes is not None:
-            codes = torch.where(real, batch.codes, PAD_INDEX)
+            index = torch.where(real, batch.categorical.reshape(real.shape[0], -1), PAD_INDEX) + self.categorical_offsets
+            out.add_(F.embedding_bag(index, self.categorical, mode="sum"))
+        if codes is not None:
             table = self.codes.weight
-            if self.code_query is None:
-                pooled = mean_pool_codes(codes, table)
-            else:
-                pooled = attention_pool_codes(codes, table, self.code_query)
-            has_codes = (codes != PAD_INDEX).any(dim=-1, keepdim=True)
-            out = out + torch.where(has_codes, pooled, self.no_codes)
-
-        return self.dropout(self.norm(out))
+            out.add_(mean_pool_codes(codes, table) if self.code_query is None
+                     else attention_pool_codes(codes, table, self.code_query))
+        return self.dropout(self.norm(out.view(shape)))
