@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from ehrseq.data._parallel import thread_map
 from ehrseq.data.batch import PAD_INDEX, UNKNOWN_INDEX
 from ehrseq.data.specs import dtype_in_class
 from ehrseq.data.validation import CODES_DTYPE
@@ -205,25 +206,28 @@ class FeaturePipeline:
 
     def _encode_numeric(self, visits: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Standardised values and missing flags, ``[N, F]`` each (column-major: one pass per column,
-        written in place from the Arrow buffers, without intermediate frames)."""
+        written in place from the Arrow buffers, without intermediate frames; columns are encoded on
+        parallel threads for large tables, see :mod:`ehrseq.data._parallel`)."""
         n, names = visits.height, self.numeric_names
         values = np.zeros((len(names), n), dtype=np.float32)
         missing = np.zeros((len(names), n), dtype=bool)
         means = np.asarray(self.means)
-        centred = np.empty(n, dtype=np.float64)
         first_rows = _first_rows(visits.get_column("patient_index").to_numpy()) if self.locf else None
-        for j, c in enumerate(self.numeric_columns):
-            column = visits.get_column(c)
+
+        def encode(j: int) -> None:
+            column = visits.get_column(self.numeric_columns[j])
             _missing_column(column, out=missing[j])
             if column.null_count() == n:
-                continue
+                return
             with np.errstate(all="ignore"):  # null slots hold arbitrary values; they are zeroed below
-                np.subtract(_float_values(column), means[j], out=centred)
+                centred = np.subtract(_float_values(column), means[j])
                 np.divide(centred, self.stds[j], out=values[j], casting="same_kind")
             if first_rows is not None and column.null_count():
                 _carry_forward(values[j], missing[j], first_rows)
             else:
                 _zero_where(values[j], missing[j])
+
+        thread_map(encode, range(len(self.numeric_columns)), elements=n * len(self.numeric_columns))
         if self.time_features:
             f = len(self.numeric_columns)
             np.divide(visits.get_column("elapsed").to_numpy(), DAYS_PER_YEAR, out=values[f], casting="same_kind")

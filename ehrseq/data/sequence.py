@@ -11,14 +11,16 @@ Padded positions hold: 0 for inputs, ``mask`` False, ``bin`` −1, ``remaining``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+import functools
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 import torch
 from torch.utils.data import Dataset
 
+from ehrseq.data._parallel import thread_map
 from ehrseq.data._ragged import ragged_rows
 from ehrseq.data.batch import PAD_INDEX, SequenceBatch
 from ehrseq.errors import ConfigError
@@ -142,7 +144,8 @@ class SequenceData(Dataset):
         """Pad the patients at ``indices`` (in that order) to their longest history.
 
         ``max_visits`` overrides the dataset's truncation for this batch. Every field is built with
-        one scatter into a zero-initialised array (row r of patient b goes to position b·M + m).
+        one scatter into a zero-initialised array (row r of patient b goes to position b·M + m); the
+        fields of a large batch are padded on parallel threads (see :mod:`ehrseq.data._parallel`).
         """
         idx = np.asarray(indices.cpu() if isinstance(indices, torch.Tensor) else indices, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
@@ -165,13 +168,19 @@ class SequenceData(Dataset):
             _scatter_rows(out, dst, array, src)
             return torch.from_numpy(out).view(b, m, *array.shape[1:])
 
+        fields: dict[str, tuple[Any, float]] = {
+            "numeric": (self.numeric, 0), "numeric_missing": (self.numeric_missing, 0),
+            "categorical": (self.categorical, PAD_INDEX), "time": (self.time, 0), "gap": (self.gap, 0),
+        }
+        if self.remaining is not None:
+            fields.update(remaining=(self.remaining, PAD_REMAINING), upper=(self.upper, PAD_UPPER),
+                          bin=(self.bin, PAD_BIN))
+        jobs: list[Callable[[], torch.Tensor]] = [lambda: self._pad_codes(src, dst, b, m)]
+        jobs += [functools.partial(pad, values, fill) for values, fill in fields.values()]
+        codes, *padded = thread_map(lambda job: job(), jobs, elements=len(dst) * self.numeric.shape[1])
         batch = SequenceBatch(
-            numeric=pad(self.numeric),
-            numeric_missing=pad(self.numeric_missing),
-            categorical=pad(self.categorical, PAD_INDEX),
-            codes=self._pad_codes(src, dst, b, m),
-            time=pad(self.time),
-            gap=pad(self.gap),
+            **dict(zip(fields, padded)),
+            codes=codes,
             mask=torch.from_numpy(np.arange(m) < n[:, None]),
             patient_index=torch.from_numpy(idx),
         )
@@ -182,13 +191,7 @@ class SequenceData(Dataset):
                        for name, value in (("event", self.event), ("weight", self.weight), ("entry", self.entry),
                                            ("event_times", self.event_times), ("event_flags", self.event_flags),
                                            ("event_at_risk", self.event_at_risk))}
-        return batch.replace(
-            remaining=pad(self.remaining, PAD_REMAINING),
-            upper=pad(self.upper, PAD_UPPER),  # type: ignore[arg-type]
-            bin=pad(self.bin, PAD_BIN),  # type: ignore[arg-type]
-            event_visit=torch.from_numpy(n - 1),
-            **per_patient,
-        )
+        return batch.replace(event_visit=torch.from_numpy(n - 1), **per_patient)
 
     def _pad_codes(self, src: np.ndarray | None, dst: np.ndarray, b: int, m: int) -> torch.Tensor:
         """``[B, M, K]`` codes of the visit rows ``src`` (all rows when ``None``) placed at ``dst``."""
