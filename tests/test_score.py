@@ -326,6 +326,27 @@ def test_two_process_pool_pattern_gives_the_same_outputs(model_dir, shard_dir, t
     assert (summary.scored, summary.resumed) == (0, N_SHARDS)
 
 
+def test_worker_processes_give_the_same_outputs_and_leave_nothing_behind(model, model_dir, shard_dir, tmp_path,
+                                                                          monkeypatch):
+    ehrseq.score(model_dir, shard_dir, tmp_path / "single", HORIZONS, progress=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr("tempfile.tempdir", None)  # re-read TMPDIR: the staged model must go there
+    summary = ehrseq.score(model, shard_dir, tmp_path / "workers", HORIZONS, progress=False, num_workers=2)
+    assert summary.scored == N_SHARDS and summary.manifest["complete"]
+    assert _bytes(tmp_path / "workers") == _bytes(tmp_path / "single")
+    assert list((tmp_path / "tmp").iterdir()) == []  # the model saved for the workers is removed
+    # an error while planning (here: a split patient) stops the workers that were starting
+    visits = pl.read_parquet(next(shard_dir.glob("*.parquet")))
+    split = tmp_path / "split"
+    split.mkdir()
+    visits.write_parquet(split / "a.parquet")
+    visits.head(1).write_parquet(split / "b.parquet")
+    with pytest.raises(DataError, match="split across input shards"):
+        ehrseq.score(model_dir, split, tmp_path / "failed", HORIZONS, progress=False, num_workers=2)
+    assert not list((tmp_path / "failed").rglob("*.parquet"))
+
+
 def test_score_frame_matches_score_shard(model_dir, cohort, tmp_path):
     visits, _ = cohort
     frame = ehrseq.scoring.score_frame(model_dir, visits, HORIZONS)

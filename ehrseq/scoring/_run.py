@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
-import shutil
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from ehrseq.scoring._manifest import (
     totals,
     write_json_atomic,
 )
+from ehrseq.scoring._model import resolve_model
 from ehrseq.scoring._predict import DEFAULT_BATCH_SIZE
 from ehrseq.scoring._shard import DEFAULT_PATIENTS_PER_CHUNK, _positive_int, _prepare, _score_one, score_shard
 from ehrseq.scoring._sources import Shard, check_partitioned, list_shards
@@ -247,62 +249,71 @@ def score(
     """
     started = time.perf_counter()
     _positive_int(num_workers, "num_workers", minimum=0)
-    prepared, (estimator, identity, request, settings, outcome_table) = _plan(
-        model, visits, out_dir, horizons, at=at, landmark=landmark, cause=cause, event=event, batch_size=batch_size,
-        patients_per_chunk=patients_per_chunk, outcomes=outcomes, resume=resume, overwrite=overwrite,
-        model_version=model_version, check_partitioning=check_partitioning)
-    pending = prepared.pending
-    total = None if prepared.patients is None else sum(prepared.patients[s.name] for s in pending)
-    bar = tqdm(total=total, unit="patient", desc="scoring", disable=not progress, dynamic_ncols=True)
-    try:
-        if num_workers == 0 or len(pending) < 2:
+    with contextlib.ExitStack() as stack:
+        # the workers start (import, load the model) while this process plans the run
+        pool = _start_pool(model, num_workers, stack) if num_workers else None
+        prepared, (estimator, identity, request, settings, outcome_table) = _plan(
+            model, visits, out_dir, horizons, at=at, landmark=landmark, cause=cause, event=event,
+            batch_size=batch_size, patients_per_chunk=patients_per_chunk, outcomes=outcomes, resume=resume,
+            overwrite=overwrite, model_version=model_version, check_partitioning=check_partitioning)
+        pending = prepared.pending
+        total = None if prepared.patients is None else sum(prepared.patients[s.name] for s in pending)
+        bar = stack.enter_context(tqdm(total=total, unit="patient", desc="scoring", disable=not progress,
+                                       dynamic_ncols=True))
+        if pool is None:
             for shard in pending:
                 prepared.record(_score_one(estimator, identity, request, settings, shard, prepared.out_dir,
                                            outcome_table, on_chunk=bar.update))
         else:
-            _score_in_pool(model, prepared, num_workers, bar)
-    finally:
-        bar.close()
+            _score_in_pool(*pool, prepared, bar)
     return ScoreSummary(prepared.out_dir, prepared.files, prepared.manifest, len(pending),
                         len(prepared.shards) - len(pending), time.perf_counter() - started)
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, model_path: str) -> None:
+    """Worker start-up: its share of the torch threads, and the model loaded into the process cache."""
     torch.set_num_threads(threads)
+    resolve_model(model_path)
 
 
-def _score_in_pool(model: Any, prepared: ScorePlan, num_workers: int, bar: Any) -> None:
-    """The pending shards in a pool of spawned processes, recorded as they complete. After a failure the
-    shards not yet started are cancelled, the running ones complete (and are recorded), and the first
-    error is raised."""
-    staged = None
-    model_path = model
-    if not isinstance(model, (str, os.PathLike)):
-        staged = prepared.out_dir / f".model-{prepared.manifest['model']['id']}"
-        shutil.rmtree(staged, ignore_errors=True)
-        model_path = model.save(staged)
-    work = partial(score_shard, str(model_path), out_dir=prepared.out_dir, **prepared.options)
+def _start_pool(model: Any, num_workers: int, stack: contextlib.ExitStack) -> tuple[ProcessPoolExecutor, str]:
+    """A pool of ``num_workers`` spawned processes, each started with the model loaded, and the path they
+    load it from (an estimator is saved to a temporary directory first). Closed by ``stack``: on an
+    error, the shards not yet started are cancelled."""
+    if isinstance(model, (str, os.PathLike)):
+        model_path = str(model)
+    else:
+        resolve_model(model)  # refuse an unfitted estimator before saving it
+        staged = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ehrseq-model-")))
+        model_path = str(model.save(staged / "model"))
     threads = max(1, torch.get_num_threads() // num_workers)
+    pool = ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker, initargs=(threads, model_path))
+    stack.callback(pool.shutdown, wait=True, cancel_futures=True)
+    for _ in range(num_workers):  # processes are spawned on demand: one no-op task each starts them now
+        pool.submit(int)
+    return pool, model_path
+
+
+def _score_in_pool(pool: ProcessPoolExecutor, model_path: str, prepared: ScorePlan, bar: Any) -> None:
+    """The pending shards in the worker pool, recorded as they complete. After a failure the shards not
+    yet started are cancelled, the running ones complete (and are recorded), and the first error is
+    raised."""
+    work = partial(score_shard, model_path, out_dir=prepared.out_dir, **prepared.options)
     error: BaseException | None = None
-    try:
-        with ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_init_worker, initargs=(threads,)) as pool:
-            futures = [pool.submit(work, shard) for shard in prepared.pending]
-            for future in as_completed(futures):
-                if future.cancelled():
-                    continue
-                try:
-                    entry = future.result()
-                except BaseException as exc:  # keep the first error; let the running shards finish
-                    if error is None:
-                        error = exc
-                        for other in futures:
-                            other.cancel()
-                    continue
-                prepared.record(entry)
-                bar.update(entry["patients_in"])
-    finally:
-        if staged is not None:
-            shutil.rmtree(staged, ignore_errors=True)
+    futures = [pool.submit(work, shard) for shard in prepared.pending]
+    for future in as_completed(futures):
+        if future.cancelled():
+            continue
+        try:
+            entry = future.result()
+        except BaseException as exc:  # keep the first error; let the running shards finish
+            if error is None:
+                error = exc
+                for other in futures:
+                    other.cancel()
+            continue
+        prepared.record(entry)
+        bar.update(entry["patients_in"])
     if error is not None:
         raise error
