@@ -10,3 +10,4 @@ def test_quick_benchmark_runs(capsys):
     rows = [line for line in printed.splitlines() if line.startswith(("200 ", "400 "))]
     assert len(rows) == 2
     assert "time per stage" in printed
+    assert "yardstick: the GRU layer alone" in printed

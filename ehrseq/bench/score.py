@@ -17,6 +17,9 @@ seconds are those of the scoring process and its workers.
 The baseline is the in-memory estimator API on one shard: ``predict_risk``, ``predict_survival`` and
 ``predict_median`` on a DataFrame holding the shard, which gives the same numbers as one pass of the
 scorer but materialises the whole table and its predictions.
+
+The yardstick is the model's GRU layer alone, run on random inputs of the cohort's mean length in
+the same batches and threads: the recurrence that scoring cannot skip, whatever the data handling.
 """
 
 from __future__ import annotations
@@ -137,6 +140,24 @@ def baseline_rate(model: str, shard: Path, threads: int) -> tuple[float, int]:
     return n / (time.perf_counter() - started), n
 
 
+def recurrence_rate(model: str, threads: int, visits: int, batch_size: int, n_patients: int = 25_000) -> float:
+    """Patients per second of the model's recurrent layer alone: its forward pass on random visit
+    embeddings ``[batch_size, visits, d_model]``, batch after batch, for ``n_patients`` patients. No
+    data handling can make scoring faster than this (a yardstick, like the losses' fused BCE)."""
+    import ehrseq
+
+    torch.set_num_threads(threads)
+    rnn = ehrseq.load(model).model_.encoder.rnn.eval()
+    inputs = torch.randn(batch_size, visits, rnn.input_size)
+    batches = -(-n_patients // batch_size)
+    with torch.inference_mode():
+        rnn(inputs)
+        started = time.perf_counter()
+        for _ in range(batches):
+            rnn(inputs)
+    return batches * batch_size / (time.perf_counter() - started)
+
+
 # ---------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> None:
     """Generate the shards, train the model, score two cohort sizes and print speed and memory."""
@@ -201,11 +222,21 @@ def _run(args: argparse.Namespace, data: Path, scratch: Path, threads: int, trai
     print("time per stage, largest run (seconds summed over shards): "
           + ", ".join(f"{name} {value:.1f} ({100 * value / spent:.0f} %)" for name, value in stages.items()))
 
+    visits = round(totals["rows_in"] / max(totals["patients_in"], 1))
+    alone = call(recurrence_rate, str(model), threads, visits, args.batch_size, 200 if args.quick else 25_000)
+    processes = max(args.workers, 1)
+    print(f"yardstick: the GRU layer alone ([{args.batch_size}, {visits}, 64] random inputs, {threads} thread(s)) runs "
+          f"{alone:,.0f} patients/s per process, so at most {alone * processes:,.0f} patients/s with {processes} "
+          f"process(es); the scorer reaches {scored_rate(rows) / (alone * processes):.0%} of that")
     if args.quick:
         print("(--quick: scored in the benchmark process, so peak RSS includes the data generation; no baseline)")
         return
     rate, n = _in_child(baseline_rate, str(model), paths[0], threads)
-    scored = [float(r[4].replace(",", "")) for r in rows]
     print(f"baseline: estimator predict_risk + predict_survival + predict_median in memory on one shard "
           f"({n:,} patients): {rate:,.0f} patients/s")
-    print(f"scorer vs baseline (patients/s, largest run): {scored[-1] / rate:.1f}x")
+    print(f"scorer vs baseline (patients/s, largest run): {scored_rate(rows) / rate:.1f}x")
+
+
+def scored_rate(rows: list[list[Any]]) -> float:
+    """Patients per second of the largest run, from the printed table's rows."""
+    return float(rows[-1][4].replace(",", ""))
