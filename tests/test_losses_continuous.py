@@ -309,6 +309,33 @@ def test_log_time_closed_form_against_quadrature():
     np.testing.assert_allclose(values[observed], classical[observed], rtol=1e-10)
 
 
+@pytest.mark.parametrize("family", ["lognormal", "weibull", "mixture", "grid"])
+def test_log_time_primitives_of_the_generic_crps(family):
+    """log S(eˢ) and log F(eˢ) (closed forms in s where a family has them) equal log S(u), log(1 − S(u))."""
+    g = torch.Generator().manual_seed(21)
+    dist = {
+        "lognormal": lambda: lognormal(),
+        "weibull": lambda: Weibull(6.0 + torch.randn(4, 5, generator=g, dtype=torch.float64),
+                                   0.5 * torch.randn(4, 5, generator=g, dtype=torch.float64)),
+        "mixture": lambda: WeibullMixture(*(offset + scale * torch.randn(4, 5, 3, generator=g, dtype=torch.float64)
+                                            for offset, scale in ((0.0, 2.0), (6.0, 1.0), (0.0, 0.5)))),
+        "grid": lambda: PiecewiseLinearHazard(torch.randn(4, 5, 5, generator=g, dtype=torch.float64) - 5.0, GRID),
+    }[family]()
+    log_u = torch.linspace(math.log(0.5), math.log(5000.0), 7, dtype=torch.float64)
+    log_s = dist.log_survival(log_u.exp())
+    assert torch.allclose(dist.log_survival_log_time(log_u), log_s, rtol=1e-12, atol=1e-14)
+    log_f = dist.log_cdf_log_time(log_u)
+    finite = log_s < -1e-12
+    assert torch.allclose(log_f[finite], torch.log(-torch.expm1(log_s[finite])), rtol=1e-9, atol=1e-12)
+
+
+def test_lognormal_log_cdf_in_log_time_is_accurate_where_f_is_tiny():
+    loc, log_scale = t64([[8.0]]), t64([[math.log(0.2)]])
+    log_u = t64([8.0 - 0.2 * x for x in (3.0, 9.0, 30.0)])
+    got = LogNormal(loc, log_scale).log_cdf_log_time(log_u)[0, 0].numpy()
+    np.testing.assert_allclose(got, special.log_ndtr(-np.array([3.0, 9.0, 30.0])), rtol=1e-12)
+
+
 def test_generic_survival_crps_equals_the_lognormal_specific_one():
     mu, sigma, y, observed, upper = typical_inputs(200, 2)
     args = (t64(y), torch.tensor(observed), t64(upper))

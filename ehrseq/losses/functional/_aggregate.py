@@ -76,6 +76,15 @@ def patient_weights(weight: torch.Tensor | None, batch_size: int, like: torch.Te
     return weight.to(dtype=like.dtype, device=like.device)
 
 
+def gather_visits(values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``values [B, M, ...]`` at flat visit rows b·M + m (``rows [N]``, int64): ``[N, ...]``.
+
+    An ``index_select`` on the ``[B·M, ...]`` view, whose gradient is one ``index_add`` (advanced indexing
+    ``values[b, m]`` accumulates its gradient through the slower ``index_put``).
+    """
+    return values.flatten(0, 1).index_select(0, rows)
+
+
 def aggregate_visits(
     per_visit: torch.Tensor,
     mask: torch.Tensor,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from ehrseq.errors import ShapeError
-from ehrseq.losses.functional._aggregate import check_floating, check_mask, check_shape
+from ehrseq.losses.functional._aggregate import check_floating, check_mask, check_shape, gather_visits
 
 _MAX_SHOWN = 5
 
@@ -183,7 +183,7 @@ class GridLabels:
     """Validated labels of a grid loss, compacted to the N real visits (``rows``, row-major order).
 
     ``bins`` κ, ``last_at_risk`` min(κ, L − 1) and ``event_here`` (Δ = 1 and κ < L) are ``[N]``; losses
-    gather ``logits[rows]`` (``[N, L]``) so that padding costs nothing and never reaches a log, and
+    gather ``logits`` at ``rows`` (:meth:`gather`, ``[N, L]``) so that padding costs nothing and never reaches a log, and
     :meth:`scatter` puts per-visit results back in ``[B, M]``.
     """
 
@@ -208,6 +208,10 @@ class GridLabels:
         """``[N, L]``: True only in bin κ of an event inside the grid."""
         steps = torch.arange(self.num_bins, device=self.bins.device)
         return (steps == self.bins.unsqueeze(-1)) & self.event_here.unsqueeze(-1)
+
+    def gather(self, values: torch.Tensor) -> torch.Tensor:
+        """``values [B, M, ...]`` at the real visits: ``[N, ...]`` (row-major, as ``rows``)."""
+        return gather_visits(values, self.rows[0] * self.mask.shape[1] + self.rows[1])
 
     def scatter(self, values: torch.Tensor) -> torch.Tensor:
         """Per-visit values ``[N, ...]`` back to ``[B, M, ...]`` (0 at padding)."""

@@ -19,10 +19,9 @@ from ehrseq.losses.functional._aggregate import (
     check_mask,
     check_reduction,
     check_shape,
+    gather_visits,
 )
 from ehrseq.losses.functional._labels import check_integer
-
-Index = tuple[torch.Tensor, torch.Tensor]
 
 
 def codes_to_multi_hot(codes: torch.Tensor, vocab_size: int) -> torch.Tensor:
@@ -37,11 +36,12 @@ def codes_to_multi_hot(codes: torch.Tensor, vocab_size: int) -> torch.Tensor:
     return multi_hot
 
 
-def _pairs(mask: torch.Tensor) -> tuple[torch.Tensor, Index, Index]:
-    """Pairs of real visits (t, t + 1): the ``[B, M − 1]`` indicator, and the indices of t and of t + 1."""
+def _pairs(mask: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Pairs of real visits (t, t + 1): the ``[B, M − 1]`` indicator, the (patient, t) index of each pair,
+    and the rows b·M + t of the predictions in ``[B·M, ...]`` (the targets are the next rows)."""
     pairs = mask[:, 1:] & mask[:, :-1]
     patient, visit = pairs.nonzero(as_tuple=True)
-    return pairs, (patient, visit), (patient, visit + 1)
+    return pairs, (patient, visit), patient * mask.shape[1] + visit
 
 
 def next_visit_numeric_loss(
@@ -70,14 +70,14 @@ def next_visit_numeric_loss(
     check_shape(numeric, tuple(prediction.shape), "numeric")
     check_shape(numeric_missing, tuple(prediction.shape), "numeric_missing")
     mask = check_mask(mask, prediction.shape[:2])
-    pairs, now, after = _pairs(mask)
-    observed = ~numeric_missing[after].bool()
-    difference = prediction[now] - numeric[after].to(prediction.dtype)
-    squared = torch.where(observed, difference, torch.zeros_like(difference)) ** 2
+    pairs, index, now = _pairs(mask)
+    observed = ~gather_visits(numeric_missing, now + 1).bool()
+    difference = gather_visits(prediction, now) - gather_visits(numeric, now + 1).to(prediction.dtype)
+    squared = torch.where(observed, difference, 0.0).square()  # missing targets may hold NaN: selected away
     counts = observed.sum(dim=-1)
     per_pair = squared.sum(dim=-1) / counts.clamp_min(1).to(prediction.dtype)
-    dense = per_pair.new_zeros(pairs.shape).index_put(now, per_pair)
-    counted = torch.zeros_like(pairs).index_put(now, counts > 0)
+    dense = per_pair.new_zeros(pairs.shape).index_put(index, per_pair)
+    counted = torch.zeros_like(pairs).index_put(index, counts > 0)
     return aggregate_visits(dense, counted, weight=weight, reduction=reduction, visit_weighting=visit_weighting)
 
 
@@ -104,9 +104,9 @@ def next_visit_code_loss(
     check_reduction(reduction, visit_weighting)
     check_shape(codes, tuple(logits.shape), "codes")
     mask = check_mask(mask, logits.shape[:2])
-    pairs, now, after = _pairs(mask)
+    pairs, index, now = _pairs(mask)
     per_pair = F.binary_cross_entropy_with_logits(
-        logits[now], codes[after].to(logits.dtype), reduction="none"
+        gather_visits(logits, now), gather_visits(codes, now + 1).to(logits.dtype), reduction="none"
     ).mean(dim=-1)
-    dense = per_pair.new_zeros(pairs.shape).index_put(now, per_pair)
+    dense = per_pair.new_zeros(pairs.shape).index_put(index, per_pair)
     return aggregate_visits(dense, pairs, weight=weight, reduction=reduction, visit_weighting=visit_weighting)

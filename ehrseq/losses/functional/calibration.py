@@ -76,7 +76,7 @@ def logistic_hazard_calibration(
     labels = grid_labels(logits, bin, event, mask, cause=cause)
     v = _visit_weights(labels.mask, weight, visit_weighting, logits)[labels.rows]  # [N]
     at_risk = labels.at_risk()
-    z = logits[labels.rows]
+    z = labels.gather(logits)
     hazard = torch.sigmoid(torch.where(at_risk, z, torch.full_like(z, -torch.inf)))
     expected = v @ hazard
     exposure = v @ at_risk.to(logits.dtype)

@@ -24,8 +24,10 @@ a censored visit (𝓣(∞) = 0). It is in days. Three implementations:
   families integrate bin by bin (:meth:`~ehrseq.models.distributions.GridDistribution.crps_terms`:
   closed forms for the constant-hazard and density families and the exponential tail, Gauss–Legendre
   panels for the linear hazard — accurate but ~100× slower than the others), so their kinks cost no
-  accuracy. Other families use Gauss–Legendre in log time on the
-  distribution's transition window: S is evaluated on a ladder of durations y·8^j (j = −20..20) to find
+  accuracy. Other families use Gauss–Legendre in log time s = log z, through
+  :meth:`~ehrseq.models.distributions.SurvivalDistribution.log_survival_log_time` and ``log_cdf_log_time``
+  (closed forms in s for the log-normal, Weibull and Weibull mixture), on the distribution's transition
+  window: S is evaluated on a ladder of durations y·8^j (j = −20..20) to find
   where F ≤ 1e-8 and where S ≤ 1e-8; the integrals over that window use ``points`` nodes, the parts
   outside it are integrated as if F (resp. S) were exactly 0 or 1 (relative error ≤ 2e-8), and the
   tail beyond the point where S ≤ 1e-8 (≤ 1e-8 × the mean residual life there) is neglected, as is
@@ -55,7 +57,7 @@ from torch.special import log_ndtr, ndtr
 
 from ehrseq.losses.functional._aggregate import Reduction, VisitWeighting
 from ehrseq.losses.functional.likelihood import per_visit_score
-from ehrseq.models.distributions._math import gauss_legendre, log1mexp
+from ehrseq.models.distributions._math import gauss_legendre
 from ehrseq.models.distributions.base import SurvivalDistribution
 from ehrseq.models.distributions.grid import GridDistribution
 from ehrseq.models.distributions.parametric import LogNormal
@@ -76,11 +78,15 @@ _NEGLIGIBLE = 1e-8
 
 
 def _gauss_legendre(log_integrand: Callable[[torch.Tensor], torch.Tensor], lo: torch.Tensor, hi: torch.Tensor, points: int) -> torch.Tensor:
-    """∫_lo^hi exp(log_integrand(x)) dx elementwise (``lo``, ``hi`` ``[*S]``; empty when hi ≤ lo)."""
+    """∫_lo^hi exp(log_integrand(x)) dx elementwise (``lo``, ``hi`` ``[*S]``; empty when hi ≤ lo).
+
+    The nodes x = lo + (hi − lo)·t_i are ``[*S, points]``; the weighted sum over them is one matrix-vector
+    product.
+    """
     nodes, weights = gauss_legendre(points, lo.dtype, lo.device)
     width = (hi - lo).clamp_min(0.0)
-    x = lo.unsqueeze(-1) + width.unsqueeze(-1) * nodes
-    return width * (weights * log_integrand(x).exp()).sum(dim=-1)
+    x = torch.addcmul(lo.unsqueeze(-1), width.unsqueeze(-1), nodes)
+    return width * torch.matmul(log_integrand(x).exp(), weights)
 
 
 def _interval_target(y: torch.Tensor, observed: torch.Tensor, upper: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,9 +103,9 @@ def _lognormal_lower(loc: torch.Tensor, log_scale: torch.Tensor, y: torch.Tensor
     sigma = log_scale.exp()
     x_y = (torch.log(y) - loc) / sigma
     lo, hi = torch.clamp(x_y, max=0.0) - _WIDTH, torch.clamp(x_y, max=_WIDTH)
+    offset, slope = (loc + log_scale).unsqueeze(-1), sigma.unsqueeze(-1)
     window = _gauss_legendre(
-        lambda x: loc.unsqueeze(-1) + log_scale.unsqueeze(-1) + sigma.unsqueeze(-1) * x + 2.0 * log_ndtr(x),
-        lo, hi, points,
+        lambda x: torch.add(torch.addcmul(offset, slope, x), log_ndtr(x), alpha=2.0), lo, hi, points
     )
     # beyond x = 8, Φ ≡ 1: ∫ dz from e^{μ + 8σ} to y
     saturated = x_y > _WIDTH
@@ -113,9 +119,9 @@ def _lognormal_tail(loc: torch.Tensor, log_scale: torch.Tensor, a: torch.Tensor,
     x_a = (torch.log(a) - loc) / sigma
     lo = torch.clamp(x_a, min=-_WIDTH)
     hi = torch.clamp(torch.maximum(x_a, 0.5 * sigma), min=0.0) + _WIDTH  # the integrand peaks near x = σ/2
+    offset, slope = (loc + log_scale).unsqueeze(-1), sigma.unsqueeze(-1)
     window = _gauss_legendre(
-        lambda x: loc.unsqueeze(-1) + log_scale.unsqueeze(-1) + sigma.unsqueeze(-1) * x + 2.0 * log_ndtr(-x),
-        lo, hi, points,
+        lambda x: torch.add(torch.addcmul(offset, slope, x), log_ndtr(-x), alpha=2.0), lo, hi, points
     )
     # below x = −8, Φ(−x) ≡ 1: ∫ dz from a to e^{μ − 8σ}
     saturated = x_a < -_WIDTH
@@ -204,7 +210,7 @@ def _transition_window(distribution: SurvivalDistribution, y: torch.Tensor) -> t
     with torch.no_grad():
         steps = torch.arange(-_LADDER_RUNGS, _LADDER_RUNGS + 1, dtype=y.dtype, device=y.device) * math.log(_LADDER_RATIO)
         log_z = torch.log(y).unsqueeze(-1) + steps
-        log_s = distribution.log_survival(log_z.exp())
+        log_s = distribution.log_survival_log_time(log_z)
         negligible_cdf = (log_s >= math.log1p(-_NEGLIGIBLE)).sum(dim=-1)  # F ≤ ε on a prefix of the ladder
         negligible_survival = (log_s <= math.log(_NEGLIGIBLE)).sum(dim=-1)  # S ≤ ε on a suffix
         rungs = steps.shape[0]
@@ -235,10 +241,10 @@ def survival_crps_elementwise(
     s_lo, s_hi = _transition_window(distribution, y)
 
     def log_cdf_squared(s: torch.Tensor) -> torch.Tensor:
-        return 2.0 * log1mexp(distribution.log_survival(s.exp()).clamp_max(0.0)) + s
+        return torch.add(s, distribution.log_cdf_log_time(s), alpha=2.0)
 
     def log_survival_squared(s: torch.Tensor) -> torch.Tensor:
-        return 2.0 * distribution.log_survival(s.exp()) + s
+        return torch.add(s, distribution.log_survival_log_time(s), alpha=2.0)
 
     # 𝓛(y): the window [s_lo, min(log y, s_hi)], then F ≈ 1 up to y
     lower_end = torch.minimum(log_y, s_hi)

@@ -21,6 +21,7 @@ from ehrseq.losses.functional._aggregate import (
     check_mask,
     check_reduction,
     check_shape,
+    gather_visits,
     patient_weights,
 )
 from ehrseq.losses.functional._labels import check_bins, check_event_visit, check_horizon_weights, event_types
@@ -82,7 +83,7 @@ def pmf_nll(
     bin_weights = check_horizon_weights(bin_weights, num_bins + 1, "bin_weights", logits)
 
     rows = mask.nonzero(as_tuple=True)  # real visits only: padding costs nothing and never reaches a log
-    z = logits[rows]  # [N, K·L + 1]
+    z = gather_visits(logits, rows[0] * mask.shape[1] + rows[1])  # [N, K·L + 1]
     kappa, cause = bins[rows], types[rows[0]]
     tail = z.shape[-1] - 1
     log_mass = torch.log_softmax(z, dim=-1)
@@ -94,7 +95,7 @@ def pmf_nll(
     output_bin = torch.arange(z.shape[-1], device=z.device) % num_bins
     output_bin[tail] = num_bins
     beyond = output_bin > kappa[censored].clamp(max=num_bins - 1).unsqueeze(-1)
-    restricted = torch.where(beyond, z[censored], torch.full_like(z[censored], -torch.inf))
+    restricted = torch.where(beyond, z.index_select(0, censored), -torch.inf)
     tail_share = torch.log_softmax(restricted, dim=-1)[:, tail]
     per_visit = per_visit.index_add(0, censored, tail_share)
     if bin_weights is not None:

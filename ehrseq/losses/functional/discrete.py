@@ -88,7 +88,7 @@ def grid_likelihood(
     """Logistic-hazard grid likelihood, plain or focal (``gamma``, ``alpha``, ``detach_weights``)."""
     check_reduction(reduction, visit_weighting)
     labels = grid_labels(logits, bin, event, mask, cause=cause, bin_weights=bin_weights)
-    per_visit = labels.scatter(grid_terms(logits[labels.rows], labels, **focal))
+    per_visit = labels.scatter(grid_terms(labels.gather(logits), labels, **focal))
     return aggregate_visits(per_visit, labels.mask, weight=weight, reduction=reduction, visit_weighting=visit_weighting)
 
 

@@ -102,6 +102,18 @@ class SurvivalDistribution(ABC):
         """Probability of the event within ``horizon`` of the visit: F(horizon)."""
         return self.cdf(horizon)
 
+    def log_survival_log_time(self, log_u: torch.Tensor) -> torch.Tensor:
+        """log S(eˢ) at log-durations s (broadcast like durations), for integrals in log time.
+
+        Generic version: ``log_survival(exp(s))``; families with a closed form in s override it (and
+        :meth:`log_cdf_log_time`) to skip the exp/log round trip.
+        """
+        return self.log_survival(torch.as_tensor(log_u, dtype=self.dtype, device=self.device).exp())
+
+    def log_cdf_log_time(self, log_u: torch.Tensor) -> torch.Tensor:
+        """log F(eˢ) = log(1 − S(eˢ)) at log-durations s (−inf where F = 0, with a zero gradient there)."""
+        return log1mexp(self.log_survival_log_time(log_u).clamp_max(0.0))
+
     def density(self, u: Duration) -> torch.Tensor:
         """f(u)."""
         return self.log_density(u).exp()

@@ -9,10 +9,11 @@ from ehrseq.models.distributions.base import Duration, SurvivalDistribution
 from ehrseq.models.distributions.grid import check_parameters
 from ehrseq.models.distributions.parametric import (
     Weibull,
+    safe_log_duration,
+    weibull_log_cumulative_hazard,
     weibull_log_density,
     weibull_log_interval_mass,
     weibull_log_mean,
-    weibull_log_survival,
     weibull_quantile,
 )
 
@@ -64,10 +65,15 @@ class WeibullMixture(SurvivalDistribution):
         return torch.logsumexp(self.log_weights().unsqueeze(-1) + component_values, dim=-2)
 
     def log_survival(self, u: Duration) -> torch.Tensor:
-        u = self._durations(u)
-        mixed = self._mix(weibull_log_survival(u.unsqueeze(-2), self.log_scales.unsqueeze(-1), self.log_shapes.unsqueeze(-1)))
-        # the mixture weights sum to 1 only up to rounding: keep S(0) = 1 and S ≤ 1 exact
-        return torch.where(u > 0, mixed.clamp_max(0.0), torch.zeros_like(mixed))
+        log_u, positive = safe_log_duration(self._durations(u))
+        return torch.where(positive, self.log_survival_log_time(log_u), 0.0)
+
+    def log_survival_log_time(self, log_u: torch.Tensor) -> torch.Tensor:
+        """log Σ_c w_c exp(−exp(k_c(s − log λ_c))) at log-durations s."""
+        log_u = self._durations(log_u).unsqueeze(-2)
+        log_h = weibull_log_cumulative_hazard(log_u, self.log_scales.unsqueeze(-1), self.log_shapes.unsqueeze(-1))
+        # the mixture weights sum to 1 only up to rounding: keep S ≤ 1 exact (and S(0) = 1 in log_survival)
+        return self._mix(-log_h.exp()).clamp_max(0.0)
 
     def log_density(self, u: Duration) -> torch.Tensor:
         u = self._durations(u).unsqueeze(-2)

@@ -65,6 +65,14 @@ class LogNormal(SurvivalDistribution):
         x, _, positive = self._standardised(u)
         return torch.where(positive, log_ndtr(-x), torch.zeros_like(x))
 
+    def log_survival_log_time(self, log_u: torch.Tensor) -> torch.Tensor:
+        """log S(eˢ) = log Φ((loc − s)/scale)."""
+        return log_ndtr((self.loc.unsqueeze(-1) - self._durations(log_u)) / self.scale.unsqueeze(-1))
+
+    def log_cdf_log_time(self, log_u: torch.Tensor) -> torch.Tensor:
+        """log F(eˢ) = log Φ((s − loc)/scale), accurate where F is tiny (no log(1 − S))."""
+        return log_ndtr((self._durations(log_u) - self.loc.unsqueeze(-1)) / self.scale.unsqueeze(-1))
+
     def log_density(self, u: Duration) -> torch.Tensor:
         x, log_u, positive = self._standardised(u)
         value = -0.5 * x * x - LOG_SQRT_2PI - self.log_scale.unsqueeze(-1) - log_u
@@ -148,16 +156,12 @@ def weibull_log_survival(u: torch.Tensor, log_scale: torch.Tensor, log_shape: to
 
 
 def weibull_log_density(u: torch.Tensor, log_scale: torch.Tensor, log_shape: torch.Tensor) -> torch.Tensor:
-    """log f(u) = log k − log λ + (k − 1)(log u − log λ) − (u/λ)^k; its limit at u = 0."""
+    """log f(u) = log k − log λ + (k − 1)(log u − log λ) − (u/λ)^k = log k + log H(u) − log u − H(u); its
+    limit at u = 0 (from the parameters alone, broadcast over the durations)."""
     log_u, positive = safe_log_duration(u)
     log_h = weibull_log_cumulative_hazard(log_u, log_scale, log_shape)
-    value = log_shape - log_scale + log_h - (log_u - log_scale) - log_h.exp()
-    shape = log_shape.expand_as(value)
-    at_zero = torch.where(
-        shape > 0,
-        torch.full_like(value, -math.inf),
-        torch.where(shape < 0, torch.full_like(value, math.inf), (-log_scale).expand_as(value)),
-    )
+    value = (log_shape + log_h) - log_u - log_h.exp()
+    at_zero = torch.where(log_shape > 0, -math.inf, torch.where(log_shape < 0, math.inf, -log_scale))
     return torch.where(positive, value, at_zero)
 
 
@@ -204,6 +208,12 @@ class Weibull(SurvivalDistribution):
 
     def log_survival(self, u: Duration) -> torch.Tensor:
         return weibull_log_survival(self._durations(u), self.log_scale.unsqueeze(-1), self.log_shape.unsqueeze(-1))
+
+    def log_survival_log_time(self, log_u: torch.Tensor) -> torch.Tensor:
+        """log S(eˢ) = −exp(k(s − log λ))."""
+        return -weibull_log_cumulative_hazard(
+            self._durations(log_u), self.log_scale.unsqueeze(-1), self.log_shape.unsqueeze(-1)
+        ).exp()
 
     def log_density(self, u: Duration) -> torch.Tensor:
         return weibull_log_density(self._durations(u), self.log_scale.unsqueeze(-1), self.log_shape.unsqueeze(-1))
