@@ -132,6 +132,13 @@ def test_valid_distribution_with_finite_values_and_gradients(name, dtype, seed, 
     (log_s.sum() + log_f.sum()).backward()
     for p in parameters(dist):
         assert p.grad is not None and torch.all(torch.isfinite(p.grad))
+    # log_likelihood: log f where observed, else log S (the mixture computes both in one pass)
+    observed = torch.rand(2, 3, u.shape[0], generator=torch.Generator().manual_seed(seed)) < 0.5
+    expected = torch.where(observed, dist.log_density(u), log_s)
+    torch.testing.assert_close(dist.log_likelihood(u, observed), expected, rtol=tolerance, atol=tolerance)
+    dist.log_likelihood(u[1:], observed[..., 1:]).sum().backward()  # f may be infinite at u = 0
+    for p in parameters(dist):
+        assert torch.all(torch.isfinite(p.grad))
 
 
 def knots_of(dist: SurvivalDistribution) -> list[float]:

@@ -22,8 +22,10 @@ from ehrseq.losses import (
 )
 from ehrseq.losses import functional as LF
 from ehrseq.losses.functional.crps import (
+    _log_std_normal_cdf,
     log_time_normal_crps_elementwise,
     lognormal_survival_crps_elementwise,
+    squared_normal_cdf_integrand,
     survival_crps_elementwise,
 )
 from ehrseq.models.distributions import (
@@ -327,6 +329,35 @@ def test_log_time_primitives_of_the_generic_crps(family):
     log_f = dist.log_cdf_log_time(log_u)
     finite = log_s < -1e-12
     assert torch.allclose(log_f[finite], torch.log(-torch.expm1(log_s[finite])), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_squared_normal_cdf_integrand_matches_log_ndtr_in_value_and_gradient(sign):
+    """exp(a + b·x + 2 log Φ(±x)) by erfc (log_ndtr below −12, by row) against scipy and autograd of log_ndtr."""
+    g = torch.Generator().manual_seed(5)
+    rows = [np.linspace(-8.0, 8.0, 9), np.linspace(-40.0, -4.0, 9), np.linspace(4.0, 40.0, 9), np.linspace(-13.0, 35.0, 9)]
+    x = t64(np.stack(rows)).requires_grad_()
+    offset = (0.1 * torch.randn(4, 1, generator=g, dtype=torch.float64)).requires_grad_()
+    slope = (0.5 + torch.rand(4, 1, generator=g, dtype=torch.float64)).requires_grad_()
+    value = squared_normal_cdf_integrand(x, offset, slope, sign)
+    exponent = offset.detach().numpy() + slope.detach().numpy() * x.detach().numpy()
+    reference = exponent + 2.0 * special.log_ndtr(sign * x.detach().numpy())
+    np.testing.assert_allclose(value.detach().numpy(), np.exp(reference), rtol=1e-13, atol=0.0)
+    expected_value = torch.exp(offset + slope * x + 2.0 * torch.special.log_ndtr(sign * x))
+    weights = torch.randn(4, 9, generator=g, dtype=torch.float64)
+    got = torch.autograd.grad((value * weights).sum(), (x, offset, slope))
+    expected = torch.autograd.grad((expected_value * weights).sum(), (x, offset, slope))
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-300)
+    small = (x[:, ::3].detach().clone().requires_grad_(), offset, slope)
+    assert torch.autograd.gradcheck(lambda a, b, c: squared_normal_cdf_integrand(a, b, c, sign), small)
+    far = torch.tensor([[-60.0, -12.5, -1.0, 3.0, 20.0]]) * sign  # float32: log_ndtr's tail, finite gradients
+    far.requires_grad_()
+    zero = torch.zeros(1, 1, requires_grad=True)
+    torch.testing.assert_close(_log_std_normal_cdf(far.detach(), sign), torch.special.log_ndtr(sign * far.detach()),
+                               rtol=1e-6, atol=1e-7)
+    value = squared_normal_cdf_integrand(far, zero, zero, sign)
+    assert all(torch.all(torch.isfinite(grad)) for grad in torch.autograd.grad(value.sum(), (far, zero)))
 
 
 def test_lognormal_log_cdf_in_log_time_is_accurate_where_f_is_tiny():

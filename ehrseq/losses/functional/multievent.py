@@ -80,10 +80,6 @@ def _event_free_target(event_times: torch.Tensor, event_flags: torch.Tensor) -> 
     return torch.where(torch.isfinite(start), start, torch.full_like(start, torch.nan)), ~any_event
 
 
-def _log_likelihood(log_f: torch.Tensor, log_s: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
-    return torch.where(observed, log_f, log_s)
-
-
 def mensa_loss(
     distribution: MultiEvent,
     event_times: torch.Tensor,
@@ -133,19 +129,15 @@ def mensa_loss(
     safe = torch.where(at_risk, remaining, torch.ones_like(remaining))
     dist = distribution.masked(mask)
 
-    # durations per event: its own R_e, then R_A of every trajectory (used by the event B of each pair)
-    columns = [safe] + [safe[..., a : a + 1].expand_as(safe) for a, _ in pairs]
-    log_s = dist.log_survival(torch.stack(columns, dim=-1))  # [B, M, E, 1 + P]
-    log_f = dist.log_density(safe.unsqueeze(-1)).squeeze(-1)
     flags = event_flags.unsqueeze(1).expand_as(at_risk)
-    own = _log_likelihood(log_f, log_s[..., 0], flags)
-    per_visit = -torch.where(at_risk, own, torch.zeros_like(own)).sum(dim=-1)
+    own = dist.log_likelihood(safe.unsqueeze(-1), flags.unsqueeze(-1)).squeeze(-1)  # [B, M, E]
+    per_visit = -torch.where(at_risk, own, 0.0).sum(dim=-1)
     contributes = at_risk.any(dim=-1)
 
-    for p, (a, b) in enumerate(pairs):
+    for a, b in pairs:
         both = (event_flags[:, a] & event_flags[:, b]).unsqueeze(1) & at_risk[..., a] & at_risk[..., b]
-        term = log_s[..., b, 1 + p]
-        per_visit = per_visit - trajectory_weight * torch.where(both, term, torch.zeros_like(term))
+        term = dist[b].log_survival(safe[..., a : a + 1]).squeeze(-1)  # log S_B(R_A), [B, M]
+        per_visit = per_visit - trajectory_weight * torch.where(both, term, 0.0)
 
     if event_free is not None:
         if tuple(event_free.batch_shape) != tuple(mask.shape):
@@ -155,11 +147,8 @@ def mensa_loss(
         free_at_risk = mask & (free_remaining > 0)
         free_safe = torch.where(free_at_risk, free_remaining, torch.ones_like(free_remaining)).unsqueeze(-1)
         free = event_free.masked(mask)
-        term = _log_likelihood(
-            free.log_density(free_safe).squeeze(-1), free.log_survival(free_safe).squeeze(-1),
-            stayed.unsqueeze(1).expand_as(free_at_risk),
-        )
-        per_visit = per_visit - torch.where(free_at_risk, term, torch.zeros_like(term))
+        term = free.log_likelihood(free_safe, stayed.view(-1, 1, 1)).squeeze(-1)
+        per_visit = per_visit - torch.where(free_at_risk, term, 0.0)
         contributes = contributes | free_at_risk
 
     return aggregate_visits(

@@ -114,6 +114,14 @@ class SurvivalDistribution(ABC):
         """log F(eˢ) = log(1 − S(eˢ)) at log-durations s (−inf where F = 0, with a zero gradient there)."""
         return log1mexp(self.log_survival_log_time(log_u).clamp_max(0.0))
 
+    def log_likelihood(self, u: Duration, observed: torch.Tensor) -> torch.Tensor:
+        """log f(u) where ``observed`` (an event at u), else log S(u) (censored at u); ``[*batch_shape, U]``.
+
+        ``observed`` is a bool tensor broadcastable to the result. Generic version: both terms, then a
+        selection; families that share work between log S and log f override it.
+        """
+        return torch.where(observed, self.log_density(u), self.log_survival(u))
+
     def density(self, u: Duration) -> torch.Tensor:
         """f(u)."""
         return self.log_density(u).exp()

@@ -12,6 +12,7 @@ from ehrseq.models.distributions.parametric import (
     safe_log_duration,
     weibull_log_cumulative_hazard,
     weibull_log_density,
+    weibull_log_density_at_zero,
     weibull_log_interval_mass,
     weibull_log_mean,
     weibull_quantile,
@@ -61,8 +62,22 @@ class WeibullMixture(SurvivalDistribution):
         """The components as a :class:`Weibull` of batch shape ``[*batch, C]``."""
         return Weibull(self.log_scales, self.log_shapes)
 
-    def _mix(self, component_values: torch.Tensor) -> torch.Tensor:
-        return torch.logsumexp(self.log_weights().unsqueeze(-1) + component_values, dim=-2)
+    def _leading_components(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """log w_c, log λ_c, log k_c as contiguous ``[C, *batch, 1]``.
+
+        With the components in the leading dim, durations ``[*batch, U]`` broadcast over them and the
+        log-sum-exp over them run on contiguous rows (with C innermost every elementwise step and
+        reduction would loop over runs of C elements).
+        """
+        gates, log_scales, log_shapes = (
+            value.movedim(-1, 0).unsqueeze(-1).contiguous() for value in (self.gate_logits, self.log_scales, self.log_shapes)
+        )
+        return torch.log_softmax(gates, dim=0), log_scales, log_shapes
+
+    @staticmethod
+    def _mix(log_weights: torch.Tensor, component_values: torch.Tensor) -> torch.Tensor:
+        """log Σ_c w_c exp(v_c) for values ``[C, *batch, U]`` → ``[*batch, U]``."""
+        return torch.logsumexp(log_weights + component_values, dim=0)
 
     def log_survival(self, u: Duration) -> torch.Tensor:
         log_u, positive = safe_log_duration(self._durations(u))
@@ -70,21 +85,38 @@ class WeibullMixture(SurvivalDistribution):
 
     def log_survival_log_time(self, log_u: torch.Tensor) -> torch.Tensor:
         """log Σ_c w_c exp(−exp(k_c(s − log λ_c))) at log-durations s."""
-        log_u = self._durations(log_u).unsqueeze(-2)
-        log_h = weibull_log_cumulative_hazard(log_u, self.log_scales.unsqueeze(-1), self.log_shapes.unsqueeze(-1))
+        log_weights, log_scales, log_shapes = self._leading_components()
+        log_h = weibull_log_cumulative_hazard(self._durations(log_u), log_scales, log_shapes)
         # the mixture weights sum to 1 only up to rounding: keep S ≤ 1 exact (and S(0) = 1 in log_survival)
-        return self._mix(-log_h.exp()).clamp_max(0.0)
+        return self._mix(log_weights, -log_h.exp()).clamp_max(0.0)
 
     def log_density(self, u: Duration) -> torch.Tensor:
-        u = self._durations(u).unsqueeze(-2)
-        return self._mix(weibull_log_density(u, self.log_scales.unsqueeze(-1), self.log_shapes.unsqueeze(-1)))
+        log_weights, log_scales, log_shapes = self._leading_components()
+        return self._mix(log_weights, weibull_log_density(self._durations(u), log_scales, log_shapes))
+
+    def log_likelihood(self, u: Duration, observed: torch.Tensor) -> torch.Tensor:
+        """log f(u) where ``observed``, else log S(u): one log-sum-exp over the components.
+
+        With H_c = (u/λ_c)^{k_c}, each component contributes log w_c − H_c (log S_c) or
+        log w_c + log k_c + log H_c − log u − H_c (log f_c; its limit at u = 0); log H_c and H_c are
+        computed once for both.
+        """
+        u = self._durations(u)
+        log_u, positive = safe_log_duration(u)
+        log_weights, log_scales, log_shapes = self._leading_components()
+        log_h = weibull_log_cumulative_hazard(log_u, log_scales, log_shapes)
+        hazard = log_h.exp()
+        log_density = (log_shapes + log_h) - log_u - hazard
+        if not bool(positive.all()):  # the limit at u = 0, only where some duration is 0
+            log_density = torch.where(positive, log_density, weibull_log_density_at_zero(log_scales, log_shapes))
+        mixed = self._mix(log_weights, torch.where(observed, log_density, -hazard))
+        return torch.where(observed, mixed, torch.where(positive, mixed.clamp_max(0.0), 0.0))
 
     def log_interval_mass(self, lower: Duration, upper: Duration) -> torch.Tensor:
         """log Σ_c w_c P_c(lower < R ≤ upper), each component's mass computed without cancellation."""
         lower, upper = self._interval(lower, upper)
-        masses = weibull_log_interval_mass(lower.unsqueeze(-2), upper.unsqueeze(-2), self.log_scales.unsqueeze(-1),
-                                           self.log_shapes.unsqueeze(-1))
-        return self._mix(masses)
+        log_weights, log_scales, log_shapes = self._leading_components()
+        return self._mix(log_weights, weibull_log_interval_mass(lower, upper, log_scales, log_shapes))
 
     def mean(self, upper: float | None = None, points: int = 2049) -> torch.Tensor:
         """Σ_c w_c λ_c Γ(1 + 1/k_c); with a finite ``upper`` the generic restricted mean."""
@@ -97,8 +129,9 @@ class WeibullMixture(SurvivalDistribution):
         q = self._durations(q)
         if torch.any((q <= 0) | (q >= 1)):
             raise ValueError("quantile levels must lie strictly between 0 and 1")
-        per_component = weibull_quantile(q.unsqueeze(-2), self.log_scales.unsqueeze(-1), self.log_shapes.unsqueeze(-1))
-        lo, hi = per_component.amin(dim=-2).log(), per_component.amax(dim=-2).log()
+        _, log_scales, log_shapes = self._leading_components()
+        per_component = weibull_quantile(q, log_scales, log_shapes)
+        lo, hi = per_component.amin(dim=0).log(), per_component.amax(dim=0).log()
         target = torch.log1p(-q)
         for _ in range(iterations):
             mid = 0.5 * (lo + hi)

@@ -127,8 +127,11 @@ class MultiEvent:
         return f"MultiEvent(batch_shape={list(self.batch_shape)}, events={list(self._names)})"
 
     # ------------------------------------------------------------------ values for every event
-    def _per_event(self, u: Duration, method: str) -> torch.Tensor:
-        """Evaluate a method of every marginal → ``[*S, E, U]``; ``u`` is ``[U]`` or ``[*S, E, U]``."""
+    def _per_event(self, u: Duration, method: str, *args: torch.Tensor) -> torch.Tensor:
+        """Evaluate a method of every marginal → ``[*S, E, U]``; ``u`` is ``[U]`` or ``[*S, E, U]``.
+
+        Further tensor arguments are ``[*S, E, U]``, split by event like per-event durations.
+        """
         u = torch.as_tensor(u)
         per_event = u.dim() == len(self.batch_shape) + 2
         if per_event and (tuple(u.shape[:-1]) != (*self.batch_shape, self.num_events)):
@@ -137,9 +140,10 @@ class MultiEvent:
                 f"got {list(u.shape)}"
             )
         if self._stacked is not None:
-            return getattr(self._stacked, method)(u)
+            return getattr(self._stacked, method)(u, *args)
         assert self._marginals is not None
-        values = [getattr(m, method)(u[..., e, :] if per_event else u) for e, m in enumerate(self._marginals)]
+        values = [getattr(m, method)(u[..., e, :] if per_event else u, *(a[..., e, :] for a in args))
+                  for e, m in enumerate(self._marginals)]
         return torch.stack(values, dim=-2)
 
     def log_survival(self, u: Duration) -> torch.Tensor:
@@ -149,6 +153,10 @@ class MultiEvent:
     def log_density(self, u: Duration) -> torch.Tensor:
         """log f_e(u) for every event e, ``[*batch, E, U]``."""
         return self._per_event(u, "log_density")
+
+    def log_likelihood(self, u: Duration, observed: torch.Tensor) -> torch.Tensor:
+        """log f_e(u) where ``observed`` else log S_e(u), ``[*batch, E, U]`` (``observed`` of that shape)."""
+        return self._per_event(u, "log_likelihood", observed)
 
     def survival(self, u: Duration) -> torch.Tensor:
         return self.log_survival(u).exp()

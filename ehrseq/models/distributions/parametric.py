@@ -161,8 +161,12 @@ def weibull_log_density(u: torch.Tensor, log_scale: torch.Tensor, log_shape: tor
     log_u, positive = safe_log_duration(u)
     log_h = weibull_log_cumulative_hazard(log_u, log_scale, log_shape)
     value = (log_shape + log_h) - log_u - log_h.exp()
-    at_zero = torch.where(log_shape > 0, -math.inf, torch.where(log_shape < 0, math.inf, -log_scale))
-    return torch.where(positive, value, at_zero)
+    return torch.where(positive, value, weibull_log_density_at_zero(log_scale, log_shape))
+
+
+def weibull_log_density_at_zero(log_scale: torch.Tensor, log_shape: torch.Tensor) -> torch.Tensor:
+    """lim_{u→0} log f(u): −inf for k > 1, −log λ for k = 1, +inf for k < 1."""
+    return torch.where(log_shape > 0, -math.inf, torch.where(log_shape < 0, math.inf, -log_scale))
 
 
 def weibull_log_interval_mass(lower: torch.Tensor, upper: torch.Tensor, log_scale: torch.Tensor, log_shape: torch.Tensor) -> torch.Tensor:
