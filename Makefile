@@ -21,7 +21,8 @@ demo: $(STAMP)
 	$(BIN)/ehrseq demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	# one test process per CPU core (at most 4); each runs torch on one thread (tests/conftest.py)
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .hypothesis

@@ -27,6 +27,7 @@ from ehrseq.models.distributions import (
     Weibull,
     WeibullMixture,
 )
+from ehrseq.models.distributions._math import std_normal_cdf
 
 SETTINGS = settings(max_examples=25, deadline=None)
 
@@ -300,6 +301,27 @@ def test_lognormal_and_weibull_match_scipy():
     np.testing.assert_allclose(dist.log_density(u).numpy(), ref.logpdf(u.numpy()), rtol=1e-10)
     np.testing.assert_allclose(dist.quantile(torch.tensor(levels)).numpy(), ref.ppf(levels), rtol=1e-10)
     np.testing.assert_allclose(dist.mean().numpy(), ref.mean().ravel(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype, lowest, rtol", [(torch.float32, -13.0, 2e-5), (torch.float64, -37.0, 1e-13)])
+def test_standard_normal_cdf_has_a_small_relative_error_in_both_tails(dtype, lowest, rtol):
+    x = torch.linspace(lowest, 8.0, 2001, dtype=dtype)
+    np.testing.assert_allclose(std_normal_cdf(x).double().numpy(), special.ndtr(x.double().numpy()), rtol=rtol)
+    assert torch.isfinite(torch.func.grad(lambda v: std_normal_cdf(v).sum())(x)).all()
+
+
+@pytest.mark.parametrize("dtype, rtol", [(torch.float32, 2e-5), (torch.float64, 1e-12)])
+def test_lognormal_restricted_mean_keeps_its_precision_far_below_the_median(dtype, rtol):
+    """E[min(R, c)] = e^{μ+σ²/2}·Φ(x − σ) + c·Φ(−x): for wide distributions and small c the first term
+    needs Φ far in its lower tail (x − σ down to −9 here), where (1 + erf)/2 rounds to 0 in float32."""
+    loc = torch.tensor([0.0, 0.0, 1.0, 5.0, 5.0], dtype=dtype)
+    sigma = torch.tensor([4.0, 5.0, 6.0, 3.0, 2.0], dtype=dtype)
+    x = torch.tensor([-2.5, -3.0, -3.0, -2.0, 1.0], dtype=torch.float64)
+    c = torch.exp(loc.double() + sigma.double() * x)
+    dist = LogNormal(loc, sigma.log())
+    mu, s = loc.double().numpy(), sigma.double().numpy()
+    expected = np.exp(mu + s**2 / 2) * special.ndtr(x.numpy() - s) + c.numpy() * special.ndtr(-x.numpy())
+    np.testing.assert_allclose(dist.mean(c.to(dtype)).double().numpy(), expected, rtol=rtol)
 
 
 def test_weibull_mixture_is_the_weighted_sum_of_its_components():

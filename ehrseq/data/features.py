@@ -22,8 +22,9 @@ Codes
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -189,25 +190,28 @@ class FeaturePipeline:
         visits = cohort.visits
         _check_columns(visits, self.numeric_columns, self.categorical_columns, self.codes_column)
         n = visits.height
-
-        numeric, missing = self._encode_numeric(visits)
         categorical_exprs = [
             pl.col(c).cast(pl.String).replace_strict(
                 self.levels[c], list(range(_FIRST_INDEX, _FIRST_INDEX + len(self.levels[c]))),
                 default=UNKNOWN_INDEX, return_dtype=pl.Int64).alias(c)
             for c in self.categorical_columns
         ]
-        categorical = _matrix(visits.select(categorical_exprs), list(self.categorical_columns), np.int64, n)
-        code_values, code_offsets = self._encode_codes(visits)
+        numeric_jobs, numeric, missing = self._numeric_jobs(visits)
+        jobs: list[Callable[[], Any]] = [  # the longest first; the numeric jobs fill numeric and missing
+            lambda: self._encode_codes(visits),
+            lambda: _matrix(visits.select(categorical_exprs), list(self.categorical_columns), np.int64, n),
+            *numeric_jobs,
+        ]
+        (code_values, code_offsets), categorical, *_ = thread_map(lambda job: job(), jobs, elements=n * len(jobs))
         return EncodedVisits(numeric, missing, categorical, code_values, code_offsets)
 
     def fit_transform(self, cohort: Cohort) -> EncodedVisits:
         return self.fit(cohort).transform(cohort)
 
-    def _encode_numeric(self, visits: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """Standardised values and missing flags, ``[N, F]`` each (column-major: one pass per column,
-        written in place from the Arrow buffers, without intermediate frames; columns are encoded on
-        parallel threads for large tables, see :mod:`ehrseq.data._parallel`)."""
+    def _numeric_jobs(self, visits: pl.DataFrame) -> tuple[list[Callable[[], None]], np.ndarray, np.ndarray]:
+        """Standardised values and missing flags, ``[N, F]`` each, and the jobs that fill them in place:
+        one per column, to run on parallel threads (see :mod:`ehrseq.data._parallel`). Column-major: one
+        pass per column, written from the Arrow buffers, without intermediate frames."""
         n, names = visits.height, self.numeric_names
         values = np.zeros((len(names), n), dtype=np.float32)
         missing = np.zeros((len(names), n), dtype=bool)
@@ -227,13 +231,16 @@ class FeaturePipeline:
             else:
                 _zero_where(values[j], missing[j])
 
-        thread_map(encode, range(len(self.numeric_columns)), elements=n * len(self.numeric_columns))
-        if self.time_features:
+        def time_features() -> None:
             f = len(self.numeric_columns)
             np.divide(visits.get_column("elapsed").to_numpy(), DAYS_PER_YEAR, out=values[f], casting="same_kind")
             np.log1p(visits.get_column("gap").to_numpy(), out=values[f + 1], casting="same_kind")
             values[f + 1] /= np.float32(np.log1p(DAYS_PER_YEAR))
-        return values.T, missing.T
+
+        jobs: list[Callable[[], None]] = [functools.partial(encode, j) for j in range(len(self.numeric_columns))]
+        if self.time_features:
+            jobs.append(time_features)
+        return jobs, values.T, missing.T
 
     def _encode_codes(self, visits: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         if self.codes_column is None:

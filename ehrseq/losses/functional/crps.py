@@ -53,11 +53,11 @@ from collections.abc import Callable
 from typing import Literal
 
 import torch
-from torch.special import log_ndtr, ndtr
+from torch.special import log_ndtr
 
 from ehrseq.losses.functional._aggregate import Reduction, VisitWeighting
 from ehrseq.losses.functional.likelihood import per_visit_score
-from ehrseq.models.distributions._math import LOG_2, gauss_legendre
+from ehrseq.models.distributions._math import LOG_2, gauss_legendre, std_normal_cdf
 from ehrseq.models.distributions.base import SurvivalDistribution
 from ehrseq.models.distributions.grid import GridDistribution
 from ehrseq.models.distributions.parametric import LogNormal
@@ -233,9 +233,9 @@ def lognormal_survival_crps_elementwise(
 # ---------------------------------------------------------------------- closed form on log time
 def _integrated_squared_cdf(v: torch.Tensor) -> torch.Tensor:
     """G(v) = ∫_{−∞}^v Φ(t)² dt = vΦ(v)² + 2Φ(v)φ(v) − Φ(√2 v)/√π."""
-    cdf = ndtr(v)
+    cdf = std_normal_cdf(v)
     pdf = torch.exp(-0.5 * v * v) / math.sqrt(2.0 * math.pi)
-    return v * cdf * cdf + 2.0 * cdf * pdf - ndtr(math.sqrt(2.0) * v) / math.sqrt(math.pi)
+    return v * cdf * cdf + 2.0 * cdf * pdf - std_normal_cdf(math.sqrt(2.0) * v) / math.sqrt(math.pi)
 
 
 def log_time_normal_crps_elementwise(

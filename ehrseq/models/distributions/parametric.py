@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.special import log_ndtr, ndtr, ndtri
+from torch.special import log_ndtr, ndtri
 
 from ehrseq.errors import ShapeError
-from ehrseq.models.distributions._math import LOG_SQRT_2PI, log1mexp, log_one_minus_exp_neg
+from ehrseq.models.distributions._math import LOG_SQRT_2PI, log1mexp, log_one_minus_exp_neg, std_normal_cdf
 from ehrseq.models.distributions.base import Duration, SurvivalDistribution
 from ehrseq.models.distributions.grid import check_parameters
 
@@ -111,7 +111,7 @@ class LogNormal(SurvivalDistribution):
         finite = torch.isfinite(c) & (c > 0)
         log_c = torch.log(torch.where(finite, c, torch.ones_like(c)))
         x = (log_c - self.loc) / sigma
-        restricted = full * ndtr(x - sigma) + torch.where(finite, c, torch.zeros_like(c)) * ndtr(-x)
+        restricted = full * std_normal_cdf(x - sigma) + torch.where(finite, c, torch.zeros_like(c)) * std_normal_cdf(-x)
         return torch.where(finite, restricted, torch.where(c > 0, full, torch.zeros_like(full)))
 
 
@@ -131,7 +131,7 @@ def log_normal_interval(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     a_l, b_l = torch.where(left, a, -torch.ones_like(a)), torch.where(left, b, torch.zeros_like(b))
     lower_tail = log_ndtr(b_l) + log1mexp((log_ndtr(a_l) - log_ndtr(b_l)).clamp_max(0.0))
     a_m, b_m = torch.where(middle, a, -torch.ones_like(a)), torch.where(middle, b, torch.ones_like(b))
-    across = torch.log(ndtr(b_m) - ndtr(a_m))
+    across = torch.log(std_normal_cdf(b_m) - std_normal_cdf(a_m))
     closed = torch.where(right, upper_tail, torch.where(left, lower_tail, across))
     # open ends: P(R > lower) = Φ(−a), P(R ≤ upper) = Φ(b), and the whole line
     return torch.where(open_b, torch.where(open_a, torch.zeros_like(a), log_ndtr(-a)),
