@@ -4,19 +4,26 @@ For a landmark s (days since each patient's origin) and a horizon Δ (days):
 
 * **at-risk set** — test patients with Y > s and at least one visit at or before s;
 * **prediction** — the model's risk 1 − P(T > s + Δ | T > s, history ≤ s), from the last visit ≤ s;
-* **outcome from s** — time t = Y − s and event = (Δ_i = k) (other event types are censored); Harrell's
-  C uses the window version (events after s + Δ censored at Δ); Uno's C is truncated at Δ; AUC and
-  Brier are evaluated at Δ (cases: events by Δ; controls: still event-free after Δ);
-* **censoring weights** — a Kaplan–Meier of the censoring distribution fitted on the *training*
-  patients at risk at s, on the same time-from-s scale, frozen (never refitted on the test set).
+* **outcome from s** — time t = Y − s and the event type; the event of interest is k (``event``) and
+  any other type is a *competing* event, which ends follow-up and can never be followed by k;
+* **metrics** — the competing-risks versions (:mod:`ehrseq.metrics.competing`), which are the usual
+  ones when no competing event occurs: ``c_index`` is Wolbers' concordance in the window (events after
+  s + Δ censored at Δ; a patient with a competing event is known to stay free of k longer than any
+  case — without competing events, Harrell's C); ``uno_c`` its IPCW version truncated at Δ (Uno's C);
+  ``auc`` the cumulative/dynamic AUC at Δ (cases: k by Δ; controls: free of k at Δ, competing events
+  included, Blanche et al. 2013); ``brier`` the IPCW Brier score of the predicted incidence of k at Δ
+  (a competing event by Δ is an observed 0); ``ibs`` its integral over ``ibs_points`` horizons in
+  (0, Δ]. Treating competing events as censored instead would score the models against a world
+  without competing events.
+* **censoring weights** — a Kaplan–Meier of the censoring distribution (an event of any type ends
+  follow-up uncensored) fitted on the *training* patients at risk at s, on the same time-from-s
+  scale, frozen (never refitted on the test set).
 
-Reported per (landmark, horizon): ``n_at_risk``, ``n_events`` (in the window), ``c_index`` (Harrell),
-``uno_c`` (IPCW, truncated at Δ), ``auc`` (cumulative/dynamic at Δ), ``brier`` (IPCW at Δ), ``ibs``
-(integrated Brier score over ``ibs_points`` horizons in (0, Δ]), and calibration-in-the-large:
-``mean_risk`` (mean predicted) vs ``observed_risk`` (Kaplan–Meier 1 − S(Δ) of the at-risk set; with
-competing events in the test set, the Aalen–Johansen cumulative incidence of type k at Δ,
-F_k(Δ) = Σ_{t_j ≤ Δ} Ŝ(t_j−) d_kj / n_j with Ŝ the all-cause Kaplan–Meier — 1 − KM with the other types
-censored would overstate it).
+Reported per (landmark, horizon): ``n_at_risk``, ``n_events`` (of type k in the window), the metrics
+above, and calibration-in-the-large: ``mean_risk`` (mean predicted) vs ``observed_risk``, the
+Aalen–Johansen cumulative incidence of k at Δ in the at-risk set, F_k(Δ) = Σ_{t_j ≤ Δ} Ŝ(t_j−) d_kj / n_j
+with Ŝ the all-cause Kaplan–Meier (1 − Kaplan–Meier without competing events; 1 − KM with the other
+types censored would overstate it).
 
 Competing-risks models (``competing_pmf`` heads) are asked for the cumulative incidence of the event
 type of interest (``cause=event``); other options of ``predict_risk`` (e.g. ``{"event": "diabetes"}``
@@ -37,12 +44,12 @@ from ehrseq.data import build_cohort
 from ehrseq.errors import ConfigError
 from ehrseq.metrics import (
     CensoringDistribution,
-    KaplanMeier,
-    brier_score,
-    cumulative_dynamic_auc,
-    harrell_c,
-    integrated_brier_score,
-    uno_c,
+    aalen_johansen,
+    cause_specific_auc,
+    cause_specific_brier_score,
+    cause_specific_harrell_c,
+    cause_specific_integrated_brier_score,
+    cause_specific_uno_c,
 )
 
 
@@ -88,7 +95,7 @@ def landmark(
     train_outcomes: the training ``(visits, outcomes)`` pair (tuple or list), or the training outcome table when the
         origin is the first visit's time 0 of a day clock (then Y − origin = Y); used only to fit the
         censoring distribution.
-    event: the event type of interest (other types count as censored in the window).
+    event: the event type of interest k (other types are competing events, see the module docstring).
     origin: how times since origin are measured; defaults to the model's own table settings
         (``model.cohort_settings``) or, for models without them, ``"first_visit"``.
     min_at_risk: windows with fewer patients at risk are reported with null metrics.
@@ -154,61 +161,50 @@ def _column(frame: pl.DataFrame, value: float) -> str:
 
 def _window_metrics(wide: pl.DataFrame, risk_columns: list[str], grid: np.ndarray, s: float, h: float, event: int,
                     censoring: CensoringDistribution | None, min_at_risk: int, ibs_points: int) -> tuple:
+    """One row of the landmark table. The metrics are the competing-risks versions (see the module
+    docstring); without competing events in the window they are Harrell's and Uno's C, the
+    cumulative/dynamic AUC, the Brier score and 1 − Kaplan–Meier."""
     n = wide.height
     time = wide["outcome_time"].to_numpy() - s
-    is_event = wide["event"].to_numpy() == event
-    observed = is_event & (time <= h)
-    window_time = np.minimum(time, h)
+    event_type = wide["event"].to_numpy()
+    window_type = np.where(time <= h, event_type, 0)
+    n_events = int(np.sum(window_type == event))
     risk = wide[risk_columns[int(np.searchsorted(grid, h))]].to_numpy()
-    notes: list[str] = []
-    values: dict[str, float | None] = dict.fromkeys(("c_index", "uno_c", "auc", "brier", "ibs", "observed_risk"))
     mean_risk = float(risk.mean()) if n else None
     if n < min_at_risk:
-        return (s, h, n, int(observed.sum()), None, None, None, None, None, mean_risk, None,
+        return (s, h, n, n_events, None, None, None, None, None, mean_risk, None,
                 f"fewer than {min_at_risk} patients at risk")
-    event_type = wide["event"].to_numpy()
-    if np.any((event_type != 0) & ~is_event):
-        values["observed_risk"] = cumulative_incidence(time, event_type, event, h)
-    else:
-        values["observed_risk"] = float(1.0 - KaplanMeier.fit(time, is_event).survival(np.array([h]))[0])
-    if observed.sum() == 0:
+    notes: list[str] = []
+    values: dict[str, float | None] = dict.fromkeys(("c_index", "uno_c", "auc", "brier", "ibs"))
+    observed_risk = cumulative_incidence(time, event_type, event, h)
+    if n_events == 0:
         notes.append("no event in the window")
     else:
-        _try(values, "c_index", notes, lambda: harrell_c(window_time, observed, risk).cindex)
+        _try(values, "c_index", notes,
+             lambda: cause_specific_harrell_c(np.minimum(time, h), window_type, risk, cause=event).cindex)
     if censoring is None:
         notes.append("no training patient at risk at the landmark")
-    elif observed.sum() > 0:
-        _try(values, "uno_c", notes, lambda: uno_c(time, is_event, risk, censoring, tau=h).cindex)
-        _try(values, "auc", notes, lambda: float(cumulative_dynamic_auc(time, is_event, risk[:, None],
-                                                                           np.array([h]), censoring).auc[0]))
-    if censoring is not None:
-        _try(values, "brier", notes, lambda: float(brier_score(time, is_event, (1 - risk)[:, None], np.array([h]),
-                                                               censoring)[0]))
+    else:
+        if n_events:
+            _try(values, "uno_c", notes,
+                 lambda: cause_specific_uno_c(time, event_type, risk, censoring, cause=event, tau=h).cindex)
+            _try(values, "auc", notes, lambda: cause_specific_auc(time, event_type, risk, np.array([h]), censoring,
+                                                                 cause=event).auc[0])
+        _try(values, "brier", notes, lambda: cause_specific_brier_score(time, event_type, risk[:, None],
+                                                                       np.array([h]), censoring, cause=event)[0])
         inside = grid[(grid > 0) & (grid <= h)]
         if inside.size >= 2:
-            columns = [risk_columns[int(np.searchsorted(grid, t))] for t in inside]
-            surv = 1.0 - wide.select(columns).to_numpy()
-            _try(values, "ibs", notes, lambda: float(integrated_brier_score(time, is_event, surv, inside, censoring)))
-    return (s, h, n, int(observed.sum()), values["c_index"], values["uno_c"], values["auc"], values["brier"],
-            values["ibs"], mean_risk, values["observed_risk"], "; ".join(notes) or None)
+            incidence = wide.select([risk_columns[int(np.searchsorted(grid, t))] for t in inside]).to_numpy()
+            _try(values, "ibs", notes, lambda: cause_specific_integrated_brier_score(
+                time, event_type, incidence, inside, censoring, cause=event))
+    return (s, h, n, n_events, values["c_index"], values["uno_c"], values["auc"], values["brier"], values["ibs"],
+            mean_risk, observed_risk, "; ".join(notes) or None)
 
 
 def cumulative_incidence(time: np.ndarray, event_type: np.ndarray, event: int, horizon: float) -> float:
-    """Aalen–Johansen cumulative incidence of type ``event`` at ``horizon``.
-
-    F_k(t) = Σ_{t_j ≤ t} Ŝ(t_j−) d_kj / n_j over the distinct times t_j, with n_j at risk, d_kj events of
-    type k at t_j and Ŝ the all-cause Kaplan–Meier (``event_type`` 0 = censored). Vectorized; ``[n]`` inputs.
-    """
-    time = np.asarray(time, dtype=np.float64)
-    event_type = np.asarray(event_type)
-    times, inverse = np.unique(time, return_inverse=True)
-    any_event = np.bincount(inverse, weights=event_type != 0, minlength=times.size)
-    of_type = np.bincount(inverse, weights=event_type == event, minlength=times.size)
-    at_risk = time.size - np.concatenate([[0], np.cumsum(np.bincount(inverse, minlength=times.size))[:-1]])
-    survival_after = np.cumprod(1.0 - any_event / at_risk)
-    survival_before = np.concatenate([[1.0], survival_after[:-1]])
-    increments = survival_before * of_type / at_risk
-    return float(increments[times <= horizon].sum())
+    """Aalen–Johansen cumulative incidence of type ``event`` at ``horizon``
+    (:func:`ehrseq.metrics.aalen_johansen`; ``event_type`` 0 = censored)."""
+    return float(aalen_johansen(time, event_type, event, [horizon])[0])
 
 
 def _try(values: dict[str, float | None], key: str, notes: list[str], compute) -> None:

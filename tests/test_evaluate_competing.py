@@ -69,3 +69,65 @@ def test_competing_risks_model_is_evaluated_on_its_cause_specific_incidence():
     # the cause-specific incidences are distinct quantities: death is far more frequent than transplant
     assert deaths["mean_risk"][0] > transplants["mean_risk"][0]
     assert deaths["observed_risk"][0] > transplants["observed_risk"][0]
+
+
+class _ConstantHazardModel:
+    """Predicts the cause-k incidence of two constant cause-specific hazards per patient (known rates)."""
+
+    def __init__(self, rates: pl.DataFrame, cause: int) -> None:
+        self.rates, self.cause = rates, cause
+
+    def predict_risk(self, visits, horizon, *, landmark=None, outcomes=None):
+        horizons = np.atleast_1d(np.asarray(horizon, dtype=float))
+        rows = self.rates.join(pl.DataFrame({"horizon": horizons}), how="cross")
+        total = pl.col("rate_1") + pl.col("rate_2")
+        risk = pl.col(f"rate_{self.cause}") / total * (1 - (-total * pl.col("horizon")).exp())
+        return rows.select("patient_id", "horizon", risk.alias("risk"))
+
+
+def _competing_tables(n, seed):
+    rng = np.random.default_rng(seed)
+    rates = rng.uniform(0.0005, 0.003, (n, 2))
+    t1, t2, c = rng.exponential(1 / rates[:, 0]), rng.exponential(1 / rates[:, 1]), rng.exponential(900.0, n)
+    time = np.round(np.minimum(np.minimum(t1, t2), c)) + 1.0
+    event = np.where(c < np.minimum(t1, t2), 0, np.where(t1 <= t2, 1, 2))
+    ids = np.arange(n) + 1000 * seed
+    visits = pl.DataFrame({"patient_id": ids, "time": np.zeros(n), "x": rng.normal(size=n)})
+    outcomes = pl.DataFrame({"patient_id": ids, "time": time, "event": event})
+    rate_table = pl.DataFrame({"patient_id": ids, "rate_1": rates[:, 0], "rate_2": rates[:, 1]})
+    return visits, outcomes, rate_table
+
+
+@pytest.mark.parametrize("cause", [1, 2])
+def test_landmark_metrics_count_competing_events_as_competing_not_censored(cause):
+    from ehrseq.metrics import (
+        CensoringDistribution,
+        cause_specific_auc,
+        cause_specific_brier_score,
+        cause_specific_harrell_c,
+        cause_specific_uno_c,
+        harrell_c,
+    )
+
+    visits, outcomes, rates = _competing_tables(400, 0)
+    _, train_outcomes, _ = _competing_tables(600, 1)
+    model = _ConstantHazardModel(rates, cause)
+    s, h = 0.0, 365.0
+    table = landmark(model, visits, outcomes, [s], [h], train_outcomes, event=cause)
+
+    time, event = outcomes["time"].to_numpy() - s, outcomes["event"].to_numpy()
+    risk = model.predict_risk(visits, h).sort("patient_id")["risk"].to_numpy()
+    censoring = CensoringDistribution.fit(train_outcomes["time"].to_numpy(), train_outcomes["event"].to_numpy() != 0)
+    window = np.where(time <= h, event, 0)
+    row = table.row(0, named=True)
+    assert row["n_events"] == int(np.sum(window == cause)) > 0
+    assert row["c_index"] == pytest.approx(cause_specific_harrell_c(np.minimum(time, h), window, risk, cause=cause).cindex)
+    assert row["uno_c"] == pytest.approx(cause_specific_uno_c(time, event, risk, censoring, cause=cause, tau=h).cindex)
+    assert row["auc"] == pytest.approx(cause_specific_auc(time, event, risk, [h], censoring, cause=cause).auc[0])
+    assert row["brier"] == pytest.approx(
+        cause_specific_brier_score(time, event, risk[:, None], [h], censoring, cause=cause)[0])
+    assert row["observed_risk"] == pytest.approx(cumulative_incidence(time, event, cause, h))
+    # the competing events matter: treated as censoring they would give another concordance
+    as_censored = harrell_c(np.minimum(time, h), window == cause, risk).cindex
+    assert abs(row["c_index"] - as_censored) > 1e-3
+    assert 0.5 < row["c_index"] < 1 and 0.5 < row["auc"] < 1 and row["ibs"] > 0

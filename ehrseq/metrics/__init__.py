@@ -27,7 +27,15 @@ from ehrseq.metrics.calibration import (
     d_calibration,
     one_calibration,
 )
-from ehrseq.metrics.competing import cause_specific_brier_score, cause_specific_concordance
+from ehrseq.metrics.competing import (
+    aalen_johansen,
+    cause_specific_auc,
+    cause_specific_brier_score,
+    cause_specific_concordance,
+    cause_specific_harrell_c,
+    cause_specific_integrated_brier_score,
+    cause_specific_uno_c,
+)
 from ehrseq.metrics.concordance import ConcordanceResult, antolini_c, harrell_c, uno_c
 from ehrseq.metrics.crps import survival_crps
 from ehrseq.metrics.ipcw import CensoringDistribution
@@ -45,11 +53,16 @@ __all__ = [
     "KaplanMeier",
     "NoComparablePairsError",
     "OneCalibrationResult",
+    "aalen_johansen",
     "antolini_c",
     "brier_score",
     "calibration_slope",
+    "cause_specific_auc",
     "cause_specific_brier_score",
     "cause_specific_concordance",
+    "cause_specific_harrell_c",
+    "cause_specific_integrated_brier_score",
+    "cause_specific_uno_c",
     "coefficient_of_variation",
     "coefficient_of_variation_lognormal",
     "cumulative_dynamic_auc",

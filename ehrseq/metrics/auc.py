@@ -34,7 +34,7 @@ class AUCResult(NamedTuple):
     mean_auc: float
 
 
-def _risk_matrix(risk: Any, times: np.ndarray, n: int) -> np.ndarray:
+def risk_matrix(risk: Any, times: np.ndarray, n: int) -> np.ndarray:
     if isinstance(risk, SurvivalDistribution):
         return 1.0 - survival_matrix(risk, times, n, "risk")
     r = as_float(risk, "risk")
@@ -43,6 +43,37 @@ def _risk_matrix(risk: Any, times: np.ndarray, n: int) -> np.ndarray:
     if r.shape != (n, times.size):
         raise ShapeError(f"risk must have shape [{n}] or [{n}, {times.size}], got {list(r.shape)}")
     return r
+
+
+def weighted_roc_auc(scores: np.ndarray, case_weight: np.ndarray, control_weight: np.ndarray, grid: np.ndarray,
+                     tol: float) -> np.ndarray:
+    """Area under the weighted ROC curve at each time ``[U]``: true-positive fraction Σ case weights, and
+    false-positive fraction Σ control weights, above each threshold (``scores``, ``case_weight`` and
+    ``control_weight`` ``[n, U]``); scores within ``tol`` of their sorted neighbour form one threshold."""
+    total_case = case_weight.sum(axis=0)
+    total_control = control_weight.sum(axis=0)
+    empty = (total_control <= 0) | (total_case <= 0)
+    if np.any(empty):
+        raise ValueError(
+            f"AUC(t) needs at least one case (event by t) and one control (event-free after t); "
+            f"none at times {grid[empty][:5].tolist()}"
+        )
+    order = np.argsort(-scores, axis=0, kind="stable")
+    sorted_scores = np.take_along_axis(scores, order, axis=0)
+    tp = np.cumsum(np.take_along_axis(case_weight, order, axis=0), axis=0) / total_case
+    fp = np.cumsum(np.take_along_axis(control_weight, order, axis=0), axis=0) / total_control
+    # A threshold sits after the last score of each run of scores tied to their predecessor.
+    tied_to_next = np.zeros_like(tp, dtype=bool)
+    tied_to_next[:-1] = np.abs(np.diff(sorted_scores, axis=0)) <= tol
+    rows = np.arange(scores.shape[0])[:, None]
+    last_threshold = np.maximum.accumulate(np.where(~tied_to_next, rows, -1), axis=0)
+    has_threshold = last_threshold >= 0
+    safe = np.maximum(last_threshold, 0)
+    tp_curve = np.where(has_threshold, np.take_along_axis(tp, safe, axis=0), 0.0)
+    fp_curve = np.where(has_threshold, np.take_along_axis(fp, safe, axis=0), 0.0)
+    tp_curve = np.vstack((np.zeros(grid.size), tp_curve))
+    fp_curve = np.vstack((np.zeros(grid.size), fp_curve))
+    return np.trapezoid(tp_curve, fp_curve, axis=0)
 
 
 def cumulative_dynamic_auc(
@@ -74,39 +105,14 @@ def cumulative_dynamic_auc(
     t, e = check_outcome(time, event)
     grid = check_time_grid(times)
     tol = check_tolerance(tied_tol)
-    scores = _risk_matrix(risk, grid, t.size)
+    scores = risk_matrix(risk, grid, t.size)
 
     is_case = (t[:, None] <= grid) & e[:, None]  # [n, U]
     is_control = t[:, None] > grid
     weight = np.zeros(t.size)
     needed = e & (t <= grid[-1])
     weight[needed] = 1.0 / positive_censoring_survival(censoring, t[needed], "case time")
-    case_weight = is_case * weight[:, None]
-    n_controls = is_control.sum(axis=0)
-    total_case = case_weight.sum(axis=0)
-    empty = (n_controls == 0) | (total_case <= 0)
-    if np.any(empty):
-        raise ValueError(
-            f"AUC(t) needs at least one case (event by t) and one control (event-free after t); "
-            f"none at times {grid[empty][:5].tolist()}"
-        )
-
-    order = np.argsort(-scores, axis=0, kind="stable")
-    sorted_scores = np.take_along_axis(scores, order, axis=0)
-    tp = np.cumsum(np.take_along_axis(case_weight, order, axis=0), axis=0) / total_case
-    fp = np.cumsum(np.take_along_axis(is_control, order, axis=0), axis=0) / n_controls
-    # A threshold sits after the last score of each run of scores tied to their predecessor.
-    tied_to_next = np.zeros_like(tp, dtype=bool)
-    tied_to_next[:-1] = np.abs(np.diff(sorted_scores, axis=0)) <= tol
-    rows = np.arange(t.size)[:, None]
-    last_threshold = np.maximum.accumulate(np.where(~tied_to_next, rows, -1), axis=0)
-    has_threshold = last_threshold >= 0
-    safe = np.maximum(last_threshold, 0)
-    tp_curve = np.where(has_threshold, np.take_along_axis(tp, safe, axis=0), 0.0)
-    fp_curve = np.where(has_threshold, np.take_along_axis(fp, safe, axis=0), 0.0)
-    tp_curve = np.vstack((np.zeros(grid.size), tp_curve))
-    fp_curve = np.vstack((np.zeros(grid.size), fp_curve))
-    auc = np.trapezoid(tp_curve, fp_curve, axis=0)
+    auc = weighted_roc_auc(scores, is_case * weight[:, None], is_control, grid, tol)
 
     if grid.size == 1:
         return AUCResult(auc, float(auc[0]))

@@ -16,6 +16,21 @@ ties (within ``tied_tol``) count 0 or ½ (``ties``).
 w_i(t) = 1/G(Y_i) if an event of any cause ended follow-up by t, 1/G(t) if Y_i > t, 0 if censored by t;
 G is the censoring survival fitted on training outcomes with any cause counted as an event
 (``CensoringDistribution.fit(train_time, train_event != 0)``).
+
+**Concordance of fixed risk scores** (one score per subject, e.g. the predicted incidence at a
+horizon; Wolbers et al. 2014): a pair (i, j) with Δ_i = k (and Y_i < τ when truncated) is comparable
+when j is known to be free of cause k longer than i: Y_j > Y_i, or Y_j = Y_i with Δ_j = 0 (as in
+Harrell's C), or a competing event of j at any time. Concordant when r_i − r_j > tol, tied (½) when
+|r_i − r_j| ≤ tol. The IPCW version weighs a pair by 1/G(Y_i)² when j is still followed after Y_i
+and by 1/(G(Y_i) G(Y_j)) when j's competing event came first (at Y_j ≤ Y_i). Without competing events
+these are Harrell's and Uno's C.
+
+**Cumulative/dynamic AUC** (Blanche et al. 2013, definition 2): at t, cases have cause k by t (weight
+1/G(Y_i)); controls are every subject free of cause k at t — still followed (weight 1/G(t)) or with a
+competing event by t (weight 1/G(Y_j)); AUC(t) is the area under the weighted ROC curve.
+
+The censoring distribution G is fitted on training outcomes with any cause counted as an event
+(``CensoringDistribution.fit(train_time, train_event != 0)``).
 """
 
 from __future__ import annotations
@@ -24,17 +39,21 @@ from typing import Any
 
 import numpy as np
 
-from ehrseq.metrics._curves import cif_complement_evaluator
+from ehrseq.metrics._curves import BLOCK_ELEMENTS, cif_complement_evaluator
+from ehrseq.metrics._pairs import comparable_pair_counts
 from ehrseq.metrics._validation import (
+    NoComparablePairsError,
     as_float,
     check_outcome,
     check_positive_int,
     check_probabilities,
     check_time_grid,
+    check_tolerance,
 )
+from ehrseq.metrics.auc import AUCResult, weighted_roc_auc
 from ehrseq.metrics.brier import ipcw_squared_error
 from ehrseq.metrics.concordance import ConcordanceResult, time_dependent_concordance
-from ehrseq.metrics.ipcw import CensoringDistribution
+from ehrseq.metrics.ipcw import CensoringDistribution, positive_censoring_survival
 from ehrseq.models.distributions.base import CompetingRisksDistribution
 
 
@@ -87,3 +106,142 @@ def cause_specific_brier_score(
     predicted = check_probabilities(predicted, "cif")
     outcome = ((t[:, None] <= grid) & (codes[:, None] == cause)).astype(np.float64)
     return ipcw_squared_error(t, codes != 0, outcome, predicted, grid, censoring)
+
+
+def _cif_matrix(cif: Any, grid: np.ndarray, n: int, cause: int, name: str) -> np.ndarray:
+    """F_cause,i(t_u) ``[n, U]`` from a competing-risks distribution, an ``[n, U]`` array, or one value
+    per subject ``[n]`` (a fixed risk score, used at every time)."""
+    if isinstance(cif, CompetingRisksDistribution):
+        return 1.0 - cif_complement_evaluator(cif, None, n, cause).at(grid)
+    values = as_float(cif, name)
+    if values.ndim == 1 and values.shape[0] == n:
+        return np.broadcast_to(values[:, None], (n, grid.size))
+    return as_float(values, name, (n, grid.size))
+
+
+def cause_specific_integrated_brier_score(
+    time: Any, event: Any, cif: Any, times: Any, censoring: CensoringDistribution, *, cause: int
+) -> float:
+    """:func:`cause_specific_brier_score` integrated over ``[times[0], times[-1]]`` (trapezoidal rule,
+    ≥ 2 times, divided by the span), as :func:`~ehrseq.metrics.integrated_brier_score`."""
+    grid = check_time_grid(times)
+    if grid.size < 2:
+        raise ValueError("the integrated Brier score needs at least two evaluation times")
+    scores = cause_specific_brier_score(time, event, cif, grid, censoring, cause=cause)
+    return float(np.trapezoid(scores, grid) / (grid[-1] - grid[0]))
+
+
+def _risk_concordance(time: Any, event: Any, risk: Any, cause: int, censoring: CensoringDistribution | None,
+                      tau: float | None, tied_tol: float) -> ConcordanceResult:
+    """Wolbers' concordance of fixed risk scores (module docstring): pairs with a partner that is not a
+    competing event are counted in O(n log n) as in Harrell's C; pairs with a competing event, blocked."""
+    t, codes = check_outcome(time, event, competing=True)
+    check_positive_int(cause, "cause")
+    r = as_float(risk, "risk", (t.size,))
+    tol = check_tolerance(tied_tol)
+    if tau is not None and not (np.isfinite(tau) and tau > 0):
+        raise ValueError(f"tau must be a finite time > 0, got {tau!r}")
+    case = codes == cause
+    if not np.any(case):
+        raise NoComparablePairsError(f"no event of cause {cause}: no comparable pairs")
+    competing = (codes != 0) & ~case
+    inside = case if tau is None else case & (t < tau)
+    inverse_g = np.ones(t.size)
+    if censoring is not None:
+        used = inside | (competing & (t <= t[inside].max(initial=-np.inf)))
+        inverse_g[used] = 1.0 / positive_censoring_survival(censoring, t[used], "event time")
+
+    others = ~competing  # censored subjects and events of the cause
+    counts = comparable_pair_counts(t[others], case[others], r[others], tol)
+    cases = np.flatnonzero(others)[counts.event_index]
+    weight = np.where(inside[cases], inverse_g[cases] ** 2, 0.0)
+    numerator = float(np.sum(weight * (counts.concordant + 0.5 * counts.tied_risk)))
+    denominator = float(np.sum(weight * counts.comparable))
+    used = weight > 0
+    concordant, discordant = int(counts.concordant[used].sum()), int(counts.discordant[used].sum())
+    tied, tied_time = int(counts.tied_risk[used].sum()), int(counts.tied_time[used].sum())
+
+    rivals = np.flatnonzero(competing)
+    anchors = np.flatnonzero(inside)
+    block = max(1, BLOCK_ELEMENTS // max(1, rivals.size))
+    for start in range(0, anchors.size if rivals.size else 0, block):
+        i = anchors[start:start + block, None]  # [b, 1] cases against every competing event [Q]
+        still_followed = t[rivals] > t[i]
+        pair_weight = inverse_g[i] * np.where(still_followed, inverse_g[i], inverse_g[rivals])
+        gap = r[i] - r[rivals]
+        is_tied = np.abs(gap) <= tol
+        is_concordant = gap > tol
+        numerator += float(np.sum(pair_weight * (is_concordant + 0.5 * is_tied)))
+        denominator += float(pair_weight.sum())
+        concordant += int(is_concordant.sum())
+        tied += int(is_tied.sum())
+        discordant += int(is_concordant.size - is_concordant.sum() - is_tied.sum())
+    if denominator <= 0:
+        raise NoComparablePairsError(
+            f"no comparable pairs: no event of cause {cause} has a subject known to stay free of it longer")
+    return ConcordanceResult(numerator / denominator, concordant, discordant, tied, tied_time)
+
+
+def cause_specific_harrell_c(time: Any, event: Any, risk: Any, *, cause: int, tau: float | None = None,
+                             tied_tol: float = 1e-8) -> ConcordanceResult:
+    """Harrell-type concordance of fixed risk scores ``[n]`` (higher = earlier event) for ``cause`` with
+    competing events (Wolbers; see the module docstring): every pair weighs 1; events of the cause at
+    or after ``tau`` are not compared. Equals :func:`~ehrseq.metrics.harrell_c` without competing events."""
+    return _risk_concordance(time, event, risk, cause, None, tau, tied_tol)
+
+
+def cause_specific_uno_c(time: Any, event: Any, risk: Any, censoring: CensoringDistribution, *, cause: int,
+                         tau: float | None = None, tied_tol: float = 1e-8) -> ConcordanceResult:
+    """IPCW concordance of fixed risk scores ``[n]`` for ``cause`` with competing events, truncated at
+    ``tau`` (Wolbers et al. 2014; see the module docstring). Equals :func:`~ehrseq.metrics.uno_c`
+    without competing events. Times where G is needed must lie in the censoring support."""
+    return _risk_concordance(time, event, risk, cause, censoring, tau, tied_tol)
+
+
+def cause_specific_auc(time: Any, event: Any, risk: Any, times: Any, censoring: CensoringDistribution, *,
+                       cause: int, tied_tol: float = 1e-8) -> AUCResult:
+    """Cumulative/dynamic AUC(t) of ``cause`` with competing events (Blanche et al. 2013, definition 2;
+    module docstring) at each time ``[U]``.
+
+    ``risk`` is F_cause,i(t_u) ``[n, U]``, a fixed score ``[n]`` or a competing-risks distribution.
+    ``mean_auc`` weighs AUC(t_u) by the increments of the Aalen–Johansen incidence of the cause over the
+    times (F(t_0) := 0), as :func:`~ehrseq.metrics.cumulative_dynamic_auc` weighs by the Kaplan–Meier.
+    Equals :func:`~ehrseq.metrics.cumulative_dynamic_auc` (up to rounding) without competing events.
+    """
+    t, codes = check_outcome(time, event, competing=True)
+    check_positive_int(cause, "cause")
+    grid = check_time_grid(times)
+    tol = check_tolerance(tied_tol)
+    scores = _cif_matrix(risk, grid, t.size, cause, "risk")
+    ended = codes != 0
+    by_t = t[:, None] <= grid
+    own = np.zeros(t.size)
+    needed = ended & (t <= grid[-1])
+    own[needed] = 1.0 / positive_censoring_survival(censoring, t[needed], "event time")
+    case_weight = (by_t & (codes == cause)[:, None]) * own[:, None]
+    competing_by_t = by_t & (ended & (codes != cause))[:, None]
+    followed = ~by_t / positive_censoring_survival(censoring, grid, "evaluation time")
+    auc = weighted_roc_auc(scores, case_weight, followed + competing_by_t * own[:, None], grid, tol)
+    if grid.size == 1:
+        return AUCResult(auc, float(auc[0]))
+    incidence = aalen_johansen(t, codes, cause, grid)
+    steps = np.diff(np.concatenate(([0.0], incidence)))
+    return AUCResult(auc, float(np.sum(auc * steps) / incidence[-1]))
+
+
+def aalen_johansen(time: Any, event: Any, cause: int, times: Any) -> np.ndarray:
+    """Aalen–Johansen cumulative incidence of ``cause`` at each of ``times`` ``[U]``.
+
+    F_k(t) = Σ_{t_j ≤ t} Ŝ(t_j−) d_kj / n_j over the distinct times t_j, with n_j at risk, d_kj events of
+    cause k at t_j and Ŝ the all-cause Kaplan–Meier (``event`` codes 0 = censored, 1..K). Vectorized.
+    """
+    t, codes = check_outcome(time, event, competing=True)
+    at = np.atleast_1d(np.asarray(times, dtype=np.float64))
+    distinct, inverse = np.unique(t, return_inverse=True)
+    any_event = np.bincount(inverse, weights=codes != 0, minlength=distinct.size)
+    of_cause = np.bincount(inverse, weights=codes == cause, minlength=distinct.size)
+    at_risk = t.size - np.concatenate([[0], np.cumsum(np.bincount(inverse, minlength=distinct.size))[:-1]])
+    survival_after = np.cumprod(1.0 - any_event / at_risk)
+    survival_before = np.concatenate([[1.0], survival_after[:-1]])
+    cumulative = np.concatenate([[0.0], np.cumsum(survival_before * of_cause / at_risk)])
+    return cumulative[np.searchsorted(distinct, at, side="right")]
