@@ -3,7 +3,7 @@
 The [catalogue] proposes variants of the visit-indexed discrete-time NLL (calibration, ranking, focal,
 multi-task, time-stratified, contrastive, smoothness, uncertainty, auxiliary next-visit tasks) without
 measuring them. Here every variant trains the same encoder (GRU, same width, optimiser, epochs and
-early stopping) on the same split, so the only difference is the objective.
+early stopping) on the same splits, so the only difference is the objective.
 
 **Two heads, two tables.** The visit-indexed head (``visit_hazard``) predicts h_m = P(event before the
 next visit), a probability over an interval whose length depends on when the next visit happens — not
@@ -44,7 +44,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from ehrseq.bench import _repro
-from ehrseq.bench._repro import DAYS_PER_YEAR, Report, fmt
+from ehrseq.bench._repro import DAYS_PER_YEAR, Report, fmt, mean_sd
 from ehrseq.data import TimeGrid
 from ehrseq.datasets import load_pbcseq, simulate
 from ehrseq.estimator import DynamicSurvival
@@ -100,9 +100,23 @@ def visit_variants() -> list[Variant]:
 
 # ------------------------------------------------------------------------------- data sets
 @dataclass(frozen=True)
-class Dataset:
+class Cohort:
+    """A data set before splitting: its tables, landmarks, horizon and (simulated data) true model."""
+
     name: str
     description: str
+    visits: pl.DataFrame
+    outcomes: pl.DataFrame
+    landmarks: tuple[float, ...]
+    horizon: float
+    truth: Any = None
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One 70/30 patient split of a cohort."""
+
+    name: str
     train: tuple[pl.DataFrame, pl.DataFrame]
     test: tuple[pl.DataFrame, pl.DataFrame]
     landmarks: tuple[float, ...]
@@ -110,29 +124,28 @@ class Dataset:
     truth: Any = None
 
 
-def _split(name: str, description: str, visits, outcomes, landmarks, horizon, seed, truth=None) -> Dataset:
-    train_ids, test_ids = _repro.split_ids(outcomes, (0.7, 0.3), seed)
+def split(cohort: Cohort, seed: int) -> Dataset:
+    train_ids, test_ids = _repro.split_ids(cohort.outcomes, (0.7, 0.3), seed)
+    visits, outcomes = cohort.visits, cohort.outcomes
     train = (_repro.keep_patients(visits, train_ids), _repro.keep_patients(outcomes, train_ids))
     test = (_repro.keep_patients(visits, test_ids), _repro.keep_patients(outcomes, test_ids))
-    events = int(outcomes["event"].sum())
-    description += f": {outcomes.height} patients, {visits.height} visits, {events} events; 70/30 patient split"
-    return Dataset(name, description, train, test, tuple(landmarks), horizon, truth)
+    return Dataset(cohort.name, train, test, cohort.landmarks, cohort.horizon, cohort.truth)
 
 
-def load_datasets(args) -> list[Dataset]:
-    datasets = []
+def load_cohorts(args) -> list[Cohort]:
+    cohorts = []
     if "sim" in args.datasets:
         sim = simulate(args.n_patients, seed=args.seed)
-        datasets.append(_split("simulate()", f"`simulate({args.n_patients}, seed={args.seed})`", sim.visits,
-                               sim.outcomes, (DAYS_PER_YEAR, 2 * DAYS_PER_YEAR), 2 * DAYS_PER_YEAR, args.seed, sim.truth))
+        cohorts.append(Cohort("simulate()", f"`simulate({args.n_patients}, seed={args.seed})`", sim.visits,
+                              sim.outcomes, (DAYS_PER_YEAR, 2 * DAYS_PER_YEAR), 2 * DAYS_PER_YEAR, sim.truth))
     if "pbc" in args.datasets:
         visits, outcomes = load_pbcseq("death")
         if args.quick:
             ids = _repro.sample_ids(outcomes["patient_id"].to_numpy(), 80, args.seed)
             visits, outcomes = _repro.keep_patients(visits, ids), _repro.keep_patients(outcomes, ids)
-        datasets.append(_split("PBC", "PBC (`load_pbcseq('death')`)", visits, outcomes, (0.0, 2 * DAYS_PER_YEAR),
-                               3 * DAYS_PER_YEAR, args.seed))
-    return datasets
+        cohorts.append(Cohort("PBC", "PBC (`load_pbcseq('death')`)", visits, outcomes, (0.0, 2 * DAYS_PER_YEAR),
+                              3 * DAYS_PER_YEAR))
+    return cohorts
 
 
 def event_time_grid(visits: pl.DataFrame, outcomes: pl.DataFrame, bins: int) -> TimeGrid:
@@ -208,78 +221,108 @@ def visit_scores(model: DynamicSurvival, data: Dataset) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------- experiment
-def fit(variant: Variant, data: Dataset, grid: TimeGrid, args) -> tuple[DynamicSurvival, float]:
+def fit(variant: Variant, data: Dataset, grid: TimeGrid, args, seed: int) -> tuple[DynamicSurvival, float]:
     model = DynamicSurvival(encoder="gru", head={**variant.head, "hidden": [args.d_model], "dropout": 0.1},
                             loss=variant.loss(data.horizon, grid.n_bins), grid=grid, d_model=args.d_model,
                             epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, patience=args.patience,
-                            seed=args.seed, progress=False)
+                            seed=seed, progress=False)
     start = time.perf_counter()
     model.fit(*data.train)
     return model, time.perf_counter() - start
 
 
-def run_dataset(data: Dataset, args, report: Report) -> None:
-    grid = event_time_grid(*data.train, args.bins)
-    s_text = ", ".join(f"{s / DAYS_PER_YEAR:g}" for s in data.landmarks)
-    report.section(data.name, f"{data.description}. Landmarks s = {s_text} years, horizon Δ = "
-                              f"{data.horizon / DAYS_PER_YEAR:g} years; logistic-hazard grid of {grid.n_bins} bins.")
-    columns = ["C-index", "Brier", "IBS", "D-cal p", "cal. slope"]
-    with_truth = data.truth is not None
-    rows, results = [], {}
-    for variant in grid_variants() if "grid" in args.tables else []:
-        model, seconds = fit(variant, data, grid, args)
-        scores = grid_scores(model, data)
-        results[variant.name] = scores
-        rows.append([variant.name, *_cells(scores, with_truth), f"{seconds:.0f}"])
-    if rows:
-        if with_truth:
-            rows.append(["true model", *_cells(grid_scores(data.truth, data), False), "–", "–"])
-        report.add("Logistic-hazard head:")
-        report.table(["objective", *columns, *(["mean |risk − true risk|"] if with_truth else []), "fit s"], rows)
-        report.add(_grid_findings(results, with_truth))
-    visit_rows, visit_results = [], {}
-    for variant in visit_variants() if "visit" in args.tables else []:
-        model, seconds = fit(variant, data, grid, args)
-        scores = visit_scores(model, data)
-        visit_results[variant.name] = scores
-        visit_rows.append([variant.name, fmt(scores["auc"]), fmt(scores["brier"], 4), fmt(scores["mean_risk"], 4),
-                           fmt(scores["observed"], 4), fmt(scores["logit_slope"], 2), f"{seconds:.0f}"])
-    if visit_rows:
-        report.add("Visit-indexed head (event before the next visit):")
-        report.table(["objective", "AUC", "Brier", "mean h", "observed rate", "logit slope", "fit s"], visit_rows)
+def run_dataset(cohort: Cohort, args, report: Report) -> None:
+    """Every variant on ``args.seeds`` patient splits (each with its own initialisation) of ``cohort``."""
+    seeds = range(args.seed, args.seed + args.seeds)
+    events = int(cohort.outcomes["event"].sum())
+    s_text = ", ".join(f"{s / DAYS_PER_YEAR:g}" for s in cohort.landmarks)
+    grid_sizes = set()
+    grid_results: dict[str, list[dict[str, float]]] = {}
+    truth_results: list[dict[str, float]] = []
+    visit_results: dict[str, list[dict[str, float]]] = {}
+    for seed in seeds:
+        data = split(cohort, seed)
+        grid = event_time_grid(*data.train, args.bins)
+        grid_sizes.add(grid.n_bins)
+        for variant in grid_variants() if "grid" in args.tables else []:
+            model, seconds = fit(variant, data, grid, args, seed)
+            grid_results.setdefault(variant.name, []).append({**grid_scores(model, data), "seconds": seconds})
+        if data.truth is not None and "grid" in args.tables:
+            truth_results.append(grid_scores(data.truth, data))
+        for variant in visit_variants() if "visit" in args.tables else []:
+            model, seconds = fit(variant, data, grid, args, seed)
+            visit_results.setdefault(variant.name, []).append({**visit_scores(model, data), "seconds": seconds})
+    bins = "/".join(str(n) for n in sorted(grid_sizes))
+    report.section(cohort.name, f"{cohort.description}: {cohort.outcomes.height} patients, {cohort.visits.height} "
+                                f"visits, {events} events; {args.seeds} random 70/30 patient splits, each with its "
+                                f"own initialisation. Landmarks s = {s_text} years, horizon Δ = "
+                                f"{cohort.horizon / DAYS_PER_YEAR:g} years; logistic-hazard grid of {bins} bins.")
+    with_truth = cohort.truth is not None
+    if grid_results:
+        rows = [[name, *_cells(runs, with_truth), f"{_average(runs, 'seconds'):.0f}"]
+                for name, runs in grid_results.items()]
+        if truth_results:
+            rows.append(["true model", *_cells(truth_results, False), "–", "–"])
+        report.add("Logistic-hazard head (mean ± sd over the splits; D-cal: splits with p > 0.05):")
+        report.table(["objective", "C-index", "Brier", "IBS", "D-cal", "cal. slope",
+                      *(["mean |risk − true risk|"] if with_truth else []), "fit s"], rows)
+        report.add(_grid_findings(grid_results, with_truth))
+    if visit_results:
+        rows = [[name, mean_sd(r["auc"] for r in runs), mean_sd((r["brier"] for r in runs), 4),
+                 fmt(_average(runs, "mean_risk"), 4), fmt(_average(runs, "observed"), 4),
+                 mean_sd((r["logit_slope"] for r in runs), 2), f"{_average(runs, 'seconds'):.0f}"]
+                for name, runs in visit_results.items()]
+        report.add("Visit-indexed head (event before the next visit; mean ± sd over the splits):")
+        report.table(["objective", "AUC", "Brier", "mean h", "observed rate", "logit slope", "fit s"], rows)
         report.add(_visit_findings(visit_results))
 
 
-def _cells(scores: dict[str, float], with_gap: bool) -> list[str]:
-    cells = [fmt(scores["c_index"]), fmt(scores["brier"], 4), fmt(scores["ibs"], 4), fmt(scores["d_cal_p"]),
-             fmt(scores["slope"], 2)]
-    return cells + ([fmt(scores.get("gap"), 4)] if with_gap else [])
+def _average(runs: list[dict[str, float]], key: str) -> float:
+    return float(np.nanmean([run[key] for run in runs]))
 
 
-def _grid_findings(results: dict[str, dict[str, float]], with_truth: bool) -> str:
+def _cells(runs: list[dict[str, float]], with_gap: bool) -> list[str]:
+    calibrated = sum(run["d_cal_p"] > 0.05 for run in runs)
+    cells = [mean_sd(r["c_index"] for r in runs), mean_sd((r["brier"] for r in runs), 4),
+             mean_sd((r["ibs"] for r in runs), 4), f"{calibrated}/{len(runs)}", mean_sd((r["slope"] for r in runs), 2)]
+    return cells + ([mean_sd((r.get("gap") for r in runs), 4)] if with_gap else [])
+
+
+def _paired(runs: list[dict[str, float]], base: list[dict[str, float]], key: str, digits: int) -> str:
+    """Mean ± sd over the splits of the paired difference (variant − NLL) of ``key``, signed."""
+    differences = np.array([run[key] - ref[key] for run, ref in zip(runs, base)], dtype=np.float64)
+    text = f"{differences.mean():+.{digits}f}"
+    return text + (f" ± {differences.std(ddof=1):.{digits}f}" if differences.size > 1 else "")
+
+
+def _grid_findings(results: dict[str, list[dict[str, float]]], with_truth: bool) -> str:
     base = results.get("NLL")
     if base is None:
         return ""
-    lines = ["Compared with the plain NLL (C-index difference, IBS difference; negative IBS = better):"]
-    for name, scores in results.items():
+    lines = ["Compared with the plain NLL on the same splits (paired difference variant − NLL, mean ± sd over the "
+             "splits; negative IBS and gap = better):"]
+    for name, runs in results.items():
         if name == "NLL":
             continue
-        lines.append(f"- {name}: C {scores['c_index'] - base['c_index']:+.3f}, IBS {scores['ibs'] - base['ibs']:+.4f}"
-                     + (f", gap to truth {scores['gap'] - base['gap']:+.4f}" if with_truth else "")
-                     + f"; D-calibration p {scores['d_cal_p']:.3f} (NLL {base['d_cal_p']:.3f}).")
-    failing = [name for name, scores in results.items() if scores["d_cal_p"] < 0.05]
-    lines.append("Not D-calibrated (p < 0.05): " + (", ".join(failing) if failing else "none") + ".")
+        lines.append(f"- {name}: C {_paired(runs, base, 'c_index', 3)}, IBS {_paired(runs, base, 'ibs', 4)}"
+                     + (f", gap to truth {_paired(runs, base, 'gap', 4)}" if with_truth else "") + ".")
+    failing = [f"{name} ({sum(run['d_cal_p'] <= 0.05 for run in runs)}/{len(runs)})"
+               for name, runs in results.items() if any(run["d_cal_p"] <= 0.05 for run in runs)]
+    lines.append("Not D-calibrated (p ≤ 0.05) on some split: " + (", ".join(failing) if failing else "none") + ".")
     return "\n".join(lines)
 
 
-def _visit_findings(results: dict[str, dict[str, float]]) -> str:
+def _visit_findings(results: dict[str, list[dict[str, float]]]) -> str:
     base = results.get("NLL")
     if base is None:
         return ""
-    lines = ["Compared with the plain visit-indexed NLL (AUC difference; mean predicted / observed rate):"]
-    for name, scores in results.items():
-        ratio = scores["mean_risk"] / scores["observed"] if scores["observed"] > 0 else float("nan")
-        lines.append(f"- {name}: AUC {scores['auc'] - base['auc']:+.3f}; predicted/observed {ratio:.2f}.")
+    lines = ["Compared with the plain visit-indexed NLL on the same splits (paired AUC difference, mean ± sd; "
+             "mean predicted / observed rate):"]
+    for name, runs in results.items():
+        observed = _average(runs, "observed")
+        ratio = _average(runs, "mean_risk") / observed if observed > 0 else float("nan")
+        difference = _paired(runs, base, "auc", 3) if name != "NLL" else "–"
+        lines.append(f"- {name}: AUC {difference}; predicted/observed {ratio:.2f}.")
     return "\n".join(lines)
 
 
@@ -289,17 +332,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tables", nargs="+", choices=("grid", "visit"), default=["grid", "visit"])
     parser.add_argument("--n-patients", type=int, default=1000, help="simulated patients")
     parser.add_argument("--bins", type=int, default=12, help="logistic-hazard grid bins (quantiles)")
+    parser.add_argument("--seeds", type=int, default=5, help="patient splits × initialisations per data set")
     _repro.add_training_options(parser, epochs=15, patience=3)
     args = parser.parse_args(argv)
     if args.quick:
-        args.n_patients, args.epochs, args.d_model, args.bins = 150, 1, 8, 6
+        args.n_patients, args.epochs, args.d_model, args.bins, args.seeds = 150, 1, 8, 6, 2
     out = _repro.start(args)
     report = Report("Loss catalogue — what each variant of the discrete-time NLL buys")
     report.add(__doc__.split("\n\n", 1)[1].strip())
-    for data in load_datasets(args):
-        run_dataset(data, args, report)
-    report.add("**Reading the tables.** One split and one seed per data set: differences of a few thousandths in "
-               "C-index or IBS are within run-to-run noise (PBC's test set has under 100 patients). The [catalogue] "
-               "reports no numbers to compare with; its claims are qualitative (e.g. focal loss for rare events, "
-               "a calibration penalty for calibration).")
+    for cohort in load_cohorts(args):
+        run_dataset(cohort, args, report)
+    report.add("**Reading the tables.** A paired difference whose mean is smaller than its sd is within the noise "
+               "of one split (PBC's test sets have under 100 patients). The [catalogue] reports no numbers to "
+               "compare with; its claims are qualitative (e.g. focal loss for rare events, a calibration penalty "
+               "for calibration).")
     report.write(out, "losses_quality")
