@@ -332,8 +332,12 @@ def test_worker_processes_give_the_same_outputs_and_leave_nothing_behind(model, 
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     monkeypatch.setattr("tempfile.tempdir", None)  # re-read TMPDIR: the staged model must go there
+    saves = []
+    save = type(model).save
+    monkeypatch.setattr(type(model), "save", lambda self, path: saves.append(path) or save(self, path))
     summary = ehrseq.score(model, shard_dir, tmp_path / "workers", HORIZONS, progress=False, num_workers=2)
     assert summary.scored == N_SHARDS and summary.manifest["complete"]
+    assert len(saves) == 1  # staged once for the workers; its id is read from there
     assert _bytes(tmp_path / "workers") == _bytes(tmp_path / "single")
     assert list((tmp_path / "tmp").iterdir()) == []  # the model saved for the workers is removed
     # an error while planning (here: a split patient) stops the workers that were starting

@@ -63,8 +63,25 @@ def _stamp(directory: Path) -> tuple[int, int]:
     return stat.st_mtime_ns, stat.st_size
 
 
-def resolve_model(model: Any, model_version: str | None = None) -> tuple[DynamicSurvival, ModelIdentity]:
-    """The fitted estimator and its identity, from an estimator or the path of a saved model."""
+def check_model(model: Any) -> None:
+    """Raise :class:`ConfigError` unless ``model`` is a fitted estimator or a path (checked when loaded)."""
+    if isinstance(model, (str, os.PathLike)):
+        return
+    if not isinstance(model, DynamicSurvival):
+        raise ConfigError(
+            f"model must be a fitted DynamicSurvival or the path of a saved model, got {type(model).__name__}")
+    if not hasattr(model, "model_"):
+        raise ConfigError("the model is not fitted yet; call fit() or ehrseq.load() before scoring")
+
+
+def resolve_model(model: Any, model_version: str | None = None,
+                  saved: str | os.PathLike[str] | None = None) -> tuple[DynamicSurvival, ModelIdentity]:
+    """The fitted estimator and its identity, from an estimator or the path of a saved model.
+
+    ``saved`` is a directory a fitted estimator has just been saved to: its id is read from there
+    instead of saving the estimator once more.
+    """
+    check_model(model)
     if isinstance(model, (str, os.PathLike)):
         directory = Path(model).resolve()
         if not directory.is_dir():
@@ -72,15 +89,14 @@ def resolve_model(model: Any, model_version: str | None = None) -> tuple[Dynamic
         estimator, manifest = _load(str(directory), _stamp(directory))
         version = model_version or str(manifest.get("ehrseq_version", "unknown"))
         return estimator, ModelIdentity(_id_from_manifest(manifest), version, str(directory))
-    if isinstance(model, DynamicSurvival):
-        if not hasattr(model, "model_"):
-            raise ConfigError("the model is not fitted yet; call fit() or ehrseq.load() before scoring")
+    if saved is not None:
+        manifest = read_manifest(saved)
+    else:
         with tempfile.TemporaryDirectory(prefix="ehrseq-model-") as scratch:
             manifest = read_manifest(model.save(Path(scratch) / "model"))
-        from ehrseq import __version__
+    from ehrseq import __version__
 
-        return model, ModelIdentity(_id_from_manifest(manifest), model_version or __version__)
-    raise ConfigError(f"model must be a fitted DynamicSurvival or the path of a saved model, got {type(model).__name__}")
+    return model, ModelIdentity(_id_from_manifest(manifest), model_version or __version__)
 
 
 def model_id(model: Any) -> str:

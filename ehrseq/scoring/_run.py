@@ -28,7 +28,7 @@ from ehrseq.scoring._manifest import (
     totals,
     write_json_atomic,
 )
-from ehrseq.scoring._model import resolve_model
+from ehrseq.scoring._model import check_model, resolve_model
 from ehrseq.scoring._predict import DEFAULT_BATCH_SIZE
 from ehrseq.scoring._shard import DEFAULT_PATIENTS_PER_CHUNK, _positive_int, _prepare, _score_one, score_shard
 from ehrseq.scoring._sources import Shard, check_partitioned, list_shards
@@ -172,12 +172,14 @@ def plan(
 
 def _plan(model: Any, visits: Any, out_dir: str | os.PathLike[str], horizons: Any, *, at: str, landmark: Any,
           cause: int | None, event: str | None, batch_size: int, patients_per_chunk: int, outcomes: Any, resume: bool,
-          overwrite: bool, model_version: str | None, check_partitioning: bool) -> tuple[ScorePlan, tuple]:
-    """:func:`plan`, and the prepared model, identity, request, settings and outcome table."""
+          overwrite: bool, model_version: str | None, check_partitioning: bool,
+          saved_model: str | None = None) -> tuple[ScorePlan, tuple]:
+    """:func:`plan`, and the prepared model, identity, request, settings and outcome table (``saved_model``:
+    where an in-memory estimator has been saved already, see :func:`resolve_model`)."""
     if resume and overwrite:
         raise ConfigError("resume and overwrite exclude each other")
-    prepared = _prepare(
-        model, horizons, at, landmark, cause, event, outcomes, batch_size, patients_per_chunk, model_version)
+    prepared = _prepare(model, horizons, at, landmark, cause, event, outcomes, batch_size, patients_per_chunk,
+                        model_version, saved_model)
     _, identity, request, settings, outcome_table = prepared
     out = Path(out_dir)
     shards = list_shards(visits)
@@ -255,7 +257,8 @@ def score(
         prepared, (estimator, identity, request, settings, outcome_table) = _plan(
             model, visits, out_dir, horizons, at=at, landmark=landmark, cause=cause, event=event,
             batch_size=batch_size, patients_per_chunk=patients_per_chunk, outcomes=outcomes, resume=resume,
-            overwrite=overwrite, model_version=model_version, check_partitioning=check_partitioning)
+            overwrite=overwrite, model_version=model_version, check_partitioning=check_partitioning,
+            saved_model=None if pool is None or isinstance(model, (str, os.PathLike)) else pool[1])
         pending = prepared.pending
         total = None if prepared.patients is None else sum(prepared.patients[s.name] for s in pending)
         bar = stack.enter_context(tqdm(total=total, unit="patient", desc="scoring", disable=not progress,
@@ -280,10 +283,10 @@ def _start_pool(model: Any, num_workers: int, stack: contextlib.ExitStack) -> tu
     """A pool of ``num_workers`` spawned processes, each started with the model loaded, and the path they
     load it from (an estimator is saved to a temporary directory first). Closed by ``stack``: on an
     error, the shards not yet started are cancelled."""
+    check_model(model)  # refuse an unfitted estimator before saving it
     if isinstance(model, (str, os.PathLike)):
         model_path = str(model)
     else:
-        resolve_model(model)  # refuse an unfitted estimator before saving it
         staged = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ehrseq-model-")))
         model_path = str(model.save(staged / "model"))
     threads = max(1, torch.get_num_threads() // num_workers)

@@ -199,13 +199,14 @@ def _score_one(estimator: DynamicSurvival, identity: ModelIdentity, request: Req
 
 def _prepare(model: Any, horizons: Any, at: str, landmark: Any, cause: int | None, event: str | None,
              outcomes: Any, batch_size: int, patients_per_chunk: int, model_version: str | None,
+             saved_model: str | None = None,
              ) -> tuple[DynamicSurvival, ModelIdentity, Request, ScoreSettings, pl.DataFrame | None]:
     _positive_int(batch_size, "batch_size")
     _positive_int(patients_per_chunk, "patients_per_chunk")
     if model_version is not None and (not isinstance(model_version, str) or not model_version):
         raise ConfigError(f"model_version must be a non-empty string, got {model_version!r}")
     request = Request.make(horizons, at, landmark, cause, event)
-    estimator, identity = resolve_model(model, model_version)
+    estimator, identity = resolve_model(model, model_version, saved_model)
     request.check_model(estimator)
     outcome_table = read_outcomes(outcomes)
     settings = ScoreSettings(request.horizons, request.at, request.landmark, request.cause, request.event,
