@@ -34,7 +34,7 @@ class AUCResult(NamedTuple):
     mean_auc: float
 
 
-def risk_matrix(risk: Any, times: np.ndarray, n: int) -> np.ndarray:
+def _risk_matrix(risk: Any, times: np.ndarray, n: int) -> np.ndarray:
     if isinstance(risk, SurvivalDistribution):
         return 1.0 - survival_matrix(risk, times, n, "risk")
     r = as_float(risk, "risk")
@@ -105,7 +105,7 @@ def cumulative_dynamic_auc(
     t, e = check_outcome(time, event)
     grid = check_time_grid(times)
     tol = check_tolerance(tied_tol)
-    scores = risk_matrix(risk, grid, t.size)
+    scores = _risk_matrix(risk, grid, t.size)
 
     is_case = (t[:, None] <= grid) & e[:, None]  # [n, U]
     is_control = t[:, None] > grid

@@ -52,7 +52,7 @@ from ehrseq.metrics._validation import (
 )
 from ehrseq.metrics.auc import AUCResult, weighted_roc_auc
 from ehrseq.metrics.brier import ipcw_squared_error
-from ehrseq.metrics.concordance import ConcordanceResult, time_dependent_concordance
+from ehrseq.metrics.concordance import ConcordanceResult, time_dependent_concordance, weighted_pair_totals
 from ehrseq.metrics.ipcw import CensoringDistribution, positive_censoring_survival
 from ehrseq.models.distributions.base import CompetingRisksDistribution
 
@@ -99,24 +99,16 @@ def cause_specific_brier_score(
     t, codes = check_outcome(time, event, competing=True)
     check_positive_int(cause, "cause")
     grid = check_time_grid(times)
-    if isinstance(cif, CompetingRisksDistribution):
-        predicted = 1.0 - cif_complement_evaluator(cif, None, t.size, cause).at(grid)
-    else:
-        predicted = as_float(cif, "cif", (t.size, grid.size))
-    predicted = check_probabilities(predicted, "cif")
+    predicted = check_probabilities(_cif_matrix(cif, grid, t.size, cause, "cif"), "cif")
     outcome = ((t[:, None] <= grid) & (codes[:, None] == cause)).astype(np.float64)
     return ipcw_squared_error(t, codes != 0, outcome, predicted, grid, censoring)
 
 
 def _cif_matrix(cif: Any, grid: np.ndarray, n: int, cause: int, name: str) -> np.ndarray:
-    """F_cause,i(t_u) ``[n, U]`` from a competing-risks distribution, an ``[n, U]`` array, or one value
-    per subject ``[n]`` (a fixed risk score, used at every time)."""
+    """F_cause,i(t_u) ``[n, U]`` from a competing-risks distribution or an ``[n, U]`` array."""
     if isinstance(cif, CompetingRisksDistribution):
         return 1.0 - cif_complement_evaluator(cif, None, n, cause).at(grid)
-    values = as_float(cif, name)
-    if values.ndim == 1 and values.shape[0] == n:
-        return np.broadcast_to(values[:, None], (n, grid.size))
-    return as_float(values, name, (n, grid.size))
+    return as_float(cif, name, (n, grid.size))
 
 
 def cause_specific_integrated_brier_score(
@@ -148,18 +140,14 @@ def _risk_concordance(time: Any, event: Any, risk: Any, cause: int, censoring: C
     inside = case if tau is None else case & (t < tau)
     inverse_g = np.ones(t.size)
     if censoring is not None:
-        used = inside | (competing & (t <= t[inside].max(initial=-np.inf)))
-        inverse_g[used] = 1.0 / positive_censoring_survival(censoring, t[used], "event time")
+        needed = inside | (competing & (t <= t[inside].max(initial=-np.inf)))
+        inverse_g[needed] = 1.0 / positive_censoring_survival(censoring, t[needed], "event time")
 
     others = ~competing  # censored subjects and events of the cause
     counts = comparable_pair_counts(t[others], case[others], r[others], tol)
     cases = np.flatnonzero(others)[counts.event_index]
     weight = np.where(inside[cases], inverse_g[cases] ** 2, 0.0)
-    numerator = float(np.sum(weight * (counts.concordant + 0.5 * counts.tied_risk)))
-    denominator = float(np.sum(weight * counts.comparable))
-    used = weight > 0
-    concordant, discordant = int(counts.concordant[used].sum()), int(counts.discordant[used].sum())
-    tied, tied_time = int(counts.tied_risk[used].sum()), int(counts.tied_time[used].sum())
+    numerator, denominator, concordant, discordant, tied, tied_time = weighted_pair_totals(counts, weight)
 
     rivals = np.flatnonzero(competing)
     anchors = np.flatnonzero(inside)
@@ -212,7 +200,10 @@ def cause_specific_auc(time: Any, event: Any, risk: Any, times: Any, censoring: 
     check_positive_int(cause, "cause")
     grid = check_time_grid(times)
     tol = check_tolerance(tied_tol)
-    scores = _cif_matrix(risk, grid, t.size, cause, "risk")
+    if not isinstance(risk, CompetingRisksDistribution) and np.ndim(risk) == 1:  # a fixed score per subject
+        scores = np.broadcast_to(as_float(risk, "risk", (t.size,))[:, None], (t.size, grid.size))
+    else:
+        scores = _cif_matrix(risk, grid, t.size, cause, "risk")
     ended = codes != 0
     by_t = t[:, None] <= grid
     own = np.zeros(t.size)

@@ -53,21 +53,27 @@ def _risk_inputs(time: Any, event: Any, risk: Any, tied_tol: float) -> tuple[np.
     return t, e, r, check_tolerance(tied_tol)
 
 
-def _weighted_index(counts: PairCounts, weights: np.ndarray) -> ConcordanceResult:
+def weighted_pair_totals(counts: PairCounts, weights: np.ndarray) -> tuple[float, float, int, int, int, int]:
+    """Σ w (concordant + ½ tied), Σ w comparable, and the concordant, discordant, tied-in-risk and
+    tied-in-time pairs of the events with weight w > 0 (``weights`` per event of ``counts``)."""
     used = weights > 0
-    denominator = float(np.sum(weights * counts.comparable))
-    if denominator <= 0:
-        raise NoComparablePairsError(
-            "no comparable pairs: no event has a subject known to outlive it (concordance is undefined)"
-        )
-    numerator = float(np.sum(weights * (counts.concordant + 0.5 * counts.tied_risk)))
-    return ConcordanceResult(
-        numerator / denominator,
+    return (
+        float(np.sum(weights * (counts.concordant + 0.5 * counts.tied_risk))),
+        float(np.sum(weights * counts.comparable)),
         int(counts.concordant[used].sum()),
         int(counts.discordant[used].sum()),
         int(counts.tied_risk[used].sum()),
         int(counts.tied_time[used].sum()),
     )
+
+
+def _weighted_index(counts: PairCounts, weights: np.ndarray) -> ConcordanceResult:
+    numerator, denominator, *pairs = weighted_pair_totals(counts, weights)
+    if denominator <= 0:
+        raise NoComparablePairsError(
+            "no comparable pairs: no event has a subject known to outlive it (concordance is undefined)"
+        )
+    return ConcordanceResult(numerator / denominator, *pairs)
 
 
 def _require_events(event: np.ndarray) -> None:
