@@ -24,6 +24,7 @@ _LAZY = {
     "build_cohort": ("ehrseq.data", "build_cohort"),
     "validate": ("ehrseq.data", "validate"),
     "read_meds": ("ehrseq.data", "read_meds"),
+    "from_counting_process": ("ehrseq.data", "from_counting_process"),
     "score": ("ehrseq.scoring", "score"),
 }
 _SUBMODULES = ("baselines", "data", "datasets", "evaluate", "losses", "metrics", "models", "objective", "plot", "scoring", "train")

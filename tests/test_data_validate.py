@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from ehrseq import DataError
-from ehrseq.data import validate, validate_meds, validate_predictions
+from ehrseq.data import from_counting_process, validate, validate_meds, validate_predictions
 from ehrseq.data.specs import TABLES, load_spec
 from ehrseq.errors import ConfigError
 
@@ -66,6 +66,25 @@ def predictions(**changes: Any) -> pl.DataFrame:
     }
     base.update(changes)
     return pl.DataFrame(base)
+
+
+def intervals(**changes: Any) -> pl.DataFrame:
+    """Counting-process rows in SurvSet's column names: patient 1 (0, 5] (5, 9] event, patient 2 (0, 4]
+    censored, patient 3 (2, 6] (6, 8] event 2, in shuffled order."""
+    base = {
+        "pid": [3, 1, 2, 1, 3],
+        "time": [6.0, 5.0, 0.0, 0.0, 2.0],
+        "time2": [8.0, 9.0, 4.0, 5.0, 6.0],
+        "event": [2, 1, 0, 0, 0],
+        "x": [1.0, 2.0, None, 3.0, 4.0],
+        "sex": ["f", "m", "m", "m", "f"],
+    }
+    base.update(changes)
+    return pl.DataFrame(base)
+
+
+def _intervals(table=None, **kw) -> Callable[[], Any]:
+    return lambda: from_counting_process(intervals() if table is None else table, **kw)
 
 
 @dataclass
@@ -171,6 +190,51 @@ CASES = [
          lambda: validate_predictions(predictions(median_remaining=[500.0, 500.0, NAN]))),
     Case("predictions", "unique_prediction", "horizon", [1],
          lambda: validate_predictions(predictions(horizon=[30.0, 30.0, 30.0]))),
+]
+
+
+CASES += [
+    # ------------------------------------------------------------------ counting process (user-named columns)
+    Case("counting_process", "not_empty", None, [], _intervals(intervals().head(0))),
+    Case("counting_process", "required_columns", "time2", [], _intervals(intervals().drop("time2"))),
+    Case("counting_process", "required_columns", "stop", [], _intervals(stop="stop"), "renamed role"),
+    Case("counting_process", "column_dtype", "time", [],
+         _intervals(intervals(time=["6", "5", "0", "0", "2"]))),
+    Case("counting_process", "column_dtype", "event", [],
+         _intervals(intervals(event=["d", "d", "c", "c", "c"]))),
+    Case("counting_process", "numeric_feature_dtype", "sex", [], _intervals(numeric=["x", "sex"])),
+    Case("counting_process", "categorical_feature_dtype", "when", [],
+         _intervals(intervals(when=[dt.date(2020, 1, 1)] * 5), categorical=["sex", "when"])),
+    Case("counting_process", "reserved_name", "time", [],
+         _intervals(intervals().rename({"time": "start"}).with_columns(time=pl.lit(1.0)), start="start")),
+    Case("counting_process", "reserved_name", "patient_id", [], _intervals(intervals(patient_id=[0] * 5)),
+         "not a feature either"),
+    Case("counting_process", "same_clock", "time2", [],
+         _intervals(intervals(time2=[dt.date(2020, 1, d) for d in (8, 9, 4, 5, 6)]))),
+    Case("counting_process", "not_null", "pid", [None], _intervals(intervals(pid=[3, 1, 2, 1, None]))),
+    Case("counting_process", "not_null", "time", [2], _intervals(intervals(time=[6.0, 5.0, None, 0.0, 2.0]))),
+    Case("counting_process", "not_null", "time2", [1], _intervals(intervals(time2=[8.0, None, 4.0, 5.0, 6.0]))),
+    Case("counting_process", "not_null", "event", [3], _intervals(intervals(event=[None, 1, 0, 0, 0]))),
+    Case("counting_process", "finite", "time2", [3], _intervals(intervals(time2=[INF, 9.0, 4.0, 5.0, 6.0]))),
+    Case("counting_process", "finite", "event", [2], _intervals(intervals(event=[2.0, 1.0, NAN, 0.0, 0.0]),
+                                                               ), "NaN event code"),
+    Case("counting_process", "non_negative", "time", [1, 2],
+         _intervals(intervals(time=[6.0, 5.0, -1.0, -2.0, 2.0]))),
+    Case("counting_process", "feature_finite", "x", [1], _intervals(intervals(x=[1.0, -INF, None, 3.0, 4.0]))),
+    Case("counting_process", "event_code", "event", [3], _intervals(intervals(event=[-1, 1, 0, 0, 0]))),
+    Case("counting_process", "event_code", "event", [1], _intervals(intervals(event=[2.0, 0.5, 0.0, 0.0, 0.0])),
+         "not a whole number"),
+    Case("counting_process", "start_before_stop", "time", [2], _intervals(intervals(time2=[8.0, 9.0, 0.0, 5.0, 6.0]))),
+    Case("counting_process", "start_before_stop", "time", [1],
+         _intervals(intervals(time=[6.0, 9.0, 0.0, 0.0, 2.0])), "zero length"),
+    Case("counting_process", "no_overlap", "time2", [1], _intervals(intervals(time=[6.0, 4.0, 0.0, 0.0, 2.0]))),
+    Case("counting_process", "no_overlap", "time2", [3],
+         _intervals(intervals(time=[2.0, 5.0, 0.0, 0.0, 2.0], time2=[8.0, 9.0, 4.0, 5.0, 4.0])), "same start"),
+    Case("counting_process", "no_gap", "time2", [3], _intervals(intervals(time=[7.0, 5.0, 0.0, 0.0, 2.0]))),
+    Case("counting_process", "event_on_last_row", "event", [1], _intervals(intervals(event=[2, 0, 0, 1, 0]))),
+    Case("counting_process", "event_on_last_row", "status", [1],
+         _intervals(intervals(event=[2, 0, 0, 1, 0]).rename({"event": "status", "pid": "id"}), id="id",
+                    event="status"), "renamed roles"),
 ]
 
 

@@ -1,7 +1,9 @@
-"""Tables in, tensors out: contracts, validation, cohort and targets, features, tensorization, MEDS, data sets."""
+"""Tables in, tensors out: contracts, validation, cohort and targets, features, tensorization, MEDS and
+counting-process input, data sets."""
 
 from ehrseq.data.batch import PAD_INDEX, UNKNOWN_INDEX, SequenceBatch
 from ehrseq.data.cohort import Cohort, assemble_cohort, build_cohort
+from ehrseq.data.counting import from_counting_process
 from ehrseq.data.features import EncodedVisits, FeaturePipeline
 from ehrseq.data.grid import TimeGrid
 from ehrseq.data.loader import LengthBucketSampler, make_loader
@@ -10,7 +12,13 @@ from ehrseq.data.report import CohortReport, RowCount
 from ehrseq.data.sequence import SequenceData, tensorize
 from ehrseq.data.specs import TableSpec, load_spec
 from ehrseq.data.split import split_patients, split_tables
-from ehrseq.data.validation import ValidatedTables, validate, validate_meds, validate_predictions
+from ehrseq.data.validation import (
+    ValidatedTables,
+    validate,
+    validate_counting_process,
+    validate_meds,
+    validate_predictions,
+)
 
 __all__ = [
     "PAD_INDEX",
@@ -28,6 +36,7 @@ __all__ = [
     "ValidatedTables",
     "assemble_cohort",
     "build_cohort",
+    "from_counting_process",
     "load_spec",
     "make_loader",
     "read_meds",
@@ -35,6 +44,7 @@ __all__ = [
     "split_tables",
     "tensorize",
     "validate",
+    "validate_counting_process",
     "validate_meds",
     "validate_predictions",
 ]

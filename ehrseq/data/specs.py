@@ -18,7 +18,7 @@ from typing import Any, Literal
 import polars as pl
 
 #: Names of the table contracts shipped in ``data_specs/``.
-TABLES = ("visits", "outcomes", "multi_outcomes", "meds", "predictions")
+TABLES = ("visits", "outcomes", "multi_outcomes", "meds", "predictions", "counting_process")
 
 RuleKind = Literal["schema", "row", "cross"]
 ClockKind = Literal["days", "datetime"]

@@ -37,6 +37,7 @@ CODES_DTYPE = pl.Categorical(pl.Categories("codes", namespace="ehrseq"))
 
 DuplicatePolicy = Literal["error", "merge"]
 UnmatchedPolicy = Literal["error", "drop"]
+GapPolicy = Literal["error", "bridge"]
 ORIGIN_CHOICES = ("first_visit", "zero")
 #: Microseconds per day: datetimes become float days since 1970-01-01 UTC.
 US_PER_DAY = 86_400_000_000.0
@@ -83,6 +84,21 @@ class _Table:
         return [c for c, s in self.columns.items() if s.dtype == "clock" and self.present(c)]
 
 
+@dataclass(frozen=True)
+class IntervalColumns:
+    """The user's names of the four roles of a counting-process table, and the gap policy."""
+
+    id: str
+    start: str
+    stop: str
+    event: str
+    gaps: GapPolicy = "error"
+
+    @property
+    def roles(self) -> tuple[str, str, str, str]:
+        return (self.id, self.start, self.stop, self.event)
+
+
 @dataclass
 class _Context:
     tables: dict[str, _Table]
@@ -96,6 +112,7 @@ class _Context:
     n_event_types: int | None = None
     death_code: str | None = None
     pivot_names: tuple[str, ...] | None = None
+    intervals: IntervalColumns | None = None
     _summary: pl.DataFrame | None = None
 
     def visit_summary(self) -> pl.DataFrame:
@@ -156,7 +173,7 @@ def _fail(table: _Table, rule: str, message: str, column: str | None = None) -> 
 
 
 # ---------------------------------------------------------------------------------------------- schema rules
-@_rule("not_empty", "visits", "outcomes", "multi_outcomes", "meds")
+@_rule("not_empty", "visits", "outcomes", "multi_outcomes", "meds", "counting_process")
 def _not_empty(ctx: _Context, t: _Table) -> list[_Check]:
     if t.frame.height == 0:
         raise _fail(t, "not_empty", "the table has no rows")
@@ -191,13 +208,13 @@ def _feature_dtype(t: _Table, rule: str, names: tuple[str, ...], dtype_class: st
                         f"(expected {describe_dtype_class(dtype_class)})", column=name)
 
 
-@_rule("numeric_feature_dtype", "visits")
+@_rule("numeric_feature_dtype", "visits", "counting_process")
 def _numeric_feature_dtype(ctx: _Context, t: _Table) -> list[_Check]:
     _feature_dtype(t, "numeric_feature_dtype", ctx.numeric, "numeric")
     return []
 
 
-@_rule("categorical_feature_dtype", "visits")
+@_rule("categorical_feature_dtype", "visits", "counting_process")
 def _categorical_feature_dtype(ctx: _Context, t: _Table) -> list[_Check]:
     _feature_dtype(t, "categorical_feature_dtype", ctx.categorical, "categorical")
     return []
@@ -244,7 +261,7 @@ def _columns_with(t: _Table, constraint: str) -> list[str]:
     return [c for c, s in t.columns.items() if constraint in s.constraints and t.present(c)]
 
 
-@_rule("not_null", "visits", "outcomes", "multi_outcomes", "meds", "predictions")
+@_rule("not_null", "visits", "outcomes", "multi_outcomes", "meds", "predictions", "counting_process")
 def _not_null(ctx: _Context, t: _Table) -> list[_Check]:
     return [
         _Check("not_null", c, pl.col(c).is_null(), "null values")
@@ -253,7 +270,7 @@ def _not_null(ctx: _Context, t: _Table) -> list[_Check]:
     ]
 
 
-@_rule("finite", "visits", "outcomes", "multi_outcomes", "meds", "predictions")
+@_rule("finite", "visits", "outcomes", "multi_outcomes", "meds", "predictions", "counting_process")
 def _finite(ctx: _Context, t: _Table) -> list[_Check]:
     return [
         _Check("finite", c, ~pl.col(c).is_finite(), "NaN or infinite values")
@@ -262,7 +279,7 @@ def _finite(ctx: _Context, t: _Table) -> list[_Check]:
     ]
 
 
-@_rule("non_negative", "visits", "outcomes", "multi_outcomes", "predictions")
+@_rule("non_negative", "visits", "outcomes", "multi_outcomes", "predictions", "counting_process")
 def _non_negative(ctx: _Context, t: _Table) -> list[_Check]:
     return [
         _Check("non_negative", c, pl.col(c) < 0, "negative values (numeric clocks are days >= 0)")
@@ -272,7 +289,7 @@ def _non_negative(ctx: _Context, t: _Table) -> list[_Check]:
 
 
 # ---------------------------------------------------------------------------------------------- visit rules
-@_rule("feature_finite", "visits")
+@_rule("feature_finite", "visits", "counting_process")
 def _feature_finite(ctx: _Context, t: _Table) -> list[_Check]:
     return [
         _Check("feature_finite", c, pl.col(c).is_infinite(), "infinite values (use null or NaN for missing)")
@@ -413,6 +430,83 @@ def _within_follow_up(ctx: _Context, t: _Table) -> list[_Check]:
                    "event time after the patient's outcome time (end of follow-up)", frame=frame)]
 
 
+# ---------------------------------------------------------------------------------------------- counting-process rules
+def _intervals(ctx: _Context) -> IntervalColumns:
+    assert ctx.intervals is not None
+    return ctx.intervals
+
+
+@_rule("reserved_name", "counting_process")
+def _interval_reserved_name(ctx: _Context, t: _Table) -> list[_Check]:
+    roles = _intervals(ctx).roles
+    for name in t.frame.columns:
+        if name not in roles and name in t.spec.reserved_names:
+            raise _fail(t, "reserved_name", f"covariate {name!r} uses a name the visit table reserves "
+                        f"({', '.join(t.spec.reserved_names)}); rename it", column=name)
+    return []
+
+
+@_rule("same_clock", "counting_process")
+def _interval_same_clock(ctx: _Context, t: _Table) -> list[_Check]:
+    c = _intervals(ctx)
+    start, stop = t.frame.schema[c.start], t.frame.schema[c.stop]
+    if clock_signature(start) != clock_signature(stop):
+        raise _fail(t, "same_clock", f"clock {stop} ({clock_signature(stop)}) differs from the start column "
+                    f"{c.start!r} ({start}, {clock_signature(start)}); use one kind of clock", column=c.stop)
+    return []
+
+
+@_rule("event_code", "counting_process")
+def _interval_event_code(ctx: _Context, t: _Table) -> list[_Check]:
+    name = _intervals(ctx).event
+    dtype = t.frame.schema[name]
+    if dtype == pl.Boolean:
+        return []
+    event = pl.col(name)
+    bad = event < 0
+    if dtype.is_float():
+        bad = bad | (event != event.floor())
+    return [_Check("event_code", name, bad, "event codes that are not whole numbers >= 0 (0 = no event, k = type k)")]
+
+
+@_rule("start_before_stop", "counting_process")
+def _start_before_stop(ctx: _Context, t: _Table) -> list[_Check]:
+    c = _intervals(ctx)
+    return [_Check("start_before_stop", c.start, pl.col(c.start) >= pl.col(c.stop),
+                   f"intervals with {c.start} >= {c.stop} (empty intervals)")]
+
+
+def _same_patient_as_previous(c: IntervalColumns) -> pl.Expr:
+    return (pl.col(c.id) == pl.col(c.id).shift()).fill_null(False)
+
+
+@_rule("no_overlap", "counting_process")
+def _no_overlap(ctx: _Context, t: _Table) -> list[_Check]:
+    c = _intervals(ctx)
+    overlap = _same_patient_as_previous(c) & (pl.col(c.start) < pl.col(c.stop).shift())
+    return [_Check("no_overlap", c.stop, overlap | overlap.shift(-1).fill_null(False),
+                   f"overlapping intervals of one patient (a {c.start} before the previous row's {c.stop})")]
+
+
+@_rule("no_gap", "counting_process")
+def _no_gap(ctx: _Context, t: _Table) -> list[_Check]:
+    c = _intervals(ctx)
+    if c.gaps == "bridge":
+        return []
+    gap = _same_patient_as_previous(c) & (pl.col(c.start) > pl.col(c.stop).shift())
+    return [_Check("no_gap", c.stop, gap | gap.shift(-1).fill_null(False),
+                   f"gaps between intervals of one patient (a {c.start} after the previous row's {c.stop}); "
+                   "pass gaps='bridge' to take the patient as event-free through a gap")]
+
+
+@_rule("event_on_last_row", "counting_process")
+def _event_on_last_row(ctx: _Context, t: _Table) -> list[_Check]:
+    c = _intervals(ctx)
+    not_last = (pl.col(c.id) == pl.col(c.id).shift(-1)).fill_null(False)
+    return [_Check("event_on_last_row", c.event, not_last & (pl.col(c.event).cast(pl.Float64) != 0),
+                   "an event on a row that is not the patient's last interval")]
+
+
 # ---------------------------------------------------------------------------------------------- MEDS rules
 def _meds_numeric_codes(events: pl.DataFrame, death_code: str | None) -> tuple[str, ...]:
     """Codes with a numeric value in at least one row (other than the death code), sorted."""
@@ -515,6 +609,9 @@ def _normalise(ctx: _Context, t: _Table) -> None:
     t.frame = t.frame.with_columns(exprs)
     if t.name == "visits" and not sorted_by_patient_time(t.frame):
         t.frame = t.frame.sort("patient_id", "time", maintain_order=True)
+    if t.name == "counting_process":
+        c = _intervals(ctx)
+        t.frame = t.frame.sort(c.id, c.start, c.stop, maintain_order=True)
 
 
 # ---------------------------------------------------------------------------------------------- resolution
@@ -730,6 +827,38 @@ def validate_meds(events: Any, *, death_code: str | None = "MEDS_DEATH",
     names = None if numeric_codes is None else tuple(numeric_codes)
     frame, ctx = _validate_single("meds", events, death_code=death_code, pivot_names=names)
     return frame, ctx.pivot_names or ()
+
+
+def validate_counting_process(
+    table: Any,
+    columns: IntervalColumns,
+    *,
+    numeric: Sequence[str] | None = None,
+    categorical: Sequence[str] | None = None,
+) -> tuple[pl.DataFrame, VisitColumns]:
+    """Check a counting-process table (``data_specs/counting_process.json``) whose id, start, stop and
+    event columns are named by ``columns`` (with the gap policy).
+
+    Returns the table as a Polars DataFrame (rows in their original order) and its covariates:
+    declared (``numeric``, ``categorical``) or inferred from dtypes as in the visit table, every column
+    but the four roles taking part. Raises :class:`ehrseq.DataError` for the first broken rule.
+    """
+    _check_policy(columns.gaps, "gaps", ("error", "bridge"))
+    if len(set(columns.roles)) != 4:
+        raise ConfigError(f"id, start, stop and event must name four different columns, got {list(columns.roles)}")
+    frame = as_frame(table, "counting_process")
+    spec = load_spec("counting_process")
+    # the contract names each role by its default column; the table's own names replace them
+    defaults = dict(zip(spec.columns, columns.roles))
+    renamed = {defaults[c]: ColumnSpec(defaults[c], s.dtype, s.required, s.nullable, s.constraints, s.description)
+               for c, s in spec.columns.items()}
+    features = resolve_visit_columns(frame.schema, numeric, categorical, codes=None, exclude=columns.roles)
+    renamed.update({name: _declared(spec, "numeric", name) for name in features.numeric})
+    renamed.update({name: _declared(spec, "categorical", name) for name in features.categorical})
+    t = _Table("counting_process", frame, spec, renamed, id_column=columns.id)
+    _run(_Context({"counting_process": t}, numeric=features.numeric, categorical=features.categorical,
+                  intervals=columns))
+    return frame, features
 
 
 def validate_predictions(predictions: Any) -> pl.DataFrame:
