@@ -248,13 +248,75 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ehrseq.evaluate import landmark
 
     model = load(args.model)
-    table = landmark(model, visits, outcomes, args.landmarks, args.horizons, train, event=args.event)
-    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_hide_dataframe_shape=True, tbl_width_chars=200):
-        _say(str(table))
+    table = landmark(model, visits, outcomes, args.landmarks, args.horizons, train, event=args.event, ci=args.ci,
+                     n_bootstrap=args.bootstrap, seed=args.seed)
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_hide_dataframe_shape=True, tbl_width_chars=250,
+                   fmt_str_lengths=40):
+        _say(str(_intervals_inline(table)))
+        if args.compare is not None:
+            from ehrseq.bootstrap import compare
+
+            other = _comparison_model(args.compare, train)
+            comparison = compare(model, other, visits, outcomes, args.landmarks, args.horizons, train, event=args.event,
+                                 level=args.ci or 0.95, n_bootstrap=args.bootstrap, seed=args.seed,
+                                 names=("model", "other"))
+            _say(f"\npaired bootstrap comparison ({args.bootstrap} resamples of the test patients; "
+                 f"difference = model - other, other = {args.compare}):")
+            _say(str(comparison))
     if args.output is not None:
         _write_table(table, Path(args.output))
         _say(f"written to {args.output}")
     return 0
+
+
+def _intervals_inline(table: Any) -> Any:
+    """The landmark table for the terminal: each metric with intervals as one text column "value [lower, upper]"."""
+    import polars as pl
+
+    bounded = [c[: -len("_lower")] for c in table.columns if c.endswith("_lower")]
+    if not bounded:
+        return table
+
+    def text(name: str) -> pl.Expr:
+        def number(column: str) -> pl.Expr:
+            return pl.col(column).round(3).cast(pl.String)
+
+        joined = pl.concat_str([number(name), pl.lit(" ["), number(f"{name}_lower"), pl.lit(", "),
+                                number(f"{name}_upper"), pl.lit("]")])
+        return pl.coalesce(joined, number(name)).alias(name)
+
+    dropped = [f"{name}_{side}" for name in bounded for side in ("lower", "upper")]
+    return table.with_columns(text(name) for name in bounded).drop(dropped)
+
+
+#: ``--compare`` names of the baselines, fitted on the training tables.
+COMPARISON_BASELINES = {"kaplan-meier": "KaplanMeier", "landmark-cox": "LandmarkCox",
+                        "landmark-rsf": "LandmarkRandomForest"}
+
+
+def _comparison_model(spec: str, train: Any) -> Any:
+    """``--compare``: a saved model directory, or a baseline name fitted on the training tables."""
+    if spec in COMPARISON_BASELINES:
+        if not isinstance(train, tuple):
+            raise ConfigError(f"--compare {spec} fits the baseline on the training tables: pass --train-visits too")
+        from ehrseq import baselines
+
+        return getattr(baselines, COMPARISON_BASELINES[spec])().fit(*train)
+    if not Path(spec).is_dir():
+        raise ConfigError(f"--compare {spec}: neither a model directory nor one of {', '.join(COMPARISON_BASELINES)}")
+    from ehrseq.estimator import load
+
+    return load(spec)
+
+
+def _level(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a level in (0, 1), e.g. 0.95")
+    return value
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -343,6 +405,14 @@ def build_parser() -> argparse.ArgumentParser:
                           help="horizons, days after the landmark")
     evaluate.add_argument("--event", type=int, default=1, help="event type of interest (default: 1)")
     evaluate.add_argument("--output", help="also write the table (.csv, .parquet or .md)")
+    evaluate.add_argument("--ci", type=_level, metavar="LEVEL",
+                          help="add percentile bootstrap intervals at this level (e.g. 0.95) over the test patients")
+    evaluate.add_argument("--compare", metavar="OTHER",
+                          help="paired bootstrap comparison with another model directory or a baseline fitted on the "
+                               f"training tables ({', '.join(COMPARISON_BASELINES)}): differences, intervals, p-values")
+    evaluate.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                          help="bootstrap resamples for --ci and --compare (default: 1000)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples (default: 0)")
     evaluate.set_defaults(run=cmd_evaluate)
 
     score = add("score", "score visit tables into Parquet prediction shards",

@@ -35,6 +35,7 @@ censoring support) are reported as null with the reason in ``note`` — never si
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -71,6 +72,122 @@ def _outcomes_since_origin(visits: Any, outcomes: Any, model: Any, origin: str |
     return cohort.patients.select("patient_id", "outcome_time", "event")
 
 
+def outcomes_since_origin(tables: tuple[Any, Any] | Any, model: Any = None, origin: str | None = None) -> pl.DataFrame:
+    """``patient_id, outcome_time, event`` from a ``(visits, outcomes)`` pair (tuple or list; times since
+    each patient's origin, read with ``model``'s table settings when it has them) or from an outcome table
+    already on that clock (``patient_id, time, event``: days since origin)."""
+    if isinstance(tables, (tuple, list)) and len(tables) == 2:
+        return _outcomes_since_origin(*tables, model, origin)
+    return pl.DataFrame(tables).select(
+        "patient_id", pl.col("time").cast(pl.Float64).alias("outcome_time"), pl.col("event").cast(pl.Int64)
+    )
+
+
+def evaluation_horizons(horizons: Sequence[float], ibs_points: int = 20) -> np.ndarray:
+    """Every horizon a landmark table reads: the ``horizons`` and, for each horizon Δ, ``ibs_points``
+    evenly spaced points in (0, Δ] for the integrated Brier score (sorted, unique)."""
+    if not horizons:
+        raise ConfigError("horizons must hold at least one value")
+    values = sorted(float(h) for h in horizons)
+    if values[0] <= 0:
+        raise ConfigError("horizons must be > 0 days")
+    return np.unique(np.concatenate([np.asarray(values), *[np.linspace(h / ibs_points, h, ibs_points) for h in values]]))
+
+
+def landmark_predictions(model: RiskModel, visits: Any, landmarks: Sequence[float], horizons: Sequence[float], *,
+                         outcomes: Any = None, event: int = 1, ibs_points: int = 20,
+                         prediction_options: Mapping[str, Any] | None = None) -> pl.DataFrame:
+    """``patient_id, landmark, horizon, risk``: the model's landmark risks at every landmark and every
+    horizon of :func:`evaluation_horizons` — what :func:`landmark` scores (and what
+    :func:`landmark_from_predictions` and :func:`compare_predictions` take precomputed)."""
+    grid = evaluation_horizons(horizons, ibs_points)
+    options = dict(prediction_options or {})
+    head = getattr(getattr(model, "model_config_", None), "head", None)
+    if getattr(head, "kind", None) == "competing_pmf":
+        options.setdefault("cause", event)
+    frames = []
+    for s in landmarks:
+        predictions = model.predict_risk(visits, grid, landmark=float(s), outcomes=outcomes, **options)
+        frames.append(predictions.select("patient_id", pl.lit(float(s)).alias("landmark"),
+                                         pl.col("horizon").cast(pl.Float64), pl.col("risk").cast(pl.Float64)))
+    return pl.concat(frames)
+
+
+@dataclass(frozen=True)
+class Window:
+    """The test patients at risk in one (landmark s, horizon Δ) window and their predictions.
+
+    ``patient_id [n]``; ``time [n]`` = Y − s; ``event_type [n]`` (0 censored); ``risk [n]`` the predicted
+    risk at Δ; ``ibs_times [P]`` the predicted horizons in (0, Δ] and ``incidence [n, P]`` the risks there;
+    ``censoring`` the censoring distribution of the training patients at risk at s (None if there is none).
+    """
+
+    landmark: float
+    horizon: float
+    patient_id: pl.Series
+    time: np.ndarray
+    event_type: np.ndarray
+    risk: np.ndarray
+    ibs_times: np.ndarray
+    incidence: np.ndarray
+    censoring: CensoringDistribution | None
+
+    @property
+    def n(self) -> int:
+        return self.time.size
+
+    def window_type(self) -> np.ndarray:
+        """Event types within the window (events after s + Δ are censored at Δ)."""
+        return np.where(self.time <= self.horizon, self.event_type, 0)
+
+
+def landmark_windows(predictions: pl.DataFrame, test: pl.DataFrame, train: pl.DataFrame,
+                     landmarks: Sequence[float], horizons: Sequence[float]) -> list[Window]:
+    """One :class:`Window` per (landmark, horizon), landmarks in the given order, horizons increasing.
+
+    ``predictions``: ``patient_id, landmark, horizon, risk`` (one risk per patient, landmark and horizon);
+    ``test`` and ``train``: ``patient_id, outcome_time, event`` on the clock of the landmarks
+    (:func:`outcomes_since_origin`). The at-risk set of s: test patients with a prediction at s and
+    Y > s. Raises :class:`ConfigError` when a horizon of ``horizons`` was not predicted.
+    """
+    missing = {"patient_id", "landmark", "horizon", "risk"} - set(predictions.columns)
+    if missing:
+        raise ConfigError(f"predictions lack the column(s) {sorted(missing)} (need patient_id, landmark, horizon, risk)")
+    duplicated = predictions.filter(pl.struct("patient_id", "landmark", "horizon").is_duplicated())
+    if duplicated.height:
+        raise ConfigError("predictions must hold one risk per (patient_id, landmark, horizon); duplicated for "
+                          f"patient(s) {duplicated['patient_id'].unique().head(5).to_list()}")
+    windows = []
+    for s in landmarks:
+        s = float(s)
+        at_s = predictions.filter(pl.col("landmark") == s)
+        grid = np.unique(at_s["horizon"].to_numpy())
+        censoring = None
+        at_risk_train = train.filter(pl.col("outcome_time") > s)
+        if at_risk_train.height:
+            censoring = CensoringDistribution.fit(at_risk_train["outcome_time"].to_numpy() - s,
+                                                  at_risk_train["event"].to_numpy() != 0)
+        wide = (
+            at_s.pivot(on="horizon", index="patient_id", values="risk", sort_columns=True)
+            .join(test, on="patient_id", how="inner")
+            .filter(pl.col("outcome_time") > s)
+            .sort("patient_id")
+        )
+        columns = {float(name): name for name in wide.columns if name not in ("patient_id", "outcome_time", "event")}
+        for h in sorted(float(h) for h in horizons):
+            if h not in columns:
+                raise ConfigError(f"predictions at landmark {s:g} have no risk at horizon {h:g}")
+            inside = grid[(grid > 0) & (grid <= h)]
+            windows.append(Window(
+                landmark=s, horizon=h, patient_id=wide["patient_id"],
+                time=wide["outcome_time"].to_numpy() - s, event_type=wide["event"].to_numpy(),
+                risk=wide[columns[h]].to_numpy().astype(np.float64),
+                ibs_times=inside, incidence=wide.select([columns[t] for t in inside]).to_numpy().astype(np.float64),
+                censoring=censoring,
+            ))
+    return windows
+
+
 def landmark(
     model: RiskModel,
     visits: Any,
@@ -84,6 +201,9 @@ def landmark(
     min_at_risk: int = 10,
     ibs_points: int = 20,
     prediction_options: Mapping[str, Any] | None = None,
+    ci: float | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
 ) -> pl.DataFrame:
     """Evaluate ``model`` at every (landmark, horizon): one row each (see the module docstring).
 
@@ -101,44 +221,34 @@ def landmark(
     min_at_risk: windows with fewer patients at risk are reported with null metrics.
     prediction_options: further keyword arguments of ``model.predict_risk`` (``cause`` defaults to
         ``event`` for competing-risks models).
+    ci: with a level (e.g. 0.95), percentile bootstrap intervals over the test patients for the C-index,
+        Uno's C, AUC, Brier score and IBS of every window (columns ``<metric>_lower``, ``<metric>_upper``;
+        :mod:`ehrseq.bootstrap`), from ``n_bootstrap`` resamples drawn with ``seed``.
     """
     if not landmarks or not horizons:
         raise ConfigError("landmarks and horizons must each hold at least one value")
-    horizons = sorted(float(h) for h in horizons)
-    if horizons[0] <= 0:
-        raise ConfigError("horizons must be > 0 days")
-    test = _outcomes_since_origin(visits, outcomes, model, origin)
-    if isinstance(train_outcomes, (tuple, list)) and len(train_outcomes) == 2:
-        train = _outcomes_since_origin(*train_outcomes, model, origin)
-    else:
-        train = pl.DataFrame(train_outcomes).select(
-            "patient_id", pl.col("time").cast(pl.Float64).alias("outcome_time"), pl.col("event").cast(pl.Int64)
-        )
-    options = dict(prediction_options or {})
-    head = getattr(getattr(model, "model_config_", None), "head", None)
-    if getattr(head, "kind", None) == "competing_pmf":
-        options.setdefault("cause", event)
-    rows = []
-    for s in landmarks:
-        s = float(s)
-        at_risk_train = train.filter(pl.col("outcome_time") > s)
-        censoring = None
-        if at_risk_train.height:
-            train_time = at_risk_train["outcome_time"].to_numpy() - s
-            train_event = at_risk_train["event"].to_numpy() != 0
-            censoring = CensoringDistribution.fit(train_time, train_event)
-        grid = np.unique(np.concatenate([np.asarray(horizons),
-                                         *[np.linspace(h / ibs_points, h, ibs_points) for h in horizons]]))
-        predictions = model.predict_risk(visits, grid, landmark=s, outcomes=outcomes, **options)
-        wide = (
-            predictions.pivot(on="horizon", index="patient_id", values="risk")
-            .join(test, on="patient_id", how="inner")
-            .filter(pl.col("outcome_time") > s)
-        )
-        risk_columns = [_column(wide, h) for h in grid]
-        for h in horizons:
-            rows.append(_window_metrics(wide, risk_columns, grid, s, h, event, censoring, min_at_risk, ibs_points))
-    return pl.DataFrame(rows, schema=_SCHEMA, orient="row")
+    test = outcomes_since_origin((visits, outcomes), model, origin)
+    train = outcomes_since_origin(train_outcomes, model, origin)
+    predictions = landmark_predictions(model, visits, landmarks, horizons, outcomes=outcomes, event=event,
+                                       ibs_points=ibs_points, prediction_options=prediction_options)
+    return landmark_from_predictions(predictions, test, train, landmarks, horizons, event=event,
+                                     min_at_risk=min_at_risk, ci=ci, n_bootstrap=n_bootstrap, seed=seed)
+
+
+def landmark_from_predictions(predictions: pl.DataFrame, test: pl.DataFrame, train: pl.DataFrame,
+                              landmarks: Sequence[float], horizons: Sequence[float], *, event: int = 1,
+                              min_at_risk: int = 10, ci: float | None = None, n_bootstrap: int = 1000,
+                              seed: int = 0) -> pl.DataFrame:
+    """The table of :func:`landmark` from precomputed risks (arguments as for :func:`landmark_windows`;
+    the integrated Brier score integrates over the predicted horizons in (0, Δ])."""
+    windows = landmark_windows(predictions, test, train, landmarks, horizons)
+    table = pl.DataFrame([_window_metrics(w, event, min_at_risk) for w in windows], schema=_SCHEMA, orient="row")
+    if ci is None:
+        return table
+    from ehrseq.bootstrap import landmark_intervals
+
+    return landmark_intervals(table, windows, test["patient_id"], event=event, level=ci, n_bootstrap=n_bootstrap,
+                              seed=seed)
 
 
 _SCHEMA = {
@@ -146,36 +256,24 @@ _SCHEMA = {
     "c_index": pl.Float64, "uno_c": pl.Float64, "auc": pl.Float64, "brier": pl.Float64, "ibs": pl.Float64,
     "mean_risk": pl.Float64, "observed_risk": pl.Float64, "note": pl.String,
 }
+#: The metrics of a landmark window that have bootstrap intervals.
+INTERVAL_METRICS = ("c_index", "uno_c", "auc", "brier", "ibs")
 
 
-def _column(frame: pl.DataFrame, value: float) -> str:
-    """The pivoted column holding horizon ``value`` (pivot names floats by their string form)."""
-    for name in frame.columns:
-        try:
-            if float(name) == value:
-                return name
-        except ValueError:
-            continue
-    raise KeyError(value)
-
-
-def _window_metrics(wide: pl.DataFrame, risk_columns: list[str], grid: np.ndarray, s: float, h: float, event: int,
-                    censoring: CensoringDistribution | None, min_at_risk: int, ibs_points: int) -> tuple:
+def _window_metrics(window: Window, event: int, min_at_risk: int) -> tuple:
     """One row of the landmark table. The metrics are the competing-risks versions (see the module
     docstring); without competing events in the window they are Harrell's and Uno's C, the
     cumulative/dynamic AUC, the Brier score and 1 − Kaplan–Meier."""
-    n = wide.height
-    time = wide["outcome_time"].to_numpy() - s
-    event_type = wide["event"].to_numpy()
-    window_type = np.where(time <= h, event_type, 0)
+    n, s, h = window.n, window.landmark, window.horizon
+    time, event_type, risk, censoring = window.time, window.event_type, window.risk, window.censoring
+    window_type = window.window_type()
     n_events = int(np.sum(window_type == event))
-    risk = wide[risk_columns[int(np.searchsorted(grid, h))]].to_numpy()
     mean_risk = float(risk.mean()) if n else None
     if n < min_at_risk:
         return (s, h, n, n_events, None, None, None, None, None, mean_risk, None,
                 f"fewer than {min_at_risk} patients at risk")
     notes: list[str] = []
-    values: dict[str, float | None] = dict.fromkeys(("c_index", "uno_c", "auc", "brier", "ibs"))
+    values: dict[str, float | None] = dict.fromkeys(INTERVAL_METRICS)
     observed_risk = cumulative_incidence(time, event_type, event, h)
     if n_events == 0:
         notes.append("no event in the window")
@@ -192,11 +290,9 @@ def _window_metrics(wide: pl.DataFrame, risk_columns: list[str], grid: np.ndarra
                                                                  cause=event).auc[0])
         _try(values, "brier", notes, lambda: cause_specific_brier_score(time, event_type, risk[:, None],
                                                                        np.array([h]), censoring, cause=event)[0])
-        inside = grid[(grid > 0) & (grid <= h)]
-        if inside.size >= 2:
-            incidence = wide.select([risk_columns[int(np.searchsorted(grid, t))] for t in inside]).to_numpy()
+        if window.ibs_times.size >= 2:
             _try(values, "ibs", notes, lambda: cause_specific_integrated_brier_score(
-                time, event_type, incidence, inside, censoring, cause=event))
+                time, event_type, window.incidence, window.ibs_times, censoring, cause=event))
     return (s, h, n, n_events, values["c_index"], values["uno_c"], values["auc"], values["brier"], values["ibs"],
             mean_risk, observed_risk, "; ".join(notes) or None)
 
@@ -212,3 +308,12 @@ def _try(values: dict[str, float | None], key: str, notes: list[str], compute) -
         values[key] = float(compute())
     except ValueError as exc:  # undefined for this window (documented): keep the reason
         notes.append(f"{key}: {str(exc).splitlines()[0]}")
+
+
+def __getattr__(name: str) -> Any:
+    """:func:`compare` and :func:`compare_predictions` live in :mod:`ehrseq.bootstrap`."""
+    if name in ("compare", "compare_predictions"):
+        from ehrseq import bootstrap
+
+        return getattr(bootstrap, name)
+    raise AttributeError(f"module 'ehrseq.evaluate' has no attribute {name!r}")

@@ -87,6 +87,25 @@ def test_evaluate_prints_and_writes_the_landmark_table(trained, tables, capsys):
     assert markdown[0].startswith("| landmark") and len(markdown) == 4
 
 
+def test_evaluate_with_intervals_and_a_paired_comparison(trained, tables, capsys):
+    out, _ = trained
+    common = ["evaluate", "--model", str(out), "--visits", str(tables / "test_visits.parquet"),
+              "--outcomes", str(tables / "test_outcomes.parquet"),
+              "--train-visits", str(tables / "train_visits.parquet"),
+              "--train-outcomes", str(tables / "train_outcomes.csv"), "--landmarks", "100", "--horizons", "365",
+              "--bootstrap", "50"]
+    assert main(common + ["--ci", "0.9", "--compare", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "paired bootstrap comparison" in printed and "p_value" in printed
+    assert "c_index" in printed and " [" in printed  # "value [lower, upper]"
+    assert main(common + ["--compare", "kaplan-meier", "--output", str(tables / "with_km.csv")]) == 0
+    assert "difference = model - other, other = kaplan-meier" in capsys.readouterr().out
+    assert main(common + ["--compare", str(tables / "nowhere")]) == 1
+    assert "neither a model directory" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(common + ["--ci", "95"])
+
+
 def test_score_writes_valid_predictions_and_resumes(trained, tables, capsys):
     out, _ = trained
     predictions = tables / "predictions"

@@ -94,8 +94,21 @@ def _count_while(
     return lo
 
 
-def comparable_pair_counts(time: np.ndarray, event: np.ndarray, risk: np.ndarray, tied_tol: float) -> PairCounts:
-    """Counts of comparable pairs per event (see the module docstring); inputs are validated ``[n]`` arrays."""
+@dataclass(frozen=True)
+class _PairLayout:
+    """What both the plain and the resampled counts need: the time order, the comparable prefix of every
+    event in it, and the rank thresholds of its concordant and non-discordant partners."""
+
+    order: np.ndarray  # [n] decreasing time, censored first within a time
+    is_event: np.ndarray  # [n] events, in that order
+    comparable: np.ndarray  # [E] length of each event's comparable prefix
+    tied_time: np.ndarray  # [E]
+    rank: np.ndarray  # [n] rank of each subject's score
+    below: np.ndarray  # [E] partners with rank < below are concordant
+    not_above: np.ndarray  # [E] partners with rank < not_above are concordant or tied
+
+
+def _pair_layout(time: np.ndarray, event: np.ndarray, risk: np.ndarray, tied_tol: float) -> _PairLayout:
     n = time.size
     # 1. decreasing time, censored (event=False) first within a time; stable for reproducibility.
     order = np.lexsort((event, -time))
@@ -118,9 +131,74 @@ def comparable_pair_counts(time: np.ndarray, event: np.ndarray, risk: np.ndarray
     r_event = risk[order][is_event]
     below = _count_while(sorted_risk, lambda q, v: (r_event[q] - v) > tied_tol, r_event.size)
     not_above = _count_while(sorted_risk, lambda q, v: ~((v - r_event[q]) > tied_tol), r_event.size)
+    return _PairLayout(order, is_event, comparable, tied_time, rank, below, not_above)
 
+
+def comparable_pair_counts(time: np.ndarray, event: np.ndarray, risk: np.ndarray, tied_tol: float) -> PairCounts:
+    """Counts of comparable pairs per event (see the module docstring); inputs are validated ``[n]`` arrays."""
+    layout = _pair_layout(time, event, risk, tied_tol)
     # 3. rank queries over prefixes of the time order.
-    wavelet = _WaveletMatrix(rank[order], max(1, int(n).bit_length()))
-    concordant = wavelet.count_less(comparable, below)
-    discordant = comparable - wavelet.count_less(comparable, not_above)
-    return PairCounts(order[is_event], comparable, concordant, discordant, tied_time)
+    wavelet = _WaveletMatrix(layout.rank[layout.order], max(1, int(time.size).bit_length()))
+    concordant = wavelet.count_less(layout.comparable, layout.below)
+    discordant = layout.comparable - wavelet.count_less(layout.comparable, layout.not_above)
+    return PairCounts(layout.order[layout.is_event], layout.comparable, concordant, discordant, layout.tied_time)
+
+
+@dataclass(frozen=True)
+class WeightedPairTotals:
+    """Per event and per weight vector: the summed weights of its comparable partners, of the concordant
+    ones and of the tied-in-risk ones; arrays ``[E, R]`` indexed like ``event_index [E]``."""
+
+    event_index: np.ndarray  # [E]
+    comparable: np.ndarray  # [E, R]
+    concordant: np.ndarray  # [E, R]
+    tied_risk: np.ndarray  # [E, R]
+
+
+def weighted_pair_sums(time: np.ndarray, event: np.ndarray, risk: np.ndarray, tied_tol: float,
+                       partner_weights: np.ndarray) -> WeightedPairTotals:
+    """The counts of :func:`comparable_pair_counts` with every partner j counted w_jr times, for R weight
+    vectors at once (``partner_weights [n, R]``, e.g. bootstrap resampling counts): for event i and
+    vector r, Σ w_jr over its comparable partners j, over the concordant ones and over the tied ones.
+
+    The same wavelet-matrix rank queries, with prefix *sums of weights* in place of prefix counts at
+    every level (built and queried level by level, so memory stays O(n R)): O(R n log n), no loop over
+    subjects, pairs or weight vectors.
+    """
+    layout = _pair_layout(time, event, risk, tied_tol)
+    weights = partner_weights[layout.order]  # [n, R] in time order
+    prefix = np.zeros((weights.shape[0] + 1, weights.shape[1]))
+    np.cumsum(weights, axis=0, out=prefix[1:])
+    comparable = prefix[layout.comparable]
+    levels = max(1, int(time.size).bit_length())
+    sequence = layout.rank[layout.order]
+    concordant, not_above = _weighted_count_less(sequence, weights, levels, layout.comparable,
+                                                 (layout.below, layout.not_above))
+    return WeightedPairTotals(layout.order[layout.is_event], comparable, concordant, not_above - concordant)
+
+
+def _weighted_count_less(sequence: np.ndarray, weights: np.ndarray, levels: int, length: np.ndarray,
+                         thresholds: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+    """For each threshold array θ and query q: Σ_r-wise of weights[p] over p < length[q] with
+    sequence[p] < θ[q] (``weights [n, R]`` → ``[Q, R]`` per threshold array); a weighted
+    :meth:`_WaveletMatrix.count_less`."""
+    results = [np.zeros((length.size, weights.shape[1])) for _ in thresholds]
+    starts = [np.zeros(length.size, dtype=np.int64) for _ in thresholds]
+    ends = [length.astype(np.int64, copy=True) for _ in thresholds]
+    current, current_weights = sequence, weights
+    for level in range(levels):
+        is_zero = ((current >> (levels - 1 - level)) & 1) == 0
+        count = np.zeros(current.size + 1, dtype=np.int64)
+        np.cumsum(is_zero, out=count[1:])
+        mass = np.zeros((current.size + 1, weights.shape[1]))
+        np.cumsum(current_weights * is_zero[:, None], axis=0, out=mass[1:])
+        total = int(count[-1])
+        for threshold, result, start, end in zip(thresholds, results, starts, ends):
+            bit = ((threshold >> (levels - 1 - level)) & 1).astype(bool)
+            zeros_start, zeros_end = count[start], count[end]
+            result += np.where(bit[:, None], mass[end] - mass[start], 0.0)
+            start[:] = np.where(bit, total + start - zeros_start, zeros_start)
+            end[:] = np.where(bit, total + end - zeros_end, zeros_end)
+        current = np.concatenate((current[is_zero], current[~is_zero]))
+        current_weights = np.concatenate((current_weights[is_zero], current_weights[~is_zero]))
+    return results

@@ -21,7 +21,7 @@ from ehrseq.metrics._validation import check_outcome, check_time_grid
 from ehrseq.metrics.ipcw import CensoringDistribution, positive_censoring_survival
 
 
-def ipcw_squared_error(
+def ipcw_squared_error_terms(
     time: np.ndarray,
     ended: np.ndarray,
     outcome: np.ndarray,
@@ -29,7 +29,8 @@ def ipcw_squared_error(
     grid: np.ndarray,
     censoring: CensoringDistribution,
 ) -> np.ndarray:
-    """Σ-over-subjects IPCW mean of (outcome − predicted)² at each time ``[U]``.
+    """Per-subject IPCW squared errors ``[n, U]``, w_i(t) (outcome − predicted)² (the Brier score is their
+    mean over subjects).
 
     ``ended [n]`` marks subjects whose follow-up ended by an event (of any cause); ``outcome [n, U]`` is
     the observed indicator being predicted by ``predicted [n, U]``. Subjects with an event by t weigh
@@ -42,7 +43,7 @@ def ipcw_squared_error(
     weight_own[needed] = 1.0 / positive_censoring_survival(censoring, time[needed], "event time")
     weight_t = 1.0 / positive_censoring_survival(censoring, grid, "evaluation time")
     weights = by_t * weight_own[:, None] + after_t * weight_t
-    return np.mean(weights * (outcome - predicted) ** 2, axis=0)
+    return weights * (outcome - predicted) ** 2
 
 
 def brier_score(
@@ -66,7 +67,7 @@ def brier_score(
     grid = check_time_grid(times)
     s = survival_matrix(surv, grid, t.size)
     alive = (t[:, None] > grid).astype(np.float64)
-    return ipcw_squared_error(t, e, alive, s, grid, censoring)
+    return np.mean(ipcw_squared_error_terms(t, e, alive, s, grid, censoring), axis=0)
 
 
 def integrated_brier_score(

@@ -35,6 +35,8 @@ The censoring distribution G is fitted on training outcomes with any cause count
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -51,7 +53,7 @@ from ehrseq.metrics._validation import (
     check_tolerance,
 )
 from ehrseq.metrics.auc import AUCResult, weighted_roc_auc
-from ehrseq.metrics.brier import ipcw_squared_error
+from ehrseq.metrics.brier import ipcw_squared_error_terms
 from ehrseq.metrics.concordance import ConcordanceResult, time_dependent_concordance, weighted_pair_totals
 from ehrseq.metrics.ipcw import CensoringDistribution, positive_censoring_survival
 from ehrseq.models.distributions.base import CompetingRisksDistribution
@@ -96,12 +98,20 @@ def cause_specific_brier_score(
     censoring:
         Censoring distribution fitted on training outcomes with ``event != 0`` as the event.
     """
+    return np.mean(cause_specific_brier_terms(time, event, cif, times, censoring, cause=cause), axis=0)
+
+
+def cause_specific_brier_terms(
+    time: Any, event: Any, cif: Any, times: Any, censoring: CensoringDistribution, *, cause: int
+) -> np.ndarray:
+    """The per-subject terms ``[n, U]`` whose mean over subjects is :func:`cause_specific_brier_score`
+    (same arguments): w_i(t) (1{Y_i ≤ t, Δ_i = k} − F_k,i(t))²."""
     t, codes = check_outcome(time, event, competing=True)
     check_positive_int(cause, "cause")
     grid = check_time_grid(times)
     predicted = check_probabilities(_cif_matrix(cif, grid, t.size, cause, "cif"), "cif")
     outcome = ((t[:, None] <= grid) & (codes[:, None] == cause)).astype(np.float64)
-    return ipcw_squared_error(t, codes != 0, outcome, predicted, grid, censoring)
+    return ipcw_squared_error_terms(t, codes != 0, outcome, predicted, grid, censoring)
 
 
 def _cif_matrix(cif: Any, grid: np.ndarray, n: int, cause: int, name: str) -> np.ndarray:
@@ -123,47 +133,86 @@ def cause_specific_integrated_brier_score(
     return float(np.trapezoid(scores, grid) / (grid[-1] - grid[0]))
 
 
+@dataclass(frozen=True)
+class RiskConcordanceSetup:
+    """Validated inputs of Wolbers' concordance of fixed risk scores and the pieces both the plain and the
+    resampled computations use (module docstring)."""
+
+    time: np.ndarray  # [n]
+    codes: np.ndarray  # [n] 0 censored, 1..K cause
+    risk: np.ndarray  # [n]
+    tol: float
+    case: np.ndarray  # [n] event of the cause
+    competing: np.ndarray  # [n] event of another cause
+    inside: np.ndarray  # [n] cases before tau (the anchors that count)
+    inverse_g: np.ndarray  # [n] 1/G(Y) where needed, 1 elsewhere (all 1 without censoring weights)
+
+    @classmethod
+    def build(cls, time: Any, event: Any, risk: Any, cause: int, censoring: CensoringDistribution | None,
+              tau: float | None, tied_tol: float) -> RiskConcordanceSetup:
+        t, codes = check_outcome(time, event, competing=True)
+        check_positive_int(cause, "cause")
+        r = as_float(risk, "risk", (t.size,))
+        tol = check_tolerance(tied_tol)
+        if tau is not None and not (np.isfinite(tau) and tau > 0):
+            raise ValueError(f"tau must be a finite time > 0, got {tau!r}")
+        case = codes == cause
+        if not np.any(case):
+            raise NoComparablePairsError(f"no event of cause {cause}: no comparable pairs")
+        competing = (codes != 0) & ~case
+        inside = case if tau is None else case & (t < tau)
+        inverse_g = np.ones(t.size)
+        if censoring is not None:
+            needed = inside | (competing & (t <= t[inside].max(initial=-np.inf)))
+            inverse_g[needed] = 1.0 / positive_censoring_survival(censoring, t[needed], "event time")
+        return cls(t, codes, r, tol, case, competing, inside, inverse_g)
+
+    @property
+    def others(self) -> np.ndarray:
+        """Censored subjects and events of the cause: their pairs are counted in O(n log n)."""
+        return ~self.competing
+
+    def anchor_weights(self, case_index: np.ndarray) -> np.ndarray:
+        """Weight of the pairs of each case in ``case_index`` with partners still followed: 1/G(Y_i)², 0 after τ."""
+        return np.where(self.inside[case_index], self.inverse_g[case_index] ** 2, 0.0)
+
+    def rival_blocks(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Pairs of a case with a competing event, blocked over cases: (case indices ``[b]``, pair weights
+        ``[b, Q]``, pair scores ``[b, Q]`` = 1 concordant, ½ tied, 0 discordant) against every competing
+        event ``[Q]`` (:attr:`rivals`)."""
+        rivals = self.rivals
+        anchors = np.flatnonzero(self.inside)
+        block = max(1, BLOCK_ELEMENTS // max(1, rivals.size))
+        t, r, inverse_g = self.time, self.risk, self.inverse_g
+        for start in range(0, anchors.size if rivals.size else 0, block):
+            i = anchors[start:start + block, None]  # [b, 1] cases against every competing event [Q]
+            still_followed = t[rivals] > t[i]
+            pair_weight = inverse_g[i] * np.where(still_followed, inverse_g[i], inverse_g[rivals])
+            gap = r[i] - r[rivals]
+            score = (gap > self.tol) + 0.5 * (np.abs(gap) <= self.tol)
+            yield i[:, 0], pair_weight, score
+
+    @property
+    def rivals(self) -> np.ndarray:
+        return np.flatnonzero(self.competing)
+
+
 def _risk_concordance(time: Any, event: Any, risk: Any, cause: int, censoring: CensoringDistribution | None,
                       tau: float | None, tied_tol: float) -> ConcordanceResult:
     """Wolbers' concordance of fixed risk scores (module docstring): pairs with a partner that is not a
     competing event are counted in O(n log n) as in Harrell's C; pairs with a competing event, blocked."""
-    t, codes = check_outcome(time, event, competing=True)
-    check_positive_int(cause, "cause")
-    r = as_float(risk, "risk", (t.size,))
-    tol = check_tolerance(tied_tol)
-    if tau is not None and not (np.isfinite(tau) and tau > 0):
-        raise ValueError(f"tau must be a finite time > 0, got {tau!r}")
-    case = codes == cause
-    if not np.any(case):
-        raise NoComparablePairsError(f"no event of cause {cause}: no comparable pairs")
-    competing = (codes != 0) & ~case
-    inside = case if tau is None else case & (t < tau)
-    inverse_g = np.ones(t.size)
-    if censoring is not None:
-        needed = inside | (competing & (t <= t[inside].max(initial=-np.inf)))
-        inverse_g[needed] = 1.0 / positive_censoring_survival(censoring, t[needed], "event time")
-
-    others = ~competing  # censored subjects and events of the cause
-    counts = comparable_pair_counts(t[others], case[others], r[others], tol)
+    setup = RiskConcordanceSetup.build(time, event, risk, cause, censoring, tau, tied_tol)
+    others = setup.others
+    counts = comparable_pair_counts(setup.time[others], setup.case[others], setup.risk[others], setup.tol)
     cases = np.flatnonzero(others)[counts.event_index]
-    weight = np.where(inside[cases], inverse_g[cases] ** 2, 0.0)
-    numerator, denominator, concordant, discordant, tied, tied_time = weighted_pair_totals(counts, weight)
-
-    rivals = np.flatnonzero(competing)
-    anchors = np.flatnonzero(inside)
-    block = max(1, BLOCK_ELEMENTS // max(1, rivals.size))
-    for start in range(0, anchors.size if rivals.size else 0, block):
-        i = anchors[start:start + block, None]  # [b, 1] cases against every competing event [Q]
-        still_followed = t[rivals] > t[i]
-        pair_weight = inverse_g[i] * np.where(still_followed, inverse_g[i], inverse_g[rivals])
-        gap = r[i] - r[rivals]
-        is_tied = np.abs(gap) <= tol
-        is_concordant = gap > tol
-        numerator += float(np.sum(pair_weight * (is_concordant + 0.5 * is_tied)))
+    numerator, denominator, concordant, discordant, tied, tied_time = weighted_pair_totals(
+        counts, setup.anchor_weights(cases))
+    for _, pair_weight, score in setup.rival_blocks():
+        numerator += float(np.sum(pair_weight * score))
         denominator += float(pair_weight.sum())
-        concordant += int(is_concordant.sum())
-        tied += int(is_tied.sum())
-        discordant += int(is_concordant.size - is_concordant.sum() - is_tied.sum())
+        concordant += int(np.sum(score == 1.0))
+        tied += int(np.sum(score == 0.5))
+        discordant += int(np.sum(score == 0.0))
     if denominator <= 0:
         raise NoComparablePairsError(
             f"no comparable pairs: no event of cause {cause} has a subject known to stay free of it longer")
@@ -204,20 +253,28 @@ def cause_specific_auc(time: Any, event: Any, risk: Any, times: Any, censoring: 
         scores = np.broadcast_to(as_float(risk, "risk", (t.size,))[:, None], (t.size, grid.size))
     else:
         scores = _cif_matrix(risk, grid, t.size, cause, "risk")
-    ended = codes != 0
-    by_t = t[:, None] <= grid
-    own = np.zeros(t.size)
-    needed = ended & (t <= grid[-1])
-    own[needed] = 1.0 / positive_censoring_survival(censoring, t[needed], "event time")
-    case_weight = (by_t & (codes == cause)[:, None]) * own[:, None]
-    competing_by_t = by_t & (ended & (codes != cause))[:, None]
-    followed = ~by_t / positive_censoring_survival(censoring, grid, "evaluation time")
-    auc = weighted_roc_auc(scores, case_weight, followed + competing_by_t * own[:, None], grid, tol)
+    case_weight, control_weight = auc_weights(t, codes, grid, censoring, cause)
+    auc = weighted_roc_auc(scores, case_weight, control_weight, grid, tol)
     if grid.size == 1:
         return AUCResult(auc, float(auc[0]))
     incidence = aalen_johansen(t, codes, cause, grid)
     steps = np.diff(np.concatenate(([0.0], incidence)))
     return AUCResult(auc, float(np.sum(auc * steps) / incidence[-1]))
+
+
+def auc_weights(time: np.ndarray, codes: np.ndarray, grid: np.ndarray, censoring: CensoringDistribution,
+                cause: int) -> tuple[np.ndarray, np.ndarray]:
+    """Case and control weights ``[n, U]`` of :func:`cause_specific_auc` (validated inputs): cases have the
+    cause by t (1/G(Y_i)); controls are still followed (1/G(t)) or had a competing event by t (1/G(Y_j))."""
+    ended = codes != 0
+    by_t = time[:, None] <= grid
+    own = np.zeros(time.size)
+    needed = ended & (time <= grid[-1])
+    own[needed] = 1.0 / positive_censoring_survival(censoring, time[needed], "event time")
+    case_weight = (by_t & (codes == cause)[:, None]) * own[:, None]
+    competing_by_t = by_t & (ended & (codes != cause))[:, None]
+    followed = ~by_t / positive_censoring_survival(censoring, grid, "evaluation time")
+    return case_weight, followed + competing_by_t * own[:, None]
 
 
 def aalen_johansen(time: Any, event: Any, cause: int, times: Any) -> np.ndarray:
