@@ -1,4 +1,4 @@
-"""The ``ehrseq`` command: ``train``, ``evaluate``, ``score``, ``validate`` and ``demo``.
+"""The ``ehrseq`` command: ``train``, ``evaluate``, ``explain``, ``score``, ``validate`` and ``demo``.
 
 ::
 
@@ -7,6 +7,7 @@
     ehrseq evaluate --model model/ --visits test_visits.parquet --outcomes test_outcomes.parquet \\
         --train-visits train_visits.parquet --train-outcomes train_outcomes.parquet \\
         --landmarks 365 730 --horizons 365 1095 --output landmarks.md
+    ehrseq explain --model model/ --visits test_visits.parquet --patient 17 --horizon 365 --view change
     ehrseq score --model model/ --visits 'visits/*.parquet' --out predictions/ --horizons 365 730 1825
     ehrseq demo --out outputs/demo
 
@@ -335,6 +336,50 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    visits = read_table(args.visits, "visits")
+    outcomes = None if args.outcomes is None else read_table(args.outcomes, "outcomes")
+    import polars as pl
+
+    from ehrseq.estimator import load
+    from ehrseq.explain import explain
+
+    dtype = visits.schema["patient_id"]
+    try:
+        patient = pl.Series([args.patient]).cast(dtype, strict=True)[0]
+    except pl.exceptions.PolarsError:
+        raise ConfigError(f"--patient {args.patient!r} is not a {dtype} patient id") from None
+    model = load(args.model)
+    result = explain(model, visits, args.horizon, patients=[patient], landmark=args.landmark, view=args.view,
+                     outcomes=outcomes, cause=args.cause, event=args.event, n_steps=args.steps)
+    leading = result.top(args.top)
+    for row in result.risks.iter_rows(named=True):
+        head = f"visit {row['visit']} at {row['visit_time']}: risk within {args.horizon:g} days {row['risk']:.4f}"
+        if result.view == "change" and row.get("previous_risk") is not None:
+            head += (f" ({row['risk'] - row['previous_risk']:+.4f} since visit {row['visit'] - 1}; "
+                     f"new visit itself {row['repeat']:+.4f})")
+        else:
+            head += f" (baseline {row['reference']:.4f})"
+        _say(head)
+        for name, value in (leading.filter(pl.col("visit") == row["visit"]).select("input", "attribution")
+                            .iter_rows()):
+            _say(f"    {name:<20} {value:+.4f}")
+    _say(f"completeness: attributions sum to the risk difference within {100 * result.relative_gap:.2f} %")
+    if args.output is not None:
+        _write_table(result.attributions, Path(args.output))
+        _say(f"attributions written to {args.output}")
+    if args.plot is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from ehrseq.plot import explanation
+
+        axes = explanation(result, patient, top=args.top)
+        axes.figure.savefig(args.plot, dpi=120, bbox_inches="tight")
+        _say(f"plot written to {args.plot}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ehrseq.demo import run_demo
 
@@ -441,6 +486,27 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--overwrite", action="store_true", help="replace the predictions in OUT")
     score.add_argument("--no-progress", action="store_true", help="no progress bar")
     score.set_defaults(run=cmd_score)
+
+    explain_ = add("explain", "which inputs moved a patient's predicted risk",
+                   "Attribute the risk predicted at each visit of one patient to the inputs of the visits "
+                   "(integrated gradients; needs the explain extra): against an uninformed baseline (--view level) "
+                   "or against the previous visit (--view change).")
+    explain_.add_argument("--model", required=True, help="model directory")
+    explain_.add_argument("--visits", required=True, help="visit table")
+    explain_.add_argument("--patient", required=True, help="patient id")
+    explain_.add_argument("--horizon", type=_positive, default=365.0, metavar="DAYS",
+                          help="risk within this many days (default: 365)")
+    explain_.add_argument("--view", choices=("change", "level"), default="change",
+                          help="what the attributions split (default: change)")
+    explain_.add_argument("--landmark", type=float, metavar="DAYS", help="explain the prediction at this landmark")
+    explain_.add_argument("--outcomes", help="outcome table: visits at or after the outcome are dropped")
+    explain_.add_argument("--cause", type=int, help="competing-risks models: the cause")
+    explain_.add_argument("--event", help="multi-event models: the event")
+    explain_.add_argument("--top", type=int, default=5, help="inputs listed per visit (default: 5)")
+    explain_.add_argument("--steps", type=int, default=64, help="integration points (default: 64)")
+    explain_.add_argument("--output", help="write every attribution (.csv, .parquet or .md)")
+    explain_.add_argument("--plot", help="draw the risk trajectory with its top inputs to this image file")
+    explain_.set_defaults(run=cmd_explain)
 
     demo = add("demo", "the end-to-end demo on the PBC data",
                "Validate the Mayo Clinic PBC sequential data, train a GRU with a logistic-hazard head, evaluate it "

@@ -17,7 +17,7 @@ from ehrseq.data import build_cohort
 from ehrseq.errors import ConfigError
 from ehrseq.metrics import KaplanMeier
 
-__all__ = ["calibration_curve", "landmark_curves", "patient_curves", "training_history"]
+__all__ = ["calibration_curve", "explanation", "landmark_curves", "patient_curves", "training_history"]
 
 DAYS_PER_YEAR = 365.25
 
@@ -186,3 +186,34 @@ def training_history(history: Any, *, keys: tuple[str, ...] = ("train_loss", "va
     if not hasattr(history, "plot"):
         raise ConfigError(f"expected a TrainingHistory or a fitted model, got {type(history).__name__}")
     return history.plot(ax=ax, keys=keys)
+
+
+def explanation(result: Any, patient_id: Any, *, top: int = 3, ax: Any = None) -> Any:
+    """The risk trajectory of one patient from :func:`ehrseq.explain.explain` (risk at each visit) with, at
+    each visit, its ``top`` contributing inputs (largest |attribution|, summed over input visits) written
+    beside the point, "+" raising the risk: in the change view, what moved the risk since the previous
+    visit; in the level view, what sets it apart from the uninformed baseline. Returns the Axes (its
+    first line is the risk trajectory)."""
+    if top < 1:
+        raise ConfigError(f"top must be >= 1, got {top}")
+    risks = result.risks.filter(pl.col("patient_id") == patient_id).sort("visit")
+    if risks.height == 0:
+        raise ConfigError(f"patient {patient_id!r} is not in the explanation")
+    leading = result.top(top).filter(pl.col("patient_id") == patient_id)
+    ax = _axes(ax, (8, 4.5))
+    x = risks["visit_time"].to_numpy()
+    y = risks["risk"].to_numpy()
+    ax.plot(x, y, marker="o", lw=1.8, color="tab:blue", label=f"risk within {result.horizon:g} days")
+    if result.view == "level":
+        ax.plot(x, risks["reference"].to_numpy(), ls=":", color="grey", lw=1.2, label="uninformed baseline")
+    for visit, time, risk in zip(risks["visit"], x, y):
+        lines = [f"{name} {value:+.3f}" for name, value in
+                 leading.filter(pl.col("visit") == visit).select("input", "attribution").iter_rows()]
+        ax.annotate("\n".join(lines), (time, risk), textcoords="offset points", xytext=(4, 6), fontsize=7,
+                    color="dimgrey")
+    ax.set_xlabel("visit time")
+    ax.set_ylabel("predicted risk")
+    what = "change since the previous visit" if result.view == "change" else "difference from the baseline"
+    ax.set_title(f"Patient {patient_id}: risk at each visit and its top {top} inputs ({what})", fontsize=9)
+    ax.legend(loc="upper left", fontsize=8)
+    return ax

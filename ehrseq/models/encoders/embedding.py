@@ -19,6 +19,9 @@ never influence a real visit.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -103,6 +106,7 @@ class VisitEmbedding(nn.Module):
     """
 
     check_inputs: bool = True
+    _replacement: torch.Tensor | None = None
 
     def __init__(self, config: EmbeddingConfig) -> None:
         super().__init__()
@@ -179,15 +183,15 @@ class VisitEmbedding(nn.Module):
         embeddings are added to it in place; the same sum as the formula in the module docstring,
         without a ``[B, M, D]`` temporary per term.
         """
+        if self._replacement is not None:
+            return self._replacement
         self.check_batch(batch)
         dtype = self.time.weight.dtype
         mask = batch.mask
         shape = (*mask.shape, self.output_dim)
         real = mask.reshape(-1, 1)
 
-        times = torch.stack([batch.time, batch.gap], dim=-1).reshape(-1, 2)
-        times = torch.where(real, times.to(torch.promote_types(dtype, torch.float32)), 0.0)
-        dense, weights = [self.time_encoding(times).flatten(-2).to(dtype)], [self.time.weight]
+        dense, weights = [self._time_terms(batch.time, batch.gap, real)], [self.time.weight]
         if self.numeric is not None:
             missing = batch.numeric_missing.reshape(real.shape[0], -1)
             dense += [torch.where(real & ~missing, batch.numeric.reshape(missing.shape).to(dtype), 0.0),
@@ -204,7 +208,78 @@ class VisitEmbedding(nn.Module):
             index = torch.where(real, batch.categorical.reshape(real.shape[0], -1), PAD_INDEX) + self.categorical_offsets
             out.add_(F.embedding_bag(index, self.categorical, mode="sum"))
         if codes is not None:
-            table = self.codes.weight
-            out.add_(mean_pool_codes(codes, table) if self.code_query is None
-                     else attention_pool_codes(codes, table, self.code_query))
+            out.add_(self._pooled_codes(codes))
         return self.dropout(self.norm(out.view(shape)))
+
+    def _time_terms(self, time: torch.Tensor, gap: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """[φ(t) ; φ(g)] ``[B·M, 2T]`` of the visit times and gaps (0 at padding)."""
+        dtype = self.time.weight.dtype
+        times = torch.stack([time, gap], dim=-1).reshape(-1, 2)
+        times = torch.where(real, times.to(torch.promote_types(dtype, torch.float32)), 0.0)
+        return self.time_encoding(times).flatten(-2).to(dtype)
+
+    def _pooled_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        table = self.codes.weight
+        return (mean_pool_codes(codes, table) if self.code_query is None
+                else attention_pool_codes(codes, table, self.code_query))
+
+    # ------------------------------------------------------------------ decomposition (explanations)
+    def parts(self, batch: SequenceBatch) -> dict[str, torch.Tensor]:
+        """The inputs of the embedding sum, one entry per input, for attribution methods:
+
+        ``values [B, M, F]`` x̃ (0 where missing or padded), ``missing [B, M, F]`` r as floats,
+        ``categorical [B, M, C, D]`` the embedding E_j[c_mj] of every categorical column,
+        ``codes [B, M, D]`` pool(codes_m) + 1{no codes} v_no_codes, and ``time [B, M, 2T]`` the
+        continuous-time encodings [φ(t_m) ; φ(g_m)] of the visit time and gap (:meth:`time_parts`).
+        :meth:`assemble` of them equals :meth:`forward` of the batch; the embedding before its
+        normalisation is linear in every part, so integrated gradients over the parts split it by input.
+        """
+        self.check_batch(batch)
+        dtype = self.time.weight.dtype
+        mask = batch.mask
+        real = mask.unsqueeze(-1)
+        b, m = mask.shape
+        d = self.output_dim
+        values = torch.where(real & ~batch.numeric_missing, batch.numeric.to(dtype), 0.0)
+        out = {"values": values, "missing": batch.numeric_missing.to(dtype),
+               "time": self.time_parts(batch.time, batch.gap, mask)}
+        n_categorical = batch.categorical.shape[-1] if self.categorical is not None else 0
+        if self.categorical is not None:
+            index = torch.where(real, batch.categorical, PAD_INDEX) + self.categorical_offsets
+            out["categorical"] = self.categorical[index]
+        else:
+            out["categorical"] = values.new_zeros(b, m, n_categorical, d)
+        if self.codes is not None:
+            codes = torch.where(real, batch.codes, PAD_INDEX).reshape(b * m, -1)
+            empty = (codes == PAD_INDEX).all(dim=-1, keepdim=True).to(dtype)
+            out["codes"] = (self._pooled_codes(codes) + empty * self.no_codes).view(b, m, d)
+        else:
+            out["codes"] = values.new_zeros(b, m, d)
+        return out
+
+    @contextlib.contextmanager
+    def replaced(self, embeddings: torch.Tensor) -> Iterator[None]:
+        """Within the block, :meth:`forward` returns ``embeddings [B, M, D]`` (e.g. :meth:`assemble` of
+        interpolated parts) instead of embedding its batch: attribution methods run the model's own
+        forward pass on inputs that are not a batch of indices."""
+        self._replacement = embeddings
+        try:
+            yield
+        finally:
+            self._replacement = None
+
+    def time_parts(self, time: torch.Tensor, gap: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[φ(t) ; φ(g)] ``[B, M, 2T]`` for visit times and gaps ``[B, M]`` (days; 0 at padding)."""
+        return self._time_terms(time, gap, mask.reshape(-1, 1)).view(*mask.shape, -1)
+
+    def assemble(self, values: torch.Tensor, missing: torch.Tensor, categorical: torch.Tensor, codes: torch.Tensor,
+                 time: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Visit embeddings ``[B, M, D]`` from :meth:`parts` (any real values: they may be interpolated)."""
+        b, m = mask.shape
+        dense, weights = [time.reshape(b * m, -1)], [self.time.weight]
+        if self.numeric is not None:
+            dense += [values.reshape(b * m, -1), missing.reshape(b * m, -1)]
+            weights.append(self.numeric.weight)
+        out = torch.addmm(self.time.bias, torch.cat(dense, dim=-1), torch.cat(weights, dim=-1).t())
+        out = out.view(b, m, -1) + categorical.sum(dim=-2) + codes
+        return self.dropout(self.norm(out))

@@ -1,0 +1,392 @@
+"""Why did the risk change: integrated-gradients attributions of per-visit risks to (visit, input) pairs.
+
+For a prediction made at visit m of a patient — the risk r = P(T ≤ v_m + Δ | history ≤ m), or with a
+landmark s the conditional risk from the last visit ≤ s — every input of the visits 1 … m gets an
+attribution, computed with integrated gradients (Sundararajan et al. 2017, implemented by Captum):
+
+    A_i = (x_i − x'_i) ∫_0^1 ∂r(x' + α (x − x')) / ∂x_i dα,     Σ_i A_i = r(x) − r(x')  (completeness)
+
+along the straight path from a baseline x' to the inputs x, through the model's own forward pass.
+The inputs are those of the visit embedding (:meth:`~ehrseq.models.encoders.embedding.VisitEmbedding.parts`),
+grouped per visit into:
+
+* **numeric** feature f: its standardised value x̃_f and its missingness flag r_f. Baseline: *not
+  measured* — value at the training mean (x̃ = 0), flagged missing (r = 1), which is what the model is
+  given for a feature that was not measured;
+* **categorical** column j: its embedding E_j[c_j]. Baseline: the embedding of the most frequent
+  training level (the population's typical value);
+* **codes**: the pooled embedding of the codes recorded at the visit. Baseline: no code recorded;
+* **time**: the visit time and the gap since the previous visit — their continuous-time encodings
+  [φ(t) ; φ(g)] (interpolated as encodings: along raw times the sinusoids would oscillate faster than
+  any quadrature can follow) and the ``elapsed_years`` / ``log_gap`` features. Baseline: 0 days since
+  origin, no gap.
+
+So the baseline history is "m visits at the origin with nothing measured" and r(x') the risk the model
+gives such an uninformed history: the *level view* (``view="level"``) splits r(x) − r(x') over every
+(visit ≤ m, input). The *change view* (``view="change"``) splits the change from the prediction at
+visit m − 1 to the one at visit m: the baseline is the history with visit m replaced by a repeat of
+visit m − 1 (same inputs, same time, no gap), so only the inputs of visit m that changed — values,
+measurements, categories, codes, and the time that passed — get non-zero attributions, and
+
+    r_m − r_{m−1} = Σ attributions + (r(x') − r_{m−1}),
+
+the last term ("repeat") being the model's response to a new visit at which nothing changed. At the
+first visit the change view is the level view. Every explanation reports the completeness gap
+Σ A − (r(x) − r(x')) of the numerical integral (Gauss–Legendre, ``n_steps`` points). The landmark
+offset s − v_m is part of the question, not an input: it is the same at x and x'.
+
+Inputs the model reads outside the visit embedding are interpolated when they are the numeric values
+of the batch and held at their values otherwise; their share would show up in the completeness gap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from ehrseq.data import make_loader, tensorize
+from ehrseq.data.batch import UNKNOWN_INDEX, SequenceBatch
+from ehrseq.data.features import TIME_FEATURES
+from ehrseq.errors import ConfigError
+from ehrseq.estimator import _competing_risk, _conditional, _marginals
+from ehrseq.models.distributions import CompetingRisksDistribution, MultiEvent
+
+__all__ = ["Explanation", "explain"]
+
+_PART_NAMES = ("values", "missing", "categorical", "codes", "time")
+#: Index of the most frequent training level of every categorical column (levels are stored by frequency).
+_MODE_INDEX = UNKNOWN_INDEX + 1
+#: Interpolation points (prediction × step) per forward pass.
+_INTERNAL_BATCH = 8192
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Attributions of per-visit risks (see the module docstring).
+
+    ``attributions``: one row per (prediction, input visit, input): ``patient_id, visit`` (1-based index of
+    the visit the prediction is made at), ``visit_time``, ``input_visit``, ``input_visit_time``, ``input``
+    (feature name, ``codes`` or ``time``), ``kind`` (numeric, categorical, codes, time), ``attribution``.
+    The change view keeps the inputs of visit m only (the others are exactly 0).
+
+    ``risks``: one row per prediction: ``patient_id, visit, visit_time, risk`` r(x), ``reference`` r(x'),
+    ``attributed`` Σ A, ``gap`` = Σ A − (r(x) − r(x')) and, in the change view, ``previous_risk`` r_{m−1}
+    (null at the first visit) and ``repeat`` = r(x') − r_{m−1}.
+    """
+
+    attributions: pl.DataFrame
+    risks: pl.DataFrame
+    view: str
+    horizon: float
+    landmark: float | None
+
+    @property
+    def relative_gap(self) -> float:
+        """The completeness check over all explained predictions: Σ |gap| / Σ |r(x) − r(x')| (0 when no
+        risk moved)."""
+        moved = float((self.risks["risk"] - self.risks["reference"]).abs().sum())
+        return float(self.risks["gap"].abs().sum()) / moved if moved > 0 else 0.0
+
+    def top(self, k: int = 5, *, by_input: bool = True) -> pl.DataFrame:
+        """The ``k`` largest attributions in absolute value per prediction; with ``by_input``, summed over
+        the input visits first (one row per input)."""
+        keys = ["patient_id", "visit", "visit_time"]
+        frame = self.attributions
+        if by_input:
+            frame = frame.group_by([*keys, "input", "kind"], maintain_order=True).agg(pl.col("attribution").sum())
+        return (frame.with_columns(pl.col("attribution").abs().alias("_size"))
+                .sort([*keys, "_size"], descending=[False, False, False, True])
+                .group_by(keys, maintain_order=True).head(k).drop("_size"))
+
+
+def explain(model: Any, visits: Any, horizon: float, *, patients: Sequence[Any] | None = None, at: str = "all",
+            landmark: float | None = None, view: str = "level", outcomes: Any = None, cause: int | None = None,
+            event: str | None = None, n_steps: int = 64, batch_size: int = 64) -> Explanation:
+    """Attributions of the predicted risk within ``horizon`` days (module docstring).
+
+    Parameters
+    ----------
+    model: a fitted :class:`~ehrseq.DynamicSurvival`.
+    visits: visit table (read with the model's table settings); ``patients`` restricts it to these ids.
+    horizon: Δ in days after the visit (or after the landmark).
+    at: explain the prediction at every visit (``"all"``) or at each patient's last visit (``"last"``).
+    landmark: explain the landmark prediction at s (days since origin) from the last visit ≤ s instead.
+    view: ``"level"`` (risk against the uninformed baseline) or ``"change"`` (against the previous visit).
+    outcomes: drop visits at or after each patient's outcome (as in prediction).
+    cause, event: competing-risks cause or multi-event event, as in ``predict_risk``.
+    n_steps: points of the integral (Gauss–Legendre); batch_size: patients per forward pass.
+    """
+    if not hasattr(model, "model_") or not hasattr(model, "features_"):
+        raise ConfigError("explain needs a fitted DynamicSurvival model (fit() or ehrseq.load())")
+    if view not in ("level", "change"):
+        raise ConfigError(f"view must be 'level' or 'change', got {view!r}")
+    if at not in ("all", "last"):
+        raise ConfigError(f"at must be 'all' or 'last', got {at!r}")
+    if landmark is not None and view == "change":
+        raise ConfigError("the change view compares consecutive visits; it has no landmark")
+    if model.model_config_.head.kind == "visit_hazard":
+        raise ConfigError("the visit_hazard head has no time scale in days to explain a risk within a horizon")
+    horizon = float(horizon)
+    if not (np.isfinite(horizon) and horizon > 0):
+        raise ConfigError(f"horizon must be a positive number of days, got {horizon!r}")
+    if not isinstance(n_steps, int) or n_steps < 2:
+        raise ConfigError(f"n_steps must be an int >= 2, got {n_steps!r}")
+    table = pl.DataFrame(visits) if not isinstance(visits, pl.DataFrame) else visits
+    if patients is not None:
+        wanted = list(patients)
+        table = table.filter(pl.col("patient_id").is_in(pl.Series(wanted, dtype=table.schema["patient_id"]).implode()))
+        found = set(table["patient_id"].unique().to_list())
+        absent = [p for p in wanted if p not in found]
+        if absent:
+            raise ConfigError(f"patient(s) {absent[:5]} have no visit in the visit table")
+    cohort = model._cohort(table, outcomes)
+    try:
+        from captum.attr import IntegratedGradients
+    except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environment
+        raise ConfigError("explanations need Captum: pip install 'ehrseq[explain]'") from exc
+
+    explainer = _Explainer(model, horizon, cause, event, view, IntegratedGradients, n_steps)
+    loader = make_loader(tensorize(cohort, model.features_, None), batch_size, shuffle=False, bucket_by_length=True)
+    elapsed = cohort.visits["elapsed"].to_numpy()
+    attributions, risks = [], []
+    for batch in loader:
+        rows, positions, offsets = _targets(batch, cohort.offsets, elapsed, at, landmark)
+        if rows.size == 0:
+            continue
+        part, risk = explainer.run(batch, rows, positions, offsets)
+        attributions.append(part)
+        risks.append(risk)
+    if not risks:
+        raise ConfigError("no prediction to explain (no patient has a visit at or before the landmark)")
+    return _frames(cohort, model.features_, attributions, risks, view, horizon, landmark)
+
+
+def _targets(batch: SequenceBatch, offsets: np.ndarray, elapsed: np.ndarray, at: str,
+             landmark: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(batch row, visit position, landmark offset s − v_m) of every prediction to explain."""
+    mask = batch.mask.cpu().numpy()
+    lengths = mask.sum(axis=1)
+    if landmark is not None:
+        patients = batch.patient_index.cpu().numpy()
+        starts = offsets[patients][:, None] + np.arange(mask.shape[1])[None, :]
+        visit_elapsed = np.where(mask, elapsed[np.minimum(starts, elapsed.size - 1)], np.inf)
+        position = (visit_elapsed <= float(landmark)).sum(axis=1) - 1
+        rows = np.flatnonzero(position >= 0)
+        positions = position[rows]
+        return rows, positions, float(landmark) - visit_elapsed[rows, positions]
+    if at == "last":
+        rows, positions = np.arange(mask.shape[0]), lengths - 1
+    else:
+        rows, positions = np.nonzero(mask)
+    return rows, positions, np.zeros(rows.size)
+
+
+class _Explainer:
+    """Integrated gradients of one risk per target row through the model's forward pass."""
+
+    def __init__(self, estimator: Any, horizon: float, cause: int | None, event: str | None, view: str,
+                 method: Any, n_steps: int) -> None:
+        self.model = estimator.model_.to("cpu").eval()
+        self.embedding = self.model.encoder.embedding
+        self.horizon, self.cause, self.event, self.view, self.n_steps = horizon, cause, event, view, n_steps
+        features = estimator.features_
+        self.time_columns = [features.numeric_names.index(name) for name in TIME_FEATURES
+                             if name in features.numeric_names]
+        self.method = method(self._forward)
+
+    # ---------------------------------------------------------------- forward pass
+    def _forward(self, values, missing, categorical, codes, time, batch: SequenceBatch, positions: torch.Tensor,
+                 offsets: torch.Tensor) -> torch.Tensor:
+        """Risk ``[N]`` at visit ``positions`` of the (interpolated) inputs ``[N, M, …]``."""
+        repeat = values.shape[0] // batch.mask.shape[0]
+        expanded = _repeat(batch, repeat) if repeat > 1 else batch
+        interpolated = expanded.replace(numeric=values.to(expanded.numeric.dtype))
+        with self.embedding.replaced(self.embedding.assemble(values, missing, categorical, codes, time, expanded.mask)):
+            distribution = self.model(interpolated).distribution
+        index = (torch.arange(values.shape[0]), positions)
+        return self._risk(distribution, index, offsets)
+
+    def _risk(self, distribution: Any, index: tuple[torch.Tensor, torch.Tensor], offsets: torch.Tensor) -> torch.Tensor:
+        horizons = np.array([self.horizon])
+        offset = offsets.detach().cpu().numpy()
+        if isinstance(distribution, MultiEvent):
+            distribution = distribution.select(index)
+        else:
+            distribution = distribution[index]
+        if isinstance(distribution, CompetingRisksDistribution):
+            return _competing_risk(distribution, offset, horizons, self.cause)[:, 0]
+        (_, marginal), *others = _marginals(distribution, self.event)
+        if others:
+            raise ConfigError("a multi-event model: choose the event to explain with event=")
+        horizon = torch.as_tensor(horizons, dtype=marginal.dtype, device=marginal.device)
+        return _conditional(marginal, offset).risk(horizon)[:, 0]
+
+    # ---------------------------------------------------------------- one batch
+    def run(self, batch: SequenceBatch, rows: np.ndarray, positions: np.ndarray,
+            offsets: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
+        target = _select_rows(batch, torch.as_tensor(rows))
+        position = torch.as_tensor(positions)
+        offset = torch.as_tensor(offsets, dtype=torch.float64)
+        with torch.no_grad():
+            parts = self.embedding.parts(target)
+        inputs = tuple(parts[name] for name in _PART_NAMES)
+        baselines = self._baselines(parts, target.mask, position)
+        attributions = self.method.attribute(inputs, baselines=baselines, additional_forward_args=(target, position, offset),
+                                             n_steps=self.n_steps, method="gausslegendre",
+                                             internal_batch_size=_INTERNAL_BATCH)
+        with torch.no_grad():
+            risk = self._forward(*inputs, target, position, offset)
+            reference = self._forward(*baselines, target, position, offset)
+            previous = None
+            if self.view == "change":
+                previous = self._forward(*inputs, target, (position - 1).clamp(min=0), offset)
+                previous = torch.where(position > 0, previous, torch.nan)
+        per_input = self._group(dict(zip(_PART_NAMES, attributions)), parts)
+        summary = {"patient_index": target.patient_index.numpy(), "position": positions,
+                   "risk": risk.double().numpy(), "reference": reference.double().numpy(),
+                   "previous": None if previous is None else previous.double().numpy()}
+        return {"patient_index": target.patient_index.numpy(), "position": positions, "lengths": target.lengths.numpy(),
+                **per_input}, summary
+
+    def _baselines(self, parts: dict[str, torch.Tensor], mask: torch.Tensor,
+                   position: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        uninformed = {
+            "values": torch.zeros_like(parts["values"]),
+            "missing": torch.ones_like(parts["missing"]),
+            "categorical": self._modal_categories(parts["categorical"]),
+            "codes": self._no_codes(parts["codes"]),
+            "time": self._time_at_origin(parts["time"], mask),
+        }
+        if self.time_columns:
+            uninformed["missing"][..., self.time_columns] = 0.0  # time features are never missing
+        if self.view == "level":
+            return tuple(uninformed[name] for name in _PART_NAMES)
+        rows = torch.arange(mask.shape[0])
+        before = (position - 1).clamp(min=0)
+        out = []
+        for name in _PART_NAMES:
+            value = parts[name].clone()
+            repeated = parts[name][rows, before].clone()
+            if name == "time":  # the time of visit m − 1, no gap
+                repeated = self._without_gap(parts["time"], mask, before)
+            if name in ("values", "missing") and self.time_columns:  # elapsed_years of m − 1, log_gap 0
+                repeated[..., self.time_columns[1:]] = 0.0
+            first = position == 0
+            repeated[first] = uninformed[name][rows, position][first]
+            value[rows, position] = repeated
+            out.append(value)
+        return tuple(out)
+
+    def _time_at_origin(self, time: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        zero = torch.zeros(mask.shape, dtype=time.dtype)
+        return self.embedding.time_parts(zero, zero, torch.ones_like(mask)).detach()
+
+    def _without_gap(self, time: torch.Tensor, mask: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
+        """[φ(t_{m−1}) ; φ(0)] ``[N, 2T]``: the time part of a repeat of visit m − 1."""
+        half = time.shape[-1] // 2
+        rows = torch.arange(mask.shape[0])
+        origin = self._time_at_origin(time, mask)[rows, before]
+        return torch.cat([time[rows, before, :half], origin[:, half:]], dim=-1)
+
+    def _modal_categories(self, categorical: torch.Tensor) -> torch.Tensor:
+        if self.embedding.categorical is None or categorical.shape[-2] == 0:
+            return categorical.clone()
+        modes = self.embedding.categorical[self.embedding.categorical_offsets + _MODE_INDEX]  # [C, D]
+        sizes = self.embedding.categorical_sizes
+        modes = torch.where((sizes > _MODE_INDEX)[:, None], modes,
+                            self.embedding.categorical[self.embedding.categorical_offsets + UNKNOWN_INDEX])
+        return modes.detach().expand_as(categorical).clone()
+
+    def _no_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        if self.embedding.codes is None:
+            return codes.clone()
+        return self.embedding.no_codes.detach().expand_as(codes).clone()
+
+    def _group(self, attributions: dict[str, torch.Tensor], parts: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        """Attributions per (prediction, visit, input): numeric ``[N, M, F']`` (time features removed),
+        categorical ``[N, M, C]``, codes ``[N, M]``, time ``[N, M]``."""
+        numeric = (attributions["values"] + attributions["missing"]).detach().double()
+        time = attributions["time"].detach().double().sum(dim=-1)
+        keep = [f for f in range(numeric.shape[-1]) if f not in self.time_columns]
+        if self.time_columns:
+            time = time + numeric[..., self.time_columns].sum(dim=-1)
+        return {
+            "numeric": numeric[..., keep].numpy(),
+            "categorical": attributions["categorical"].detach().double().sum(dim=-1).numpy(),
+            "codes": attributions["codes"].detach().double().sum(dim=-1).numpy(),
+            "time": time.numpy(),
+        }
+
+
+def _select_rows(batch: SequenceBatch, rows: torch.Tensor) -> SequenceBatch:
+    return batch.replace(**{name: value[rows] for name, value in batch.tensors().items()})
+
+
+def _repeat(batch: SequenceBatch, times: int) -> SequenceBatch:
+    """The batch stacked ``times`` times along the batch dimension (Captum's layout of the steps)."""
+    return batch.replace(**{name: torch.cat([value] * times) for name, value in batch.tensors().items()})
+
+
+def _frames(cohort: Any, features: Any, attributions: list[dict[str, Any]], risks: list[dict[str, Any]], view: str,
+            horizon: float, landmark: float | None) -> Explanation:
+    patient_ids = cohort.patients["patient_id"]
+    visit_times = cohort.visits["time"].to_numpy()
+    offsets = cohort.offsets
+    numeric_names = [n for n in features.numeric_names if n not in TIME_FEATURES]
+    names = [*numeric_names, *features.categorical_names, "codes", "time"]
+    kinds = ["numeric"] * len(numeric_names) + ["categorical"] * len(features.categorical_names) + ["codes", "time"]
+    if not features.code_vocab_size or features.codes_column is None:
+        names, kinds = names[:-2] + ["time"], kinds[:-2] + ["time"]
+    frames = []
+    for part in attributions:
+        blocks = [part["numeric"], part["categorical"]]
+        if "codes" in names:
+            blocks.append(part["codes"][..., None])
+        blocks.append(part["time"][..., None])
+        values = np.concatenate(blocks, axis=-1)  # [N, M, I]
+        n, m, n_inputs = values.shape
+        prediction, visit, which = np.meshgrid(np.arange(n), np.arange(m), np.arange(n_inputs), indexing="ij")
+        position = part["position"][prediction]
+        keep = visit <= position if view == "level" else visit == position
+        prediction, visit, which = prediction[keep], visit[keep], which[keep]
+        first = offsets[part["patient_index"][prediction]]
+        frames.append(pl.DataFrame({
+            "patient_index": part["patient_index"][prediction], "visit": position[keep] + 1,
+            "visit_time": visit_times[first + position[keep]], "input_visit": visit + 1,
+            "input_visit_time": visit_times[first + visit], "input": np.asarray(names)[which],
+            "kind": np.asarray(kinds)[which], "attribution": values[prediction, visit, which],
+        }))
+    table = pl.concat(frames)
+    summary = []
+    for part in risks:
+        first = offsets[part["patient_index"]]
+        frame = {"patient_index": part["patient_index"], "visit": part["position"] + 1,
+                 "visit_time": visit_times[first + part["position"]], "risk": part["risk"],
+                 "reference": part["reference"]}
+        if part["previous"] is not None:
+            frame["previous_risk"] = part["previous"]
+        summary.append(pl.DataFrame(frame))
+    risks_frame = pl.concat(summary)
+    totals = table.group_by("patient_index", "visit").agg(pl.col("attribution").sum().alias("attributed"))
+    risks_frame = risks_frame.join(totals, on=["patient_index", "visit"], how="left").with_columns(
+        (pl.col("attributed") - (pl.col("risk") - pl.col("reference"))).alias("gap"))
+    if view == "change":
+        risks_frame = risks_frame.with_columns(
+            pl.col("previous_risk").fill_nan(None),
+            (pl.col("reference") - pl.col("previous_risk").fill_nan(None)).alias("repeat"))
+    ids = pl.DataFrame({"patient_index": np.arange(patient_ids.len()), "patient_id": patient_ids})
+    clock = cohort.to_clock
+
+    def finish(frame: pl.DataFrame, time_columns: list[str]) -> pl.DataFrame:
+        frame = frame.join(ids, on="patient_index").drop("patient_index")
+        frame = frame.with_columns(pl.Series(c, clock(frame[c].to_numpy())) for c in time_columns)
+        return frame.select("patient_id", *[c for c in frame.columns if c != "patient_id"]).sort(
+            "patient_id", "visit", maintain_order=True)
+
+    return Explanation(finish(table, ["visit_time", "input_visit_time"]), finish(risks_frame, ["visit_time"]),
+                       view, horizon, landmark)

@@ -1,0 +1,234 @@
+"""Integrated-gradients explanations: exact on a hand-built linear model, complete on a trained GRU,
+consistent with the model's own predictions."""
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from torch import nn
+
+import ehrseq
+from ehrseq.datasets import load_pbcseq, simulate
+from ehrseq.errors import ConfigError
+from ehrseq.explain import explain
+from ehrseq.models.distributions.base import SurvivalDistribution
+from ehrseq.models.encoders.embedding import VisitEmbedding
+
+HORIZON = 365.0
+
+
+@pytest.fixture(scope="module")
+def small():
+    """A GRU fitted for one epoch on simulated visits with numeric, categorical and code inputs."""
+    data = simulate(30, 0)
+    model = ehrseq.DynamicSurvival(d_model=8, hidden=(8,), grid=5, epochs=1, seed=0, progress=False)
+    return model.fit(data.visits, data.outcomes, validation=None), data
+
+
+def test_assembled_parts_are_the_visit_embedding(small):
+    model, data = small
+    from ehrseq.data import tensorize
+
+    batch = tensorize(model._cohort(data.visits), model.features_, None).batch(list(range(10)))
+    embedding = model.model_.encoder.embedding.eval()
+    parts = embedding.parts(batch)
+    assembled = embedding.assemble(parts["values"], parts["missing"], parts["categorical"], parts["codes"],
+                                   parts["time"], batch.mask)
+    torch.testing.assert_close(assembled, embedding(batch), rtol=1e-5, atol=1e-5)
+    with embedding.replaced(assembled * 0):
+        assert torch.all(embedding(batch) == 0)
+    assert torch.equal(embedding(batch), embedding(batch))
+
+
+class _Linear(SurvivalDistribution):
+    """Risk by HORIZON equal to a score (S(u) = 1 − score·u/HORIZON on [0, HORIZON])."""
+
+    batched_fields = ("score",)
+
+    def __init__(self, score):
+        self.score = score
+
+    @property
+    def batch_shape(self):
+        return self.score.shape
+
+    def log_survival(self, u):
+        u = self._durations(u)
+        return torch.log1p(-self.score.unsqueeze(-1) * u.clamp(max=HORIZON) / HORIZON)
+
+    def log_density(self, u):
+        u = self._durations(u)
+        return torch.log(self.score.unsqueeze(-1) / HORIZON).expand_as(u)
+
+
+class _LinearEmbedding(VisitEmbedding):
+    """The parts of a visit concatenated, without normalisation: a linear map of the parts."""
+
+    def assemble(self, values, missing, categorical, codes, time, mask):
+        return torch.cat([values, missing, categorical.flatten(-2), codes, time], dim=-1)
+
+    def forward(self, batch):
+        if self._replacement is not None:
+            return self._replacement
+        p = self.parts(batch)
+        return self.assemble(p["values"], p["missing"], p["categorical"], p["codes"], p["time"], batch.mask)
+
+
+class _LinearModel(nn.Module):
+    """score_m = c + Σ_{j ≤ m} ⟨w, parts_j⟩: the risk at visit m is linear in every input of visits ≤ m."""
+
+    def __init__(self, embedding, width):
+        super().__init__()
+        self.encoder = nn.Module()
+        self.encoder.embedding = embedding
+        self.weight = nn.Parameter(torch.randn(width, dtype=torch.float64) * 0.002)
+
+    def forward(self, batch):
+        score = 0.3 + torch.cumsum(self.encoder.embedding(batch).double() @ self.weight, dim=1)
+
+        class Output:
+            distribution = _Linear(score)
+
+        return Output()
+
+
+def test_attributions_of_a_linear_model_are_its_known_contributions(small):
+    model, data = small
+    real = model.model_.encoder.embedding
+    embedding = _LinearEmbedding(real.config)
+    embedding.load_state_dict(real.state_dict())
+    embedding.eval()
+    from ehrseq.data import tensorize
+
+    cohort = model._cohort(data.visits)
+    batch = tensorize(cohort, model.features_, None).batch(list(range(cohort.n_patients)))
+    with torch.no_grad():
+        parts = embedding.parts(batch)
+    width = embedding.assemble(*[parts[k] for k in ("values", "missing", "categorical", "codes", "time")],
+                               batch.mask).shape[-1]
+    torch.manual_seed(0)
+    linear = _LinearModel(embedding, width)
+    model.model_, original = linear, model.model_
+    try:
+        explanation = explain(model, data.visits, HORIZON, n_steps=8)
+        changes = explain(model, data.visits, HORIZON, n_steps=8, view="change")
+    finally:
+        model.model_ = original
+
+    # known contributions: w · (x − x') per input group, x' the documented baseline
+    names = model.features_.numeric_names
+    f = len(names)
+    w = linear.weight.detach()
+    sizes = [f, f, parts["categorical"].shape[-2] * parts["categorical"].shape[-1], parts["codes"].shape[-1],
+             parts["time"].shape[-1]]
+    w_values, w_missing, w_categorical, w_codes, w_time = torch.split(w, sizes)
+    time_columns = [names.index("elapsed_years"), names.index("log_gap")]
+    missing_baseline = torch.ones(f, dtype=torch.float64)
+    missing_baseline[time_columns] = 0.0
+    numeric = w_values * parts["values"].double() + w_missing * (parts["missing"].double() - missing_baseline)
+    modes = real.categorical[real.categorical_offsets + 2].detach().double()
+    categorical = ((parts["categorical"].double() - modes) * w_categorical.view(modes.shape)).sum(-1)
+    codes = (parts["codes"].double() - real.no_codes.detach().double()) @ w_codes
+    origin = real.time_parts(torch.zeros(1, 1), torch.zeros(1, 1), torch.ones(1, 1, dtype=torch.bool))[0, 0]
+    time = (parts["time"].double() - origin.double()) @ w_time + numeric[..., time_columns].sum(-1)
+
+    position = {name: i for i, name in enumerate(names)}
+    ids = cohort.patients["patient_id"].to_list()
+    rows = explanation.attributions.with_columns(pl.col("patient_id").replace_strict(ids, list(range(len(ids))))
+                                                 .alias("row"))
+    checked = 0
+    for row in rows.filter(pl.col("visit") <= 3).iter_rows(named=True):
+        b, j = row["row"], row["input_visit"] - 1
+        if row["kind"] == "numeric":
+            expected = numeric[b, j, position[row["input"]]]
+        elif row["kind"] == "categorical":
+            expected = categorical[b, j, model.features_.categorical_names.index(row["input"])]
+        elif row["kind"] == "codes":
+            expected = codes[b, j]
+        else:
+            expected = time[b, j]
+        assert row["attribution"] == pytest.approx(float(expected), abs=1e-6)
+        checked += 1
+    assert checked > 500 and set(rows["kind"]) == {"numeric", "categorical", "codes", "time"}
+    assert explanation.risks["gap"].abs().max() < 1e-6
+    # the linear score adds visit m's inputs to visit m − 1's: the change view is visit m's contributions
+    # against a repeat of visit m − 1, and the repeat itself changes the risk by visit m − 1's contributions
+    r = changes.risks.filter(pl.col("visit") > 1)
+    np.testing.assert_allclose(r["attributed"] + r["repeat"], r["risk"] - r["previous_risk"], atol=1e-6)
+    assert changes.risks["gap"].abs().max() < 1e-6
+
+
+@pytest.mark.slow
+def test_completeness_within_one_percent_on_a_trained_gru_and_risks_are_the_predictions():
+    visits, outcomes = load_pbcseq(outcome="death")
+    model = ehrseq.DynamicSurvival(d_model=16, hidden=(16,), epochs=20, seed=0, progress=False).fit(visits, outcomes)
+    patients = outcomes["patient_id"].head(25).to_list()
+    subset = visits.filter(pl.col("patient_id").is_in(patients))
+    for view in ("level", "change"):
+        explanation = explain(model, subset, 1095.0, view=view)
+        assert explanation.relative_gap <= 0.01, (view, explanation.relative_gap)
+        assert explanation.risks.height == subset.height
+    predicted = model.predict_risk(subset, 1095.0, at="all")
+    np.testing.assert_allclose(explanation.risks["risk"], predicted["risk"], rtol=1e-5, atol=1e-6)
+    changes = explanation.risks.filter(pl.col("visit") > 1)
+    np.testing.assert_allclose(changes["attributed"] - changes["gap"] + changes["repeat"],
+                               changes["risk"] - changes["previous_risk"], atol=1e-6)
+    at_landmark = explain(model, subset, 365.0, landmark=730.0)
+    expected = model.predict_risk(subset, 365.0, landmark=730.0)
+    np.testing.assert_allclose(at_landmark.risks["risk"], expected["risk"], rtol=1e-5, atol=1e-6)
+
+
+def test_change_view_gives_unchanged_inputs_exactly_zero(small):
+    model, data = small
+    visits = data.visits.filter(pl.col("patient_id") == data.visits["patient_id"][0])
+    repeated = pl.concat([visits.head(2), visits.head(2).tail(1).with_columns(pl.col("time") + 30.0)])
+    changes = explain(model, repeated, HORIZON, view="change", n_steps=16)
+    third = changes.attributions.filter(pl.col("visit") == 3)
+    assert (third.filter(pl.col("kind") != "time")["attribution"] == 0).all()
+    assert (third.filter(pl.col("kind") == "time")["attribution"].abs() > 0).all()
+
+
+def test_bad_arguments_are_config_errors(small):
+    model, data = small
+    with pytest.raises(ConfigError, match="view"):
+        explain(model, data.visits, HORIZON, view="delta")
+    with pytest.raises(ConfigError, match="no visit"):
+        explain(model, data.visits, HORIZON, patients=[-12345])
+    with pytest.raises(ConfigError, match="horizon"):
+        explain(model, data.visits, -1.0)
+    with pytest.raises(ConfigError, match="fitted"):
+        explain(ehrseq.DynamicSurvival(), data.visits, HORIZON)
+
+
+def test_command_line_and_plot(small, tmp_path, capsys):
+    from ehrseq.cli import main
+
+    model, data = small
+    directory = model.save(tmp_path / "model")
+    data.visits.write_parquet(tmp_path / "visits.parquet")
+    patient = str(data.visits["patient_id"][0])
+    args = ["explain", "--model", str(directory), "--visits", str(tmp_path / "visits.parquet"), "--patient", patient,
+            "--top", "2", "--steps", "8", "--output", str(tmp_path / "attributions.csv"),
+            "--plot", str(tmp_path / "explanation.png")]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "visit 1 at" in printed and "completeness" in printed and "since visit 1" in printed
+    table = pl.read_csv(tmp_path / "attributions.csv")
+    assert set(table["patient_id"].cast(pl.String)) == {patient}
+    assert (tmp_path / "explanation.png").stat().st_size > 0
+    assert main(args[:5] + ["--patient", "not-an-id"]) == 1
+    assert "patient" in capsys.readouterr().err
+
+
+def test_plot_explanation_draws_the_trajectory(small):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    model, data = small
+    patient = data.visits["patient_id"][0]
+    result = explain(model, data.visits, HORIZON, patients=[patient], n_steps=8)
+    ax = ehrseq.plot.explanation(result, patient, top=2)
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), result.risks["risk"].to_numpy())
+    assert len(ax.texts) == result.risks.height
+    with pytest.raises(ConfigError):
+        ehrseq.plot.explanation(result, -1)
