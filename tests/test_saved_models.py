@@ -1,0 +1,45 @@
+"""Models saved by an earlier ehrseq keep loading and predicting the same values.
+
+``tests/data/saved_models_v1`` holds small models of five head families written by ehrseq 0.1.0
+(model format version 1; see ``tests/data/make_saved_models.py``), the visits they were asked about,
+and the predictions that version made. Loading them with this version must give the same numbers:
+a changed reading of any saved setting (time scale, grid, head options, table settings, feature
+pipeline) would change them.
+"""
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+import ehrseq
+
+DATA = Path(__file__).parent / "data" / "saved_models_v1"
+TIMES = [0.0, 100.0, 400.0, 1000.0, 3000.0]
+LANDMARK = 800.0
+MODELS = ("logistic_hazard", "lognormal_crps", "competing_pmf", "multi_event", "visit_hazard")
+
+
+@pytest.fixture(scope="module")
+def visits():
+    return pl.read_parquet(DATA / "visits.parquet")
+
+
+def _recorded(name: str, kind: str) -> pl.DataFrame:
+    return pl.read_parquet(DATA / f"{name}.{kind}.parquet")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_a_model_saved_by_version_0_1_loads_and_predicts_what_it_predicted(name, visits):
+    model = ehrseq.load(DATA / name)
+    if name == "visit_hazard":
+        assert_frame_equal(model.predict_next_visit_risk(visits, at="all"), _recorded(name, "next_visit_risk"))
+        return
+    assert_frame_equal(model.predict_survival(visits, TIMES, at="all"), _recorded(name, "survival"))
+    assert_frame_equal(model.predict_survival(visits, TIMES, landmark=LANDMARK), _recorded(name, "landmark_survival"))
+    if name != "multi_event":
+        assert_frame_equal(model.predict_median(visits), _recorded(name, "median"))
+    if name == "competing_pmf":
+        assert_frame_equal(model.predict_risk(visits, TIMES[1:], landmark=LANDMARK, cause=2),
+                           _recorded(name, "landmark_risk_cause_2"))
