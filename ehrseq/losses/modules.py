@@ -20,8 +20,8 @@ from ehrseq.losses import functional as LF
 from ehrseq.losses.examples import synthetic_logits, synthetic_targets
 from ehrseq.losses.functional._aggregate import check_reduction
 from ehrseq.losses.functional.focal import check_focal_parameters
-from ehrseq.losses.functional.uncertainty import DEFAULT_NODES
 from ehrseq.losses.registry import register_loss
+from ehrseq.models.distributions._math import DEFAULT_HERMITE_NODES
 
 Tensor = torch.Tensor
 
@@ -523,7 +523,7 @@ class LogitNormalHazardNLL(_Loss):
     def __init__(
         self,
         *,
-        nodes: int = DEFAULT_NODES,
+        nodes: int = DEFAULT_HERMITE_NODES,
         censored_survives_last: bool = False,
         cause: int | None = None,
         time_weights: Sequence[float] | None = None,

@@ -40,7 +40,6 @@ import torch
 from torch import nn
 
 from ehrseq.errors import ConfigError
-from ehrseq.losses.functional.uncertainty import logit_normal_log_probabilities
 from ehrseq.models.distributions import (
     PMF,
     CompetingPMF,
@@ -56,6 +55,7 @@ from ehrseq.models.distributions import (
     Weibull,
     WeibullMixture,
 )
+from ehrseq.models.distributions._math import logit_normal_log_probabilities
 from ehrseq.models.distributions.base import CompetingRisksDistribution
 
 Prediction = SurvivalDistribution | CompetingRisksDistribution | MultiEvent

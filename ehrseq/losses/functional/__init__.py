@@ -35,7 +35,8 @@ from ehrseq.losses.functional.ranking import logistic_hazard_risk, pmf_risk, ran
 from ehrseq.losses.functional.regularizers import smooth_hazard_penalty
 
 # Uncertainty-aware likelihood (§A11) and auxiliary next-visit prediction (§A12)
-from ehrseq.losses.functional.uncertainty import logit_normal_hazard_nll, logit_normal_log_probabilities
+from ehrseq.losses.functional.uncertainty import logit_normal_hazard_nll
+from ehrseq.models.distributions._math import logit_normal_log_probabilities
 
 __all__ = [
     # discrete-time catalogue

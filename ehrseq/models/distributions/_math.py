@@ -12,6 +12,9 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+
+from ehrseq.errors import ShapeError
 
 LOG_2 = math.log(2.0)
 LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -112,3 +115,49 @@ def gauss_legendre(points: int, dtype: torch.dtype, device: torch.device) -> tup
         torch.as_tensor(nodes, dtype=dtype, device=device),
         torch.as_tensor(weights, dtype=dtype, device=device),
     )
+
+
+#: Gauss–Hermite nodes of the logit-normal expectations (accuracy in :func:`log_expected_sigmoid`).
+DEFAULT_HERMITE_NODES = 32
+
+
+@functools.lru_cache(maxsize=32)
+def _hermite_rule(nodes: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Gauss–Hermite abscissae scaled by √2 and log weights / √π (a rule for E over N(0, 1))."""
+    x, w = np.polynomial.hermite.hermgauss(nodes)
+    return tuple((math.sqrt(2.0) * x).tolist()), tuple((np.log(w) - 0.5 * math.log(math.pi)).tolist())
+
+
+def log_expected_sigmoid(mean_logits: torch.Tensor, log_scale: torch.Tensor,
+                         nodes: int = DEFAULT_HERMITE_NODES) -> torch.Tensor:
+    """log E[σ(z)], z ~ N(μ, σ²) (μ = ``mean_logits``, log σ = ``log_scale``), by Gauss–Hermite quadrature:
+
+        E[σ(z)] = ∫ σ(μ + σ ε) φ(ε) dε ≈ (1/√π) Σ_k w_k σ(μ + √2 σ x_k),
+
+    computed as logsumexp over the nodes of log w_k + log σ(·), accurate in the tails; shape of the
+    inputs. Absolute error of the default 32 nodes, against adaptive quadrature for μ ∈ [−8, 9]: below
+    1e-11 for σ ≤ 1, 4e-7 for σ ≤ 2, 7e-5 for σ ≤ 3 (the integrand's poles at μ + σε = ±iπ slow the
+    rule down as σ grows; 48 nodes: 6e-9 for σ ≤ 2, 5e-6 for σ ≤ 3).
+    """
+    if nodes < 1:
+        raise ValueError(f"nodes must be >= 1, got {nodes}")
+    abscissae, log_weights = _hermite_rule(nodes)
+    x = torch.tensor(abscissae, dtype=mean_logits.dtype, device=mean_logits.device)
+    log_w = torch.tensor(log_weights, dtype=mean_logits.dtype, device=mean_logits.device)
+    z = mean_logits.unsqueeze(-1) + torch.exp(log_scale).unsqueeze(-1) * x
+    return torch.logsumexp(log_w - F.softplus(-z), dim=-1)
+
+
+def logit_normal_log_probabilities(
+    mean_logits: torch.Tensor, log_scale: torch.Tensor, *, nodes: int = DEFAULT_HERMITE_NODES
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log p, log(1 − p)) of the marginal event probability p = E[σ(z)], z ~ N(μ, σ²); shapes as the inputs.
+
+    1 − p = E[σ(−z)] is integrated directly (not as 1 − p), so both stay accurate in the tails.
+    """
+    if not mean_logits.dtype.is_floating_point:
+        raise ShapeError(f"mean_logits must be a floating-point tensor of logits/parameters, got {mean_logits.dtype}")
+    if log_scale.shape != mean_logits.shape:
+        raise ShapeError(f"log_scale must have the shape of mean_logits {list(mean_logits.shape)}, "
+                         f"got {list(log_scale.shape)}")
+    return log_expected_sigmoid(mean_logits, log_scale, nodes), log_expected_sigmoid(-mean_logits, log_scale, nodes)
