@@ -32,14 +32,15 @@ import numpy as np
 import polars as pl
 import torch
 
+from ehrseq import predict
 from ehrseq.checkpoint import load_checkpoint, save_checkpoint
 from ehrseq.data import Cohort, FeaturePipeline, TimeGrid, build_cohort, make_loader, split_patients, tensorize
-from ehrseq.data.batch import SequenceBatch
 from ehrseq.device import select_device
 from ehrseq.errors import CheckpointError, ConfigError
-from ehrseq.models.distributions import CompetingRisksDistribution, MultiEvent, SurvivalDistribution, VisitHazard
+from ehrseq.models.distributions import MultiEvent, SurvivalDistribution
 from ehrseq.models.encoders import EncoderConfig
-from ehrseq.models.heads import GRID_KINDS, HeadConfig
+from ehrseq.models.families import FAMILIES, HeadFamily, get_family
+from ehrseq.models.heads import HeadConfig
 from ehrseq.models.model import DynamicSurvivalModel, ModelConfig
 from ehrseq.objective import Objective, ObjectiveConfig
 from ehrseq.train import Trainer, TrainerConfig, TrainingHistory, distributed_context
@@ -96,17 +97,6 @@ class CohortSettings:
         )
 
 
-@dataclass
-class _Selection:
-    """Predictions gathered at chosen visits: one row per (patient, visit)."""
-
-    patient_index: np.ndarray  # [n] row in the prediction cohort
-    visit_days: np.ndarray  # [n] internal clock (days) of the visit
-    elapsed: np.ndarray  # [n] days since origin of the visit
-    offset: np.ndarray  # [n] s − v_m for landmark predictions, 0 otherwise
-    distribution: Any  # batch shape [n]
-
-
 def _resolve_encoder(encoder: str | EncoderConfig | Mapping[str, Any], d_model: int, n_layers: int,
                      dropout: float) -> dict[str, Any]:
     if isinstance(encoder, EncoderConfig):
@@ -131,7 +121,7 @@ class DynamicSurvival:
     Parameters
     ----------
     encoder: ``"gru"``, ``"lstm"``, ``"transformer"``, or an :class:`EncoderConfig` / dict.
-    head: a head kind (see :mod:`ehrseq.models.heads`), or a :class:`HeadConfig` / dict.
+    head: a head kind (see :mod:`ehrseq.models.families`), or a :class:`HeadConfig` / dict.
     loss: a loss term name, a mapping ``{term: weight or {weight, options}}`` or an
         :class:`ObjectiveConfig` (see :mod:`ehrseq.objective`); default the head's own likelihood.
     grid: horizon grid for grid heads: the number of bins (quantiles of the training event times),
@@ -203,7 +193,8 @@ class DynamicSurvival:
             epochs=epochs, lr=lr, weight_decay=weight_decay, patience=patience, grad_clip=grad_clip,
             scheduler=scheduler, seed=seed, deterministic=deterministic, device=device, amp=amp, progress=progress,
         )
-        if self.head.get("kind") in GRID_KINDS and not isinstance(grid, (int, Sequence, TimeGrid)):
+        family = FAMILIES.get(self.head.get("kind", "logistic_hazard"))
+        if family is not None and family.grid and not isinstance(grid, (int, Sequence, TimeGrid)):
             raise ConfigError(f"grid must be a number of bins, cut points or a TimeGrid, got {grid!r}")
 
     # ------------------------------------------------------------------------------------ fitting
@@ -276,12 +267,12 @@ class DynamicSurvival:
 
     def _head_config(self, train: Cohort) -> HeadConfig:
         settings = dict(self.head)
-        kind = settings.get("kind", "logistic_hazard")
+        family = get_family(settings.get("kind", "logistic_hazard"))
         remaining = train.visits["remaining"].to_numpy()
         if "time_scale" not in settings:
             median = float(np.median(remaining)) if remaining.size else 365.25
             settings["time_scale"] = median if median > 0 and math.isfinite(median) else 365.25
-        if kind in GRID_KINDS and settings.get("grid") is None:
+        if family.grid and settings.get("grid") is None:
             grid = self.grid
             if isinstance(grid, TimeGrid):
                 cuts = grid
@@ -290,9 +281,9 @@ class DynamicSurvival:
             else:
                 cuts = TimeGrid.manual(grid)
             settings["grid"] = [float(c) for c in np.asarray(cuts.cuts)]
-        if kind == "competing_pmf" and "num_causes" not in settings:
+        if family.competing and "num_causes" not in settings:
             settings["num_causes"] = max(train.n_event_types, 1)
-        if kind == "multi_event" and not settings.get("event_names"):
+        if family.multi_event and not settings.get("event_names"):
             if not train.event_names:
                 raise ConfigError("a multi_event head needs multi_outcomes at fit time")
             settings["event_names"] = list(train.event_names)
@@ -303,7 +294,10 @@ class DynamicSurvival:
         if not hasattr(self, "model_"):
             raise ConfigError("this DynamicSurvival is not fitted yet; call fit() or ehrseq.load()")
 
-    def _cohort(self, visits: Any, outcomes: Any = None) -> Cohort:
+    def cohort(self, visits: Any, outcomes: Any = None) -> Cohort:
+        """The visit table as this model reads it for prediction: validated with its table settings;
+        with ``outcomes``, visits at or after each patient's outcome are dropped (and patients without
+        an outcome row), as counted in the cohort's report."""
         if outcomes is None and self.cohort_settings.origin not in ("first_visit", "zero"):
             raise ConfigError(
                 f"the model measures time from the outcome-table column {self.cohort_settings.origin!r}; "
@@ -311,68 +305,27 @@ class DynamicSurvival:
             )
         return self.cohort_settings.build(visits, outcomes, unmatched="drop" if outcomes is not None else None)
 
-    def _batches(self, cohort: Cohort, batch_size: int) -> Iterator[tuple[SequenceBatch, Any]]:
-        """(batch, per-visit distribution of batch shape [B, M]) on the model's device, in eval mode."""
+    @property
+    def family_(self) -> HeadFamily:
+        """The head family of the fitted model (its capabilities: :mod:`ehrseq.models.families`)."""
         self._check_fitted()
-        data = tensorize(cohort, self.features_, None)
-        loader = make_loader(data, batch_size, shuffle=False, bucket_by_length=True)
-        device = select_device(self.trainer_config.device)
-        model = self.model_.to(device).eval()
-        with torch.no_grad():
-            for batch in loader:
-                batch = batch.to(device)
-                yield batch, model(batch).distribution
+        return self.model_config_.head.family
 
-    def _select(self, cohort: Cohort, at: str, landmark: Any, batch_size: int) -> Iterator[_Selection]:
-        """Distributions at the last visit, at every visit, or at the landmark (last visit ≤ s)."""
-        if at not in ("last", "all"):
-            raise ConfigError(f"at must be 'last' or 'all', got {at!r}")
-        visits = cohort.visits
-        origin_days = cohort.patients["origin"].to_numpy()
-        elapsed_all = visits["elapsed"].to_numpy()
-        time_all = visits["time"].to_numpy()
-        offsets = cohort.offsets
-        if landmark is not None:
-            at = "last"
-            landmark_elapsed = self._landmark_elapsed(landmark, origin_days)
-        for batch, distribution in self._batches(cohort, batch_size):
-            patients = batch.patient_index.cpu().numpy()
-            mask = batch.mask.cpu().numpy()
-            lengths = mask.sum(axis=1)
-            if landmark is not None:
-                visit_elapsed = np.where(mask, _pad_rows(elapsed_all, offsets, patients, mask.shape[1]), np.inf)
-                position = (visit_elapsed <= landmark_elapsed[patients, None]).sum(axis=1) - 1
-                keep = position >= 0
-                rows_b, rows_m = np.nonzero(keep)[0], position[keep]
-            elif at == "last":
-                rows_b, rows_m = np.arange(len(patients)), lengths - 1
-            else:
-                rows_b, rows_m = np.nonzero(mask)
-            if rows_b.size == 0:
-                continue
-            flat = offsets[patients[rows_b]] + rows_m
-            offset = np.zeros(rows_b.size)
-            if landmark is not None:
-                offset = landmark_elapsed[patients[rows_b]] - elapsed_all[flat]
-            index = (torch.as_tensor(rows_b, device=batch.mask.device), torch.as_tensor(rows_m, device=batch.mask.device))
-            yield _Selection(patients[rows_b], time_all[flat], elapsed_all[flat], offset, _index(distribution, index))
+    def _predictions(self, cohort: Cohort, at: str, landmark: Any, batch_size: int) -> Iterator[predict.Selection]:
+        """The prediction core on this model (:func:`ehrseq.predict.predictions`)."""
+        return predict.predictions(self.model_, self.features_, cohort, at=at, landmark=landmark,
+                                   batch_size=batch_size, device=select_device(self.trainer_config.device))
 
-    def _landmark_elapsed(self, landmark: Any, origin_days: np.ndarray) -> np.ndarray:
-        if isinstance(landmark, (dt.date, dt.datetime)):
-            moment = landmark if isinstance(landmark, dt.datetime) else dt.datetime.combine(landmark, dt.time())
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=dt.timezone.utc)
-            days = moment.timestamp() / 86_400.0
-            return days - origin_days
-        value = float(landmark)
-        if not math.isfinite(value):
-            raise ConfigError(f"landmark must be finite, got {landmark!r}")
-        return np.full(origin_days.shape, value)
+    def _in_days(self, method: str) -> None:
+        """Refuse day-based predictions of a head whose time unit is not the day."""
+        if not self.family_.in_days:
+            raise ConfigError(f"the {self.model_config_.head.kind} head has no time scale in days and cannot give "
+                              f"{method}; use predict_next_visit_risk()")
 
-    def _frame(self, cohort: Cohort, selection: _Selection) -> dict[str, Any]:
+    def _frame(self, cohort: Cohort, selection: predict.Selection) -> dict[str, Any]:
         return {
             "patient_id": cohort.patients["patient_id"].gather(selection.patient_index),
-            "visit_time": cohort.to_clock(selection.visit_days),
+            "visit_time": cohort.to_clock(cohort.visits["time"].to_numpy()[selection.visit_row]),
         }
 
     @staticmethod
@@ -398,13 +351,13 @@ class DynamicSurvival:
         then P(T > s + u | T > s, history ≤ s)). For competing-risks heads this is all-cause survival;
         for multi-event heads there is one row per event (column ``event``).
         """
-        self._check_fitted()
+        self._in_days("survival probabilities")
         durations = self._durations(times, "times")
-        cohort = self._cohort(visits, outcomes)
+        cohort = self.cohort(visits, outcomes)
         frames = []
-        for selection in self._select(cohort, at, landmark, batch_size):
-            for event_name, marginal in _marginals(selection.distribution):
-                survival = _conditional(marginal, selection.offset).survival(_tensor(durations, marginal))
+        for selection in self._predictions(cohort, at, landmark, batch_size):
+            for event_name, marginal in selection.marginals():
+                survival = marginal.survival(_tensor(durations, marginal))
                 frames.append(self._long(cohort, selection, durations, survival, "duration", "survival", event_name, landmark))
         return _concat(frames, self._long_schema(cohort, "duration", "survival", landmark, multi=self._is_multi))
 
@@ -430,19 +383,18 @@ class DynamicSurvival:
         """
         self._check_fitted()
         horizons = self._durations(horizon, "horizon")
-        if self.model_config_.head.kind == "visit_hazard":
-            raise ConfigError("the visit_hazard head predicts the risk before the next visit, not within a number "
-                              "of days; use predict_next_visit_risk()")
-        cohort = self._cohort(visits, outcomes)
+        if not self.family_.in_days:
+            raise ConfigError(f"the {self.model_config_.head.kind} head predicts the risk before the next visit, not "
+                              "within a number of days; use predict_next_visit_risk()")
+        cohort = self.cohort(visits, outcomes)
         frames = []
-        for selection in self._select(cohort, at, landmark, batch_size):
-            distribution = selection.distribution
-            if isinstance(distribution, CompetingRisksDistribution):
-                risk = _competing_risk(distribution, selection.offset, horizons, cause)
+        for selection in self._predictions(cohort, at, landmark, batch_size):
+            if self.family_.competing:
+                risk = selection.competing_risk(horizons, cause)
                 frames.append(self._long(cohort, selection, horizons, risk, "horizon", "risk", None, landmark))
                 continue
-            for event_name, marginal in _marginals(distribution, event):
-                risk = _conditional(marginal, selection.offset).risk(_tensor(horizons, marginal))
+            for event_name, marginal in selection.marginals(event):
+                risk = marginal.risk(_tensor(horizons, marginal))
                 frames.append(self._long(cohort, selection, horizons, risk, "horizon", "risk", event_name, landmark))
         multi = self._is_multi and event is None
         return _concat(frames, self._long_schema(cohort, "horizon", "risk", landmark, multi=multi))
@@ -451,14 +403,12 @@ class DynamicSurvival:
                        batch_size: int = 512) -> pl.DataFrame:
         """Median remaining time (days) after each selected visit: ``patient_id, visit_time, median_remaining``."""
         self._check_fitted()
-        cohort = self._cohort(visits, outcomes)
+        if self.family_.multi_event or not self.family_.in_days:
+            raise ConfigError("predict_median needs a single-event head with a time scale in days")
+        cohort = self.cohort(visits, outcomes)
         frames = []
-        for selection in self._select(cohort, at, None, batch_size):
-            distribution = selection.distribution
-            if isinstance(distribution, CompetingRisksDistribution):
-                distribution = distribution.overall()
-            if isinstance(distribution, (MultiEvent, VisitHazard)):
-                raise ConfigError("predict_median needs a single-event head with a time scale in days")
+        for selection in self._predictions(cohort, at, None, batch_size):
+            ((_, distribution),) = selection.marginals()
             frame = self._frame(cohort, selection)
             frame["median_remaining"] = distribution.median().cpu().numpy()
             frames.append(pl.DataFrame(frame))
@@ -469,11 +419,11 @@ class DynamicSurvival:
                                 batch_size: int = 512) -> pl.DataFrame:
         """Visit-indexed head: h_m = P(event before the next visit): ``patient_id, visit_time, risk``."""
         self._check_fitted()
-        if self.model_config_.head.kind != "visit_hazard":
+        if self.family_.in_days:
             raise ConfigError("predict_next_visit_risk is for the visit_hazard head; use predict_risk(horizon=...)")
-        cohort = self._cohort(visits, outcomes)
+        cohort = self.cohort(visits, outcomes)
         frames = []
-        for selection in self._select(cohort, at, None, batch_size):
+        for selection in self._predictions(cohort, at, None, batch_size):
             frame = self._frame(cohort, selection)
             frame["risk"] = selection.distribution.next_visit_risk().cpu().numpy()
             frames.append(pl.DataFrame(frame))
@@ -485,9 +435,9 @@ class DynamicSurvival:
         """The raw prediction objects: a frame ``patient_id, visit_time, offset`` (offset = s − v_m for
         landmarks) and the matching distribution of batch shape ``[n]`` (on the CPU)."""
         self._check_fitted()
-        cohort = self._cohort(visits, outcomes)
+        cohort = self.cohort(visits, outcomes)
         frames, distributions = [], []
-        for selection in self._select(cohort, at, landmark, batch_size):
+        for selection in self._predictions(cohort, at, landmark, batch_size):
             frame = self._frame(cohort, selection)
             frame["offset"] = selection.offset
             frames.append(pl.DataFrame(frame))
@@ -498,7 +448,7 @@ class DynamicSurvival:
 
     @property
     def _is_multi(self) -> bool:
-        return self.model_config_.head.kind == "multi_event"
+        return self.family_.multi_event
 
     def _long(self, cohort, selection, durations, values, duration_name, value_name, event_name, landmark):
         n, u = values.shape
@@ -610,52 +560,6 @@ def _visit_targets(cohort: Cohort, cause: int | None) -> tuple[np.ndarray, np.nd
     last = np.zeros(patient.size, dtype=bool)
     last[cohort.offsets[1:] - 1] = True
     return cohort.visits["remaining"].to_numpy(), event, last
-
-
-def _pad_rows(values: np.ndarray, offsets: np.ndarray, patients: np.ndarray, width: int) -> np.ndarray:
-    """Per-visit values of ``patients`` as a padded ``[B, width]`` array (garbage beyond each length)."""
-    starts = offsets[patients][:, None] + np.arange(width)[None, :]
-    return values[np.minimum(starts, values.size - 1)]
-
-
-def _index(distribution: Any, index: tuple[torch.Tensor, torch.Tensor]) -> Any:
-    if isinstance(distribution, MultiEvent):
-        return distribution.select(index)
-    return distribution[index]
-
-
-def _marginals(distribution: Any, event: str | None = None) -> list[tuple[str | None, Any]]:
-    if isinstance(distribution, MultiEvent):
-        if event is not None:
-            return [(event, distribution[event])]
-        return [(name, distribution[name]) for name in distribution.names]
-    if isinstance(distribution, CompetingRisksDistribution):
-        return [(None, distribution.overall())]
-    if isinstance(distribution, VisitHazard):
-        raise ConfigError("the visit_hazard head has no time scale in days; use predict_next_visit_risk()")
-    return [(None, distribution)]
-
-
-def _conditional(distribution: SurvivalDistribution, offset: np.ndarray) -> SurvivalDistribution:
-    if not np.any(offset > 0):
-        return distribution
-    return distribution.conditional(torch.as_tensor(offset, dtype=distribution.dtype, device=distribution.device))
-
-
-def _competing_risk(distribution: CompetingRisksDistribution, offset: np.ndarray, horizons: np.ndarray,
-                    cause: int | None) -> torch.Tensor:
-    """P(event (of ``cause``) in (s, s + Δ] | T > s) = (F_k(e + Δ) − F_k(e)) / S(e), e = s − v."""
-    overall = distribution.overall()
-    e = torch.as_tensor(offset, dtype=overall.dtype, device=overall.device).unsqueeze(-1)
-    durations = torch.as_tensor(horizons, dtype=overall.dtype, device=overall.device)
-    at_end = e + durations
-    survival_start = overall.survival(e)
-    if cause is None:
-        return 1.0 - overall.survival(at_end) / survival_start
-    if not 1 <= cause <= distribution.num_causes:
-        raise ConfigError(f"cause must be in 1..{distribution.num_causes}, got {cause}")
-    cif = distribution.cif(at_end)[..., cause - 1, :] - distribution.cif(e)[..., cause - 1, :]
-    return cif / survival_start
 
 
 def _tensor(values: np.ndarray, like: SurvivalDistribution) -> torch.Tensor:

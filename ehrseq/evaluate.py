@@ -25,7 +25,7 @@ Aalen–Johansen cumulative incidence of k at Δ in the at-risk set, F_k(Δ) = �
 with Ŝ the all-cause Kaplan–Meier (1 − Kaplan–Meier without competing events; 1 − KM with the other
 types censored would overstate it).
 
-Competing-risks models (``competing_pmf`` heads) are asked for the cumulative incidence of the event
+Competing-risks models (heads whose family is ``competing``, e.g. ``competing_pmf``) are asked for the cumulative incidence of the event
 type of interest (``cause=event``); other options of ``predict_risk`` (e.g. ``{"event": "diabetes"}``
 for a multi-event model, with the outcome table of that event) go in ``prediction_options``.
 Metrics that are undefined for a window (no event, no comparable pair, horizon beyond the training
@@ -102,8 +102,7 @@ def landmark_predictions(model: RiskModel, visits: Any, landmarks: Sequence[floa
     :func:`landmark_from_predictions` and :func:`compare_predictions` take precomputed)."""
     grid = evaluation_horizons(horizons, ibs_points)
     options = dict(prediction_options or {})
-    head = getattr(getattr(model, "model_config_", None), "head", None)
-    if getattr(head, "kind", None) == "competing_pmf":
+    if getattr(getattr(model, "family_", None), "competing", False):
         options.setdefault("cause", event)
     frames = []
     for s in landmarks:

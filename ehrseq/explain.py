@@ -49,11 +49,11 @@ import numpy as np
 import polars as pl
 import torch
 
+from ehrseq import predict
 from ehrseq.data import make_loader, tensorize
 from ehrseq.data.batch import UNKNOWN_INDEX, SequenceBatch
 from ehrseq.data.features import TIME_FEATURES
 from ehrseq.errors import ConfigError
-from ehrseq.estimator import _competing_risk, _conditional, _marginals
 from ehrseq.models.distributions import CompetingRisksDistribution, MultiEvent
 
 __all__ = ["Explanation", "explain"]
@@ -129,8 +129,9 @@ def explain(model: Any, visits: Any, horizon: float, *, patients: Sequence[Any] 
         raise ConfigError(f"at must be 'all' or 'last', got {at!r}")
     if landmark is not None and view == "change":
         raise ConfigError("the change view compares consecutive visits; it has no landmark")
-    if model.model_config_.head.kind == "visit_hazard":
-        raise ConfigError("the visit_hazard head has no time scale in days to explain a risk within a horizon")
+    if not model.family_.in_days:
+        raise ConfigError(f"the {model.model_config_.head.kind} head has no time scale in days to explain a risk "
+                          "within a horizon")
     horizon = float(horizon)
     if not (np.isfinite(horizon) and horizon > 0):
         raise ConfigError(f"horizon must be a positive number of days, got {horizon!r}")
@@ -144,7 +145,7 @@ def explain(model: Any, visits: Any, horizon: float, *, patients: Sequence[Any] 
         absent = [p for p in wanted if p not in found]
         if absent:
             raise ConfigError(f"patient(s) {absent[:5]} have no visit in the visit table")
-    cohort = model._cohort(table, outcomes)
+    cohort = model.cohort(table, outcomes)
     try:
         from captum.attr import IntegratedGradients
     except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environment
@@ -170,20 +171,12 @@ def _targets(batch: SequenceBatch, offsets: np.ndarray, elapsed: np.ndarray, at:
              landmark: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(batch row, visit position, landmark offset s − v_m) of every prediction to explain."""
     mask = batch.mask.cpu().numpy()
-    lengths = mask.sum(axis=1)
-    if landmark is not None:
-        patients = batch.patient_index.cpu().numpy()
-        starts = offsets[patients][:, None] + np.arange(mask.shape[1])[None, :]
-        visit_elapsed = np.where(mask, elapsed[np.minimum(starts, elapsed.size - 1)], np.inf)
-        position = (visit_elapsed <= float(landmark)).sum(axis=1) - 1
-        rows = np.flatnonzero(position >= 0)
-        positions = position[rows]
-        return rows, positions, float(landmark) - visit_elapsed[rows, positions]
-    if at == "last":
-        rows, positions = np.arange(mask.shape[0]), lengths - 1
-    else:
-        rows, positions = np.nonzero(mask)
-    return rows, positions, np.zeros(rows.size)
+    if landmark is None:
+        rows, positions = predict.select_visits(mask, at)
+        return rows, positions, np.zeros(rows.size)
+    visit_days = predict.padded_visit_days(elapsed, offsets, batch.patient_index.cpu().numpy(), mask.shape[1])
+    rows, positions = predict.select_visits(mask, at, visit_days, np.full(mask.shape[0], float(landmark)))
+    return rows, positions, float(landmark) - visit_days[rows, positions]
 
 
 class _Explainer:
@@ -219,12 +212,12 @@ class _Explainer:
         else:
             distribution = distribution[index]
         if isinstance(distribution, CompetingRisksDistribution):
-            return _competing_risk(distribution, offset, horizons, self.cause)[:, 0]
-        (_, marginal), *others = _marginals(distribution, self.event)
+            return predict.competing_risk(distribution, offset, horizons, self.cause)[:, 0]
+        (_, marginal), *others = predict.marginals(distribution, self.event)
         if others:
             raise ConfigError("a multi-event model: choose the event to explain with event=")
         horizon = torch.as_tensor(horizons, dtype=marginal.dtype, device=marginal.device)
-        return _conditional(marginal, offset).risk(horizon)[:, 0]
+        return predict.conditional(marginal, offset).risk(horizon)[:, 0]
 
     # ---------------------------------------------------------------- one batch
     def run(self, batch: SequenceBatch, rows: np.ndarray, positions: np.ndarray,

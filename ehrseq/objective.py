@@ -67,22 +67,11 @@ from ehrseq.losses.functional.multitask import uncertainty_weighted_sum
 from ehrseq.losses.functional.ranking import ranking_loss
 from ehrseq.losses.functional.regularizers import smooth_hazard_penalty
 from ehrseq.losses.functional.uncertainty import logit_normal_hazard_nll
-from ehrseq.models.heads import GRID_KINDS, HeadConfig
+from ehrseq.models.distributions import LogNormal
+from ehrseq.models.families import FAMILIES, HeadFamily, Likelihood
+from ehrseq.models.heads import HeadConfig
 from ehrseq.models.model import ModelConfig, ModelOutput
 from ehrseq.train import LossResult
-
-CONTINUOUS_KINDS = (
-    "piecewise_constant_hazard",
-    "piecewise_linear_hazard",
-    "piecewise_constant_density",
-    "piecewise_linear_density",
-    "lognormal",
-    "weibull",
-    "weibull_mixture",
-)
-HAZARD_LOGIT_KINDS = ("visit_hazard", "logistic_hazard")
-#: every head with a survival distribution over durations (the grid and continuous families overlap).
-DISTRIBUTION_KINDS = tuple(dict.fromkeys(("visit_hazard", *GRID_KINDS, *CONTINUOUS_KINDS)))
 
 
 @dataclass(frozen=True)
@@ -173,6 +162,10 @@ class _Context:
     visit_weighting: str  # "patient" or "visit" (resolved)
     cause: int | None
 
+    @property
+    def family(self) -> HeadFamily:
+        return self.head.family
+
 
 def _require(batch: SequenceBatch, *names: str) -> None:
     missing = [n for n in names if getattr(batch, n) is None]
@@ -194,33 +187,63 @@ def _finite_upper(batch: SequenceBatch) -> torch.Tensor | None:
     return upper
 
 
-def _nll(out: ModelOutput, batch: SequenceBatch, ctx: _Context, opts: dict[str, Any]) -> torch.Tensor:
-    kind = ctx.head.kind
-    common = _common(batch, ctx)
-    if kind == "visit_hazard":
-        _require(batch, "event", "event_visit")
-        if ctx.head.hazard_uncertainty:
-            return logit_normal_hazard_nll(out.raw[..., 0], out.raw[..., 1], batch.event, batch.event_visit,
-                                           batch.mask, cause=ctx.cause, **common, **opts)
-        return discrete_time_nll(out.raw[..., 0], batch.event, batch.event_visit, batch.mask, cause=ctx.cause,
-                                 **common, **opts)
-    if kind == "multi_event":
-        _require(batch, "event_times", "event_flags")
-        times = batch.event_times
-        if batch.event_at_risk is not None:
-            times = torch.where(batch.event_at_risk, times, torch.full_like(times, float("nan")))
-        return mensa_loss(out.distribution, times, batch.event_flags, batch.time, batch.mask, **common, **opts)
+def _visit_sequence_nll(out: ModelOutput, batch: SequenceBatch, ctx: _Context, opts: dict[str, Any]) -> torch.Tensor:
+    _require(batch, "event", "event_visit")
+    logits = ctx.family.hazard_logit(out.raw, ctx.head)
+    scale = ctx.family.hazard_logit_scale(out.raw, ctx.head)
+    if scale is not None:
+        return logit_normal_hazard_nll(logits, scale, batch.event, batch.event_visit, batch.mask, cause=ctx.cause,
+                                       **_common(batch, ctx), **opts)
+    return discrete_time_nll(logits, batch.event, batch.event_visit, batch.mask, cause=ctx.cause,
+                             **_common(batch, ctx), **opts)
+
+
+def _hazard_grid_nll(out: ModelOutput, batch: SequenceBatch, ctx: _Context, opts: dict[str, Any]) -> torch.Tensor:
+    _require(batch, "event", "remaining", "bin")
+    return logistic_hazard_nll(ctx.family.hazard_logit(out.raw, ctx.head), batch.bin, batch.event, batch.mask,
+                               cause=ctx.cause, **_common(batch, ctx), **opts)
+
+
+def _mass_grid_nll(out: ModelOutput, batch: SequenceBatch, ctx: _Context, opts: dict[str, Any]) -> torch.Tensor:
+    _require(batch, "event", "remaining", "bin")
+    causes, event = _causes_and_event(batch, ctx)
+    return pmf_nll(out.raw, batch.bin, event, batch.mask, num_causes=causes, **_common(batch, ctx), **opts)
+
+
+def _duration_nll(out: ModelOutput, batch: SequenceBatch, ctx: _Context, opts: dict[str, Any]) -> torch.Tensor:
     _require(batch, "event", "remaining")
-    if kind == "logistic_hazard":
-        _require(batch, "bin")
-        return logistic_hazard_nll(out.raw, batch.bin, batch.event, batch.mask, cause=ctx.cause, **common, **opts)
-    if kind in ("pmf", "competing_pmf"):
-        _require(batch, "bin")
-        causes = ctx.head.num_causes if kind == "competing_pmf" else 1
-        event = batch.event if kind == "competing_pmf" else _select_cause(batch.event, ctx.cause)
-        return pmf_nll(out.raw, batch.bin, event, batch.mask, num_causes=causes, **common, **opts)
     return survival_nll(out.distribution, batch.remaining, batch.event, batch.mask, upper=_finite_upper(batch),
-                        cause=ctx.cause, **common, **opts)
+                        cause=ctx.cause, **_common(batch, ctx), **opts)
+
+
+def _multi_event_nll(out: ModelOutput, batch: SequenceBatch, ctx: _Context, opts: dict[str, Any]) -> torch.Tensor:
+    _require(batch, "event_times", "event_flags")
+    times = batch.event_times
+    if batch.event_at_risk is not None:
+        times = torch.where(batch.event_at_risk, times, torch.full_like(times, float("nan")))
+    return mensa_loss(out.distribution, times, batch.event_flags, batch.time, batch.mask, **_common(batch, ctx), **opts)
+
+
+#: The ``nll`` term of each likelihood a head family can declare.
+_LIKELIHOODS = {
+    Likelihood.VISIT_SEQUENCE: _visit_sequence_nll,
+    Likelihood.HAZARD_GRID: _hazard_grid_nll,
+    Likelihood.MASS_GRID: _mass_grid_nll,
+    Likelihood.DURATION: _duration_nll,
+    Likelihood.MULTI_EVENT: _multi_event_nll,
+}
+
+
+def _nll(out: ModelOutput, batch: SequenceBatch, ctx: _Context, opts: dict[str, Any]) -> torch.Tensor:
+    return _LIKELIHOODS[ctx.family.likelihood](out, batch, ctx, opts)
+
+
+def _causes_and_event(batch: SequenceBatch, ctx: _Context) -> tuple[int, torch.Tensor]:
+    """K and the event labels of a mass-grid likelihood: every cause for a competing-risks head, else
+    the event of interest (``cause``)."""
+    if ctx.family.competing:
+        return ctx.family.num_causes(ctx.head), batch.event
+    return 1, _select_cause(batch.event, ctx.cause)
 
 
 def _select_cause(event: torch.Tensor, cause: int | None) -> torch.Tensor:
@@ -238,7 +261,7 @@ def _mle_right(out, batch, ctx, opts):
 def _crps(out, batch, ctx, opts, *, interval: bool = True):
     _require(batch, "event", "remaining")
     upper = _finite_upper(batch) if interval else None
-    if ctx.head.kind == "lognormal":
+    if isinstance(out.distribution, LogNormal):
         return survival_crps_lognormal(out.distribution, batch.remaining, batch.event, batch.mask, upper=upper,
                                        cause=ctx.cause, **_common(batch, ctx), **opts)
     return survival_crps(out.distribution, batch.remaining, batch.event, batch.mask, upper=upper, cause=ctx.cause,
@@ -252,22 +275,24 @@ def _crps_log_time(out, batch, ctx, opts):
 
 
 def _focal(out, batch, ctx, opts):
-    if ctx.head.kind == "visit_hazard":
+    logits = ctx.family.hazard_logit(out.raw, ctx.head)
+    if not ctx.family.in_days:
         _require(batch, "event", "event_visit")
-        return discrete_time_focal_loss(out.raw[..., 0], batch.event, batch.event_visit, batch.mask,
+        return discrete_time_focal_loss(logits, batch.event, batch.event_visit, batch.mask,
                                         cause=ctx.cause, **_common(batch, ctx), **opts)
     _require(batch, "event", "bin")
-    return logistic_hazard_focal_loss(out.raw, batch.bin, batch.event, batch.mask, cause=ctx.cause,
+    return logistic_hazard_focal_loss(logits, batch.bin, batch.event, batch.mask, cause=ctx.cause,
                                       **_common(batch, ctx), **opts)
 
 
 def _calibration(out, batch, ctx, opts):
-    if ctx.head.kind == "visit_hazard":
+    logits = ctx.family.hazard_logit(out.raw, ctx.head)
+    if not ctx.family.in_days:
         _require(batch, "event", "event_visit")
-        return discrete_time_calibration(out.raw[..., 0], batch.event, batch.event_visit, batch.mask,
+        return discrete_time_calibration(logits, batch.event, batch.event_visit, batch.mask,
                                          cause=ctx.cause, weight=batch.weight, **opts)
     _require(batch, "event", "bin")
-    return logistic_hazard_calibration(out.raw, batch.bin, batch.event, batch.mask, cause=ctx.cause,
+    return logistic_hazard_calibration(logits, batch.bin, batch.event, batch.mask, cause=ctx.cause,
                                        weight=batch.weight, **opts)
 
 
@@ -280,15 +305,15 @@ def _last_visit(values: torch.Tensor, batch: SequenceBatch) -> torch.Tensor:
 def _ranking(out, batch, ctx, opts):
     _require(batch, "event", "remaining")
     opts = dict(opts)
-    if ctx.head.kind == "visit_hazard":
-        risk = torch.sigmoid(out.raw[..., 0])
+    if not ctx.family.in_days:  # the visit-indexed head ranks by the hazard before the next visit
+        risk = torch.sigmoid(ctx.family.hazard_logit(out.raw, ctx.head))
         opts.pop("horizon", None)
     else:
         if "horizon" not in opts:
             raise ConfigError("the ranking term needs a 'horizon' in days, e.g. {'ranking': {'weight': 0.1, 'horizon': 365}}")
         horizon = float(opts.pop("horizon"))
         distribution = out.distribution
-        if ctx.head.kind == "competing_pmf":
+        if ctx.family.competing:
             risk = distribution.risk(horizon, ctx.cause or 1)[..., 0]
         else:
             risk = distribution.masked(batch.mask).risk(horizon)[..., 0]
@@ -299,8 +324,7 @@ def _ranking(out, batch, ctx, opts):
 
 def _deephit_ranking(out, batch, ctx, opts):
     _require(batch, "event", "remaining", "bin", "event_visit")
-    causes = ctx.head.num_causes if ctx.head.kind == "competing_pmf" else 1
-    event = batch.event if ctx.head.kind == "competing_pmf" else _select_cause(batch.event, ctx.cause)
+    causes, event = _causes_and_event(batch, ctx)
     return deephit_ranking_loss(out.raw, batch.bin, batch.remaining, event, batch.mask,
                                 event_visit=batch.event_visit, num_causes=causes, weight=batch.weight, **opts)
 
@@ -312,7 +336,7 @@ def _contrastive(out, batch, ctx, opts):
 
 
 def _smooth(out, batch, ctx, opts):
-    logits = out.raw[..., 0] if ctx.head.kind == "visit_hazard" else out.raw
+    logits = ctx.family.hazard_logit(out.raw, ctx.head)
     return smooth_hazard_penalty(logits, batch.mask, **_common(batch, ctx), **opts)
 
 
@@ -331,34 +355,51 @@ def _next_visit(out, batch, ctx, opts):
 
 
 TermFunction = Callable[[ModelOutput, SequenceBatch, _Context, dict[str, Any]], torch.Tensor]
+Applies = Callable[[HeadFamily], bool]
 
-#: term name → (function, head kinds that support it). Terms built on :func:`_common` are per-visit
-#: sums under visit weighting and are normalised by :meth:`Objective._visit_normaliser`.
-TERMS: dict[str, tuple[TermFunction, tuple[str, ...]]] = {
-    "nll": (_nll, (*DISTRIBUTION_KINDS, "multi_event")),
-    "mle_right": (_mle_right, CONTINUOUS_KINDS),
-    "crps": (_crps, (*CONTINUOUS_KINDS, "logistic_hazard", "pmf")),
-    "crps_right": (lambda o, b, c, p: _crps(o, b, c, p, interval=False), (*CONTINUOUS_KINDS, "logistic_hazard", "pmf")),
-    "crps_log_time": (_crps_log_time, ("lognormal",)),
-    "focal": (_focal, HAZARD_LOGIT_KINDS),
-    "calibration": (_calibration, HAZARD_LOGIT_KINDS),
-    "ranking": (_ranking, DISTRIBUTION_KINDS),
-    "deephit_ranking": (_deephit_ranking, ("pmf", "competing_pmf")),
-    "contrastive": (_contrastive, (*DISTRIBUTION_KINDS, "multi_event")),
-    "smooth": (_smooth, HAZARD_LOGIT_KINDS),
-    "next_visit": (_next_visit, (*DISTRIBUTION_KINDS, "multi_event")),
+
+def _single_event_in_days(family: HeadFamily) -> bool:
+    return family.in_days and not family.competing and not family.multi_event
+
+
+def _any(family: HeadFamily) -> bool:
+    return True
+
+
+#: term name → (function, which head families it applies to). Terms built on :func:`_common` are
+#: per-visit sums under visit weighting and are normalised by :meth:`Objective._visit_normaliser`.
+TERMS: dict[str, tuple[TermFunction, Applies]] = {
+    "nll": (_nll, _any),
+    "mle_right": (_mle_right, lambda family: family.likelihood is Likelihood.DURATION),
+    "crps": (_crps, _single_event_in_days),
+    "crps_right": (lambda o, b, c, p: _crps(o, b, c, p, interval=False), _single_event_in_days),
+    "crps_log_time": (_crps_log_time, lambda family: issubclass(family.distribution_class, LogNormal)),
+    "focal": (_focal, lambda family: family.hazard_logits),
+    "calibration": (_calibration, lambda family: family.hazard_logits),
+    "ranking": (_ranking, lambda family: not family.multi_event),
+    "deephit_ranking": (_deephit_ranking, lambda family: family.likelihood is Likelihood.MASS_GRID),
+    "contrastive": (_contrastive, _any),
+    "smooth": (_smooth, lambda family: family.hazard_logits),
+    "next_visit": (_next_visit, _any),
 }
+
+
+def supported_kinds(term: str) -> list[str]:
+    """The registered head kinds a term applies to."""
+    applies = TERMS[term][1]
+    return [kind for kind, family in FAMILIES.items() if applies(family)]
 
 
 #: Terms whose functional loss receives :func:`_common` (per-visit aggregation).
 PER_VISIT_TERMS = frozenset({"nll", "mle_right", "crps", "crps_right", "crps_log_time", "focal", "smooth", "next_visit"})
 
 
-def resolve_visit_weighting(visit_weighting: str, head_kind: str) -> str:
-    """``"auto"`` → ``"patient"`` for the visit-indexed head (sequence likelihood), ``"visit"`` otherwise."""
+def resolve_visit_weighting(visit_weighting: str, family: HeadFamily) -> str:
+    """``"auto"`` → the family's own default (``"patient"`` for the visit-indexed head's sequence
+    likelihood, ``"visit"`` for every head predicting the remaining time from each visit)."""
     if visit_weighting != "auto":
         return visit_weighting
-    return "patient" if head_kind == "visit_hazard" else "visit"
+    return family.visit_weighting
 
 
 class Objective(nn.Module):
@@ -376,17 +417,18 @@ class Objective(nn.Module):
         self.config = config
         self.visits_per_patient = float(visits_per_patient)
         head = model_config.head
+        family = head.family
         for term in config.terms:
-            supported = TERMS[term.name][1]
-            if head.kind not in supported:
+            if not TERMS[term.name][1](family):
                 raise ConfigError(
-                    f"loss term {term.name!r} does not apply to a {head.kind!r} head; it supports {list(supported)}"
+                    f"loss term {term.name!r} does not apply to a {head.kind!r} head; it supports "
+                    f"{supported_kinds(term.name)}"
                 )
             if term.name == "next_visit" and not model_config.next_visit:
                 raise ConfigError("the next_visit term needs a model built with next_visit=True")
-        if head.kind == "competing_pmf" and config.cause is not None and any(t.name == "nll" for t in config.terms):
-            raise ConfigError("a competing_pmf head models every cause; leave cause=None")
-        self.context = _Context(head=head, visit_weighting=resolve_visit_weighting(config.visit_weighting, head.kind),
+        if family.competing and config.cause is not None and any(t.name == "nll" for t in config.terms):
+            raise ConfigError(f"a {head.kind} head models every cause; leave cause=None")
+        self.context = _Context(head=head, visit_weighting=resolve_visit_weighting(config.visit_weighting, family),
                                 cause=config.cause)
         self.log_variances = (
             nn.Parameter(torch.zeros(len(config.terms))) if config.balance == "uncertainty" else None

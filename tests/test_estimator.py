@@ -50,7 +50,7 @@ def test_predict_survival_is_a_valid_curve_per_patient(fitted, pbc):
 def test_at_all_gives_one_prediction_per_visit(fitted, pbc):
     visits, outcomes = pbc
     frame = fitted.predict_risk(visits, 365.0, at="all", outcomes=outcomes)
-    assert frame.height == fitted._cohort(visits, outcomes).n_visits
+    assert frame.height == fitted.cohort(visits, outcomes).n_visits
     assert frame["risk"].is_between(0, 1).all()
 
 

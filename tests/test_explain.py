@@ -29,7 +29,7 @@ def test_assembled_parts_are_the_visit_embedding(small):
     model, data = small
     from ehrseq.data import tensorize
 
-    batch = tensorize(model._cohort(data.visits), model.features_, None).batch(list(range(10)))
+    batch = tensorize(model.cohort(data.visits), model.features_, None).batch(list(range(10)))
     embedding = model.model_.encoder.embedding.eval()
     parts = embedding.parts(batch)
     assembled = embedding.assemble(parts["values"], parts["missing"], parts["categorical"], parts["codes"],
@@ -100,7 +100,7 @@ def test_attributions_of_a_linear_model_are_its_known_contributions(small):
     embedding.eval()
     from ehrseq.data import tensorize
 
-    cohort = model._cohort(data.visits)
+    cohort = model.cohort(data.visits)
     batch = tensorize(cohort, model.features_, None).batch(list(range(cohort.n_patients)))
     with torch.no_grad():
         parts = embedding.parts(batch)

@@ -12,9 +12,12 @@ from ehrseq.errors import ConfigError
 from ehrseq.losses.functional.discrete import logistic_hazard_nll
 from ehrseq.models.distributions import LogisticHazard
 from ehrseq.models.encoders import EncoderConfig
-from ehrseq.models.heads import HEAD_KINDS, HeadConfig, initial_bias, life_table
+from ehrseq.models.families import FAMILIES, life_table
+from ehrseq.models.heads import HeadConfig
 from ehrseq.models.model import DynamicSurvivalModel, ModelConfig
 from ehrseq.objective import TERMS, Objective, ObjectiveConfig
+
+HEAD_KINDS = list(FAMILIES)
 
 GRID = (0.0, 100.0, 200.0, 400.0, 800.0)
 
@@ -53,7 +56,8 @@ def test_every_supported_term_gives_finite_loss_and_gradients(kind):
     model = model_for(kind)
     batch = make_batch()
     cause = None if kind in ("competing_pmf", "multi_event") else 1
-    terms = {name: {"weight": 0.5, **term_options(name, kind)} for name, (_, kinds) in TERMS.items() if kind in kinds}
+    terms = {name: {"weight": 0.5, **term_options(name, kind)} for name, (_, applies) in TERMS.items()
+             if applies(FAMILIES[kind])}
     assert "nll" in terms
     for balance in ("fixed", "uncertainty"):
         objective = Objective(ObjectiveConfig.parse(terms, cause=cause, balance=balance), model.config, 4.0)
@@ -122,12 +126,13 @@ def test_life_table_counts_match_a_loop():
             assert events[k - 1, l] == np.sum(in_bin & (event == k))
 
 
-@pytest.mark.parametrize("kind", ["logistic_hazard", "pmf", "piecewise_constant_hazard", "piecewise_constant_density"])
+@pytest.mark.parametrize("kind", ["logistic_hazard", "pmf", "piecewise_constant_hazard", "piecewise_constant_density",
+                                  "competing_pmf"])
 def test_initial_bias_reproduces_the_life_table_at_the_knots(kind):
     rng = np.random.default_rng(1)
     remaining = rng.exponential(300, 2000)
-    event = (rng.random(2000) < 0.6).astype(np.int64)
-    config = HeadConfig(kind=kind, grid=GRID, time_scale=250.0)
+    event = (rng.random(2000) < 0.6).astype(np.int64) * rng.integers(1, 3, 2000)
+    config = HeadConfig(kind=kind, grid=GRID, time_scale=250.0, num_causes=2)
     at_risk, events = life_table(remaining, event, GRID)
     expected = np.concatenate([[1.0], np.cumprod(1 - events[0] / at_risk)])
     model = DynamicSurvivalModel(ModelConfig(EncoderConfig(kind="gru", n_numeric=1, d_model=8), config))
@@ -135,13 +140,16 @@ def test_initial_bias_reproduces_the_life_table_at_the_knots(kind):
     with torch.no_grad():
         model.head.net[-1].weight.zero_()
         dist = model.head.distribution(model.head(torch.zeros(1, 1, 8)))
+    if config.family.competing:
+        dist = dist.overall()
     assert np.allclose(dist.survival(torch.tensor(GRID))[0, 0].numpy(), expected, atol=1e-4)
 
 
 def test_initial_bias_visit_hazard_is_the_share_of_event_visits():
     last = np.array([False, True, False, False, True])
     event = np.array([1, 1, 0, 0, 0])
-    bias = initial_bias(HeadConfig(kind="visit_hazard"), np.ones(5), event, last)
+    config = HeadConfig(kind="visit_hazard")
+    bias = config.family.initial_bias(config, np.ones(5), event, last)
     assert bias[0] == pytest.approx(math.log(0.2 / 0.8))
 
 

@@ -17,7 +17,8 @@ from torch import nn
 from ehrseq.data.batch import SequenceBatch
 from ehrseq.errors import ConfigError
 from ehrseq.models.encoders import EncoderConfig, build_encoder
-from ehrseq.models.heads import HeadConfig, Prediction, SurvivalHead
+from ehrseq.models.families import Prediction
+from ehrseq.models.heads import HeadConfig, SurvivalHead
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,15 @@ class DynamicSurvivalModel(nn.Module):
             next_numeric, next_codes = self.next_visit(states)
         return ModelOutput(states=states, raw=raw.float(), head=self.head, next_numeric=next_numeric,
                            next_code_logits=next_codes)
+
+    def distribution_at(self, batch: SequenceBatch, index: tuple[torch.Tensor, torch.Tensor], *,
+                        check_values: bool = True) -> Prediction:
+        """The head's distribution at the visits ``index`` = (patient rows ``[n]``, visit positions
+        ``[n]``) of ``batch``, batch shape ``[n]``: the encoder reads every visit (the recurrence needs
+        them), the head only the selected states. ``check_values``: see
+        :class:`~ehrseq.models.encoders.embedding.VisitEmbedding`."""
+        states = self.encoder(batch, check_values=check_values)
+        return self.head.distribution(self.head(states[index]).float())
 
     @torch.no_grad()
     def predict(self, batch: SequenceBatch) -> Prediction:

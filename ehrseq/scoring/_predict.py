@@ -10,18 +10,13 @@ landmark s) and each horizon Δ (days), with e = s − v_m for a landmark and e 
   when the survival never falls to 0.5 on the model's support).
 
 These are the quantities of :meth:`~ehrseq.DynamicSurvival.predict_risk`, ``predict_survival`` and
-``predict_median``, computed by the same distribution objects. Two shortcuts make scoring faster
-without changing what is computed: the head runs only on the selected visits (the encoder still runs
-on every visit, as the recurrence needs them), and the visit embedding's input checks are skipped
-(the batches come from the fitted feature pipeline, which only produces valid indices).
+``predict_median``, computed by the same prediction core (:mod:`ehrseq.predict`).
 
 Rows are ordered by patient (cohort order), visit time, horizon and cause, whatever the batching.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,11 +24,11 @@ import numpy as np
 import polars as pl
 import torch
 
-from ehrseq.data import Cohort, tensorize
+from ehrseq import predict
+from ehrseq.data import Cohort
 from ehrseq.device import select_device
 from ehrseq.errors import ConfigError
-from ehrseq.estimator import DynamicSurvival, _competing_risk, _conditional, _marginals
-from ehrseq.models.distributions import CompetingRisksDistribution
+from ehrseq.estimator import DynamicSurvival
 
 #: Default number of patients per forward pass.
 DEFAULT_BATCH_SIZE = 1024
@@ -58,8 +53,7 @@ class Request:
         if values is None or values.ndim != 1 or values.size == 0 or not np.all(np.isfinite(values)) \
                 or np.any(values <= 0):
             raise ConfigError(f"horizons must be one or more finite durations > 0 (days), got {horizons!r}")
-        if at not in ("last", "all"):
-            raise ConfigError(f"at must be 'last' or 'all', got {at!r}")
+        predict.check_at(at)
         if landmark is not None and at != "last":
             raise ConfigError("a landmark prediction uses the last visit at or before the landmark; leave at='last'")
         if cause is not None and (isinstance(cause, bool) or not isinstance(cause, (int, np.integer)) or cause < 1):
@@ -69,16 +63,15 @@ class Request:
 
     def check_model(self, estimator: DynamicSurvival) -> None:
         """Refuse requests the model's head cannot answer, before any data is read."""
-        head = estimator.model_config_.head
-        if head.kind == "visit_hazard":
-            raise ConfigError("the visit_hazard head has no time scale in days and cannot be scored at horizons; "
+        head, family = estimator.model_config_.head, estimator.family_
+        if not family.in_days:
+            raise ConfigError(f"the {head.kind} head has no time scale in days and cannot be scored at horizons; "
                               "use predict_next_visit_risk()")
-        competing = head.kind == "competing_pmf"
-        if self.cause is not None and not competing:
+        if self.cause is not None and not family.competing:
             raise ConfigError("cause= is for competing-risks heads (competing_pmf)")
-        if competing and self.cause is not None and self.cause > head.num_causes:
-            raise ConfigError(f"cause must be in 1..{head.num_causes}, got {self.cause}")
-        if head.kind == "multi_event":
+        if family.competing and self.cause is not None and self.cause > family.num_causes(head):
+            raise ConfigError(f"cause must be in 1..{family.num_causes(head)}, got {self.cause}")
+        if family.multi_event:
             names = list(head.event_names)
             if self.event not in names:
                 raise ConfigError(f"a multi-event model is scored one event at a time: pass event= one of {names}")
@@ -87,10 +80,10 @@ class Request:
 
     def causes(self, estimator: DynamicSurvival) -> tuple[int, ...] | None:
         """Cause of each row group for competing-risks heads (``None`` otherwise)."""
-        head = estimator.model_config_.head
-        if head.kind != "competing_pmf":
+        head, family = estimator.model_config_.head, estimator.family_
+        if not family.competing:
             return None
-        return (self.cause,) if self.cause is not None else tuple(range(1, head.num_causes + 1))
+        return (self.cause,) if self.cause is not None else tuple(range(1, family.num_causes(head) + 1))
 
 
 # ---------------------------------------------------------------------------------------------- schema
@@ -126,48 +119,15 @@ def output_schema(id_dtype: pl.DataType, clock: pl.DataType, request: Request, c
 
 
 # ---------------------------------------------------------------------------------------------- prediction
-@contextmanager
-def trusted_inputs(module: torch.nn.Module) -> Iterator[None]:
-    """Skip the visit embedding's value checks (one host synchronisation per batch) while scoring."""
-    embedding = module.encoder.embedding
-    own = "check_inputs" in vars(embedding)
-    previous = embedding.check_inputs
-    embedding.check_inputs = False
-    try:
-        yield
-    finally:
-        if own:
-            embedding.check_inputs = previous
-        else:
-            del embedding.check_inputs
-
-
-def _selected_rows(mask: np.ndarray, at: str, visit_elapsed: np.ndarray | None,
-                   landmark_elapsed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """(patient row in the batch, visit position) of every prediction of a padded batch."""
-    lengths = mask.sum(axis=1)
-    if landmark_elapsed is not None:
-        position = (np.where(mask, visit_elapsed, np.inf) <= landmark_elapsed[:, None]).sum(axis=1) - 1
-        rows = np.flatnonzero(position >= 0)
-        return rows, position[rows]
-    if at == "last":
-        return np.arange(len(lengths)), lengths - 1
-    return np.nonzero(mask)
-
-
-def _evaluate(distribution: Any, offset: np.ndarray, horizons: torch.Tensor, request: Request,
+def _evaluate(selection: predict.Selection, horizons: torch.Tensor, request: Request,
               causes: tuple[int, ...] | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """risk ``[n, H, K]`` (K = 1 without competing risks), survival ``[n, H]`` and median ``[n]``."""
-    if isinstance(distribution, CompetingRisksDistribution):
-        assert causes is not None
+    ((_, overall),) = selection.marginals(request.event)
+    log_survival = overall.log_survival(horizons)
+    if causes is not None:
         durations = np.asarray(horizons.tolist())
-        risk = torch.stack([_competing_risk(distribution, offset, durations, k) for k in causes], dim=-1)
-        overall = _conditional(distribution.overall(), offset)
-        log_survival = overall.log_survival(horizons)
+        risk = torch.stack([selection.competing_risk(durations, k) for k in causes], dim=-1)
     else:
-        ((_, marginal),) = _marginals(distribution, request.event)
-        overall = _conditional(marginal, offset)
-        log_survival = overall.log_survival(horizons)
         risk = (-torch.expm1(log_survival)).unsqueeze(-1)
     return risk, log_survival.exp(), overall.median()
 
@@ -176,38 +136,14 @@ def predict_cohort(estimator: DynamicSurvival, cohort: Cohort, request: Request,
                    batch_size: int = DEFAULT_BATCH_SIZE) -> pl.DataFrame:
     """Prediction rows (without the model columns) for every patient of ``cohort``."""
     causes = request.causes(estimator)
-    data = tensorize(cohort, estimator.features_, None)
-    offsets = cohort.offsets
-    visits = cohort.visits
-    elapsed = visits.get_column("elapsed").to_numpy()
-    landmark_elapsed = None
-    if request.landmark is not None:
-        landmark_elapsed = estimator._landmark_elapsed(request.landmark, cohort.patients.get_column("origin").to_numpy())
-    order = np.argsort(data.lengths.numpy(), kind="stable")
     device = select_device(estimator.trainer_config.device)
-    net = estimator.model_.to(device).eval()
     horizons = torch.tensor(request.horizons, dtype=torch.float32, device=device)
     rows, risks, survivals, medians = [], [], [], []
-    with torch.inference_mode(), trusted_inputs(net):
-        for start in range(0, len(order), batch_size):
-            patients = order[start:start + batch_size]
-            batch = data.batch(patients)
-            mask = batch.mask.numpy()
-            batch_elapsed = None
-            if landmark_elapsed is not None:
-                position = offsets[patients][:, None] + np.arange(mask.shape[1])[None, :]
-                batch_elapsed = elapsed[np.minimum(position, elapsed.size - 1)]
-            b, m = _selected_rows(mask, request.at, batch_elapsed,
-                                  None if landmark_elapsed is None else landmark_elapsed[patients])
-            if b.size == 0:
-                continue
-            flat = offsets[patients[b]] + m
-            states = net.encoder(batch.to(device))
-            index = (torch.as_tensor(b, device=device), torch.as_tensor(m, device=device))
-            distribution = net.head.distribution(net.head(states[index]).float())
-            offset = np.zeros(b.size) if landmark_elapsed is None else landmark_elapsed[patients[b]] - elapsed[flat]
-            risk, survival, median = _evaluate(distribution, offset, horizons, request, causes)
-            rows.append(flat)
+    with torch.inference_mode():
+        for selection in predict.predictions(estimator.model_, estimator.features_, cohort, at=request.at,
+                                             landmark=request.landmark, batch_size=batch_size, device=device):
+            risk, survival, median = _evaluate(selection, horizons, request, causes)
+            rows.append(selection.visit_row)
             risks.append(risk.double().cpu().numpy())
             survivals.append(survival.double().cpu().numpy())
             medians.append(median.double().cpu().numpy())

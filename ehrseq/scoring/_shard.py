@@ -154,7 +154,7 @@ def _score_one(estimator: DynamicSurvival, identity: ModelIdentity, request: Req
                 break
             clock = time.perf_counter()
             try:
-                cohort = estimator._cohort(frame, _chunk_outcomes(outcomes, frame, shard))
+                cohort = estimator.cohort(frame, _chunk_outcomes(outcomes, frame, shard))
             except DataError as exc:
                 raise _in_shard(exc, shard) from exc
             stages["cohort"] += time.perf_counter() - clock
@@ -273,7 +273,7 @@ def score_frame(
     estimator, identity, request, _, outcome_table = _prepare(
         model, horizons, at, landmark, cause, event, outcomes, batch_size, DEFAULT_PATIENTS_PER_CHUNK, model_version)
     frame = as_frame(visits, "visits")
-    cohort = estimator._cohort(frame, outcome_table)
+    cohort = estimator.cohort(frame, outcome_table)
     schema = output_schema(cohort.patients.schema["patient_id"], cohort.clock_dtype, request,
                            request.causes(estimator) is not None)
     return finish(predict_cohort(estimator, cohort, request, batch_size), identity.id, identity.version, schema)

@@ -34,9 +34,9 @@ class SequenceEncoder(nn.Module, ABC):
         self.embedding = VisitEmbedding(config)
         self.output_dim = config.d_model
 
-    def forward(self, batch: SequenceBatch) -> torch.Tensor:
-        """Per-visit states ``[B, M, output_dim]``."""
-        return self.contextualize(self.embedding(batch), batch.mask)
+    def forward(self, batch: SequenceBatch, *, check_values: bool = True) -> torch.Tensor:
+        """Per-visit states ``[B, M, output_dim]`` (``check_values``: see :class:`VisitEmbedding`)."""
+        return self.contextualize(self.embedding(batch, check_values=check_values), batch.mask)
 
     @abstractmethod
     def contextualize(self, visits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

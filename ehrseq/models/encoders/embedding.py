@@ -102,7 +102,9 @@ class VisitEmbedding(nn.Module):
     call: real visits left-aligned, categorical and code indices inside their vocabularies, numeric
     values finite where not flagged missing, times and gaps finite. A failed check raises
     :class:`~ehrseq.errors.ShapeError` instead of an index error deep inside torch (or a device-side
-    assert on CUDA). Set ``check_inputs = False`` for ``torch.compile`` or once the data path is trusted.
+    assert on CUDA). Set ``check_inputs = False`` for ``torch.compile`` or once the data path is trusted;
+    ``forward(batch, check_values=False)`` skips the value checks of one call (the prediction path
+    does, for batches made by the fitted feature pipeline, which only produces valid values).
     """
 
     check_inputs: bool = True
@@ -137,7 +139,7 @@ class VisitEmbedding(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     # ------------------------------------------------------------------ checks
-    def check_batch(self, batch: SequenceBatch) -> None:
+    def check_batch(self, batch: SequenceBatch, *, check_values: bool = True) -> None:
         """Raise :class:`ShapeError` when ``batch`` does not fit this embedding (see class docstring)."""
         cfg = self.config
         mask = batch.mask
@@ -150,7 +152,7 @@ class VisitEmbedding(nn.Module):
         codes = _check_field(batch, "codes", (b, m, None), "int64")
         time = _check_field(batch, "time", (b, m), "float")
         gap = _check_field(batch, "gap", (b, m), "float")
-        if not self.check_inputs:
+        if not (self.check_inputs and check_values):
             return
         real = mask.unsqueeze(-1)
         problems = {
@@ -175,7 +177,7 @@ class VisitEmbedding(nn.Module):
             raise ShapeError("SequenceBatch does not fit the visit embedding: " + "; ".join(failed))
 
     # ------------------------------------------------------------------ forward
-    def forward(self, batch: SequenceBatch) -> torch.Tensor:
+    def forward(self, batch: SequenceBatch, *, check_values: bool = True) -> torch.Tensor:
         """Visit embeddings ``[B, M, D]`` (finite everywhere, padding included).
 
         The dense terms are one matrix product: [φ(t) ; φ(g) ; x̃ ; r ; 1{no codes}] (``[B·M, K]``)
@@ -185,7 +187,7 @@ class VisitEmbedding(nn.Module):
         """
         if self._replacement is not None:
             return self._replacement
-        self.check_batch(batch)
+        self.check_batch(batch, check_values=check_values)
         dtype = self.time.weight.dtype
         mask = batch.mask
         shape = (*mask.shape, self.output_dim)

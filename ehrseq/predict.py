@@ -1,0 +1,184 @@
+"""The prediction core: which visits predict, the landmark view, and what every head's prediction means.
+
+One path serves :class:`~ehrseq.DynamicSurvival`'s ``predict_*`` methods, batch scoring
+(:mod:`ehrseq.scoring`) and, through ``predict_risk``, landmark evaluation (:mod:`ehrseq.evaluate`):
+
+1. **Visits** (:func:`select_visits`). ``at="last"``: each patient's last visit; ``at="all"``: every
+   visit; a landmark s (days since the patient's origin, or a calendar date: :func:`landmark_days`):
+   the last visit m with v_m ≤ s — patients without one get no prediction.
+2. **The model** (:func:`predictions`). Patients are taken in order of history length, ``batch_size``
+   at a time; the encoder reads every visit (the recurrence needs them), the head runs on the
+   selected visits only (:meth:`~ehrseq.models.model.DynamicSurvivalModel.distribution_at`). Each
+   batch gives a :class:`Selection`: the head's distribution at v_m and the offset e = s − v_m of the
+   prediction time (0 without a landmark).
+3. **The landmark view** (:meth:`Selection.marginals`, :meth:`Selection.competing_risk`). The
+   prediction at time s = v_m + e is the visit's distribution conditioned on survival to s:
+   P(T > s + Δ | T > s, history ≤ s) = S_m(e + Δ) / S_m(e); with competing risks the incidence of
+   cause k is (F_k(e + Δ) − F_k(e)) / S_m(e). These two methods are the only place that turns the
+   visit's distribution into the distribution at the prediction time.
+4. **Marginals** (:func:`marginals`). A single-event head has one; a competing-risks head the
+   all-cause survival S = 1 − Σ_k F_k; a multi-event head one per event.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ehrseq.data import Cohort, FeaturePipeline, tensorize
+from ehrseq.errors import ConfigError
+from ehrseq.models.distributions import CompetingRisksDistribution, MultiEvent, SurvivalDistribution
+from ehrseq.models.families import Prediction
+from ehrseq.models.model import DynamicSurvivalModel
+
+#: Where predictions are made without a landmark.
+AT = ("last", "all")
+
+
+def check_at(at: str) -> None:
+    if at not in AT:
+        raise ConfigError(f"at must be 'last' or 'all', got {at!r}")
+
+
+def landmark_days(landmark: Any, origin_days: np.ndarray) -> np.ndarray:
+    """The landmark s in days since each patient's origin ``[N]``: a number is already on that clock;
+    a date or datetime (naive = UTC) is a calendar time, converted with each patient's ``origin_days``
+    (the origin in days since the Unix epoch, as in :attr:`ehrseq.data.Cohort.patients`)."""
+    if isinstance(landmark, (dt.date, dt.datetime)):
+        moment = landmark if isinstance(landmark, dt.datetime) else dt.datetime.combine(landmark, dt.time())
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.timezone.utc)
+        days = moment.timestamp() / 86_400.0
+        return days - origin_days
+    value = float(landmark)
+    if not math.isfinite(value):
+        raise ConfigError(f"landmark must be finite, got {landmark!r}")
+    return np.full(origin_days.shape, value)
+
+
+def select_visits(mask: np.ndarray, at: str = "last", visit_days: np.ndarray | None = None,
+                  landmark: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(patient row, visit position) of every prediction of a padded batch, patient-major.
+
+    ``mask`` ``[B, M]`` marks real visits. With a ``landmark`` ``[B]`` (days since origin) and the
+    visits' ``visit_days`` ``[B, M]`` on the same clock, the last visit at or before it (patients with
+    none are left out); otherwise the last visit (``at="last"``) or every visit (``at="all"``).
+    """
+    lengths = mask.sum(axis=1)
+    if landmark is not None:
+        position = (np.where(mask, visit_days, np.inf) <= landmark[:, None]).sum(axis=1) - 1
+        rows = np.flatnonzero(position >= 0)
+        return rows, position[rows]
+    if at == "last":
+        return np.arange(len(lengths)), lengths - 1
+    return np.nonzero(mask)
+
+
+def padded_visit_days(elapsed: np.ndarray, offsets: np.ndarray, patients: np.ndarray, width: int) -> np.ndarray:
+    """The visits' days since origin of ``patients`` as a padded ``[B, width]`` array (``elapsed``: per
+    cohort visit row; ``offsets``: the cohort's patient offsets; anything at padded positions)."""
+    position = offsets[patients][:, None] + np.arange(width)[None, :]
+    return elapsed[np.minimum(position, elapsed.size - 1)]
+
+
+@dataclass
+class Selection:
+    """Predictions at the chosen visits of one batch: one row per (patient, visit).
+
+    ``patient_index`` ``[n]`` rows in ``cohort.patients``; ``visit_row`` ``[n]`` rows in
+    ``cohort.visits``; ``offset`` ``[n]`` e = s − v_m of landmark predictions (0 otherwise);
+    ``distribution`` the head's distribution at the visit, batch shape ``[n]``.
+    """
+
+    patient_index: np.ndarray
+    visit_row: np.ndarray
+    offset: np.ndarray
+    distribution: Prediction
+
+    def marginals(self, event: str | None = None) -> list[tuple[str | None, SurvivalDistribution]]:
+        """The remaining-time distributions after the prediction time v_m + e, given survival to it:
+        ``[(event name or None, distribution)]`` (see :func:`marginals`)."""
+        return [(name, conditional(marginal, self.offset)) for name, marginal in marginals(self.distribution, event)]
+
+    def competing_risk(self, horizons: np.ndarray, cause: int | None) -> torch.Tensor:
+        """Competing-risks heads: P(event (of ``cause``; ``None``: any) in (s, s + Δ] | T > s) ``[n, H]``."""
+        return competing_risk(self.distribution, self.offset, horizons, cause)
+
+
+def predictions(model: DynamicSurvivalModel, features: FeaturePipeline, cohort: Cohort, *, at: str = "last",
+                landmark: Any = None, batch_size: int = 512,
+                device: torch.device | str = "cpu") -> Iterator[Selection]:
+    """The model's predictions for ``cohort`` (prepared with the fitted ``features``), batch by batch.
+
+    Patients are batched in order of history length (stable), ``batch_size`` at a time, on ``device``
+    in eval mode without gradients; see the module docstring for the visits chosen by ``at`` and
+    ``landmark``. Distributions stay on ``device``.
+    """
+    check_at(at)
+    data = tensorize(cohort, features, None)
+    offsets = cohort.offsets
+    elapsed = cohort.visits.get_column("elapsed").to_numpy()
+    landmark_elapsed = None
+    if landmark is not None:
+        landmark_elapsed = landmark_days(landmark, cohort.patients.get_column("origin").to_numpy())
+    order = np.argsort(data.lengths.numpy(), kind="stable")
+    net = model.to(device).eval()
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            patients = order[start:start + batch_size]
+            batch = data.batch(patients)
+            mask = batch.mask.numpy()
+            visit_days = None
+            if landmark_elapsed is not None:
+                visit_days = padded_visit_days(elapsed, offsets, patients, mask.shape[1])
+            b, m = select_visits(mask, at, visit_days, None if landmark_elapsed is None else landmark_elapsed[patients])
+            if b.size == 0:
+                continue
+            rows = offsets[patients[b]] + m
+            index = (torch.as_tensor(b, device=device), torch.as_tensor(m, device=device))
+            distribution = net.distribution_at(batch.to(device), index, check_values=False)
+            offset = np.zeros(b.size) if landmark_elapsed is None else landmark_elapsed[patients[b]] - elapsed[rows]
+            yield Selection(patients[b], rows, offset, distribution)
+
+
+def marginals(distribution: Prediction, event: str | None = None) -> list[tuple[str | None, SurvivalDistribution]]:
+    """``[(event name or None, marginal)]``: one per event of a multi-event head (only ``event`` when
+    given), the all-cause survival of a competing-risks head, the distribution itself otherwise."""
+    if isinstance(distribution, MultiEvent):
+        if event is not None:
+            return [(event, distribution[event])]
+        return [(name, distribution[name]) for name in distribution.names]
+    if isinstance(distribution, CompetingRisksDistribution):
+        return [(None, distribution.overall())]
+    return [(None, distribution)]
+
+
+def conditional(distribution: SurvivalDistribution, offset: np.ndarray) -> SurvivalDistribution:
+    """The landmark view: the distribution of R − e given R > e (``distribution`` itself when every
+    offset e is 0, so that closed-form quantiles stay closed-form)."""
+    if not np.any(offset > 0):
+        return distribution
+    return distribution.conditional(torch.as_tensor(offset, dtype=distribution.dtype, device=distribution.device))
+
+
+def competing_risk(distribution: CompetingRisksDistribution, offset: np.ndarray, horizons: np.ndarray,
+                   cause: int | None) -> torch.Tensor:
+    """P(event (of ``cause``) in (s, s + Δ] | T > s) = (F_k(e + Δ) − F_k(e)) / S(e), e = s − v ``[n, H]``;
+    ``cause=None``: any cause, 1 − S(e + Δ) / S(e)."""
+    overall = distribution.overall()
+    e = torch.as_tensor(offset, dtype=overall.dtype, device=overall.device).unsqueeze(-1)
+    durations = torch.as_tensor(horizons, dtype=overall.dtype, device=overall.device)
+    at_end = e + durations
+    survival_start = overall.survival(e)
+    if cause is None:
+        return 1.0 - overall.survival(at_end) / survival_start
+    if not 1 <= cause <= distribution.num_causes:
+        raise ConfigError(f"cause must be in 1..{distribution.num_causes}, got {cause}")
+    cif = distribution.cif(at_end)[..., cause - 1, :] - distribution.cif(e)[..., cause - 1, :]
+    return cif / survival_start
