@@ -14,10 +14,13 @@
 Tables are Parquet (``.parquet``, ``.pq``) or CSV (``.csv``) files; ``score`` also reads a directory or a
 glob of Parquet shards (see :mod:`ehrseq.scoring`). The ``train`` configuration is a TOML or JSON file
 whose keys are the arguments of :class:`ehrseq.DynamicSurvival`, plus ``validation`` (the argument of
-``fit``: a fraction of patients held out for early stopping, or ``false`` for none)::
+``fit``: a fraction of patients held out for early stopping, or ``false`` for none); ``head`` names a
+registered head family (:mod:`ehrseq.models.families`) and ``loss`` registered loss terms
+(:mod:`ehrseq.losses.terms`) with their weights and options::
 
     encoder = "gru"
     head = "logistic_hazard"
+    loss = {nll = 1.0, ranking = {weight = 0.1, horizon = 365}}
     grid = 20
     d_model = 64
     epochs = 40

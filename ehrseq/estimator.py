@@ -37,6 +37,7 @@ from ehrseq.checkpoint import load_checkpoint, save_checkpoint
 from ehrseq.data import Cohort, FeaturePipeline, TimeGrid, build_cohort, make_loader, split_patients, tensorize
 from ehrseq.device import select_device
 from ehrseq.errors import CheckpointError, ConfigError
+from ehrseq.losses.terms import get_term
 from ehrseq.models.distributions import MultiEvent, SurvivalDistribution
 from ehrseq.models.encoders import EncoderConfig
 from ehrseq.models.families import FAMILIES, HeadFamily, get_family
@@ -239,7 +240,7 @@ class DynamicSurvival:
             "code_vocab_size": self.features_.code_vocab_size,
         })
         self.model_config_ = ModelConfig(encoder=encoder, head=head,
-                                         next_visit=any(t.name == "next_visit" for t in self.objective.terms))
+                                         next_visit=any(get_term(t.name).needs_next_visit for t in self.objective.terms))
         torch.manual_seed(self.trainer_config.seed)
         self.model_ = DynamicSurvivalModel(self.model_config_)
         self.model_.head.initialize_bias(*_visit_targets(train, self.objective.cause))

@@ -176,8 +176,10 @@ def test_configuration_errors_exit_with_code_1(tables, tmp_path, capsys):
     (tmp_path / "unknown.json").write_text(json.dumps({"head": "logistic_hazard", "learning_rate": 0.1}))
     (tmp_path / "broken.toml").write_text("epochs = ")
     (tmp_path / "config.yaml").write_text("epochs: 1")
+    (tmp_path / "loss.toml").write_text('loss = {nll = 1.0, rankin = {weight = 0.1, horizon = 365}}')
     for config, expected in (("unknown.json", "unknown setting(s) learning_rate"), ("broken.toml", "not valid TOML"),
-                             ("config.yaml", "expected a .toml or .json"), ("missing.toml", "does not exist")):
+                             ("config.yaml", "expected a .toml or .json"), ("missing.toml", "does not exist"),
+                             ("loss.toml", "unknown loss term 'rankin' (did you mean 'ranking'?)")):
         assert main([*base, "--config", str(tmp_path / config)]) == 1
         err = capsys.readouterr().err
         assert expected in err and err.count("\n") == 1

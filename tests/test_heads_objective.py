@@ -10,12 +10,13 @@ import torch
 from ehrseq.data import SequenceBatch
 from ehrseq.errors import ConfigError
 from ehrseq.losses.functional.discrete import logistic_hazard_nll
+from ehrseq.losses.terms import TERMS
 from ehrseq.models.distributions import LogisticHazard
 from ehrseq.models.encoders import EncoderConfig
 from ehrseq.models.families import FAMILIES, life_table
 from ehrseq.models.heads import HeadConfig
 from ehrseq.models.model import DynamicSurvivalModel, ModelConfig
-from ehrseq.objective import TERMS, Objective, ObjectiveConfig
+from ehrseq.objective import Objective, ObjectiveConfig
 
 HEAD_KINDS = list(FAMILIES)
 
@@ -56,8 +57,8 @@ def test_every_supported_term_gives_finite_loss_and_gradients(kind):
     model = model_for(kind)
     batch = make_batch()
     cause = None if kind in ("competing_pmf", "multi_event") else 1
-    terms = {name: {"weight": 0.5, **term_options(name, kind)} for name, (_, applies) in TERMS.items()
-             if applies(FAMILIES[kind])}
+    terms = {name: {"weight": 0.5, **term_options(name, kind)} for name, term in TERMS.items()
+             if term.applies(FAMILIES[kind])}
     assert "nll" in terms
     for balance in ("fixed", "uncertainty"):
         objective = Objective(ObjectiveConfig.parse(terms, cause=cause, balance=balance), model.config, 4.0)
@@ -110,8 +111,8 @@ def test_visit_weighting_sums_per_batch_and_normalises_by_a_global_constant():
     total = logistic_hazard_nll(out.raw, batch.bin, batch.event, batch.mask, visit_weighting="visit", reduction="sum")
     assert torch.allclose(objective(out, batch).total, total / (6 * 2.5))
     auto_visit = Objective(ObjectiveConfig.parse("nll"), model_for("visit_hazard").config)
-    assert auto_visit.context.visit_weighting == "patient"
-    assert objective.context.visit_weighting == "visit"
+    assert auto_visit.visit_weighting == "patient"
+    assert objective.visit_weighting == "visit"
 
 
 def test_life_table_counts_match_a_loop():

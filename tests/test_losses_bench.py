@@ -7,14 +7,16 @@ import re
 
 from ehrseq.bench.__main__ import available_benchmarks
 from ehrseq.bench.__main__ import main as run_bench
-from ehrseq.losses import available_losses, loss_class
+from ehrseq.bench.losses import CASES
+from ehrseq.losses import TERMS
+from ehrseq.models.families import FAMILIES
 
 
 def test_listing_names_every_benchmark_with_its_summary(capsys):
     assert run_bench([]) == 0
     listing = capsys.readouterr().out
     assert "losses" in available_benchmarks()
-    assert re.search(r"^  losses +Loss forward\+backward times for every registered loss", listing, re.MULTILINE)
+    assert re.search(r"^  losses +Loss forward\+backward times for every registered loss term", listing, re.MULTILINE)
 
 
 def test_unknown_benchmark_exits_with_code_2(capsys):
@@ -23,16 +25,17 @@ def test_unknown_benchmark_exits_with_code_2(capsys):
     assert run_bench(["_timing"]) == 2
 
 
-def test_loss_benchmark_quick_mode_times_every_loss_and_the_loop_baselines(capsys, tmp_path):
+def test_loss_benchmark_quick_mode_times_every_term_and_the_loop_baselines(capsys, tmp_path):
+    assert {term for term, _, _ in CASES} == set(TERMS)
+    assert all(TERMS[term].applies(FAMILIES[kind]) for term, kind, _ in CASES)
     report_file = tmp_path / "losses.json"
     assert run_bench(["losses", "--quick", "--repeats", "1", "--json", str(report_file)]) == 0
     output = capsys.readouterr().out
-    timed = [name for name in available_losses() if hasattr(loss_class(name), "example_inputs")]
-    for name in timed:
-        assert f"\n{name} " in output
+    for term, kind, _ in CASES:
+        assert re.search(rf"^{term} +{kind} ", output, re.MULTILINE)
     report = json.loads(report_file.read_text())
-    assert set(report["losses"]) == set(timed)
-    assert all(ms > 0 for ms in report["losses"].values())
+    assert [(row["term"], row["head"]) for row in report["terms"]] == [(term, kind) for term, kind, _ in CASES]
+    assert all(row["median_ms"] > 0 for row in report["terms"])
     for name in ("ranking", "contrastive"):
         loop = report["loops"][name]
         assert loop["speed_up"] > 1 and loop["value_difference"] < 1e-5

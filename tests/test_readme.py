@@ -1,4 +1,5 @@
-"""The README's API example runs as written (in a scratch directory) and gives sensible landmark metrics."""
+"""The README's API example runs as written (in a scratch directory) and gives sensible landmark metrics;
+its table of contents names every registered head family and loss term."""
 
 from pathlib import Path
 
@@ -22,3 +23,12 @@ def test_readme_example_runs(tmp_path, monkeypatch):
     assert isinstance(table, pl.DataFrame) and table.height == 6
     assert table["c_index"].drop_nulls().mean() > 0.7  # PBC's labs carry strong signal
     assert (tmp_path / "pbc-model" / "manifest.json").exists()
+
+
+def test_readme_names_every_registered_head_and_loss_term():
+    from ehrseq.losses import TERMS
+    from ehrseq.models.families import FAMILIES
+
+    inside = README.read_text(encoding="utf-8").split("## What is inside", 1)[1].split("\n## ", 1)[0]
+    missing = [name for name in [*FAMILIES, *TERMS] if f"`{name}`" not in inside]
+    assert missing == []

@@ -1,9 +1,11 @@
-"""Losses: functional cores (``ehrseq.losses.functional``) and thin ``nn.Module`` wrappers.
+"""Losses: functional cores (``ehrseq.losses.functional``), the registry of training terms
+(:mod:`ehrseq.losses.terms`: the one name of each loss, as used in ``DynamicSurvival(loss=...)``) and
+thin ``nn.Module`` wrappers of the cores for training loops of one's own::
 
-Every wrapper is registered by name, so a trainer can build a composition from configuration::
-
-    from ehrseq.losses import available_losses, get_loss
-    loss = get_loss("deephit", sigma=0.1, ranking_weight=0.5)
+    from ehrseq.losses import TERMS, DeepHitLoss
+    sorted(TERMS)                                   # ['calibration', 'contrastive', 'crps', ...]
+    TERMS["ranking"].supported_kinds()              # the head kinds the ranking term applies to
+    loss = DeepHitLoss(sigma=0.1, ranking_weight=0.5)
 """
 
 from ehrseq.losses import functional
@@ -34,15 +36,17 @@ from ehrseq.losses.modules import (
     RankingLoss,
     SmoothHazardPenalty,
 )
-from ehrseq.losses.registry import available_losses, get_loss, loss_class, register_loss
+from ehrseq.losses.terms import NOT_TERMS, TERMS, LossTerm, TermContext, get_term, register_term
 
 __all__ = [
-    # registry
-    "available_losses",
+    # registry of training terms
+    "NOT_TERMS",
+    "TERMS",
+    "LossTerm",
+    "TermContext",
     "functional",
-    "get_loss",
-    "loss_class",
-    "register_loss",
+    "get_term",
+    "register_term",
     # discrete-time catalogue, ranking / representation losses and Cox
     "CalibrationLoss",
     "ContrastiveLoss",

@@ -9,19 +9,16 @@ family. Other forward arguments use the tensor names of :class:`ehrseq.data.Sequ
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 
 from ehrseq.errors import ConfigError
 from ehrseq.losses import functional as LF
-from ehrseq.losses.examples import synthetic_targets
 from ehrseq.losses.functional.crps import DEFAULT_POINTS
 from ehrseq.losses.functional.multievent import Trajectory
 from ehrseq.losses.modules import _cause, _Loss
-from ehrseq.losses.registry import register_loss
-from ehrseq.models.distributions import LogNormal, MultiEvent, SurvivalDistribution, WeibullMixture
+from ehrseq.models.distributions import LogNormal, MultiEvent, SurvivalDistribution
 
 Tensor = torch.Tensor
 
@@ -29,19 +26,6 @@ Tensor = torch.Tensor
 def _points(value: int | None) -> None:
     if value is not None and not (isinstance(value, int) and value >= 1):
         raise ConfigError(f"points must be a positive integer, got {value!r}")
-
-
-def _lognormal_example(batch_size: int, visits: int, generator: torch.Generator | None, dtype: torch.dtype) -> dict:
-    labels = synthetic_targets(batch_size, visits, 1, generator=generator, dtype=dtype)
-    loc = (math.log(365.0) + torch.randn(batch_size, visits, generator=generator, dtype=dtype)).requires_grad_()
-    log_scale = (0.3 * torch.randn(batch_size, visits, generator=generator, dtype=dtype)).requires_grad_()
-    return {
-        "distribution": LogNormal(loc, log_scale),
-        "remaining": labels["remaining"],
-        "event": labels["event"],
-        "mask": labels["mask"],
-        "weight": labels["weight"],
-    }
 
 
 class _DistributionLoss(_Loss):
@@ -52,13 +36,7 @@ class _DistributionLoss(_Loss):
         _cause(cause)
         self.cause = cause
 
-    @classmethod
-    def example_inputs(cls, batch_size: int, visits: int, bins: int, *, generator: torch.Generator | None = None,
-                       dtype: torch.dtype = torch.float32) -> dict:
-        return _lognormal_example(batch_size, visits, generator, dtype)
 
-
-@register_loss("survival_nll")
 class SurvivalNLLLoss(_DistributionLoss):
     """Right-/interval-censored MLE of any distribution (:func:`~ehrseq.losses.functional.survival_nll`).
 
@@ -76,7 +54,6 @@ class SurvivalNLLLoss(_DistributionLoss):
         )
 
 
-@register_loss("survival_crps")
 class SurvivalCRPSLoss(_DistributionLoss):
     """Survival-CRPS of any distribution by quadrature (:func:`~ehrseq.losses.functional.survival_crps`)."""
 
@@ -94,7 +71,6 @@ class SurvivalCRPSLoss(_DistributionLoss):
         )
 
 
-@register_loss("survival_crps_lognormal")
 class LogNormalSurvivalCRPSLoss(_DistributionLoss):
     """Survival-CRPS of a log-normal head (:func:`~ehrseq.losses.functional.survival_crps_lognormal`).
 
@@ -118,7 +94,6 @@ class LogNormalSurvivalCRPSLoss(_DistributionLoss):
         )
 
 
-@register_loss("crps_log_time_normal")
 class LogTimeNormalCRPSLoss(_DistributionLoss):
     """Closed-form CRPS of log-time under a Gaussian (:func:`~ehrseq.losses.functional.crps_log_time_normal`)."""
 
@@ -133,7 +108,6 @@ class LogTimeNormalCRPSLoss(_DistributionLoss):
         )
 
 
-@register_loss("mensa")
 class MENSALoss(_Loss):
     """MENSA multi-event likelihood with trajectories (:func:`~ehrseq.losses.functional.mensa_loss`).
 
@@ -160,31 +134,3 @@ class MENSALoss(_Loss):
             trajectory_weight=self.trajectory_weight, event_free=event_free, weight=weight,
             reduction=self.reduction, visit_weighting=self.visit_weighting,
         )
-
-    @classmethod
-    def example_config(cls) -> dict:
-        return {"trajectories": [[0, 2]]}
-
-    @classmethod
-    def example_inputs(cls, batch_size: int, visits: int, bins: int, *, generator: torch.Generator | None = None,
-                       dtype: torch.dtype = torch.float32) -> dict:
-        events, components = 3, 3
-        labels = synthetic_targets(batch_size, visits, 1, generator=generator, dtype=dtype)
-        last_time = labels["time"].amax(dim=1, keepdim=True)
-        spread = torch.empty(batch_size, events, dtype=dtype).exponential_(1 / 365.0, generator=generator)
-        event_times = last_time + 1.0 + spread.cumsum(dim=1)  # event 0 before 1 before 2
-        event_flags = torch.rand(batch_size, events, generator=generator) < 0.5
-        shape = (batch_size, visits, events, components)
-
-        def parameter(offset: float, scale: float) -> Tensor:
-            return (offset + scale * torch.randn(shape, generator=generator, dtype=dtype)).requires_grad_()
-
-        mixture = WeibullMixture(parameter(0.0, 1.0), parameter(math.log(365.0), 0.5), parameter(0.0, 0.3))
-        return {
-            "distribution": MultiEvent.stacked(mixture, names=("first", "second", "third")),
-            "event_times": event_times,
-            "event_flags": event_flags,
-            "time": labels["time"],
-            "mask": labels["mask"],
-            "weight": labels["weight"],
-        }

@@ -1,8 +1,9 @@
 """``nn.Module`` wrappers of the discrete-time, ranking, representation and Cox losses.
 
 Each wrapper holds hyper-parameters only and calls its functional core in
-:mod:`ehrseq.losses.functional` (where the mathematics is documented); every one is registered by
-name for :func:`ehrseq.losses.get_loss`. Constructor arguments are validated and raise
+:mod:`ehrseq.losses.functional` (where the mathematics is documented), for training loops of one's
+own; the training objective uses the loss terms of :mod:`ehrseq.losses.terms`, which list these
+wrappers with the term of the same loss. Constructor arguments are validated and raise
 :class:`ehrseq.errors.ConfigError`. Forward arguments use the tensor names of
 :class:`ehrseq.data.SequenceBatch` (``mask``, ``event``, ``event_visit``, ``bin``, ``remaining``, ``weight``).
 """
@@ -17,10 +18,8 @@ from torch import nn
 
 from ehrseq.errors import ConfigError, ShapeError
 from ehrseq.losses import functional as LF
-from ehrseq.losses.examples import synthetic_logits, synthetic_targets
 from ehrseq.losses.functional._aggregate import check_reduction
 from ehrseq.losses.functional.focal import check_focal_parameters
-from ehrseq.losses.registry import register_loss
 from ehrseq.models.distributions._math import DEFAULT_HERMITE_NODES
 
 Tensor = torch.Tensor
@@ -72,32 +71,6 @@ def _per_position(weights: Tensor | None, visits: int, like: Tensor) -> Tensor |
     return torch.cat([weights, weights[-1].expand(visits - weights.shape[0])])
 
 
-def _visit_example(
-    batch_size: int, visits: int, generator: torch.Generator | None, dtype: torch.dtype
-) -> dict[str, Tensor]:
-    labels = synthetic_targets(batch_size, visits, 1, generator=generator, dtype=dtype)
-    return {
-        "logits": synthetic_logits(batch_size, visits, scale=2.0, generator=generator, dtype=dtype),
-        "event": labels["event"],
-        "event_visit": labels["event_visit"],
-        "mask": labels["mask"],
-        "weight": labels["weight"],
-    }
-
-
-def _grid_example(
-    batch_size: int, visits: int, bins: int, generator: torch.Generator | None, dtype: torch.dtype
-) -> dict[str, Tensor]:
-    labels = synthetic_targets(batch_size, visits, bins, generator=generator, dtype=dtype)
-    return {
-        "logits": synthetic_logits(batch_size, visits, bins, scale=2.0, generator=generator, dtype=dtype),
-        "bin": labels["bin"],
-        "event": labels["event"],
-        "mask": labels["mask"],
-        "weight": labels["weight"],
-    }
-
-
 class _Loss(nn.Module):
     """Common hyper-parameters: ``reduction`` and, for per-visit losses, ``visit_weighting``."""
 
@@ -112,7 +85,6 @@ class _Loss(nn.Module):
         return ", ".join(f"{k}={v!r}" for k, v in shown.items() if v is not None)
 
 
-@register_loss("discrete_time_nll")
 class DiscreteTimeNLL(_Loss):
     """Visit-indexed discrete-time NLL (:func:`~ehrseq.losses.functional.discrete_time_nll`).
 
@@ -145,13 +117,7 @@ class DiscreteTimeNLL(_Loss):
             reduction=self.reduction, visit_weighting=self.visit_weighting,
         )
 
-    @classmethod
-    def example_inputs(cls, batch_size: int, visits: int, bins: int, *, generator: torch.Generator | None = None,
-                       dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
-        return _visit_example(batch_size, visits, generator, dtype)
 
-
-@register_loss("logistic_hazard")
 class LogisticHazardLoss(_Loss):
     """Logistic-hazard grid NLL (:func:`~ehrseq.losses.functional.logistic_hazard_nll`); ``bin_weights`` ``[L]``."""
 
@@ -174,13 +140,7 @@ class LogisticHazardLoss(_Loss):
             reduction=self.reduction, visit_weighting=self.visit_weighting,
         )
 
-    @classmethod
-    def example_inputs(cls, batch_size: int, visits: int, bins: int, *, generator: torch.Generator | None = None,
-                       dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
-        return _grid_example(batch_size, visits, bins, generator, dtype)
 
-
-@register_loss("deephit")
 class DeepHitLoss(_Loss):
     """DeepHit: PMF likelihood + η · ranking term (:func:`~ehrseq.losses.functional.pmf_nll`,
     :func:`~ehrseq.losses.functional.deephit_ranking_loss`; [monograph] eq. 70).
@@ -247,17 +207,7 @@ class DeepHitLoss(_Loss):
         )
         return loss + self.ranking_weight * ranking
 
-    @classmethod
-    def example_inputs(cls, batch_size: int, visits: int, bins: int, *, generator: torch.Generator | None = None,
-                       dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
-        labels = synthetic_targets(batch_size, visits, bins, generator=generator, dtype=dtype)
-        return {
-            "logits": synthetic_logits(batch_size, visits, bins + 1, scale=2.0, generator=generator, dtype=dtype),
-            **{k: labels[k] for k in ("bin", "event", "mask", "remaining", "event_visit", "weight")},
-        }
 
-
-@register_loss("calibration")
 class CalibrationLoss(_Loss):
     """Expected vs observed events per horizon bin (:func:`~ehrseq.losses.functional.logistic_hazard_calibration`)."""
 
@@ -272,13 +222,7 @@ class CalibrationLoss(_Loss):
             visit_weighting=self.visit_weighting,
         )
 
-    @classmethod
-    def example_inputs(cls, batch_size: int, visits: int, bins: int, *, generator: torch.Generator | None = None,
-                       dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
-        return _grid_example(batch_size, visits, bins, generator, dtype)
 
-
-@register_loss("discrete_time_calibration")
 class DiscreteTimeCalibrationLoss(_Loss):
     """Expected vs observed events per visit position (:func:`~ehrseq.losses.functional.discrete_time_calibration`)."""
 
@@ -298,13 +242,7 @@ class DiscreteTimeCalibrationLoss(_Loss):
             weight=weight, reduction=self.reduction,
         )
 
-    @classmethod
-    def example_inputs(cls, batch_size: int, visits: int, bins: int, *, generator: torch.Generator | None = None,
-                       dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
-        return _visit_example(batch_size, visits, generator, dtype)
 
-
-@register_loss("ranking")
 class RankingLoss(_Loss):
     """Pairwise logistic ranking on risk scores (:func:`~ehrseq.losses.functional.ranking_loss`)."""
 
@@ -322,18 +260,6 @@ class RankingLoss(_Loss):
             reduction=self.reduction,
         )
 
-    @classmethod
-    def example_inputs(cls, batch_size: int, visits: int, bins: int, *, generator: torch.Generator | None = None,
-                       dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
-        labels = synthetic_targets(batch_size, visits, bins, generator=generator, dtype=dtype)
-        rows = torch.arange(batch_size)
-        return {
-            "risk": synthetic_logits(batch_size, generator=generator, dtype=dtype),
-            "time": labels["remaining"][rows, labels["event_visit"]],
-            "event": labels["event"],
-            "weight": labels["weight"],
-        }
-
 
 class _FocalParameters(_Loss):
     def __init__(self, gamma: float, alpha: float | None, detach_weights: bool, cause: int | None,
@@ -347,7 +273,6 @@ class _FocalParameters(_Loss):
         self.cause = cause
 
 
-@register_loss("focal")
 class FocalLoss(_FocalParameters):
     """Focal visit-indexed discrete-time loss (:func:`~ehrseq.losses.functional.discrete_time_focal_loss`)."""
 
@@ -377,13 +302,7 @@ class FocalLoss(_FocalParameters):
             reduction=self.reduction, visit_weighting=self.visit_weighting,
         )
 
-    @classmethod
-    def example_inputs(cls, batch_size: int, visits: int, bins: int, *, generator: torch.Generator | None = None,
-                       dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
-        return _visit_example(batch_size, visits, generator, dtype)
 
-
-@register_loss("logistic_hazard_focal")
 class LogisticHazardFocalLoss(_FocalParameters):
     """Focal logistic-hazard grid loss (:func:`~ehrseq.losses.functional.logistic_hazard_focal_loss`)."""
 
@@ -408,13 +327,7 @@ class LogisticHazardFocalLoss(_FocalParameters):
             visit_weighting=self.visit_weighting,
         )
 
-    @classmethod
-    def example_inputs(cls, batch_size: int, visits: int, bins: int, *, generator: torch.Generator | None = None,
-                       dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
-        return _grid_example(batch_size, visits, bins, generator, dtype)
 
-
-@register_loss("multitask")
 class MultiTaskLoss(_Loss):
     """Σ_k exp(−s_k) L_k + s_k over named task losses (:func:`~ehrseq.losses.functional.uncertainty_weighted_sum`).
 
@@ -452,19 +365,7 @@ class MultiTaskLoss(_Loss):
         log_variances = self.log_variances[present].to(values.dtype)
         return LF.uncertainty_weighted_sum(values, log_variances, reduction=self.reduction)
 
-    @classmethod
-    def example_config(cls) -> dict[str, Any]:
-        return {"tasks": ["death", "progression"]}
 
-    @classmethod
-    def example_inputs(cls, batch_size: int, visits: int, bins: int, *, generator: torch.Generator | None = None,
-                       dtype: torch.dtype = torch.float32) -> dict[str, Any]:
-        death, progression = (synthetic_logits(generator=generator, dtype=dtype).detach().abs().requires_grad_()
-                              for _ in range(2))
-        return {"losses": {"death": death, "progression": progression}}
-
-
-@register_loss("contrastive")
 class ContrastiveLoss(_Loss):
     """Supervised InfoNCE on the states at the event/censoring visit
     (:func:`~ehrseq.losses.functional.supervised_contrastive_loss`)."""
@@ -487,17 +388,7 @@ class ContrastiveLoss(_Loss):
             cause=self.cause, weight=weight, reduction=self.reduction,
         )
 
-    @classmethod
-    def example_inputs(cls, batch_size: int, visits: int, bins: int, *, generator: torch.Generator | None = None,
-                       dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
-        labels = synthetic_targets(batch_size, visits, bins, generator=generator, dtype=dtype)
-        return {
-            "states": synthetic_logits(batch_size, visits, 64, generator=generator, dtype=dtype),
-            **{k: labels[k] for k in ("event", "event_visit", "mask", "weight")},
-        }
 
-
-@register_loss("smooth_hazard")
 class SmoothHazardPenalty(_Loss):
     """Squared hazard change between consecutive visits (:func:`~ehrseq.losses.functional.smooth_hazard_penalty`)."""
 
@@ -509,14 +400,7 @@ class SmoothHazardPenalty(_Loss):
             logits, mask, weight=weight, reduction=self.reduction, visit_weighting=self.visit_weighting
         )
 
-    @classmethod
-    def example_inputs(cls, batch_size: int, visits: int, bins: int, *, generator: torch.Generator | None = None,
-                       dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
-        example = _grid_example(batch_size, visits, bins, generator, dtype)
-        return {k: example[k] for k in ("logits", "mask", "weight")}
 
-
-@register_loss("logit_normal_hazard")
 class LogitNormalHazardNLL(_Loss):
     """Visit-indexed NLL with a logit-normal hazard (:func:`~ehrseq.losses.functional.logit_normal_hazard_nll`)."""
 
@@ -548,18 +432,7 @@ class LogitNormalHazardNLL(_Loss):
             reduction=self.reduction, visit_weighting=self.visit_weighting,
         )
 
-    @classmethod
-    def example_inputs(cls, batch_size: int, visits: int, bins: int, *, generator: torch.Generator | None = None,
-                       dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
-        example = _visit_example(batch_size, visits, generator, dtype)
-        return {
-            "mean_logits": example.pop("logits"),
-            "log_scale": synthetic_logits(batch_size, visits, scale=0.5, generator=generator, dtype=dtype),
-            **example,
-        }
 
-
-@register_loss("next_visit")
 class NextVisitLoss(_Loss):
     """Auxiliary next-visit prediction: numeric MSE and code BCE, weighted and summed
     (:func:`~ehrseq.losses.functional.next_visit_numeric_loss`, :func:`~ehrseq.losses.functional.next_visit_code_loss`).
@@ -602,23 +475,7 @@ class NextVisitLoss(_Loss):
             raise ValueError("give numeric_prediction and/or code_logits")
         return parts[0] if len(parts) == 1 else parts[0] + parts[1]
 
-    @classmethod
-    def example_inputs(cls, batch_size: int, visits: int, bins: int, *, generator: torch.Generator | None = None,
-                       dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
-        labels = synthetic_targets(batch_size, visits, bins, generator=generator, dtype=dtype)
-        features, vocabulary = 16, 64
-        return {
-            "mask": labels["mask"],
-            "numeric_prediction": synthetic_logits(batch_size, visits, features, generator=generator, dtype=dtype),
-            "numeric": torch.randn(batch_size, visits, features, generator=generator, dtype=dtype),
-            "numeric_missing": torch.rand(batch_size, visits, features, generator=generator) < 0.3,
-            "code_logits": synthetic_logits(batch_size, visits, vocabulary, generator=generator, dtype=dtype),
-            "codes": torch.rand(batch_size, visits, vocabulary, generator=generator) < 0.05,
-            "weight": labels["weight"],
-        }
 
-
-@register_loss("cox")
 class CoxPartialLikelihood(_Loss):
     """Negative Cox partial log-likelihood (:func:`~ehrseq.losses.functional.cox_partial_likelihood`)."""
 
@@ -634,10 +491,3 @@ class CoxPartialLikelihood(_Loss):
         return LF.cox_partial_likelihood(
             risk, time, event, weight=weight, mask=mask, ties=self.ties, cause=self.cause, reduction=self.reduction
         )
-
-    @classmethod
-    def example_inputs(cls, batch_size: int, visits: int, bins: int, *, generator: torch.Generator | None = None,
-                       dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
-        example = RankingLoss.example_inputs(batch_size, visits, bins, generator=generator, dtype=dtype)
-        example["time"] = example["time"].round()  # whole days: tied times, as in real data
-        return example

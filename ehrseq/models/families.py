@@ -73,6 +73,7 @@ from ehrseq.models.distributions import (
 )
 from ehrseq.models.distributions._math import logit_normal_log_probabilities
 from ehrseq.models.distributions.base import CompetingRisksDistribution
+from ehrseq.registry import Registry
 
 if TYPE_CHECKING:
     from ehrseq.models.heads import HeadConfig
@@ -166,26 +167,17 @@ class HeadFamily:
         return f"{type(self).__name__}({self.kind!r})"
 
 
-FAMILIES: dict[str, HeadFamily] = {}
+FAMILIES: Registry[HeadFamily] = Registry("head kind")
 
 
 def register_family(family: HeadFamily) -> HeadFamily:
     """Add ``family`` to the registry under ``family.kind`` (a new, lower-case snake_case name)."""
-    kind = family.kind
-    if not kind or kind != kind.lower() or not kind.replace("_", "").isalnum():
-        raise ValueError(f"head kinds are lower-case snake_case names, got {kind!r}")
-    if kind in FAMILIES:
-        raise ValueError(f"a head family {kind!r} is already registered")
-    FAMILIES[kind] = family
-    return family
+    return FAMILIES.register(family.kind, family)
 
 
 def get_family(kind: str) -> HeadFamily:
     """The family registered under ``kind``; :class:`ConfigError` listing the kinds otherwise."""
-    try:
-        return FAMILIES[kind]
-    except (KeyError, TypeError):
-        raise ConfigError(f"unknown head kind {kind!r}; choose one of {list(FAMILIES)}") from None
+    return FAMILIES.lookup(kind)
 
 
 # ------------------------------------------------------------------------------------------ life table
