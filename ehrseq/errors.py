@@ -7,10 +7,16 @@ offending patient ids so the user can find the rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import warnings
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 from typing import Any
 
 MAX_REPORTED_IDS = 5
+_NO_VALUE = object()
+#: The interface the user called: ``"python"`` (the API) or ``"cli"`` (the ``ehrseq`` command).
+_INTERFACE: ContextVar[str] = ContextVar("ehrseq_interface", default="python")
 
 
 class EhrseqError(Exception):
@@ -68,3 +74,48 @@ class CheckpointError(EhrseqError):
 
 class ShapeError(EhrseqError, ValueError):
     """Tensors passed to a loss, head or metric have inconsistent shapes or dtypes."""
+
+
+class DataWarning(UserWarning):
+    """Input tables that pass every rule but look like a common mistake (e.g. R's event coding)."""
+
+
+def warn(message: str) -> None:
+    """Issue a :class:`DataWarning` (the command line prints it as ``ehrseq: warning: ...``)."""
+    warnings.warn(message, DataWarning, stacklevel=3)
+
+
+@contextlib.contextmanager
+def command_line() -> Iterator[None]:
+    """Within this block, :func:`option` spells options as command-line flags."""
+    token = _INTERFACE.set("cli")
+    try:
+        yield
+    finally:
+        _INTERFACE.reset(token)
+
+
+def option(name: str, value: Any = _NO_VALUE, *, flag: str | None = None, python: str | None = None) -> str:
+    """How the user sets option ``name`` (to ``value``) in the interface they called.
+
+    From Python: ``unmatched='drop'``, ``resume=True``. On the command line: ``--unmatched drop``,
+    ``--resume``, ``--no-progress`` for ``progress=False``; ``flag`` is what the command line takes
+    instead when it spells the option differently (e.g. ``--train-visits FILE`` for ``train_outcomes``),
+    ``python`` what Python takes when the value is not a literal (``train_outcomes=(visits, outcomes)``).
+    """
+    if _INTERFACE.get() == "cli":
+        if flag is not None:
+            return flag
+        text = "--" + name.replace("_", "-")
+        if value is _NO_VALUE or value is True:
+            return text
+        if value is False:
+            return "--no-" + text.removeprefix("--")
+        if isinstance(value, (list, tuple)):
+            return f"{text} {' '.join(str(v) for v in value)}"
+        return f"{text} {value}"
+    if python is not None:
+        return python
+    if value is _NO_VALUE:
+        return f"{name}="
+    return f"{name}={value!r}"

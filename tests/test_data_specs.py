@@ -70,7 +70,8 @@ def test_dtype_classes_accept_what_the_contract_says():
     assert dtype_in_class(pl.Int32, "id") and dtype_in_class(pl.String, "id") and not dtype_in_class(pl.Float64, "id")
     assert dtype_in_class(pl.Date, "clock") and dtype_in_class(pl.Int64, "clock")
     assert not dtype_in_class(pl.String, "clock")
-    assert dtype_in_class(pl.Boolean, "event_code") and not dtype_in_class(pl.Float64, "event_code")
+    assert dtype_in_class(pl.Boolean, "event_code") and dtype_in_class(pl.Float64, "event_code")
+    assert not dtype_in_class(pl.String, "event_code")
     assert not dtype_in_class(pl.Null, "numeric") and dtype_in_class(pl.Null, "numeric", nullable=True)
 
 

@@ -209,6 +209,7 @@ def tables(draw):
     return visits, outcomes
 
 
+@pytest.mark.filterwarnings("ignore::ehrseq.errors.DataWarning")  # random event codes may look like R's coding
 @settings(max_examples=40, deadline=None)
 @given(tables(), st.integers(1, 5), st.integers(0, 3))
 def test_random_tables_tensorize_without_loss(data, batch_size, seed):

@@ -8,6 +8,7 @@ from ehrseq.data.features import EncodedVisits, FeaturePipeline
 from ehrseq.data.grid import TimeGrid
 from ehrseq.data.loader import LengthBucketSampler, make_loader
 from ehrseq.data.meds import read_meds
+from ehrseq.data.reader import NULL_VALUES, read_table
 from ehrseq.data.report import CohortReport, RowCount
 from ehrseq.data.sequence import SequenceData, tensorize
 from ehrseq.data.specs import TableSpec, load_spec
@@ -21,6 +22,7 @@ from ehrseq.data.validation import (
 )
 
 __all__ = [
+    "NULL_VALUES",
     "PAD_INDEX",
     "UNKNOWN_INDEX",
     "Cohort",
@@ -40,6 +42,7 @@ __all__ = [
     "load_spec",
     "make_loader",
     "read_meds",
+    "read_table",
     "split_patients",
     "split_tables",
     "tensorize",

@@ -169,16 +169,18 @@ def build_cohort(
     max_visits: int | None = None,
     multi_outcomes: Any = None,
     event_types: int | Sequence[str] | None = None,
+    null_values: Sequence[str] | str | None = None,
 ) -> Cohort:
     """Validate the tables and build a :class:`Cohort` with per-visit targets.
 
     Parameters
     ----------
     visits, outcomes:
-        Visit and outcome tables (Polars or pandas; contracts in ``data_specs/``). ``outcomes=None``
-        gives an unlabelled cohort (scoring): every visit is kept and there are no targets.
+        Visit and outcome tables: Polars or pandas frames, Parquet or CSV files, folders, globs (see
+        :func:`ehrseq.data.read_table`; contracts in ``data_specs/``). ``outcomes=None`` gives an
+        unlabelled cohort (scoring): every visit is kept and there are no targets.
     numeric, categorical:
-        Feature columns; ``None`` infers them from dtypes (see ``data_specs/visits.json``).
+        Feature columns; ``None`` infers them (rules in ``data_specs/visits.json``, shown in the report).
     codes:
         The list[str] column of codes per visit (``"codes"``, used when present), or ``None``.
     origin:
@@ -198,6 +200,9 @@ def build_cohort(
     event_types:
         K (int) or the names of the K event types; codes above K are then an error. Default: the
         largest event code present (at least 1).
+    null_values:
+        Strings read as missing in text files and text columns of numbers (default
+        :data:`ehrseq.data.reader.NULL_VALUES`).
 
     Every dropped row is counted in ``cohort.report``.
     """
@@ -205,7 +210,7 @@ def build_cohort(
         raise ConfigError(f"max_visits must be a positive int or None, got {max_visits!r}")
     checked = validate(visits, outcomes, multi_outcomes=multi_outcomes, numeric=numeric, categorical=categorical,
                        codes=codes, origin=origin, duplicates=duplicates, unmatched=unmatched,
-                       event_types=event_types)
+                       event_types=event_types, null_values=null_values)
     return assemble_cohort(checked, max_visits=max_visits)
 
 
@@ -392,6 +397,7 @@ def assemble_cohort(checked: ValidatedTables, *, max_visits: int | None = None) 
         events=_value_counts(patients, "event") if labelled else {},
         multi_events={name: int(n) for name, n in zip(event_names, _multi_observed(patients))},
         visits_per_patient=_length_stats(patients.get_column("n_visits").to_numpy()),
+        feature_rules=dict(cols.reasons),
     )
     return Cohort(
         patients=patients,

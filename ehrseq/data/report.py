@@ -21,6 +21,17 @@ DROP_REASONS: dict[str, str] = {
 }
 
 
+#: How the report names the rules of ``data_specs/visits.json`` ``inference_rules``.
+RULE_LABELS: dict[str, str] = {
+    "declared": "declared",
+    "float": "float columns",
+    "integer": "integer columns",
+    "text_numbers": "text numbers (null markers read as missing)",
+    "string": "text columns",
+    "boolean": "boolean columns",
+}
+
+
 @dataclass
 class RowCount:
     """Rows of one table: ``n_in == n_used + sum(dropped.values())``."""
@@ -63,6 +74,7 @@ class CohortReport:
     events: dict[int, int]
     multi_events: dict[str, int]
     visits_per_patient: dict[str, float]
+    feature_rules: dict[str, str] = field(default_factory=dict)
 
     @property
     def balanced(self) -> bool:
@@ -86,6 +98,7 @@ class CohortReport:
             "events": {str(k): v for k, v in self.events.items()},
             "multi_events": dict(self.multi_events),
             "visits_per_patient": dict(self.visits_per_patient),
+            "feature_rules": dict(self.feature_rules),
         }
 
     def __str__(self) -> str:
@@ -109,12 +122,26 @@ class CohortReport:
             lines.append("  multi-event observed: " + ", ".join(f"{k}: {n:,}" for k, n in self.multi_events.items()))
         lines.append(f"  clock: {self.clock}; origin: {self.origin}"
                      + (f"; max_visits: {self.max_visits}" if self.max_visits else ""))
-        lines.append(f"  numeric ({len(self.numeric)}): {', '.join(self.numeric) or '-'}")
-        lines.append(f"  categorical ({len(self.categorical)}): {', '.join(self.categorical) or '-'}")
+        lines.append(f"  numeric ({len(self.numeric)}): {self._by_rule(self.numeric)}")
+        lines.append(f"  categorical ({len(self.categorical)}): {self._by_rule(self.categorical)}")
+        if any(rule != "declared" for rule in self.feature_rules.values()):
+            lines.append("  (column roles inferred by the rules of data_specs/visits.json 'inference_rules'; "
+                         "declare numeric / categorical columns to decide otherwise)")
         lines.append(f"  codes: {self.codes or '-'}")
         if self.ignored_columns:
             lines.append(f"  ignored columns: {', '.join(self.ignored_columns)}")
         return "\n".join(lines)
+
+    def _by_rule(self, columns: tuple[str, ...]) -> str:
+        """``columns`` grouped by the rule that gave them their role: ``float: a, b; text: c``."""
+        if not columns:
+            return "-"
+        if not self.feature_rules:
+            return ", ".join(columns)
+        groups: dict[str, list[str]] = {}
+        for column in columns:
+            groups.setdefault(self.feature_rules.get(column, "declared"), []).append(column)
+        return "; ".join(f"{RULE_LABELS.get(rule, rule)}: {', '.join(names)}" for rule, names in groups.items())
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # IPython
         printer.text(str(self))

@@ -59,6 +59,7 @@ class TableSpec:
     rules: dict[str, RuleSpec]
     reserved_names: tuple[str, ...]
     inference: dict[str, tuple[str, ...]]
+    inference_rules: dict[str, str]
 
     @property
     def required_columns(self) -> tuple[str, ...]:
@@ -97,6 +98,7 @@ def load_spec(table: str) -> TableSpec:
         rules={r["id"]: RuleSpec(id=r["id"], kind=r["kind"], description=r["description"]) for r in raw["rules"]},
         reserved_names=tuple(raw.get("reserved_names", ())),
         inference={role: tuple(fams) for role, fams in raw.get("inference", {}).items()},
+        inference_rules=dict(raw.get("inference_rules", {})),
     )
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 
+from ehrseq.data.reader import read_table
 from ehrseq.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -66,21 +67,25 @@ def _strata(table: pl.DataFrame, stratify: str | None, what: str) -> np.ndarray:
 
 
 def split_tables(
-    visits: pl.DataFrame,
-    outcomes: pl.DataFrame,
+    visits: Any,
+    outcomes: Any,
     fractions: Sequence[float] = (0.8, 0.2),
     seed: int = 0,
     stratify: str | None = "event",
     *,
     id_column: str = "patient_id",
+    null_values: Sequence[str] | None = None,
 ) -> tuple[tuple[pl.DataFrame, pl.DataFrame], ...]:
-    """Split a visit table and its outcome table by patient: one ``(visits, outcomes)`` pair per fraction.
+    """Split a visit table and its outcome table by patient: one ``(visits, outcomes)`` pair of Polars frames per
+    fraction. The tables are any source of :func:`ehrseq.data.read_table` (pandas, files, ...).
 
     The unit is the patient of ``outcomes`` (one row per patient): ``stratify`` names an outcome column
     whose mix every part keeps (``"event"`` by default: the censored/event-type mix), or ``None``. Every
     visit goes with its patient's part; visits of patients absent from ``outcomes`` are in no part (the
     cohort builder reports them when the parts are used). Rows keep their input order.
     """
+    visits = read_table(visits, "visits", null_values=null_values)
+    outcomes = read_table(outcomes, "outcomes", null_values=null_values)
     if id_column not in outcomes.columns or id_column not in visits.columns:
         raise ConfigError(f"both tables need the id column {id_column!r}")
     parts = []

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 import polars as pl
 
+from ehrseq.data.reader import null_values as null_values_in_force
+from ehrseq.data.reader import read_table
 from ehrseq.data.specs import (
     TABLES,
     ColumnSpec,
@@ -30,7 +32,7 @@ from ehrseq.data.specs import (
     dtype_in_class,
     load_spec,
 )
-from ehrseq.errors import ConfigError, DataError
+from ehrseq.errors import ConfigError, DataError, option, warn
 
 #: Dtype of codes in validated visit tables and cohorts: one process-wide string <-> id mapping.
 CODES_DTYPE = pl.Categorical(pl.Categories("codes", namespace="ehrseq"))
@@ -44,15 +46,9 @@ US_PER_DAY = 86_400_000_000.0
 
 
 # ---------------------------------------------------------------------------------------------- inputs
-def as_frame(table: Any, name: str) -> pl.DataFrame:
-    """A Polars DataFrame from a Polars DataFrame or LazyFrame or a pandas DataFrame."""
-    if isinstance(table, pl.DataFrame):
-        return table
-    if isinstance(table, pl.LazyFrame):
-        return table.collect()
-    if type(table).__module__.startswith("pandas") and hasattr(table, "columns"):
-        return pl.from_pandas(table)
-    raise DataError(f"expected a Polars or pandas DataFrame, got {type(table).__name__}", table=name)
+def as_frame(table: Any, name: str, null: Sequence[str] | str | None = None) -> pl.DataFrame:
+    """A Polars DataFrame from any table source (:func:`ehrseq.data.reader.read_table`)."""
+    return read_table(table, name, null_values=null)
 
 
 def to_days(column: str, dtype: pl.DataType) -> pl.Expr:
@@ -324,7 +320,7 @@ def _unique_visit(ctx: _Context, t: _Table) -> list[_Check]:
         return []
     repeated = same_as_previous("patient_id", "time")
     return [_Check("unique_visit", "time", repeated | repeated.shift(-1).fill_null(False),
-                   "duplicate (patient_id, time) visits; pass duplicates='merge' to merge them")]
+                   f"duplicate (patient_id, time) visits; pass {option('duplicates', 'merge')} to merge them")]
 
 
 @_rule("has_outcome", "visits", "multi_outcomes")
@@ -335,17 +331,21 @@ def _has_outcome(ctx: _Context, t: _Table) -> list[_Check]:
     frame = ctx.visit_summary() if t.name == "visits" else None
     what = "patients with visits" if t.name == "visits" else "rows"
     return [_Check("has_outcome", "patient_id", ~pl.col("patient_id").is_in(with_outcome.implode()),
-                   f"{what} without an outcome row; pass unmatched='drop' to drop them", frame=frame)]
+                   f"{what} without an outcome row; pass {option('unmatched', 'drop')} to drop them", frame=frame)]
 
 
 # ---------------------------------------------------------------------------------------------- outcome rules
 @_rule("event_code", "outcomes")
 def _event_code(ctx: _Context, t: _Table) -> list[_Check]:
     event = pl.col("event")
-    if t.frame.schema["event"] == pl.Boolean:
+    dtype = t.frame.schema["event"]
+    if dtype == pl.Boolean:
         return []
     bad = event < 0
     message = "negative event codes (0 = censored, 1..K = event type)"
+    if dtype.is_float():
+        bad = bad | ~event.is_finite() | (event != event.floor())
+        message = "event codes that are not whole numbers >= 0 (0 = censored, 1..K = event type)"
     if ctx.n_event_types is not None:
         bad = bad | (event > ctx.n_event_types)
         message = f"event codes outside 0..{ctx.n_event_types} (event_types declares K = {ctx.n_event_types})"
@@ -389,7 +389,7 @@ def _has_visits(ctx: _Context, t: _Table) -> list[_Check]:
         return []
     with_visits = ctx.visit_summary().get_column("patient_id")
     return [_Check("has_visits", "patient_id", ~pl.col("patient_id").is_in(with_visits.implode()),
-                   "patients without any visit; pass unmatched='drop' to drop them")]
+                   f"patients without any visit; pass {option('unmatched', 'drop')} to drop them")]
 
 
 def _with_first_visit(ctx: _Context, t: _Table) -> pl.DataFrame:
@@ -617,12 +617,19 @@ def _normalise(ctx: _Context, t: _Table) -> None:
 # ---------------------------------------------------------------------------------------------- resolution
 @dataclass(frozen=True)
 class VisitColumns:
-    """The columns of a visit table after declaration or inference."""
+    """The columns of a visit table after declaration or inference.
+
+    ``reasons`` maps each feature to the rule that decided its role (a key of ``inference_rules`` in
+    ``data_specs/visits.json``: ``declared``, ``float``, ``integer``, ``text_numbers``, ``string``, ``boolean``);
+    ``text_numbers`` are the numeric features stored as text, parsed to Float64 by validation.
+    """
 
     numeric: tuple[str, ...]
     categorical: tuple[str, ...]
     codes: str | None
     ignored: tuple[str, ...]
+    reasons: dict[str, str] = field(default_factory=dict)
+    text_numbers: tuple[str, ...] = ()
 
 
 def _as_names(value: Sequence[str] | str | None, what: str) -> tuple[str, ...] | None:
@@ -634,20 +641,68 @@ def _as_names(value: Sequence[str] | str | None, what: str) -> tuple[str, ...] |
     return names
 
 
+def _number(column: str) -> pl.Expr:
+    """Text parsed as a float (null where it is not a number); surrounding blanks are ignored."""
+    return pl.col(column).str.strip_chars().cast(pl.Float64, strict=False)
+
+
+def _marker(column: str, markers: tuple[str, ...]) -> pl.Expr:
+    return pl.col(column).is_null() | pl.col(column).str.strip_chars().is_in(list(markers))
+
+
+#: A text column inferred categorical is reported when at least this share of its values are numbers.
+MOSTLY_NUMBERS = 0.8
+
+
+def _text_numbers(frame: pl.DataFrame, candidates: Sequence[str], markers: tuple[str, ...]) -> tuple[str, ...]:
+    """The text columns among ``candidates`` whose values are all numbers or null markers, with at least one
+    number and at least one null marker written as text (inference rule ``text_numbers``). Warns about the
+    others when at least :data:`MOSTLY_NUMBERS` of their values are numbers (a lab with a stray ``'<5'``)."""
+    if not candidates:
+        return ()
+    exprs = []
+    for i, c in enumerate(candidates):
+        number = _number(c).is_not_null()
+        written = pl.col(c).is_not_null() & ~_marker(c, markers)
+        written_marker = pl.col(c).is_not_null() & _marker(c, markers)
+        exprs += [number.sum().alias(f"num{i}"), written.sum().alias(f"text{i}"),
+                  written_marker.any().alias(f"mark{i}")]
+    text = frame.select(pl.col(c).cast(pl.String) for c in candidates)
+    row = text.select(exprs).row(0, named=True)
+    found = []
+    for i, c in enumerate(candidates):
+        numbers, values = row[f"num{i}"], row[f"text{i}"]
+        if numbers and numbers == values and row[f"mark{i}"]:
+            found.append(c)
+        elif numbers and numbers < values and numbers >= MOSTLY_NUMBERS * values:
+            others = text.filter(pl.col(c).is_not_null() & ~_marker(c, markers) & _number(c).is_null())
+            examples = ", ".join(repr(v) for v in others.get_column(c).unique(maintain_order=True).head(3).to_list())
+            warn(f"[visits.{c}] {numbers:,} of its {values:,} values are numbers, the others text ({examples}): it is "
+                 f"read as categorical; declare it with {option('numeric', [c])} to read it as numbers (after "
+                 f"fixing those values or adding them to the null markers), or {option('categorical', [c])}")
+    return tuple(found)
+
+
 def resolve_visit_columns(
-    schema: pl.Schema,
+    frame: pl.DataFrame | pl.Schema,
     numeric: Sequence[str] | None = None,
     categorical: Sequence[str] | None = None,
     codes: str | None = "codes",
     exclude: Sequence[str] = (),
+    null: Sequence[str] | str | None = None,
 ) -> VisitColumns:
-    """Declared feature columns, or inferred from dtypes (rules in ``data_specs/visits.json``).
+    """Declared feature columns, or inferred (rules in ``data_specs/visits.json``, ``inference``).
 
-    When ``numeric`` is ``None`` every other float/integer column is numeric; when ``categorical`` is
-    ``None`` every other string/categorical/boolean column is categorical. ``exclude`` names columns
-    that are never features (e.g. a visit-table origin column).
+    When ``numeric`` is ``None`` every other float/integer column is numeric, and so is every text column
+    whose values are numbers or null markers (``null``, default :data:`ehrseq.data.reader.NULL_VALUES`)
+    with at least one marker (a numeric column whose missing values were written as text); when
+    ``categorical`` is ``None`` every other string/categorical/boolean column is categorical. Declarations
+    win over inference. ``exclude`` names columns that are never features (e.g. a visit-table origin
+    column). With a schema instead of a frame, text columns are not looked into.
     """
+    schema = frame if isinstance(frame, pl.Schema) else frame.schema
     spec = load_spec("visits")
+    markers = null_values_in_force(null)
     declared_numeric = _as_names(numeric, "numeric")
     declared_categorical = _as_names(categorical, "categorical")
     both = set(declared_numeric or ()) & set(declared_categorical or ())
@@ -655,18 +710,60 @@ def resolve_visit_columns(
         raise ConfigError(f"columns declared both numeric and categorical: {sorted(both)}")
     codes_column = codes if codes is not None and (codes != "codes" or codes in schema) else None
     base = {"patient_id", "time", *exclude} | ({codes_column} if codes_column else set())
+    reasons = dict.fromkeys((*(declared_numeric or ()), *(declared_categorical or ())), "declared")
 
     def infer(role: str, taken: set[str]) -> tuple[str, ...]:
         families = spec.inference[role]
-        return tuple(c for c, d in schema.items() if c not in base | taken and dtype_family(d) in families)
+        found = tuple(c for c, d in schema.items() if c not in base | taken and dtype_family(d) in families)
+        reasons.update({c: dtype_family(schema[c]) for c in found})
+        return found
 
+    text_numbers: tuple[str, ...] = ()
     if declared_numeric is None:
         declared_numeric = infer("numeric", set(declared_categorical or ()))
+        if not isinstance(frame, pl.Schema):
+            taken = base | set(declared_categorical or ())
+            text = [c for c, d in schema.items() if c not in taken and dtype_family(d) == "string"]
+            found = _text_numbers(frame, text, markers)
+            reasons.update(dict.fromkeys(found, "text_numbers"))
+            declared_numeric = tuple(c for c in schema if c in {*declared_numeric, *found})
     if declared_categorical is None:
         declared_categorical = infer("categorical", set(declared_numeric))
+    text_numbers = tuple(c for c in declared_numeric if c in schema and dtype_family(schema[c]) == "string")
     used = base | set(declared_numeric) | set(declared_categorical)
     ignored = tuple(c for c in schema if c not in used)
-    return VisitColumns(declared_numeric, declared_categorical, codes_column, ignored)
+    return VisitColumns(declared_numeric, declared_categorical, codes_column, ignored,
+                        {c: reasons[c] for c in (*declared_numeric, *declared_categorical)}, text_numbers)
+
+
+#: Separator of the codes of one visit written as text (a CSV file has no lists): ``"E11;I10"``.
+CODE_SEPARATOR = ";"
+
+
+def split_codes(column: str) -> pl.Expr:
+    """A codes column written as text, ``"E11;I10"``, as the list of its codes (blanks around codes and
+    empty codes dropped; a null stays null, i.e. no codes)."""
+    parts = pl.col(column).cast(pl.String).str.split(CODE_SEPARATOR)
+    return parts.list.eval(pl.element().str.strip_chars().filter(pl.element().str.strip_chars() != "")).alias(column)
+
+
+def _parse_text_numbers(frame: pl.DataFrame, columns: Sequence[str], markers: tuple[str, ...]) -> pl.DataFrame:
+    """Numeric features stored as text, as Float64: null markers become null; any other value that is not a
+    number is a :class:`DataError` (rule ``numeric_feature_dtype``) naming the values and the patients."""
+    frame = frame.with_columns(pl.col(c).cast(pl.String) for c in columns)
+    for column in columns:
+        bad = ~_marker(column, markers) & _number(column).is_null()
+        offending = frame.filter(bad)
+        if offending.height:
+            values = offending.get_column(column).unique(maintain_order=True).head(3).to_list()
+            ids = offending.get_column("patient_id").unique(maintain_order=True) if "patient_id" in frame.columns \
+                else pl.Series([])
+            shown = ", ".join(repr(v) for v in values)
+            raise DataError(f"numeric column stored as text holds values that are neither numbers nor null markers "
+                            f"({shown}; {offending.height} rows); fix them, add them to the null markers, or "
+                            f"declare the column categorical", table="visits", column=column,
+                            rule="numeric_feature_dtype", patient_ids=ids.head(5).to_list(), n_offending=ids.len())
+    return frame.with_columns(pl.when(_marker(c, markers)).then(None).otherwise(_number(c)).alias(c) for c in columns)
 
 
 def _table(name: str, frame: pl.DataFrame, extra: dict[str, ColumnSpec] | None = None) -> _Table:
@@ -734,22 +831,27 @@ def validate(
     duplicates: DuplicatePolicy = "error",
     unmatched: UnmatchedPolicy = "error",
     event_types: int | Sequence[str] | None = None,
+    null_values: Sequence[str] | str | None = None,
 ) -> ValidatedTables:
     """Check a visit table (and optionally its outcome and multi-event tables) against every rule.
 
-    Parameters mirror :func:`ehrseq.data.build_cohort`. ``origin`` is ``"first_visit"``, ``"zero"``
+    Parameters mirror :func:`ehrseq.data.build_cohort`. Tables are any source of
+    :func:`ehrseq.data.read_table` (frames, files, folders, globs); ``null_values`` are the strings read as
+    missing (default :data:`ehrseq.data.reader.NULL_VALUES`). ``origin`` is ``"first_visit"``, ``"zero"``
     (numeric clocks only) or the name of a column of the outcome table (or, when the outcome table
     lacks it, of the visit table). ``event_types`` declares K (an int) or names the K event types;
-    event codes above K are then an error. Raises :class:`ehrseq.DataError` for the first broken rule.
+    event codes above K are then an error. Raises :class:`ehrseq.DataError` for the first broken rule;
+    warns (:class:`ehrseq.errors.DataWarning`) when the event codes look like R's ``Surv`` coding.
     """
     _check_policy(duplicates, "duplicates", ("error", "merge"))
     _check_policy(unmatched, "unmatched", ("error", "drop"))
     if multi_outcomes is not None and outcomes is None:
         raise ConfigError("multi_outcomes needs an outcome table (its time ends follow-up)")
     n_types, type_names = _event_types(event_types)
-    visit_frame = as_frame(visits, "visits")
-    outcome_frame = None if outcomes is None else as_frame(outcomes, "outcomes")
-    multi_frame = None if multi_outcomes is None else as_frame(multi_outcomes, "multi_outcomes")
+    markers = null_values_in_force(null_values)
+    visit_frame = as_frame(visits, "visits", markers)
+    outcome_frame = None if outcomes is None else as_frame(outcomes, "outcomes", markers)
+    multi_frame = None if multi_outcomes is None else as_frame(multi_outcomes, "multi_outcomes", markers)
 
     origin_table = None
     if origin not in ORIGIN_CHOICES:
@@ -760,7 +862,9 @@ def validate(
         else:
             origin_table = "outcomes"
     exclude = (origin,) if origin_table == "visits" else ()
-    columns = resolve_visit_columns(visit_frame.schema, numeric, categorical, codes, exclude)
+    columns = resolve_visit_columns(visit_frame, numeric, categorical, codes, exclude, markers)
+    if columns.text_numbers:
+        visit_frame = _parse_text_numbers(visit_frame, columns.text_numbers, markers)
 
     clock_dtype = visit_frame.schema.get("time", pl.Float64)
     if origin == "zero" and clock_kind(clock_dtype) == "datetime":
@@ -774,6 +878,8 @@ def validate(
     codes_column = columns.codes if codes == "codes" else codes
     if codes_column is not None:
         extra[codes_column] = _declared(visit_spec, "codes", codes_column)
+        if codes_column in visit_frame.columns and dtype_family(visit_frame.schema[codes_column]) == "string":
+            visit_frame = visit_frame.with_columns(split_codes(codes_column))
     if origin_table == "visits":
         extra[origin] = _declared(visit_spec, "origin", origin)
     tables = {"visits": _table("visits", visit_frame, extra)}
@@ -791,6 +897,10 @@ def validate(
     _run(ctx)
 
     outcome_checked = tables["outcomes"].frame if "outcomes" in tables else None
+    if outcome_checked is not None and outcome_checked.schema["event"].is_float():
+        outcome_checked = outcome_checked.with_columns(pl.col("event").cast(pl.Int64))
+    if outcome_checked is not None:
+        _warn_event_coding(outcome_checked)
     if outcome_checked is not None and n_types is None:
         largest = outcome_checked.get_column("event").cast(pl.Int64).max()
         n_types = max(1, int(largest or 0))
@@ -807,6 +917,24 @@ def validate(
         duplicates=duplicates,
         unmatched=unmatched,
     )
+
+
+def event_codes(outcomes: pl.DataFrame) -> list[int]:
+    """The distinct event codes of a validated outcome table, sorted (booleans as 0/1)."""
+    return sorted(int(v) for v in outcomes.get_column("event").cast(pl.Int64).unique().to_list())
+
+
+def _warn_event_coding(outcomes: pl.DataFrame) -> None:
+    """Warn about R's ``Surv`` coding (1 = censored, 2 = event): codes {1, 2} and nobody censored."""
+    if outcomes.schema["event"] == pl.Boolean:
+        return
+    codes = event_codes(outcomes)
+    if codes == [1, 2]:
+        counts = outcomes.get_column("event").value_counts(sort=True)
+        summary = ", ".join(f"{code}: {n:,}" for code, n in sorted(counts.iter_rows()))
+        warn(f"the outcome table has no censored patient (event 0) and event codes 1 and 2 ({summary}); in "
+             "ehrseq 0 = censored and 1..K = event types, while R's Surv() codes 1 = censored and 2 = event. "
+             "If that is the coding here, recode it (event - 1) before fitting")
 
 
 def _validate_single(name: str, table: Any, **options: Any) -> tuple[pl.DataFrame, _Context]:

@@ -21,7 +21,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from ehrseq.data import CohortReport
-from ehrseq.data.validation import as_frame
+from ehrseq.data.reader import read_table
 from ehrseq.errors import ConfigError, DataError
 from ehrseq.estimator import DynamicSurvival
 from ehrseq.scoring._manifest import ScoreSettings, fsync_file, sha256_file
@@ -41,25 +41,9 @@ def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
     return value
 
 
-def read_outcomes(outcomes: Any) -> pl.DataFrame | None:
-    """An outcome table from a DataFrame (Polars or pandas) or a Parquet / CSV file."""
-    if outcomes is None or isinstance(outcomes, pl.DataFrame):
-        return outcomes
-    if isinstance(outcomes, pl.LazyFrame):
-        return outcomes.collect()
-    if type(outcomes).__module__.startswith("pandas") and hasattr(outcomes, "columns"):
-        return pl.from_pandas(outcomes)
-    if isinstance(outcomes, (str, os.PathLike)):
-        path = Path(outcomes)
-        if not path.is_file():
-            raise ConfigError(f"outcome table {path} does not exist")
-        try:
-            if path.suffix.lower() == ".csv":
-                return pl.read_csv(path, try_parse_dates=True)
-            return pl.read_parquet(path)
-        except (pl.exceptions.PolarsError, OSError) as exc:
-            raise DataError(f"cannot read the outcome table {path}: {str(exc).splitlines()[0]}", table="outcomes") from exc
-    raise ConfigError(f"outcomes must be a DataFrame or the path of a Parquet or CSV file, got {type(outcomes).__name__}")
+def read_outcomes(outcomes: Any, null_values: tuple[str, ...] | None = None) -> pl.DataFrame | None:
+    """An outcome table from any source of :func:`ehrseq.data.read_table` (``None`` stays ``None``)."""
+    return None if outcomes is None else read_table(outcomes, "outcomes", null_values=null_values)
 
 
 def _fingerprint(frame: pl.DataFrame | None) -> str | None:
@@ -208,7 +192,7 @@ def _prepare(model: Any, horizons: Any, at: str, landmark: Any, cause: int | Non
     request = Request.make(horizons, at, landmark, cause, event)
     estimator, identity = resolve_model(model, model_version, saved_model)
     request.check_model(estimator)
-    outcome_table = read_outcomes(outcomes)
+    outcome_table = read_outcomes(outcomes, estimator.cohort_settings.null_values)
     settings = ScoreSettings(request.horizons, request.at, request.landmark, request.cause, request.event,
                              batch_size, patients_per_chunk, _fingerprint(outcome_table))
     return estimator, identity, request, settings, outcome_table
@@ -233,19 +217,20 @@ def score_shard(
 
     The unit of work of :func:`score`, for running inside a distributed engine: ``model`` is best
     given as the path of a saved model (each process loads it once and caches it). ``shard`` is a
-    Parquet file (its output is ``out_dir / <file name>``), a :class:`Shard` from
+    Parquet or CSV file (its output is ``out_dir / <file name>.parquet``), a :class:`Shard` from
     :func:`list_shards` (output ``out_dir / shard.name``) or an in-memory table. The output is
     written to a temporary file and renamed into place; no manifest is written (the driver passes the
     record to :meth:`ScorePlan.record`, see :func:`plan`). Other parameters as in :func:`score`.
     """
     estimator, identity, request, settings, outcome_table = _prepare(
         model, horizons, at, landmark, cause, event, outcomes, batch_size, patients_per_chunk, model_version)
+    null_values = estimator.cohort_settings.null_values
     if isinstance(shard, Shard):
         item = shard
     elif isinstance(shard, (str, os.PathLike)):
-        item = Shard.from_path(shard)
+        item = Shard.from_path(shard, null_values=null_values)
     else:
-        (item,) = list_shards(shard)
+        (item,) = list_shards(shard, null_values)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     return _score_one(estimator, identity, request, settings, item, out, outcome_table)
@@ -272,7 +257,7 @@ def score_frame(
     """
     estimator, identity, request, _, outcome_table = _prepare(
         model, horizons, at, landmark, cause, event, outcomes, batch_size, DEFAULT_PATIENTS_PER_CHUNK, model_version)
-    frame = as_frame(visits, "visits")
+    frame = read_table(visits, "visits", null_values=estimator.cohort_settings.null_values)
     cohort = estimator.cohort(frame, outcome_table)
     schema = output_schema(cohort.patients.schema["patient_id"], cohort.clock_dtype, request,
                            request.causes(estimator) is not None)

@@ -1,10 +1,11 @@
 """Input shards of a scoring run: listing, reading by patient chunks, and the one-shard-per-patient rule.
 
-A visit source is a Polars (or pandas) DataFrame, a LazyFrame, a Parquet file, a glob pattern, a
-directory of Parquet files (searched recursively; files and folders whose name starts with ``.`` or
-``_`` are skipped, as Spark and Hive do), or a list of Parquet files. Each file is one **shard**; an
-in-memory table is one shard. Shards are read lazily (:func:`polars.scan_parquet`), only the columns
-the model uses, one chunk of patients at a time.
+A visit source is a Polars (or pandas) DataFrame, a LazyFrame, a Parquet or CSV file, a glob pattern, a
+directory of such files (searched recursively; files and folders whose name starts with ``.`` or ``_``
+are skipped, as Spark and Hive do), or a list of files — the sources of :func:`ehrseq.data.read_table`,
+read by the same rules (CSV null markers included). Each file is one **shard**; an in-memory table is
+one shard. Shards are read lazily (:func:`ehrseq.data.reader.scan_file`), only the columns the model
+uses, one chunk of patients at a time.
 
 **Every patient's visits must be in one shard** (shards partitioned by patient, as MEDS shards and
 Spark's ``repartition("patient_id")`` output are). This is what lets each shard be scored on its own,
@@ -22,7 +23,6 @@ once per chunk. Either way only one chunk of visits is in memory at a time.
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 from collections.abc import Iterator, Sequence
@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from ehrseq.data.reader import from_pandas, is_pandas, scan_file, table_files
 from ehrseq.errors import ConfigError, DataError
 
 #: Output name of an in-memory table (the only shard of its run).
@@ -42,22 +43,26 @@ _HASH_SEED = 0
 
 @dataclass(frozen=True, eq=False)
 class Shard:
-    """One input shard: a Parquet file (``path``) or an in-memory table (``frame``).
+    """One input shard: a Parquet or CSV file (``path``) or an in-memory table (``frame``).
 
     ``name`` is the shard's path relative to the source root (its output has the same relative path
-    under the output directory); for an in-memory table it is :data:`FRAME_OUTPUT`.
+    under the output directory, as a Parquet file); for an in-memory table it is :data:`FRAME_OUTPUT`.
+    ``null_values`` are the strings read as missing in a text file (default
+    :data:`ehrseq.data.reader.NULL_VALUES`).
     """
 
     name: str
     path: Path | None = None
     frame: pl.DataFrame | pl.LazyFrame | None = None
+    null_values: tuple[str, ...] | None = None
 
     @classmethod
-    def from_path(cls, path: str | os.PathLike[str], name: str | None = None) -> Shard:
+    def from_path(cls, path: str | os.PathLike[str], name: str | None = None,
+                  null_values: tuple[str, ...] | None = None) -> Shard:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"input shard {path} does not exist or is not a file")
-        return cls(name or path.name, path=path)
+        return cls(name or _output_name(path.name), path=path, null_values=null_values)
 
     @property
     def label(self) -> str:
@@ -66,7 +71,7 @@ class Shard:
 
     def scan(self) -> pl.LazyFrame:
         if self.path is not None:
-            return pl.scan_parquet(self.path)
+            return scan_file(self.path, self.null_values)
         assert self.frame is not None
         return self.frame.lazy()
 
@@ -99,54 +104,29 @@ class Shard:
         return {"name": self.name, "path": None, "rows": int(rows), "fingerprint": f"{low or 0:x}-{high or 0:x}"}
 
 
-def _hidden(relative: Path) -> bool:
-    return any(part.startswith((".", "_")) for part in relative.parts)
+def _output_name(relative: str) -> str:
+    """The output file of an input shard: the same relative path, as Parquet (``a/b.csv`` -> ``a/b.parquet``)."""
+    path = Path(relative)
+    return path.as_posix() if path.suffix.lower() in (".parquet", ".pq") else path.with_suffix(".parquet").as_posix()
 
 
-def _from_files(paths: Sequence[Path], root: Path) -> list[Shard]:
-    return [Shard(p.relative_to(root).as_posix(), path=p) for p in paths]
-
-
-def _common_root(paths: Sequence[Path]) -> Path:
-    return Path(os.path.commonpath([str(p.resolve().parent) for p in paths]))
-
-
-def list_shards(source: Any) -> list[Shard]:
+def list_shards(source: Any, null_values: tuple[str, ...] | None = None) -> list[Shard]:
     """The shards of a visit source (see the module docstring), in a stable order."""
     if isinstance(source, (pl.DataFrame, pl.LazyFrame)):
         return [Shard(FRAME_OUTPUT, frame=source)]
-    if type(source).__module__.startswith("pandas") and hasattr(source, "columns"):
-        return [Shard(FRAME_OUTPUT, frame=pl.from_pandas(source))]
-    if isinstance(source, (list, tuple)):
-        if not source:
-            raise ConfigError("the list of input shards is empty")
-        paths = [Path(p) for p in source]
-        missing = [str(p) for p in paths if not p.is_file()]
-        if missing:
-            raise ConfigError(f"input shards do not exist: {', '.join(missing[:5])}")
-        resolved = [p.resolve() for p in paths]
-        if len(set(resolved)) != len(resolved):
-            raise ConfigError("the list of input shards names a file twice")
-        return _from_files(resolved, _common_root(resolved))
-    if not isinstance(source, (str, os.PathLike)):
-        raise ConfigError("visits must be a DataFrame, a LazyFrame, a Parquet file, a glob pattern, a directory "
-                          f"of Parquet files or a list of Parquet files, got {type(source).__name__}")
-    path = Path(source)
-    if path.is_dir():
-        root = path.resolve()
-        files = sorted(p for p in root.rglob("*.parquet") if p.is_file() and not _hidden(p.relative_to(root)))
-        if not files:
-            raise ConfigError(f"no Parquet files under {path}")
-        return _from_files(files, root)
-    if path.is_file():
-        resolved = path.resolve()
-        return [Shard(resolved.name, path=resolved)]
-    if glob.has_magic(str(source)):
-        files = sorted({Path(p).resolve() for p in glob.glob(str(source), recursive=True) if Path(p).is_file()})
-        if not files:
-            raise ConfigError(f"no file matches {source}")
-        return _from_files(files, _common_root(files))
-    raise ConfigError(f"{source} does not exist")
+    if is_pandas(source):
+        return [Shard(FRAME_OUTPUT, frame=from_pandas(source, null_values))]
+    if not isinstance(source, (str, os.PathLike, list, tuple)):
+        raise ConfigError("visits must be a DataFrame, a LazyFrame, a Parquet or CSV file, a glob pattern, a directory "
+                          f"of such files or a list of files, got {type(source).__name__}")
+    files, root = table_files(source, "visits")
+    shards = [Shard(_output_name(p.relative_to(root).as_posix()), path=p, null_values=null_values) for p in files]
+    names = [shard.name for shard in shards]
+    if len(set(names)) != len(names):
+        clash = next(n for n in names if names.count(n) > 1)
+        raise ConfigError(f"two input shards would write the same output {clash} (e.g. a.csv and a.parquet); "
+                          "rename one of them")
+    return shards
 
 
 # ---------------------------------------------------------------------------------------------- patients
