@@ -41,10 +41,10 @@ from sksurv.linear_model import CoxPHSurvivalAnalysis
 from sksurv.nonparametric import kaplan_meier_estimator
 
 from ehrseq.data import Cohort
-from ehrseq.errors import ConfigError, DataError
+from ehrseq.errors import ConfigError, DataError, option
 from ehrseq.estimator import CohortSettings
 
-__all__ = ["KaplanMeier", "LandmarkCox", "LandmarkRandomForest", "landmark_features"]
+__all__ = ["BASELINES", "KaplanMeier", "LandmarkCox", "LandmarkRandomForest", "landmark_features", "reading_like"]
 
 
 # ---------------------------------------------------------------------------------------------- queries
@@ -101,8 +101,9 @@ def landmark_features(cohort: Cohort, patient_index: np.ndarray, s: np.ndarray, 
     code_counts = []
     if codes and cohort.codes is not None:
         as_text = pl.col(cohort.codes).cast(pl.List(pl.String))
-        code_counts = [(as_text.list.count_matches(c) > 0).cast(pl.Int64).cum_sum().over("patient_index")
-                       .alias(f"code:{c}") for c in codes]
+        recorded = [(as_text.list.count_matches(c) > 0).fill_null(False) for c in codes]  # a null list: no codes
+        code_counts = [flag.cast(pl.Int64).cum_sum().over("patient_index").alias(f"code:{c}")
+                       for flag, c in zip(recorded, codes)]
     history = cohort.visits.select(
         "patient_index", "elapsed", *carried,
         pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over("patient_index").alias("n_visits"),
@@ -154,7 +155,7 @@ class _Baseline:
         self._check_fitted()
         if outcomes is None and self.cohort_settings.origin not in ("first_visit", "zero"):
             raise ConfigError(f"the model measures time from the outcome-table column {self.cohort_settings.origin!r}; "
-                              "pass outcomes= to predict")
+                              f"pass {option('outcomes')} to predict")
         return self.cohort_settings.build(visits, outcomes, unmatched="drop" if outcomes is not None else None)
 
     def _long(self, cohort: Cohort, queries: _Queries, durations: np.ndarray, values: np.ndarray,
@@ -437,3 +438,24 @@ def _target(time: np.ndarray, event: np.ndarray) -> np.ndarray:
     target = np.empty(time.size, dtype=[("event", bool), ("time", np.float64)])
     target["event"], target["time"] = event, time
     return target
+
+
+#: The baselines by their short names (``ehrseq evaluate --baselines km,cox,rsf``).
+BASELINES: dict[str, type[_Baseline]] = {"km": KaplanMeier, "cox": LandmarkCox, "rsf": LandmarkRandomForest}
+
+
+def reading_like(name: str, model: Any, *, cause: int = 1, **options: Any) -> _Baseline:
+    """An unfitted baseline (a name of :data:`BASELINES`) that reads tables as the fitted ``model`` does:
+    its feature columns (the roles it learnt), codes column, origin, and duplicate, unmatched and
+    visit-count rules — so that both see the same patients and the same history. ``options`` go to the
+    baseline (e.g. ``alpha`` for ``"cox"``)."""
+    if name not in BASELINES:
+        raise ConfigError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
+    settings = model.cohort_settings
+    table = {"origin": settings.origin, "duplicates": settings.duplicates, "unmatched": settings.unmatched,
+             "cause": cause}
+    if name != "km":
+        features = model.features_
+        table.update(numeric=features.numeric_columns, categorical=features.categorical_columns,
+                     codes=features.codes_column, max_visits=settings.max_visits)
+    return BASELINES[name](**table, **options)

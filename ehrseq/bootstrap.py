@@ -38,7 +38,9 @@ from ehrseq.evaluate import (
     INTERVAL_METRICS,
     RiskModel,
     Window,
+    _cohort_patients,
     _window_metrics,
+    event_of_interest,
     landmark_predictions,
     landmark_windows,
     outcomes_since_origin,
@@ -222,7 +224,7 @@ def _check_level(level: float) -> None:
 
 
 def compare(model_a: RiskModel, model_b: RiskModel, visits: Any, outcomes: Any, landmarks: Sequence[float],
-            horizons: Sequence[float], train_outcomes: tuple[Any, Any] | Any, *, event: int = 1,
+            horizons: Sequence[float], train_outcomes: tuple[Any, Any] | Any, *, event: int | None = None,
             origin: str | None = None, min_at_risk: int = 10, ibs_points: int = 20,
             prediction_options: Mapping[str, Any] | None = None, level: float = 0.95, n_bootstrap: int = 1000,
             seed: int = 0, names: tuple[str, str] = ("a", "b")) -> pl.DataFrame:
@@ -235,12 +237,15 @@ def compare(model_a: RiskModel, model_b: RiskModel, visits: Any, outcomes: Any, 
     """
     if not landmarks or not horizons:
         raise ConfigError("landmarks and horizons must each hold at least one value")
-    test = outcomes_since_origin((visits, outcomes), model_a, origin)
+    patients = _cohort_patients(visits, outcomes, model_a, origin)
+    test = patients.select("patient_id", "outcome_time", "event")
     test_b = outcomes_since_origin((visits, outcomes), model_b, origin)
     if not test.sort("patient_id").equals(test_b.sort("patient_id")):
         raise ConfigError("the two models read the test tables differently (different origin or dropped visits); "
                           "a paired comparison needs the same clock: pass origin=")
-    train = outcomes_since_origin(train_outcomes, model_a, origin)
+    train = outcomes_since_origin(train_outcomes, model_a, origin,
+                                  first_visits_at_zero=bool((patients["origin"] == 0).all()))
+    event = event_of_interest([model_a, model_b], event, test, train)
     predictions = [landmark_predictions(model, visits, landmarks, horizons, outcomes=outcomes, event=event,
                                         ibs_points=ibs_points, prediction_options=prediction_options)
                    for model in (model_a, model_b)]

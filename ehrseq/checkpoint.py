@@ -28,7 +28,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ehrseq.errors import CheckpointError
+from ehrseq.errors import CheckpointError, option
 
 FORMAT_NAME = "ehrseq-model"
 FORMAT_VERSION = 1
@@ -74,7 +74,7 @@ def save_checkpoint(
     """
     target = Path(directory)
     if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} already exists; pass overwrite=True to replace it")
+        raise FileExistsError(f"{target} already exists; pass {option('overwrite', True)} to replace it")
     for name in documents:
         _check_document_name(name)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -1,34 +1,35 @@
-"""The ``ehrseq`` command: ``train``, ``evaluate``, ``explain``, ``score``, ``validate`` and ``demo``.
+"""The ``ehrseq`` command: ``validate``, ``split``, ``train``, ``evaluate``, ``explain``, ``score`` and ``demo``.
 
 ::
 
-    ehrseq validate --visits visits.parquet --outcomes outcomes.parquet
-    ehrseq train --visits train_visits.parquet --outcomes train_outcomes.parquet --config model.toml --out model/
-    ehrseq evaluate --model model/ --visits test_visits.parquet --outcomes test_outcomes.parquet \\
-        --train-visits train_visits.parquet --train-outcomes train_outcomes.parquet \\
-        --landmarks 365 730 --horizons 365 1095 --output landmarks.md
-    ehrseq explain --model model/ --visits test_visits.parquet --patient 17 --horizon 365 --view change
-    ehrseq score --model model/ --visits 'visits/*.parquet' --out predictions/ --horizons 365 730 1825
-    ehrseq demo --out outputs/demo
+    ehrseq validate --visits visits.csv --outcomes outcomes.csv
+    ehrseq split    --visits visits.csv --outcomes outcomes.csv --out split/ --fractions 0.8 0.2
+    ehrseq train    --visits split/train_visits.csv --outcomes split/train_outcomes.csv --config model.toml --out model/
+    ehrseq evaluate --model model/ --visits split/test_visits.csv --outcomes split/test_outcomes.csv \\
+                    --train-visits split/train_visits.csv --train-outcomes split/train_outcomes.csv \\
+                    --landmarks 365 730 --horizons 365 1095 --baselines cox,km --output landmarks.md
+    ehrseq explain  --model model/ --visits split/test_visits.csv --patient 17 --horizon 365 --view change
+    ehrseq score    --model model/ --visits 'visits/*.parquet' --out predictions/ --horizons 365 730 1825
+    ehrseq demo     --out outputs/demo
 
-Tables are Parquet (``.parquet``, ``.pq``) or CSV (``.csv``) files; ``score`` also reads a directory or a
-glob of Parquet shards (see :mod:`ehrseq.scoring`). The ``train`` configuration is a TOML or JSON file
-whose keys are the arguments of :class:`ehrseq.DynamicSurvival`, plus ``validation`` (the argument of
-``fit``: a fraction of patients held out for early stopping, or ``false`` for none); ``head`` names a
-registered head family (:mod:`ehrseq.models.families`) and ``loss`` registered loss terms
+Tables are Parquet or CSV files, folders of them, globs or lists of files, read by one reader
+(:func:`ehrseq.data.read_table`: CSV null markers such as R's ``NA``, ``--null-values`` to change them).
+Every option of :class:`ehrseq.DynamicSurvival` has a ``train`` flag (``--head``, ``--numeric``,
+``--unmatched``, ...); a configuration file (TOML or JSON; ``data_specs/model.toml`` documents every key)
+holds the same settings, plus ``validation`` (the argument of ``fit``), and flags override it. ``head``
+names a registered head family (:mod:`ehrseq.models.families`) and ``loss`` registered loss terms
 (:mod:`ehrseq.losses.terms`) with their weights and options::
 
-    encoder = "gru"
     head = "logistic_hazard"
     loss = {nll = 1.0, ranking = {weight = 0.1, horizon = 365}}
-    grid = 20
-    d_model = 64
-    epochs = 40
-    validation = 0.15
+
+Errors name the flags to type.
 
 Exit codes: 0 on success, 1 when the data, the configuration or the model is at fault (one line on
-standard error; ``--debug`` shows the traceback), 2 for a malformed command line. Heavy modules
-(torch, polars) are imported only by the command that needs them, so ``--help`` is instant.
+standard error; ``--debug`` shows the traceback), 2 for a malformed command line. Warnings about the
+data (e.g. R's event coding) are printed as ``ehrseq: warning: ...``. Progress bars are shown on a
+terminal only, unless ``--progress`` / ``--no-progress`` say otherwise. Heavy modules (torch, polars)
+are imported only by the command that needs them, so ``--help`` is instant.
 """
 
 from __future__ import annotations
@@ -37,39 +38,31 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ehrseq import __version__
-from ehrseq.errors import ConfigError, EhrseqError
+from ehrseq.errors import ConfigError, DataWarning, EhrseqError, command_line
 
-TABLE_SUFFIXES = (".parquet", ".pq", ".csv")
 OUTPUT_SUFFIXES = (".csv", ".parquet", ".md")
 #: ``fit`` arguments accepted in a training configuration (the other keys go to the constructor).
 FIT_KEYS = ("validation",)
+#: Settings that can be off (``None`` in Python): TOML and JSON files say ``false`` (``codes`` also ``""``).
+OFF_KEYS = ("codes", "numeric", "categorical", "max_visits", "event_types", "null_values", "cause", "patience",
+            "grad_clip", "validation")
 
 
 # ---------------------------------------------------------------------------------------------- inputs
-def read_table(path: str | os.PathLike[str], name: str) -> Any:
-    """A Polars DataFrame from a Parquet or CSV file; a missing or unreadable file is a one-line error."""
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"{name} table {file} does not exist")
-    suffix = file.suffix.lower()
-    if suffix not in TABLE_SUFFIXES:
-        raise ConfigError(f"{name} table {file}: expected a .parquet or .csv file")
-    import polars as pl
+def read_table(source: str | Sequence[str], name: str, null_values: Sequence[str] | None = None) -> Any:
+    """A table from a file, folder, glob or list of files (:func:`ehrseq.data.read_table`)."""
+    from ehrseq.data import read_table as read
 
-    try:
-        if suffix == ".csv":
-            return pl.read_csv(file, try_parse_dates=True)
-        return pl.read_parquet(file)
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        from ehrseq.errors import DataError
-
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"cannot read the {name} table {file}: {detail}", table=name) from exc
+    if not isinstance(source, str):
+        source = source[0] if len(source) == 1 else list(source)
+    return read(source, name, null_values=null_values)
 
 
 def read_config(path: str | os.PathLike[str] | None) -> dict[str, Any]:
@@ -105,21 +98,26 @@ def read_config(path: str | os.PathLike[str] | None) -> dict[str, Any]:
 
 def _split_config(config: dict[str, Any], source: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Constructor and ``fit`` arguments of a configuration; unknown keys are an error."""
-    import inspect
-
-    from ehrseq.estimator import DynamicSurvival
-
-    allowed = [name for name in inspect.signature(DynamicSurvival.__init__).parameters if name != "self"]
+    allowed = estimator_parameters()
     unknown = sorted(set(config) - set(allowed) - set(FIT_KEYS))
     if unknown:
         raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}; valid settings are "
                           f"{', '.join(allowed + list(FIT_KEYS))}")
+    config = {k: None if k in OFF_KEYS and (v is False or (k == "codes" and v == "")) else v for k, v in config.items()}
     fit = {key: config[key] for key in FIT_KEYS if key in config}
-    if fit.get("validation") is False:
-        fit["validation"] = None
     return {k: v for k, v in config.items() if k not in FIT_KEYS}, fit
 
 
+def estimator_parameters() -> list[str]:
+    """The keyword arguments of :class:`ehrseq.DynamicSurvival` (each a ``train`` flag and a configuration key)."""
+    import inspect
+
+    from ehrseq.estimator import DynamicSurvival
+
+    return [name for name in inspect.signature(DynamicSurvival.__init__).parameters if name != "self"]
+
+
+# ---------------------------------------------------------------------------------------------- value types
 def _landmark(text: str) -> Any:
     """A landmark: days (a number) or an ISO date / datetime."""
     try:
@@ -134,11 +132,15 @@ def _landmark(text: str) -> Any:
         raise argparse.ArgumentTypeError(f"{text!r} is neither a number of days nor an ISO date") from None
 
 
-def _positive(text: str) -> float:
+def _number(text: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def _positive(text: str) -> float:
+    value = _number(text)
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r} must be a finite number > 0")
     return value
@@ -154,40 +156,221 @@ def _count(text: str) -> int:
     return value
 
 
+def _optional(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``kind``, or ``None`` for the word ``none``."""
+    def parse(text: str) -> Any:
+        return None if text.lower() == "none" else kind(text)
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _loss(text: str) -> Any:
+    """A loss term name, or a JSON mapping of terms to weights / settings."""
+    if text.lstrip().startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise argparse.ArgumentTypeError(f"--loss {text!r} is not valid JSON: {exc}") from None
+    return text
+
+
+def _grid(values: list[float]) -> Any:
+    """``--grid 20`` is a number of bins, ``--grid 30 90 365`` cut points (days)."""
+    if len(values) == 1 and float(values[0]).is_integer():
+        return int(values[0])
+    return [float(v) for v in values]
+
+
+def _event_types(values: list[str]) -> Any:
+    """``--event-types 2`` declares K, ``--event-types death transplant`` names the types."""
+    if len(values) == 1 and values[0].isdigit():
+        return int(values[0])
+    return list(values)
+
+
+def _names(text: str) -> list[str]:
+    """A comma-separated list: ``cox,rsf,km``."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+# ---------------------------------------------------------------------------------------------- estimator flags
+@dataclass(frozen=True)
+class Flag:
+    """The ``train`` flag of one :class:`ehrseq.DynamicSurvival` argument: ``argparse`` settings and how the
+    parsed value becomes the argument (``convert``)."""
+
+    name: str
+    help: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    convert: Callable[[Any], Any] | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+#: How tables are read: flags of ``validate`` and ``train`` (arguments of ``build_cohort`` and the estimator).
+TABLE_FLAGS = (
+    Flag("numeric", "numeric feature columns; declared columns win over the inference rules (default: inferred)",
+         {"nargs": "+", "metavar": "COLUMN"}),
+    Flag("categorical", "categorical feature columns, e.g. integer-coded factors (default: inferred)",
+         {"nargs": "+", "metavar": "COLUMN"}),
+    Flag("codes", "list-of-codes column; in CSV files 'E11;I10' ('' for none; default: codes)",
+         {"metavar": "COLUMN"}, lambda v: v or None),
+    Flag("origin", "time origin: first_visit, zero or a column name (default: first_visit)", {"metavar": "ORIGIN"}),
+    Flag("duplicates", "duplicate (patient, time) visits: error or merge (default: error)",
+         {"choices": ("error", "merge")}),
+    Flag("unmatched", "patients in only one of the tables: error or drop (default: error)",
+         {"choices": ("error", "drop")}),
+    Flag("max_visits", "keep each patient's most recent N visits (default: all)", {"type": _count, "metavar": "N"}),
+    Flag("event_types", "K, or the names of the event types 1..K (default: the largest event code)",
+         {"nargs": "+", "metavar": "K_OR_NAME"}, _event_types),
+    Flag("null_values", "strings read as missing in CSV files and text columns of numbers (default: '' NA N/A "
+         "n/a NaN nan NULL null #N/A .)", {"nargs": "*", "metavar": "TEXT"}),
+)
+
+#: The model and its training: the other ``train`` flags (one per argument of DynamicSurvival).
+MODEL_FLAGS = (
+    Flag("encoder", "gru, lstm or transformer (default: gru)", {"metavar": "KIND"}),
+    Flag("head", "survival head, e.g. logistic_hazard, pmf, lognormal, competing_pmf (default: logistic_hazard)",
+         {"metavar": "KIND"}),
+    Flag("loss", "a loss term (nll, crps, ...) or a JSON mapping of terms to weights (default: nll)",
+         {"type": _loss, "metavar": "LOSS"}),
+    Flag("grid", "grid heads: one integer = number of bins, several numbers = cut points in days (default: 20)",
+         {"nargs": "+", "type": _positive, "metavar": "N_OR_DAYS"}, _grid),
+    Flag("d_model", "encoder width (default: 64)", {"type": int, "metavar": "N"}),
+    Flag("n_layers", "encoder layers (default: 1)", {"type": int, "metavar": "N"}),
+    Flag("dropout", "dropout rate (default: 0.1)", {"type": _number, "metavar": "RATE"}),
+    Flag("hidden", "hidden layer widths of the head (default: 64)", {"nargs": "+", "type": int, "metavar": "N"}),
+    Flag("locf", "carry the last observed value forward instead of the training mean (default: on)",
+         {"action": argparse.BooleanOptionalAction}),
+    Flag("cause", "single-event heads on K > 1 event types: the event type of interest", {"type": int, "metavar": "K"}),
+    Flag("visit_weighting", "auto, visit or patient (default: auto)", {"choices": ("auto", "visit", "patient")}),
+    Flag("epochs", "maximum training epochs (default: 50)", {"type": _count, "metavar": "N"}),
+    Flag("batch_size", "patients per batch (default: 64)", {"type": int, "metavar": "N"}),
+    Flag("lr", "learning rate (default: 0.001)", {"type": _positive, "metavar": "RATE"}),
+    Flag("weight_decay", "AdamW weight decay (default: 0.0001)", {"type": _number, "metavar": "W"}),
+    Flag("patience", "early-stopping patience in epochs, or none (default: 8)",
+         {"type": _optional(_count), "metavar": "N"}),
+    Flag("grad_clip", "gradient norm clip, or none (default: 1.0)", {"type": _optional(_positive), "metavar": "NORM"}),
+    Flag("scheduler", "cosine, plateau or none (default: cosine)", {"choices": ("cosine", "plateau", "none")}),
+    Flag("seed", "random seed (default: 0)", {"type": int, "metavar": "N"}),
+    Flag("deterministic", "deterministic algorithms (default: off)", {"action": argparse.BooleanOptionalAction}),
+    Flag("device", "auto, cpu, cuda, cuda:1, ... (default: auto)", {"metavar": "DEVICE"}),
+    Flag("amp", "mixed precision on CUDA (default: off)", {"action": argparse.BooleanOptionalAction}),
+)
+
+
+def _add_flags(parser: argparse.ArgumentParser, flags: Sequence[Flag], title: str) -> None:
+    group = parser.add_argument_group(title)
+    for flag in flags:
+        group.add_argument(flag.flag, dest=f"option_{flag.name}", default=argparse.SUPPRESS, help=flag.help,
+                           **flag.kwargs)
+
+
+def _given(args: argparse.Namespace, flags: Sequence[Flag]) -> dict[str, Any]:
+    """The arguments of the flags given on the command line (absent flags are absent)."""
+    values = {}
+    for flag in flags:
+        key = f"option_{flag.name}"
+        if hasattr(args, key):
+            value = getattr(args, key)
+            values[flag.name] = flag.convert(value) if flag.convert is not None else value
+    return values
+
+
+def _progress(args: argparse.Namespace) -> Any:
+    """``--progress`` / ``--no-progress``, else ``"auto"`` (a bar on a terminal only)."""
+    return "auto" if args.progress is None else args.progress
+
+
+def _add_progress(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="show a progress bar (default: only when standard error is a terminal)")
+
+
 # ---------------------------------------------------------------------------------------------- commands
 def _say(text: str = "") -> None:
     print(text, flush=True)
 
 
+def _tables(args: argparse.Namespace, null_values: Sequence[str] | None) -> tuple[Any, Any]:
+    visits = read_table(args.visits, "visits", null_values)
+    outcomes = None if args.outcomes is None else read_table(args.outcomes, "outcomes", null_values)
+    return visits, outcomes
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
-    visits = read_table(args.visits, "visits")
-    outcomes = None if args.outcomes is None else read_table(args.outcomes, "outcomes")
+    options = _given(args, TABLE_FLAGS)
+    visits, outcomes = _tables(args, options.get("null_values"))
     from ehrseq.data import build_cohort
 
-    cohort = build_cohort(visits, outcomes, numeric=args.numeric, categorical=args.categorical,
-                          codes=None if args.codes == "" else args.codes, origin=args.origin,
-                          duplicates=args.duplicates, unmatched=args.unmatched)
+    cohort = build_cohort(visits, outcomes, **options)
     _say(str(cohort.report))
     _say(f"\nvalid: {cohort.n_patients:,} patients, {cohort.n_visits:,} visits")
     return 0
 
 
+def cmd_split(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if len(args.names) != len(args.fractions):
+        raise ConfigError(f"--names gives {len(args.names)} name(s) for {len(args.fractions)} fraction(s)")
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise ConfigError(f"{out} already exists and is not empty; pass --overwrite to write into it")
+    visits, outcomes = _tables(args, args.null_values)
+    import polars as pl
+
+    from ehrseq.data import split_tables
+
+    stratify = None if args.stratify == "none" else args.stratify
+    suffix = args.format or ("csv" if _first_path(args.visits).lower().endswith((".csv", ".tsv", ".tab")) else "parquet")
+    parts = split_tables(visits, outcomes, tuple(args.fractions), seed=args.seed, stratify=stratify)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, (part_visits, part_outcomes) in zip(args.names, parts):
+        for table, kind in ((part_visits, "visits"), (part_outcomes, "outcomes")):
+            path = out / f"{name}_{kind}.{suffix}"
+            write_table(table, path)
+        events = (part_outcomes.get_column("event").cast(pl.Int64).value_counts(sort=True)
+                  if "event" in part_outcomes.columns else None)
+        counted = "" if events is None else ", " + ", ".join(
+            f"{'censored' if k == 0 else f'event {k}'}: {n}" for k, n in sorted(events.iter_rows()))
+        _say(f"{name}: {part_outcomes.height:,} patients, {part_visits.height:,} visits{counted} -> "
+             f"{out / f'{name}_visits.{suffix}'}, {out / f'{name}_outcomes.{suffix}'}")
+    return 0
+
+
+def _first_path(source: str | Sequence[str]) -> str:
+    return source if isinstance(source, str) else source[0]
+
+
+def write_table(table: Any, path: Path) -> None:
+    """A table to CSV (lists of codes written ``'E11;I10'``, as the reader reads them back) or Parquet."""
+    import polars as pl
+
+    if path.suffix == ".csv":
+        lists = [c for c, d in table.schema.items() if isinstance(d, pl.List)]
+        table.with_columns(pl.col(c).cast(pl.List(pl.String)).list.join(";") for c in lists).write_csv(path)
+    else:
+        table.write_parquet(path)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     config = read_config(args.config)
-    for key in ("epochs", "seed", "device"):
-        if getattr(args, key) is not None:
-            config[key] = getattr(args, key)
-    if args.no_progress:
-        config["progress"] = False
+    config.update(_given(args, TABLE_FLAGS + MODEL_FLAGS))
+    if hasattr(args, "validation"):
+        config["validation"] = args.validation
+    if args.progress is not None or "progress" not in config:
+        config["progress"] = _progress(args)
     out = Path(args.out)
     if out.exists() and not args.overwrite and any(out.iterdir()):
         raise ConfigError(f"{out} already exists and is not empty; pass --overwrite to replace it")
-    visits = read_table(args.visits, "visits")
-    outcomes = read_table(args.outcomes, "outcomes")
     options, fit = _split_config(config, str(args.config or "the command line"))
     from ehrseq.estimator import DynamicSurvival
 
-    model = DynamicSurvival(**options)
+    model = DynamicSurvival(**options)  # settings are checked before the tables are read
+    visits = read_table(args.visits, "visits", model.cohort_settings.null_values)
+    outcomes = read_table(args.outcomes, "outcomes", model.cohort_settings.null_values)
     model.fit(visits, outcomes, **fit)
     _say(str(model.cohort_report_))
     history = model.history_
@@ -212,7 +395,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_table(table: Any, path: Path) -> None:
+def _write_output(table: Any, path: Path) -> None:
     suffix = path.suffix.lower()
     if suffix not in OUTPUT_SUFFIXES:
         raise ConfigError(f"--output {path}: expected a .csv, .parquet or .md file")
@@ -241,26 +424,45 @@ def _markdown(table: Any) -> str:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.output is not None and Path(args.output).suffix.lower() not in OUTPUT_SUFFIXES:
         raise ConfigError(f"--output {args.output}: expected a .csv, .parquet or .md file")
-    visits = read_table(args.visits, "visits")
-    outcomes = read_table(args.outcomes, "outcomes")
-    train_outcomes = read_table(args.train_outcomes, "training outcomes")
-    train = train_outcomes if args.train_visits is None else (read_table(args.train_visits, "training visits"),
-                                                              train_outcomes)
-    import polars as pl
+    baselines = args.baselines or []
+    from ehrseq.baselines import BASELINES
 
+    unknown = [name for name in baselines if name not in BASELINES]
+    if unknown:
+        raise ConfigError(f"--baselines {','.join(unknown)}: unknown; choose from {','.join(BASELINES)}")
+    if baselines and args.train_visits is None:
+        raise ConfigError("--baselines are fitted on the training tables: pass --train-visits FILE")
     from ehrseq.estimator import load
-    from ehrseq.evaluate import landmark
 
     model = load(args.model)
-    table = landmark(model, visits, outcomes, args.landmarks, args.horizons, train, event=args.event, ci=args.ci,
-                     n_bootstrap=args.bootstrap, seed=args.seed)
+    null_values = model.cohort_settings.null_values
+    visits = read_table(args.visits, "visits", null_values)
+    outcomes = read_table(args.outcomes, "outcomes", null_values)
+    train_outcomes = read_table(args.train_outcomes, "training outcomes", null_values)
+    train = train_outcomes if args.train_visits is None else (read_table(args.train_visits, "training visits",
+                                                                          null_values), train_outcomes)
+    import polars as pl
+
+    from ehrseq.baselines import reading_like
+    from ehrseq.evaluate import landmark, landmark_models
+
+    options = {"event": args.event, "ci": args.ci, "n_bootstrap": args.bootstrap, "seed": args.seed,
+               "progress": _progress(args)}
+    cause = model.objective.cause or args.event or 1  # of the baselines: the type the model is evaluated for
+    if baselines:
+        models: dict[str, Any] = {"ehrseq": model}
+        for name in baselines:
+            models[name] = reading_like(name, model, cause=cause).fit(*train)
+        table = landmark_models(models, visits, outcomes, args.landmarks, args.horizons, train, **options)
+    else:
+        table = landmark(model, visits, outcomes, args.landmarks, args.horizons, train, **options)
     with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_hide_dataframe_shape=True, tbl_width_chars=250,
                    fmt_str_lengths=40):
         _say(str(_intervals_inline(table)))
         if args.compare is not None:
             from ehrseq.bootstrap import compare
 
-            other = _comparison_model(args.compare, train)
+            other = _comparison_model(args.compare, model, train, cause)
             comparison = compare(model, other, visits, outcomes, args.landmarks, args.horizons, train, event=args.event,
                                  level=args.ci or 0.95, n_bootstrap=args.bootstrap, seed=args.seed,
                                  names=("model", "other"))
@@ -268,7 +470,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                  f"difference = model - other, other = {args.compare}):")
             _say(str(comparison))
     if args.output is not None:
-        _write_table(table, Path(args.output))
+        _write_output(table, Path(args.output))
         _say(f"written to {args.output}")
     return 0
 
@@ -294,18 +496,18 @@ def _intervals_inline(table: Any) -> Any:
 
 
 #: ``--compare`` names of the baselines, fitted on the training tables.
-COMPARISON_BASELINES = {"kaplan-meier": "KaplanMeier", "landmark-cox": "LandmarkCox",
-                        "landmark-rsf": "LandmarkRandomForest"}
+COMPARISON_BASELINES = {"kaplan-meier": "km", "landmark-cox": "cox", "landmark-rsf": "rsf"}
 
 
-def _comparison_model(spec: str, train: Any) -> Any:
-    """``--compare``: a saved model directory, or a baseline name fitted on the training tables."""
+def _comparison_model(spec: str, model: Any, train: Any, cause: int) -> Any:
+    """``--compare``: a saved model directory, or a baseline name fitted on the training tables (reading them as
+    ``model`` does, as ``--baselines`` does)."""
     if spec in COMPARISON_BASELINES:
         if not isinstance(train, tuple):
             raise ConfigError(f"--compare {spec} fits the baseline on the training tables: pass --train-visits too")
-        from ehrseq import baselines
+        from ehrseq.baselines import reading_like
 
-        return getattr(baselines, COMPARISON_BASELINES[spec])().fit(*train)
+        return reading_like(COMPARISON_BASELINES[spec], model, cause=cause).fit(*train)
     if not Path(spec).is_dir():
         raise ConfigError(f"--compare {spec}: neither a model directory nor one of {', '.join(COMPARISON_BASELINES)}")
     from ehrseq.estimator import load
@@ -332,7 +534,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     summary = score(
         args.model, visits, args.out, args.horizons, at=args.at, landmark=args.landmark, cause=args.cause,
         event=args.event, batch_size=args.batch_size, patients_per_chunk=args.patients_per_chunk,
-        outcomes=args.outcomes, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
+        outcomes=args.outcomes, resume=args.resume, overwrite=args.overwrite, progress=_progress(args),
         num_workers=args.workers, model_version=args.model_version,
     )
     _say(str(summary))
@@ -340,6 +542,9 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    from ehrseq.extras import require
+
+    require("explain", *(("plot",) if args.plot is not None else ()), what="ehrseq explain")
     visits = read_table(args.visits, "visits")
     outcomes = None if args.outcomes is None else read_table(args.outcomes, "outcomes")
     import polars as pl
@@ -369,7 +574,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             _say(f"    {name:<20} {value:+.4f}")
     _say(f"completeness: attributions sum to the risk difference within {100 * result.relative_gap:.2f} %")
     if args.output is not None:
-        _write_table(result.attributions, Path(args.output))
+        _write_output(result.attributions, Path(args.output))
         _say(f"attributions written to {args.output}")
     if args.plot is not None:
         import matplotlib
@@ -386,11 +591,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from ehrseq.demo import run_demo
 
-    run_demo(args.out, epochs=args.epochs, seed=args.seed, progress=not args.no_progress)
+    run_demo(args.out, epochs=args.epochs, seed=args.seed, progress=_progress(args))
     return 0
 
 
 # ---------------------------------------------------------------------------------------------- parser
+TABLES_HELP = "a .parquet or .csv file, a folder of them or a glob (quote it)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ehrseq", description="Dynamic (per-visit) time-to-event prediction from longitudinal health records.",
@@ -407,51 +615,66 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = add("validate", "check visit (and outcome) tables and print the cohort report",
                    "Check a visit table, and optionally its outcome table, against the table contracts "
-                   "(data_specs/) and print the cohort report. Exit code 1 when a rule is broken.")
-    validate.add_argument("--visits", required=True, help="visit table (.parquet or .csv)")
-    validate.add_argument("--outcomes", help="outcome table (.parquet or .csv)")
-    validate.add_argument("--numeric", nargs="+", metavar="COLUMN", help="numeric feature columns (default: inferred)")
-    validate.add_argument("--categorical", nargs="+", metavar="COLUMN",
-                          help="categorical feature columns (default: inferred)")
-    validate.add_argument("--codes", default="codes", help="list-of-codes column ('' for none; default: codes)")
-    validate.add_argument("--origin", default="first_visit",
-                          help="time origin: first_visit, zero or a column name (default: first_visit)")
-    validate.add_argument("--duplicates", choices=("error", "merge"), default="error",
-                          help="duplicate (patient, time) visits (default: error)")
-    validate.add_argument("--unmatched", choices=("error", "drop"), default="error",
-                          help="patients in only one of the tables (default: error)")
+                   "(data_specs/) and print the cohort report, which shows the rule that gave every column its "
+                   "role. Exit code 1 when a rule is broken.")
+    validate.add_argument("--visits", nargs="+", required=True, help=f"visit table: {TABLES_HELP}")
+    validate.add_argument("--outcomes", nargs="+", help=f"outcome table: {TABLES_HELP}")
+    _add_flags(validate, TABLE_FLAGS, "how the tables are read")
     validate.set_defaults(run=cmd_validate)
 
+    split = add("split", "split visit and outcome tables by patient (stratified) into train/test files",
+                "Split a visit table and its outcome table by patient, keeping the event mix of every part "
+                "(stratified by the event column), into OUT/<name>_visits and OUT/<name>_outcomes files.")
+    split.add_argument("--visits", nargs="+", required=True, help=f"visit table: {TABLES_HELP}")
+    split.add_argument("--outcomes", nargs="+", required=True, help=f"outcome table: {TABLES_HELP}")
+    split.add_argument("--out", required=True, help="output folder")
+    split.add_argument("--fractions", type=_positive, nargs="+", default=[0.8, 0.2], metavar="F",
+                       help="fraction of the patients in each part, summing to 1 (default: 0.8 0.2)")
+    split.add_argument("--names", nargs="+", default=["train", "test"], metavar="NAME",
+                       help="name of each part (default: train test)")
+    split.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    split.add_argument("--stratify", default="event", metavar="COLUMN",
+                       help="outcome column whose mix every part keeps, or none (default: event)")
+    split.add_argument("--format", choices=("csv", "parquet"), help="output files (default: as the visit table)")
+    split.add_argument("--null-values", nargs="*", metavar="TEXT", help="strings read as missing in CSV files")
+    split.add_argument("--overwrite", action="store_true", help="write into a folder that is not empty")
+    split.set_defaults(run=cmd_split)
+
     train = add("train", "train a model and save it",
-                "Train a DynamicSurvival model on visit and outcome tables; print the cohort report and a "
-                "training summary, and save the model (safetensors + JSON). The configuration (TOML or JSON) "
-                "holds DynamicSurvival arguments and 'validation' (fraction held out for early stopping, or false).")
-    train.add_argument("--visits", required=True, help="visit table (.parquet or .csv)")
-    train.add_argument("--outcomes", required=True, help="outcome table (.parquet or .csv)")
+                "Train a DynamicSurvival model on visit and outcome tables; print the cohort report and a training "
+                "summary, and save the model (safetensors + JSON). Settings come from --config (TOML or JSON, keys "
+                "as in data_specs/model.toml) and the flags below, which override it.")
+    train.add_argument("--visits", nargs="+", required=True, help=f"visit table: {TABLES_HELP}")
+    train.add_argument("--outcomes", nargs="+", required=True, help=f"outcome table: {TABLES_HELP}")
     train.add_argument("--config", help="model configuration (.toml or .json; default: the library defaults)")
     train.add_argument("--out", required=True, help="model directory to write")
-    train.add_argument("--epochs", type=_count, help="override the configuration's epochs")
-    train.add_argument("--seed", type=int, help="override the configuration's seed")
-    train.add_argument("--device", help="override the configuration's device (auto, cpu, cuda, ...)")
+    train.add_argument("--validation", type=_optional(_positive), metavar="FRACTION", default=argparse.SUPPRESS,
+                       help="fraction of the patients held out for early stopping, or none (default: 0.15)")
     train.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_progress(train)
+    _add_flags(train, TABLE_FLAGS, "how the tables are read")
+    _add_flags(train, MODEL_FLAGS, "model and training (DynamicSurvival arguments)")
     train.set_defaults(run=cmd_train)
 
-    evaluate = add("evaluate", "landmark evaluation of a saved model on test tables",
+    evaluate = add("evaluate", "landmark evaluation of a saved model (and baselines) on test tables",
                    "Evaluate a saved model at every (landmark, horizon) on test tables: patients at risk, events, "
                    "C-index, Uno's C, AUC, Brier score, IBS and calibration-in-the-large. The censoring distribution "
-                   "is estimated on the training outcomes.")
+                   "is estimated on the training tables; --baselines adds landmark baselines fitted on them.")
     evaluate.add_argument("--model", required=True, help="model directory (from 'ehrseq train' or DynamicSurvival.save)")
-    evaluate.add_argument("--visits", required=True, help="test visit table")
-    evaluate.add_argument("--outcomes", required=True, help="test outcome table")
-    evaluate.add_argument("--train-outcomes", required=True, help="training outcome table")
-    evaluate.add_argument("--train-visits",
-                          help="training visit table (needed unless times are days from a first visit at 0)")
+    evaluate.add_argument("--visits", nargs="+", required=True, help=f"test visit table: {TABLES_HELP}")
+    evaluate.add_argument("--outcomes", nargs="+", required=True, help=f"test outcome table: {TABLES_HELP}")
+    evaluate.add_argument("--train-outcomes", nargs="+", required=True, help="training outcome table")
+    evaluate.add_argument("--train-visits", nargs="+",
+                          help="training visit table (needed with dates, or first visits not at day 0, and for "
+                               "--baselines)")
     evaluate.add_argument("--landmarks", type=float, nargs="+", required=True, metavar="DAYS",
-                          help="landmarks, days since origin")
+                          help="landmarks, days since each patient's origin")
     evaluate.add_argument("--horizons", type=_positive, nargs="+", required=True, metavar="DAYS",
                           help="horizons, days after the landmark")
-    evaluate.add_argument("--event", type=int, default=1, help="event type of interest (default: 1)")
+    evaluate.add_argument("--event", type=int, help="event type of interest (default: the model's cause, else 1)")
+    evaluate.add_argument("--baselines", type=_names, metavar="NAMES",
+                          help="also evaluate landmark baselines fitted on the training tables: a comma-separated "
+                               "list of cox, rsf, km")
     evaluate.add_argument("--output", help="also write the table (.csv, .parquet or .md)")
     evaluate.add_argument("--ci", type=_level, metavar="LEVEL",
                           help="add percentile bootstrap intervals at this level (e.g. 0.95) over the test patients")
@@ -461,21 +684,24 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                           help="bootstrap resamples for --ci and --compare (default: 1000)")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples (default: 0)")
+    _add_progress(evaluate)
     evaluate.set_defaults(run=cmd_evaluate)
 
     score = add("score", "score visit tables into Parquet prediction shards",
-                "Score every patient of a visit table, Parquet file, glob or directory of Parquet shards "
-                "(every patient's visits in one shard) into Parquet prediction shards with a manifest; "
-                "bounded memory, atomic outputs, --resume after an interruption.")
+                "Score every patient of a visit table — a Parquet or CSV file, a glob, or a folder of such files "
+                "(every patient's visits in one file) — into Parquet prediction shards with a manifest; bounded "
+                "memory, atomic outputs, --resume after an interruption.")
     score.add_argument("--model", required=True, help="model directory")
     score.add_argument("--visits", nargs="+", required=True,
-                       help="Parquet file(s), a glob (quote it) or a directory of Parquet shards")
+                       help="Parquet or CSV file(s), a glob (quote it) or a folder of such files")
     score.add_argument("--out", required=True, help="output directory")
     score.add_argument("--horizons", type=_positive, nargs="+", required=True, metavar="DAYS",
                        help="horizons, days after the visit (or the landmark)")
     score.add_argument("--at", choices=("last", "all"), default="last",
                        help="predict at each patient's last visit or at every visit (default: last)")
-    score.add_argument("--landmark", type=_landmark, help="predict at this landmark (days since origin, or a date)")
+    score.add_argument("--landmark", type=_landmark,
+                       help="predict at this landmark: days since each patient's origin, or a date / datetime "
+                            "(calendar clocks only)")
     score.add_argument("--outcomes", help="outcome table: visits at or after the outcome are dropped")
     score.add_argument("--cause", type=int, help="competing-risks models: only this cause")
     score.add_argument("--event", help="multi-event models: the event to score")
@@ -487,7 +713,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode = score.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="complete an interrupted run in OUT")
     mode.add_argument("--overwrite", action="store_true", help="replace the predictions in OUT")
-    score.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_progress(score)
     score.set_defaults(run=cmd_score)
 
     explain_ = add("explain", "which inputs moved a patient's predicted risk",
@@ -513,13 +739,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = add("demo", "the end-to-end demo on the PBC data",
                "Validate the Mayo Clinic PBC sequential data, train a GRU with a logistic-hazard head, evaluate it "
-               "at landmarks against a landmark Cox model, plot one patient's survival curves and save the model.")
+               "at landmarks against a landmark Cox model, plot one patient's survival curves and save the model. "
+               "Needs the data and plot extras: pip install 'ehrseq[data,plot]'.")
     demo.add_argument("--out", default="outputs/demo", help="output directory (default: outputs/demo)")
     demo.add_argument("--epochs", type=_count, default=100, help="maximum training epochs, early stopping on 15 %% of the patients (default: 100)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_progress(demo)
     demo.set_defaults(run=cmd_demo)
     return parser
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    print(f"ehrseq: warning: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -532,7 +763,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
-        return args.run(args)
+        with command_line(), warnings.catch_warnings():
+            warnings.simplefilter("always", DataWarning)
+            warnings.showwarning = _show_warning
+            return args.run(args)
     except (EhrseqError, OSError) as exc:
         if args.debug:
             raise

@@ -18,6 +18,8 @@ from ehrseq.data import FeaturePipeline, TimeGrid, build_cohort, split_patients,
 from ehrseq.datasets import load_pbcseq
 from ehrseq.estimator import DynamicSurvival
 from ehrseq.evaluate import landmark
+from ehrseq.extras import require
+from ehrseq.progress import Progress
 
 LANDMARKS = (365.0, 730.0, 1095.0)
 HORIZONS = (365.0, 1095.0)
@@ -27,9 +29,10 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def run_demo(out_dir: str | Path = "outputs/demo", *, epochs: int = 100, seed: int = 0, progress: bool = True,
+def run_demo(out_dir: str | Path = "outputs/demo", *, epochs: int = 100, seed: int = 0, progress: Progress = "auto",
              baseline: bool = True) -> dict[str, Any]:
     """Run the demo, writing figures and the model to ``out_dir``; returns what it computed."""
+    require("data", "plot", what="the demo")
     started = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -35,8 +35,9 @@ import torch
 from ehrseq import predict
 from ehrseq.checkpoint import load_checkpoint, save_checkpoint
 from ehrseq.data import Cohort, FeaturePipeline, TimeGrid, build_cohort, make_loader, split_patients, tensorize
+from ehrseq.data.reader import null_values as null_values_in_force
 from ehrseq.device import select_device
-from ehrseq.errors import CheckpointError, ConfigError
+from ehrseq.errors import CheckpointError, ConfigError, option
 from ehrseq.losses.terms import get_term
 from ehrseq.models.distributions import MultiEvent, SurvivalDistribution
 from ehrseq.models.encoders import EncoderConfig
@@ -44,6 +45,7 @@ from ehrseq.models.families import FAMILIES, HeadFamily, get_family
 from ehrseq.models.heads import HeadConfig
 from ehrseq.models.model import DynamicSurvivalModel, ModelConfig
 from ehrseq.objective import Objective, ObjectiveConfig
+from ehrseq.progress import Progress
 from ehrseq.train import Trainer, TrainerConfig, TrainingHistory, distributed_context
 
 TablePair = tuple[Any, Any]
@@ -61,6 +63,7 @@ class CohortSettings:
     unmatched: str = "error"
     max_visits: int | None = None
     event_types: tuple[str, ...] | int | None = None
+    null_values: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -72,22 +75,26 @@ class CohortSettings:
             "unmatched": self.unmatched,
             "max_visits": self.max_visits,
             "event_types": list(self.event_types) if isinstance(self.event_types, tuple) else self.event_types,
+            "null_values": list(self.null_values) if self.null_values is not None else None,
         }
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> CohortSettings:
         values = dict(values)
-        for key in ("numeric", "categorical", "event_types"):
+        for key in ("numeric", "categorical", "event_types", "null_values"):
             if isinstance(values.get(key), list):
                 values[key] = tuple(values[key])
         return cls(**values)
 
-    def build(self, visits: Any, outcomes: Any = None, multi_outcomes: Any = None, *, unmatched: str | None = None) -> Cohort:
+    def build(self, visits: Any, outcomes: Any = None, multi_outcomes: Any = None, *, unmatched: str | None = None,
+              features: FeaturePipeline | None = None) -> Cohort:
+        """The cohort of these tables; with a fitted ``features`` pipeline, its columns are the features
+        (declared: the roles learnt at fit time, whatever the dtypes of these tables)."""
         return build_cohort(
             visits,
             outcomes,
-            numeric=self.numeric,
-            categorical=self.categorical,
+            numeric=self.numeric if features is None else features.numeric_columns,
+            categorical=self.categorical if features is None else features.categorical_columns,
             codes=self.codes,
             origin=self.origin,
             duplicates=self.duplicates,
@@ -95,6 +102,7 @@ class CohortSettings:
             max_visits=self.max_visits,
             multi_outcomes=multi_outcomes,
             event_types=self.event_types,
+            null_values=self.null_values,
         )
 
 
@@ -128,15 +136,17 @@ class DynamicSurvival:
     grid: horizon grid for grid heads: the number of bins (quantiles of the training event times),
         explicit cut points in days, or a :class:`TimeGrid`.
     d_model, n_layers, dropout, hidden: sizes used when ``encoder``/``head`` are given by name.
-    numeric, categorical, codes, origin, duplicates, unmatched, max_visits, event_types: how the tables
-        are read (see :func:`ehrseq.data.build_cohort`); kept with the model for prediction.
+    numeric, categorical, codes, origin, duplicates, unmatched, max_visits, event_types, null_values: how the
+        tables are read (see :func:`ehrseq.data.build_cohort`); kept with the model for prediction, where the
+        feature columns are those of the fitted model (their roles are not inferred again).
     locf: carry the last observed numeric value forward instead of imputing the training mean.
     cause: event type of interest for single-event heads on data with K > 1 types (others censored).
     visit_weighting: ``"auto"`` (default; unbiased per-visit weighting, see :mod:`ehrseq.objective`),
         ``"visit"`` or ``"patient"``.
     epochs, batch_size, lr, weight_decay, patience, grad_clip, scheduler: optimisation (see
         :class:`ehrseq.train.TrainerConfig`).
-    seed, deterministic, device, amp, progress: reproducibility, hardware and display.
+    seed, deterministic, device, amp: reproducibility and hardware.
+    progress: one progress bar while training: ``"auto"`` (default: on a terminal only), ``True`` or ``False``.
     """
 
     def __init__(
@@ -158,6 +168,7 @@ class DynamicSurvival:
         unmatched: str = "error",
         max_visits: int | None = None,
         event_types: Sequence[str] | int | None = None,
+        null_values: Sequence[str] | None = None,
         locf: bool = True,
         cause: int | None = None,
         visit_weighting: str = "auto",
@@ -172,7 +183,7 @@ class DynamicSurvival:
         deterministic: bool = False,
         device: str = "auto",
         amp: bool = False,
-        progress: bool = True,
+        progress: Progress = "auto",
     ) -> None:
         self.encoder = _resolve_encoder(encoder, d_model, n_layers, dropout)
         self.head = _resolve_head(head, hidden, dropout)
@@ -187,6 +198,7 @@ class DynamicSurvival:
             unmatched=unmatched,
             max_visits=max_visits,
             event_types=tuple(event_types) if isinstance(event_types, (list, tuple)) else event_types,
+            null_values=None if null_values is None else tuple(null_values_in_force(null_values)),
         )
         self.locf = locf
         self.batch_size = batch_size
@@ -214,6 +226,7 @@ class DynamicSurvival:
         Afterwards: ``model_``, ``features_``, ``grid_``, ``history_``, ``cohort_report_``.
         """
         cohort = self.cohort_settings.build(visits, outcomes, multi_outcomes)
+        self._check_event_types(cohort)
         self.cohort_report_ = cohort.report
         self.event_type_names_ = cohort.event_type_names
         self.event_names_ = cohort.event_names
@@ -266,6 +279,30 @@ class DynamicSurvival:
         self.model_.to("cpu")
         return self
 
+    def _check_event_types(self, cohort: Cohort) -> None:
+        """A single-event head on K > 1 event types needs ``cause`` (the type of interest; the others then end
+        follow-up like censorings), and ``cause`` must be a type that occurs."""
+        kind = self.head.get("kind", "logistic_hazard")
+        family = get_family(kind)
+        if family.competing or family.multi_event:
+            return
+        events = cohort.report.events if cohort.report is not None else {}
+        summary = ", ".join(f"{'censored' if k == 0 else f'type {k}'}: {n:,}" for k, n in sorted(events.items()))
+        cause = self.objective.cause
+        if cause is None and cohort.n_event_types > 1:
+            hint = ""
+            if 0 not in events:
+                hint = (" (nobody is censored: if 1 means censored, as in R's Surv() coding, recode the events "
+                        "to event - 1)")
+            first = min((k for k in events if k), default=1)
+            raise ConfigError(
+                f"the outcome table has {cohort.n_event_types} event types ({summary}){hint}, and the {kind} head "
+                f"models one event: pass {option('cause', first)} "
+                f"(the event type of interest; the other types then end follow-up like censorings) or use "
+                f"{option('head', 'competing_pmf')} for competing risks")
+        if cause is not None and events.get(cause, 0) == 0:
+            raise ConfigError(f"{option('cause', cause)}: no patient has event type {cause} ({summary})")
+
     def _head_config(self, train: Cohort) -> HeadConfig:
         settings = dict(self.head)
         family = get_family(settings.get("kind", "logistic_hazard"))
@@ -302,9 +339,10 @@ class DynamicSurvival:
         if outcomes is None and self.cohort_settings.origin not in ("first_visit", "zero"):
             raise ConfigError(
                 f"the model measures time from the outcome-table column {self.cohort_settings.origin!r}; "
-                "pass outcomes= (it may hold only patient_id and that column) to predict"
+                f"pass {option('outcomes')} (it may hold only patient_id and that column) to predict"
             )
-        return self.cohort_settings.build(visits, outcomes, unmatched="drop" if outcomes is not None else None)
+        return self.cohort_settings.build(visits, outcomes, unmatched="drop" if outcomes is not None else None,
+                                          features=self.features_)
 
     @property
     def family_(self) -> HeadFamily:

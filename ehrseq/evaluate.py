@@ -34,15 +34,17 @@ censoring support) are reported as null with the reason in ``note`` — never si
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 import polars as pl
 
-from ehrseq.data import build_cohort
-from ehrseq.errors import ConfigError
+from ehrseq.data import build_cohort, read_table
+from ehrseq.data.specs import clock_kind
+from ehrseq.data.validation import to_days
+from ehrseq.errors import ConfigError, DataError, option
 from ehrseq.metrics import (
     CensoringDistribution,
     aalen_johansen,
@@ -52,6 +54,7 @@ from ehrseq.metrics import (
     cause_specific_integrated_brier_score,
     cause_specific_uno_c,
 )
+from ehrseq.progress import Progress, progress_bar
 
 
 class RiskModel(Protocol):
@@ -61,26 +64,99 @@ class RiskModel(Protocol):
     def predict_risk(self, visits: Any, horizon: Any, *, landmark: Any = None, outcomes: Any = None) -> pl.DataFrame: ...
 
 
-def _outcomes_since_origin(visits: Any, outcomes: Any, model: Any, origin: str | None) -> pl.DataFrame:
-    """patient_id, outcome time Y − origin and event, read with the model's own table settings when it
+def _cohort_patients(visits: Any, outcomes: Any, model: Any, origin: str | None) -> pl.DataFrame:
+    """The patient table of the cohort of these tables, read with the model's own table settings when it
     has them (so that origins and dropped rows agree with its predictions)."""
     settings = getattr(model, "cohort_settings", None)
     if settings is not None and origin is None:
         cohort = settings.build(visits, outcomes, unmatched="drop")
     else:
         cohort = build_cohort(visits, outcomes, origin=origin or "first_visit", unmatched="drop")
-    return cohort.patients.select("patient_id", "outcome_time", "event")
+    return cohort.patients
 
 
-def outcomes_since_origin(tables: tuple[Any, Any] | Any, model: Any = None, origin: str | None = None) -> pl.DataFrame:
-    """``patient_id, outcome_time, event`` from a ``(visits, outcomes)`` pair (tuple or list; times since
-    each patient's origin, read with ``model``'s table settings when it has them) or from an outcome table
-    already on that clock (``patient_id, time, event``: days since origin)."""
+def _outcomes_since_origin(visits: Any, outcomes: Any, model: Any, origin: str | None) -> pl.DataFrame:
+    """patient_id, outcome time Y − origin and event (see :func:`_cohort_patients`)."""
+    return _cohort_patients(visits, outcomes, model, origin).select("patient_id", "outcome_time", "event")
+
+
+def _model_origin(model: Any, origin: str | None) -> str | None:
+    """How ``model`` measures time since origin (``origin`` when given); ``None`` when neither says."""
+    settings = getattr(model, "cohort_settings", None)
+    if origin is None and settings is not None:
+        return settings.origin
+    return origin
+
+
+def outcomes_since_origin(tables: tuple[Any, Any] | Any, model: Any = None, origin: str | None = None, *,
+                          first_visits_at_zero: bool = False) -> pl.DataFrame:
+    """``patient_id, outcome_time, event``: outcome times Y − origin in days since each patient's origin.
+
+    From a ``(visits, outcomes)`` pair (tuple or list), read with ``model``'s table settings when it has
+    them. From an outcome table alone (``patient_id, time, event``; any source of
+    :func:`ehrseq.data.read_table`) only when the table gives those times by itself — taking Y for
+    Y − origin otherwise would shift every time silently:
+
+    * with the origin known (``origin``, or the model's): an outcome-table origin column (Y − that column),
+      ``"zero"`` (Y), or ``"first_visit"`` when ``first_visits_at_zero`` says the first visits are at day 0
+      of a day clock (Y); otherwise a :class:`ConfigError` asking for the visits;
+    * without a model or ``origin``: the times are taken as days since origin already (precomputed tables);
+    * calendar times (dates) without an origin column are always refused: they are no days since origin.
+    """
     if isinstance(tables, (tuple, list)) and len(tables) == 2:
         return _outcomes_since_origin(*tables, model, origin)
-    return pl.DataFrame(tables).select(
-        "patient_id", pl.col("time").cast(pl.Float64).alias("outcome_time"), pl.col("event").cast(pl.Int64)
-    )
+    frame = read_table(tables, "training outcomes")
+    missing = [c for c in ("patient_id", "time", "event") if c not in frame.columns]
+    if missing:
+        raise DataError(f"missing column(s) {missing}", table="training outcomes", column=missing[0],
+                        rule="required_columns")
+    where = option("train_outcomes", flag="--train-visits FILE", python="train_outcomes=(train_visits, train_outcomes)")
+    origin_name = _model_origin(model, origin)
+    if origin_name is not None and origin_name in frame.columns:
+        since = to_days("time", frame.schema["time"]) - to_days(origin_name, frame.schema[origin_name])
+    elif clock_kind(frame.schema["time"]) == "datetime":
+        raise ConfigError(f"the training outcome times are dates ({frame.schema['time']}): the censoring distribution "
+                          f"needs times since each patient's origin, which the training visits give; pass {where}")
+    elif origin_name in (None, "zero") or (origin_name == "first_visit" and first_visits_at_zero):
+        since = to_days("time", frame.schema["time"])
+    else:
+        raise ConfigError(f"the model measures time from each patient's {origin_name.replace('_', ' ')}, which is "
+                          f"not at day 0 for every test patient: the training outcome table alone does not give "
+                          f"times since origin; pass {where}")
+    return frame.select("patient_id", since.alias("outcome_time"), pl.col("event").cast(pl.Int64))
+
+
+def event_of_interest(models: Sequence[Any], event: int | None, test: pl.DataFrame, train: pl.DataFrame) -> int:
+    """The event type k to evaluate: ``event``, or the type the models were fitted for (their ``cause``),
+    else 1. A type that no test or training patient has, or another type than a model's ``cause``, is a
+    :class:`ConfigError`: the metrics would compare risks of one type with outcomes of another."""
+    causes = set()
+    for model in models:
+        objective = getattr(model, "objective", None)  # DynamicSurvival; the baselines have their own cause
+        cause = getattr(objective, "cause", None) if objective is not None else getattr(model, "cause", None)
+        if cause is not None:
+            causes.add(int(cause))
+    if event is None:
+        event = causes.pop() if len(causes) == 1 else 1
+    if isinstance(event, bool) or not isinstance(event, (int, np.integer)) or event < 1:
+        raise ConfigError(f"{option('event', event)}: the event type of interest must be an int >= 1")
+    other = sorted(causes - {int(event)})
+    if other:
+        raise ConfigError(f"{option('event', event)}: a model was fitted for event type {other[0]} (cause={other[0]}); "
+                          f"its risks are not risks of type {event}")
+    codes = {int(c) for c in pl.concat([test.get_column("event"), train.get_column("event")]).unique().to_list()}
+    if event not in codes:
+        present = ", ".join(str(c) for c in sorted(codes))
+        hint = " (R's Surv() coding? ehrseq counts 0 = censored, 1..K = event types)" if 0 not in codes else ""
+        raise ConfigError(f"{option('event', event)}: no test or training patient has event type {event} (event codes "
+                          f"present: {present}){hint}; choose the event type with {option('event')}")
+    return int(event)
+
+
+def _read(table: Any, name: str, model: Any) -> pl.DataFrame:
+    """A test table, read once with the model's null markers (any source of :func:`ehrseq.data.read_table`)."""
+    settings = getattr(model, "cohort_settings", None)
+    return read_table(table, name, null_values=getattr(settings, "null_values", None))
 
 
 def evaluation_horizons(horizons: Sequence[float], ibs_points: int = 20) -> np.ndarray:
@@ -96,10 +172,12 @@ def evaluation_horizons(horizons: Sequence[float], ibs_points: int = 20) -> np.n
 
 def landmark_predictions(model: RiskModel, visits: Any, landmarks: Sequence[float], horizons: Sequence[float], *,
                          outcomes: Any = None, event: int = 1, ibs_points: int = 20,
-                         prediction_options: Mapping[str, Any] | None = None) -> pl.DataFrame:
+                         prediction_options: Mapping[str, Any] | None = None,
+                         on_landmark: Callable[[], Any] | None = None) -> pl.DataFrame:
     """``patient_id, landmark, horizon, risk``: the model's landmark risks at every landmark and every
     horizon of :func:`evaluation_horizons` — what :func:`landmark` scores (and what
-    :func:`landmark_from_predictions` and :func:`compare_predictions` take precomputed)."""
+    :func:`landmark_from_predictions` and :func:`compare_predictions` take precomputed).
+    ``on_landmark()`` is called after each landmark (e.g. a progress bar's ``update``)."""
     grid = evaluation_horizons(horizons, ibs_points)
     options = dict(prediction_options or {})
     if getattr(getattr(model, "family_", None), "competing", False):
@@ -109,6 +187,8 @@ def landmark_predictions(model: RiskModel, visits: Any, landmarks: Sequence[floa
         predictions = model.predict_risk(visits, grid, landmark=float(s), outcomes=outcomes, **options)
         frames.append(predictions.select("patient_id", pl.lit(float(s)).alias("landmark"),
                                          pl.col("horizon").cast(pl.Float64), pl.col("risk").cast(pl.Float64)))
+        if on_landmark is not None:
+            on_landmark()
     return pl.concat(frames)
 
 
@@ -195,7 +275,7 @@ def landmark(
     horizons: Sequence[float],
     train_outcomes: tuple[Any, Any] | Any,
     *,
-    event: int = 1,
+    event: int | None = None,
     origin: str | None = None,
     min_at_risk: int = 10,
     ibs_points: int = 20,
@@ -203,18 +283,23 @@ def landmark(
     ci: float | None = None,
     n_bootstrap: int = 1000,
     seed: int = 0,
+    progress: Progress = "auto",
 ) -> pl.DataFrame:
     """Evaluate ``model`` at every (landmark, horizon): one row each (see the module docstring).
 
     Parameters
     ----------
     model: has ``predict_risk(visits, horizon, landmark=s, outcomes=...)``.
-    visits, outcomes: the test tables (same contract as for fitting).
+    visits, outcomes: the test tables (same contract as for fitting; any source of
+        :func:`ehrseq.data.read_table`, read once).
     landmarks, horizons: days since origin, and days after the landmark.
-    train_outcomes: the training ``(visits, outcomes)`` pair (tuple or list), or the training outcome table when the
-        origin is the first visit's time 0 of a day clock (then Y − origin = Y); used only to fit the
-        censoring distribution.
-    event: the event type of interest k (other types are competing events, see the module docstring).
+    train_outcomes: the training ``(visits, outcomes)`` pair (tuple or list), used only to fit the censoring
+        distribution on times since each patient's origin. The training outcome table alone is accepted when
+        it gives those times by itself (:func:`outcomes_since_origin`: an outcome-table origin column,
+        ``origin="zero"``, or first visits at day 0 of a day clock, checked on the test patients); calendar
+        times without the training visits are a ConfigError.
+    event: the event type of interest k (other types are competing events, see the module docstring); default
+        the type the model was fitted for (its ``cause``), else 1 (see :func:`event_of_interest`).
     origin: how times since origin are measured; defaults to the model's own table settings
         (``model.cohort_settings``) or, for models without them, ``"first_visit"``.
     min_at_risk: windows with fewer patients at risk are reported with null metrics.
@@ -223,13 +308,49 @@ def landmark(
     ci: with a level (e.g. 0.95), percentile bootstrap intervals over the test patients for the C-index,
         Uno's C, AUC, Brier score and IBS of every window (columns ``<metric>_lower``, ``<metric>_upper``;
         :mod:`ehrseq.bootstrap`), from ``n_bootstrap`` resamples drawn with ``seed``.
+    progress: a progress bar over the landmarks (``"auto"``: on a terminal only).
     """
+    with progress_bar(progress, total=len(landmarks), desc="evaluating", unit="landmark") as bar:
+        return _landmark(model, visits, outcomes, landmarks, horizons, train_outcomes, event=event, origin=origin,
+                         min_at_risk=min_at_risk, ibs_points=ibs_points, prediction_options=prediction_options, ci=ci,
+                         n_bootstrap=n_bootstrap, seed=seed, on_landmark=bar.update)
+
+
+def landmark_models(models: Mapping[str, RiskModel], visits: Any, outcomes: Any, landmarks: Sequence[float],
+                    horizons: Sequence[float], train_outcomes: tuple[Any, Any] | Any, *, progress: Progress = "auto",
+                    **options: Any) -> pl.DataFrame:
+    """:func:`landmark` of several models on the same tables (read once), stacked, with their name in a first
+    column ``model`` (in the order given), under one progress bar over every (model, landmark). ``options``
+    are those of :func:`landmark`."""
+    if not models:
+        raise ConfigError("landmark_models needs at least one model")
+    first = next(iter(models.values()))
+    visits, outcomes = _read(visits, "visits", first), _read(outcomes, "outcomes", first)
+    tables = []
+    with progress_bar(progress, total=len(models) * len(landmarks), desc="evaluating", unit="landmark") as bar:
+        for name, model in models.items():
+            table = _landmark(model, visits, outcomes, landmarks, horizons, train_outcomes, on_landmark=bar.update,
+                              **options)
+            tables.append(table.select(pl.lit(name, dtype=pl.String).alias("model"), pl.all()))
+    return pl.concat(tables)
+
+
+def _landmark(model: RiskModel, visits: Any, outcomes: Any, landmarks: Sequence[float], horizons: Sequence[float],
+              train_outcomes: Any, *, event: int | None = None, origin: str | None = None, min_at_risk: int = 10,
+              ibs_points: int = 20, prediction_options: Mapping[str, Any] | None = None, ci: float | None = None,
+              n_bootstrap: int = 1000, seed: int = 0, on_landmark: Callable[[], Any] | None = None) -> pl.DataFrame:
+    """:func:`landmark` (``on_landmark()`` after each landmark)."""
     if not landmarks or not horizons:
         raise ConfigError("landmarks and horizons must each hold at least one value")
-    test = outcomes_since_origin((visits, outcomes), model, origin)
-    train = outcomes_since_origin(train_outcomes, model, origin)
+    visits, outcomes = _read(visits, "visits", model), _read(outcomes, "outcomes", model)
+    patients = _cohort_patients(visits, outcomes, model, origin)
+    test = patients.select("patient_id", "outcome_time", "event")
+    train = outcomes_since_origin(train_outcomes, model, origin,
+                                  first_visits_at_zero=bool((patients["origin"] == 0).all()))
+    event = event_of_interest([model], event, test, train)
     predictions = landmark_predictions(model, visits, landmarks, horizons, outcomes=outcomes, event=event,
-                                       ibs_points=ibs_points, prediction_options=prediction_options)
+                                       ibs_points=ibs_points, prediction_options=prediction_options,
+                                       on_landmark=on_landmark)
     return landmark_from_predictions(predictions, test, train, landmarks, horizons, event=event,
                                      min_at_risk=min_at_risk, ci=ci, n_bootstrap=n_bootstrap, seed=seed)
 

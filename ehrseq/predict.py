@@ -29,10 +29,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import polars as pl
 import torch
 
 from ehrseq.data import Cohort, FeaturePipeline, tensorize
-from ehrseq.errors import ConfigError
+from ehrseq.data.specs import clock_kind
+from ehrseq.errors import ConfigError, option
 from ehrseq.models.distributions import CompetingRisksDistribution, MultiEvent, SurvivalDistribution
 from ehrseq.models.families import Prediction
 from ehrseq.models.model import DynamicSurvivalModel
@@ -46,11 +48,18 @@ def check_at(at: str) -> None:
         raise ConfigError(f"at must be 'last' or 'all', got {at!r}")
 
 
-def landmark_days(landmark: Any, origin_days: np.ndarray) -> np.ndarray:
+def landmark_days(landmark: Any, origin_days: np.ndarray, clock: pl.DataType | None = None) -> np.ndarray:
     """The landmark s in days since each patient's origin ``[N]``: a number is already on that clock;
     a date or datetime (naive = UTC) is a calendar time, converted with each patient's ``origin_days``
-    (the origin in days since the Unix epoch, as in :attr:`ehrseq.data.Cohort.patients`)."""
+    (the origin in days since the Unix epoch, as in :attr:`ehrseq.data.Cohort.patients`).
+
+    A date on a day ``clock`` (the dtype of the visit times) is refused: the days since 1970 it would be
+    read as are no time on the patients' own clocks (2001-01-01 would be a landmark 11,323 days after
+    every origin)."""
     if isinstance(landmark, (dt.date, dt.datetime)):
+        if clock is not None and clock_kind(clock) != "datetime":
+            raise ConfigError(f"{option('landmark', landmark.isoformat())} is a date, but the visit times are days "
+                              f"({clock}), not dates: give the landmark in days since each patient's origin")
         moment = landmark if isinstance(landmark, dt.datetime) else dt.datetime.combine(landmark, dt.time())
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=dt.timezone.utc)
@@ -126,7 +135,7 @@ def predictions(model: DynamicSurvivalModel, features: FeaturePipeline, cohort: 
     elapsed = cohort.visits.get_column("elapsed").to_numpy()
     landmark_elapsed = None
     if landmark is not None:
-        landmark_elapsed = landmark_days(landmark, cohort.patients.get_column("origin").to_numpy())
+        landmark_elapsed = landmark_days(landmark, cohort.patients.get_column("origin").to_numpy(), cohort.clock_dtype)
     order = np.argsort(data.lengths.numpy(), kind="stable")
     net = model.to(device).eval()
     with torch.no_grad():

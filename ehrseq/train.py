@@ -31,11 +31,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm import tqdm
 
 from ehrseq.data.batch import SequenceBatch
 from ehrseq.device import select_device
 from ehrseq.errors import ConfigError
+from ehrseq.progress import Progress, check_progress, progress_bar
 
 
 @dataclass
@@ -75,9 +75,10 @@ class TrainerConfig:
     deterministic: bool = False
     device: str = "auto"
     amp: bool = False
-    progress: bool = True
+    progress: Progress = "auto"
 
     def __post_init__(self) -> None:
+        check_progress(self.progress)
         if self.epochs < 1:
             raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
         if self.lr <= 0:
@@ -271,11 +272,24 @@ class Trainer:
             raise ConfigError(f"monitor={cfg.monitor!r} needs a validation_metrics callback")
         stopper = _EarlyStopping(cfg.mode, cfg.patience if (val_loader is not None or validation_metrics) else None,
                                  cfg.min_delta)
-        best_state: dict[str, Any] | None = None
-        show = cfg.progress and rank == 0
-        epochs = tqdm(range(1, cfg.epochs + 1), desc="epochs", disable=not show, leave=True)
+        try:
+            total = cfg.epochs * len(train_loader)
+        except TypeError:  # a loader without a length
+            total = None
+        bar = progress_bar(cfg.progress if rank == 0 else False, total=total, desc="training", unit="batch")
         self.history = TrainingHistory()
-        for epoch in epochs:
+        with bar:
+            self._epochs(model, objective, train_loader, val_loader, validation_metrics, optimizer, scheduler, scaler,
+                         stopper, bar)
+        _unwrap(model).eval()
+        return self.history
+
+    def _epochs(self, model, objective, train_loader, val_loader, validation_metrics, optimizer, scheduler, scaler,
+                stopper, bar) -> None:
+        """The epoch loop of :meth:`fit` (one progress ``bar`` over every training batch of every epoch)."""
+        cfg = self.config
+        best_state: dict[str, Any] | None = None
+        for epoch in range(1, cfg.epochs + 1):
             started = time.perf_counter()
             for loader in (train_loader, val_loader):
                 sampler = getattr(loader, "sampler", None)
@@ -284,11 +298,11 @@ class Trainer:
                     if candidate is not None and hasattr(candidate, "set_epoch"):
                         candidate.set_epoch(epoch)
             record: dict[str, float] = {"epoch": float(epoch), "lr": optimizer.param_groups[0]["lr"]}
-            train = self._run_epoch(model, objective, train_loader, optimizer, scaler, show, epoch)
+            train = self._run_epoch(model, objective, train_loader, optimizer, scaler, bar, epoch)
             record.update({f"train_{k}": v for k, v in train.items()})
             if val_loader is not None:
                 with torch.no_grad():
-                    val = self._run_epoch(model, objective, val_loader, None, None, False, epoch)
+                    val = self._run_epoch(model, objective, val_loader, None, None, None, epoch)
                 record.update({f"val_{k}": v for k, v in val.items()})
             if validation_metrics is not None:
                 inner = _unwrap(model)
@@ -309,26 +323,26 @@ class Trainer:
                 scheduler.step(float(watched) if math.isfinite(float(watched)) else record["train_loss"])
             elif scheduler is not None:
                 scheduler.step()
-            if show:
-                epochs.set_postfix({k: f"{record[k]:.4f}" for k in ("train_loss", "val_loss", cfg.monitor) if k in record})
+            bar.set_postfix({"epoch": f"{epoch}/{cfg.epochs}",
+                             **{k: f"{record[k]:.4f}" for k in ("train_loss", "val_loss", cfg.monitor) if k in record}})
             if stopper.should_stop:
                 self.history.stopped_early = True
+                bar.total = bar.n  # stopped early: the bar ends full
+                bar.refresh()
                 break
         if best_state is not None:
             _unwrap(model).load_state_dict(best_state["model"])
             objective.load_state_dict(best_state["objective"])
-        _unwrap(model).eval()
-        return self.history
 
-    def _run_epoch(self, model, objective, loader, optimizer, scaler, show: bool, epoch: int) -> dict[str, float]:
-        """One pass; returns batch-size-weighted means of the loss and its parts (rank-averaged)."""
+    def _run_epoch(self, model, objective, loader, optimizer, scaler, bar, epoch: int) -> dict[str, float]:
+        """One pass (``bar``: advanced per batch when given); returns batch-size-weighted means of the loss and
+        its parts (rank-averaged)."""
         training = optimizer is not None
         model.train(training)
         objective.train(training)
         sums: dict[str, float] = {}
         count = 0
-        batches = tqdm(loader, desc=f"epoch {epoch}" if training else "validate", leave=False, disable=not show)
-        for batch in batches:
+        for batch in loader:
             batch = batch.to(self.device, non_blocking=True)
             with self._autocast():
                 output = model(batch)
@@ -354,7 +368,7 @@ class Trainer:
             values = {"loss": float(loss.detach()), **result.parts}
             for key, value in values.items():
                 sums[key] = sums.get(key, 0.0) + value * n
-            if training and show:
-                batches.set_postfix(loss=f"{values['loss']:.4f}")
+            if bar is not None:
+                bar.update(1)
         means = {k: v / max(count, 1) for k, v in sums.items()}
         return _all_reduce_mean(means, self.device)

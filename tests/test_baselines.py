@@ -221,3 +221,18 @@ def test_a_landmark_before_every_visit_gives_an_empty_frame(fitted):
         frame = model.predict_risk(test[0], [365.0], landmark=-1.0, outcomes=test[1])
         assert frame.height == 0
         assert frame.columns == ["patient_id", "landmark", "visit_time", "horizon", "risk"]
+
+
+def test_a_null_codes_list_counts_as_no_codes_in_the_landmark_features():
+    """A visit without codes may hold an empty list or a null list (as a CSV file gives back): same counts."""
+    from ehrseq.baselines import landmark_features
+    from ehrseq.data import build_cohort
+
+    visits, outcomes = _hand_built()
+    codes = [["A"], [], ["A", "B"], ["B"], [], [], ["A"], [], ["B"], ["A"]]
+    empty = build_cohort(visits.with_columns(pl.Series("codes", codes)), outcomes)
+    null = build_cohort(visits.with_columns(pl.Series("codes", [c or None for c in codes])), outcomes)
+    index, s = np.array([0, 0, 1, 3]), np.array([150.0, 350.0, 300.0, 600.0])
+    counts = landmark_features(empty, index, s, ("A", "B")).select("code:A", "code:B")
+    assert landmark_features(null, index, s, ("A", "B")).select("code:A", "code:B").equals(counts)
+    assert counts.rows() == [(1, 0), (2, 1), (0, 1), (1, 1)]  # visits <= s recording the code, by hand

@@ -14,6 +14,7 @@ import sys
 from types import ModuleType
 
 import ehrseq.bench
+from ehrseq.errors import EhrseqError
 
 
 def _benchmark_module(name: str) -> ModuleType | None:
@@ -65,7 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     if module is None:
         print(f"unknown benchmark {name!r}\n\n{_listing()}", file=sys.stderr)
         return 2
-    module.main(rest)
+    try:
+        module.main(rest)
+    except EhrseqError as exc:  # a configuration the benchmark refuses (e.g. a missing extra): one line
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

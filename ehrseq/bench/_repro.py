@@ -24,6 +24,7 @@ import torch
 from ehrseq.bench._timing import environment_line
 from ehrseq.data.split import split_indices
 from ehrseq.errors import ConfigError
+from ehrseq.extras import require
 from ehrseq.models.distributions import SurvivalDistribution
 
 DAYS_PER_YEAR = 365.25
@@ -35,6 +36,7 @@ def parser(name: str, description: str) -> argparse.ArgumentParser:
     ``--threads``."""
     command = name.replace("_", "-")
     result = argparse.ArgumentParser(prog=f"python -m ehrseq.bench {command}", description=description)
+    result.set_defaults(name=command)
     result.add_argument("--quick", action="store_true", help="tiny smoke-test setting (seconds; not a result)")
     result.add_argument("--out", type=Path, default=Path("outputs") / command,
                         help=f"directory of the report and figures (default outputs/{command})")
@@ -53,8 +55,10 @@ def add_training_options(parser: argparse.ArgumentParser, *, epochs: int, patien
     parser.add_argument("--d-model", type=int, default=32, help="encoder width")
 
 
-def start(args: argparse.Namespace) -> Path:
-    """Apply ``--threads`` and create ``--out``; return the output directory."""
+def start(args: argparse.Namespace, *, needs: Sequence[str] = ()) -> Path:
+    """Check the optional extras the benchmark ``needs`` (before any work), apply ``--threads`` and create
+    ``--out``; return the output directory."""
+    require(*needs, what=f"python -m ehrseq.bench {getattr(args, 'name', '')}".rstrip())
     if args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)

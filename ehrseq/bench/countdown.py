@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     pbc_patients = None
     if args.quick:
         args.nafld_patients, args.epochs, args.d_model, pbc_patients, args.seeds = 150, 1, 8, 80, 2
-    out = _repro.start(args)
+    out = _repro.start(args, needs=("data", "plot"))
     report = Report("Countdown Regression — MLE vs Survival-CRPS on visit sequences")
     report.add(__doc__.split("\n\n", 1)[1].strip())
     results = []

@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.n_patients, args.epochs, args.d_model, args.bins, args.seeds = 150, 1, 8, 6, 2
-    out = _repro.start(args)
+    out = _repro.start(args, needs=("data",) if "pbc" in args.datasets else ())
     report = Report("Loss catalogue — what each variant of the discrete-time NLL buys")
     report.add(__doc__.split("\n\n", 1)[1].strip())
     for cohort in load_cohorts(args):

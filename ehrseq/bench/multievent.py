@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.patients, args.seeds, args.epochs, args.d_model = 300, 1, 1, 8
-    out = _repro.start(args)
+    out = _repro.start(args, needs=("data",))
     report = Report("MENSA — multi-event survival on NAFLD comorbidities")
     data = load_data(tuple(args.events), args.patients, args.visits_before, args.visits_after, args.seed)
     per_seed, seconds = [], []

@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> None:
         args.reps, args.lrs, args.epochs = 2, 2, 10
         args.n_train, args.n_val, args.n_test = 200, 100, 100
         args.n_patients, args.seq_epochs, args.d_model = 120, 1, 8
-    out = _repro.start(args)
+    out = _repro.start(args, needs=("plot",))
     report = Report("Piecewise survival models — reproduction of Holmer, Frisk & Krysander")
     report.add(__doc__.split("\n\n", 1)[1].strip())
     report_static(run_static(args), args, report, out)

@@ -347,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min-at-risk", type=int, default=30, help="window kept if every test fold has this many at risk")
     parser.add_argument("--min-events", type=int, default=5, help="... and this many events in the window")
     args = parser.parse_args(argv)
-    out = _repro.start(args)
+    out = _repro.start(args, needs=("data", "plot"))
     started = time.perf_counter()
     command = "python -m ehrseq.bench quality " + " ".join(argv if argv is not None else [])
     say = lambda text: print(text, flush=True)  # noqa: E731

@@ -27,7 +27,7 @@ import torch
 from ehrseq import predict
 from ehrseq.data import Cohort
 from ehrseq.device import select_device
-from ehrseq.errors import ConfigError
+from ehrseq.errors import ConfigError, option
 from ehrseq.estimator import DynamicSurvival
 
 #: Default number of patients per forward pass.
@@ -74,7 +74,7 @@ class Request:
         if family.multi_event:
             names = list(head.event_names)
             if self.event not in names:
-                raise ConfigError(f"a multi-event model is scored one event at a time: pass event= one of {names}")
+                raise ConfigError(f"a multi-event model is scored one event at a time: pass {option('event')} one of {names}")
         elif self.event is not None:
             raise ConfigError("event= is for multi-event heads")
 

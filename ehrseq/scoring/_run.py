@@ -16,9 +16,9 @@ from typing import Any
 
 import polars as pl
 import torch
-from tqdm import tqdm
 
-from ehrseq.errors import ConfigError
+from ehrseq.errors import ConfigError, option
+from ehrseq.progress import Progress, progress_bar
 from ehrseq.scoring._manifest import (
     MANIFEST,
     check_resumable,
@@ -112,8 +112,8 @@ def _prepare_directory(out: Path, manifest: dict[str, Any], shards: list[Shard],
     if existing is not None and resume:
         check_resumable(existing, manifest)
     elif existing is not None and not overwrite:
-        raise ConfigError(f"{out} already holds predictions ({MANIFEST}); pass resume=True to complete that run "
-                          "or overwrite=True to replace it")
+        raise ConfigError(f"{out} already holds predictions ({MANIFEST}); pass {option('resume', True)} to complete "
+                          f"that run or {option('overwrite', True)} to replace it")
     elif existing is None and out.is_dir() and not overwrite \
             and any(not p.name.startswith(".") for p in out.iterdir()):
         raise ConfigError(f"{out} is not empty and holds no {MANIFEST}; choose a new or empty output directory")
@@ -182,7 +182,7 @@ def _plan(model: Any, visits: Any, out_dir: str | os.PathLike[str], horizons: An
                         model_version, saved_model)
     _, identity, request, settings, outcome_table = prepared
     out = Path(out_dir)
-    shards = list_shards(visits)
+    shards = list_shards(visits, prepared[0].cohort_settings.null_values)
     _check_locations(visits, shards, out)
     counts = check_partitioned(shards) if check_partitioning else None
     inputs = [{**shard.describe(), "output": shard.name} for shard in shards]
@@ -214,7 +214,7 @@ def score(
     outcomes: Any = None,
     resume: bool = False,
     overwrite: bool = False,
-    progress: bool = True,
+    progress: Progress = "auto",
     num_workers: int = 0,
     model_version: str | None = None,
     check_partitioning: bool = True,
@@ -242,7 +242,7 @@ def score(
     resume: complete an interrupted run in ``out_dir`` (same model, settings and completed inputs),
         skipping the shards whose output is complete and matches its checksum.
     overwrite: replace the predictions already in ``out_dir``.
-    progress: show a progress bar (patients).
+    progress: a progress bar (patients): ``"auto"`` (on a terminal only), ``True`` or ``False``.
     num_workers: score shards in this many processes (0: in this process). Workers are started with
         the ``spawn`` method, so scripts must call ``score`` under ``if __name__ == "__main__":``.
     model_version: label written in ``model_version`` (default: the ehrseq version that saved the model).
@@ -261,8 +261,7 @@ def score(
             saved_model=None if pool is None or isinstance(model, (str, os.PathLike)) else pool[1])
         pending = prepared.pending
         total = None if prepared.patients is None else sum(prepared.patients[s.name] for s in pending)
-        bar = stack.enter_context(tqdm(total=total, unit="patient", desc="scoring", disable=not progress,
-                                       dynamic_ncols=True))
+        bar = stack.enter_context(progress_bar(progress, total=total, unit="patient", desc="scoring"))
         if pool is None:
             for shard in pending:
                 prepared.record(_score_one(estimator, identity, request, settings, shard, prepared.out_dir,
