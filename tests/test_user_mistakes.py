@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 import ehrseq
+from ehrseq.bootstrap import compare
 from ehrseq.cli import main
 from ehrseq.data import build_cohort
 from ehrseq.datasets import simulate
@@ -55,6 +56,8 @@ def test_evaluate_refuses_calendar_training_outcomes_without_their_visits(dates,
     (tv, to), test = dates
     with pytest.raises(ConfigError, match=r"train_outcomes=\(train_visits, train_outcomes\)"):
         landmark(model, *test, [200.0], [365.0], to)
+    with pytest.raises(ConfigError, match="training outcome times are dates"):
+        compare(model, model, *test, [200.0], [365.0], to, n_bootstrap=10)
 
 
 def test_evaluate_command_names_the_flag_for_the_training_visits(dates, model, tmp_path, capsys):
