@@ -35,8 +35,11 @@ first visit the change view is the level view. Every explanation reports the com
 Σ A − (r(x) − r(x')) of the numerical integral (Gauss–Legendre, ``n_steps`` points). The landmark
 offset s − v_m is part of the question, not an input: it is the same at x and x'.
 
-Inputs the model reads outside the visit embedding are interpolated when they are the numeric values
-of the batch and held at their values otherwise; their share would show up in the completeness gap.
+The integrals are computed over the sums before the embedding's normalisation, which are affine in
+every input (see :class:`_Explainer`): the same attributions as integrated gradients over the inputs
+themselves, at the cost of the encoder's forward and backward passes over the visits ≤ m. The models
+read their inputs through the visit embedding only; the forward pass gets the patients' batch as it
+is besides the interpolated embeddings.
 """
 
 from __future__ import annotations
@@ -50,19 +53,23 @@ import polars as pl
 import torch
 
 from ehrseq import predict
-from ehrseq.data import make_loader, tensorize
+from ehrseq.data import tensorize
 from ehrseq.data.batch import UNKNOWN_INDEX, SequenceBatch
 from ehrseq.data.features import TIME_FEATURES
+from ehrseq.device import select_device
 from ehrseq.errors import ConfigError
-from ehrseq.models.distributions import CompetingRisksDistribution, MultiEvent
+from ehrseq.models.distributions import CompetingRisksDistribution
 
 __all__ = ["Explanation", "explain"]
 
 _PART_NAMES = ("values", "missing", "categorical", "codes", "time")
 #: Index of the most frequent training level of every categorical column (levels are stored by frequency).
 _MODE_INDEX = UNKNOWN_INDEX + 1
-#: Interpolation points (prediction × step) per forward pass.
-_INTERNAL_BATCH = 8192
+#: Visit rows (prediction × integration point × visit) per forward pass.
+_VISIT_ROWS = 1 << 16
+#: The fields of a batch with a visit dimension (the others are per patient).
+_VISIT_FIELDS = frozenset({"numeric", "numeric_missing", "categorical", "codes", "time", "gap", "mask", "remaining",
+                           "bin", "upper"})
 
 
 @dataclass(frozen=True)
@@ -105,8 +112,8 @@ class Explanation:
 
 
 def explain(model: Any, visits: Any, horizon: float, *, patients: Sequence[Any] | None = None, at: str = "all",
-            landmark: float | None = None, view: str = "level", outcomes: Any = None, cause: int | None = None,
-            event: str | None = None, n_steps: int = 64, batch_size: int = 64) -> Explanation:
+            landmark: Any = None, view: str = "level", outcomes: Any = None, cause: int | None = None,
+            event: str | None = None, n_steps: int = 64, batch_size: int = 512) -> Explanation:
     """Attributions of the predicted risk within ``horizon`` days (module docstring).
 
     Parameters
@@ -115,18 +122,18 @@ def explain(model: Any, visits: Any, horizon: float, *, patients: Sequence[Any] 
     visits: visit table (read with the model's table settings); ``patients`` restricts it to these ids.
     horizon: Δ in days after the visit (or after the landmark).
     at: explain the prediction at every visit (``"all"``) or at each patient's last visit (``"last"``).
-    landmark: explain the landmark prediction at s (days since origin) from the last visit ≤ s instead.
+    landmark: explain the landmark prediction at s (days since origin, or a date as in ``predict_risk``)
+        from the last visit ≤ s instead.
     view: ``"level"`` (risk against the uninformed baseline) or ``"change"`` (against the previous visit).
     outcomes: drop visits at or after each patient's outcome (as in prediction).
     cause, event: competing-risks cause or multi-event event, as in ``predict_risk``.
-    n_steps: points of the integral (Gauss–Legendre); batch_size: patients per forward pass.
+    n_steps: points of the integral (Gauss–Legendre); batch_size: patients prepared at a time.
     """
     if not hasattr(model, "model_") or not hasattr(model, "features_"):
         raise ConfigError("explain needs a fitted DynamicSurvival model (fit() or ehrseq.load())")
     if view not in ("level", "change"):
         raise ConfigError(f"view must be 'level' or 'change', got {view!r}")
-    if at not in ("all", "last"):
-        raise ConfigError(f"at must be 'all' or 'last', got {at!r}")
+    predict.check_at(at)
     if landmark is not None and view == "change":
         raise ConfigError("the change view compares consecutive visits; it has no landmark")
     if not model.family_.in_days:
@@ -137,6 +144,8 @@ def explain(model: Any, visits: Any, horizon: float, *, patients: Sequence[Any] 
         raise ConfigError(f"horizon must be a positive number of days, got {horizon!r}")
     if not isinstance(n_steps, int) or n_steps < 2:
         raise ConfigError(f"n_steps must be an int >= 2, got {n_steps!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive int, got {batch_size!r}")
     table = pl.DataFrame(visits) if not isinstance(visits, pl.DataFrame) else visits
     if patients is not None:
         wanted = list(patients)
@@ -152,11 +161,24 @@ def explain(model: Any, visits: Any, horizon: float, *, patients: Sequence[Any] 
         raise ConfigError("explanations need Captum: pip install 'ehrseq[explain]'") from exc
 
     explainer = _Explainer(model, horizon, cause, event, view, IntegratedGradients, n_steps)
-    loader = make_loader(tensorize(cohort, model.features_, None), batch_size, shuffle=False, bucket_by_length=True)
+    data = tensorize(cohort, model.features_, None)
     elapsed = cohort.visits["elapsed"].to_numpy()
+    landmark_elapsed = None
+    if landmark is not None:
+        landmark_elapsed = predict.landmark_days(landmark, cohort.patients["origin"].to_numpy())
+    order = np.argsort(data.lengths.numpy(), kind="stable")
     attributions, risks = [], []
-    for batch in loader:
-        rows, positions, offsets = _targets(batch, cohort.offsets, elapsed, at, landmark)
+    for start in range(0, order.size, batch_size):
+        chosen = order[start:start + batch_size]
+        batch = data.batch(chosen)
+        mask = batch.mask.numpy()
+        if landmark_elapsed is None:
+            rows, positions = predict.select_visits(mask, at)
+            offsets = np.zeros(rows.size)
+        else:
+            visit_days = predict.padded_visit_days(elapsed, cohort.offsets, chosen, mask.shape[1])
+            rows, positions = predict.select_visits(mask, at, visit_days, landmark_elapsed[chosen])
+            offsets = landmark_elapsed[chosen[rows]] - visit_days[rows, positions]
         if rows.size == 0:
             continue
         part, risk = explainer.run(batch, rows, positions, offsets)
@@ -167,50 +189,47 @@ def explain(model: Any, visits: Any, horizon: float, *, patients: Sequence[Any] 
     return _frames(cohort, model.features_, attributions, risks, view, horizon, landmark)
 
 
-def _targets(batch: SequenceBatch, offsets: np.ndarray, elapsed: np.ndarray, at: str,
-             landmark: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(batch row, visit position, landmark offset s − v_m) of every prediction to explain."""
-    mask = batch.mask.cpu().numpy()
-    if landmark is None:
-        rows, positions = predict.select_visits(mask, at)
-        return rows, positions, np.zeros(rows.size)
-    visit_days = predict.padded_visit_days(elapsed, offsets, batch.patient_index.cpu().numpy(), mask.shape[1])
-    rows, positions = predict.select_visits(mask, at, visit_days, np.full(mask.shape[0], float(landmark)))
-    return rows, positions, float(landmark) - visit_days[rows, positions]
-
-
 class _Explainer:
-    """Integrated gradients of one risk per target row through the model's forward pass."""
+    """Integrated gradients of one risk per prediction through the model's forward pass.
+
+    The embedding sum before normalisation, s = Σ_i W_i p_i + b (:meth:`VisitEmbedding.sum_parts`), is
+    affine in the parts p_i, so the straight path from x' to x in the parts is the straight path from
+    s(x') to s(x), and the gradient along it is W_iᵀ ∂r/∂s. Captum integrates the gradient with respect
+    to s once, G = ∫_0^1 ∂r(s' + α (s − s'))/∂s dα ``[N, m, D]`` (``multiply_by_inputs=False``), and
+    every part's attribution is (W_iᵀ G) ⊙ (p_i − p'_i): exactly integrated gradients over the parts,
+    with one interpolated tensor of width D instead of all of them. Predictions are grouped by the
+    length of their history (the visits ≤ m; the encoders are causal), so no step of the integral runs
+    the encoder over visits after m or over padding.
+    """
 
     def __init__(self, estimator: Any, horizon: float, cause: int | None, event: str | None, view: str,
                  method: Any, n_steps: int) -> None:
-        self.model = estimator.model_.to("cpu").eval()
+        self.device = select_device(estimator.trainer_config.device)
+        self.model = estimator.model_.to(self.device).eval()
         self.embedding = self.model.encoder.embedding
         self.horizon, self.cause, self.event, self.view, self.n_steps = horizon, cause, event, view, n_steps
         features = estimator.features_
         self.time_columns = [features.numeric_names.index(name) for name in TIME_FEATURES
                              if name in features.numeric_names]
-        self.method = method(self._forward)
+        self.method = method(self._forward, multiply_by_inputs=False)
+        self.method.gradient_func = _gradients_of_total
 
     # ---------------------------------------------------------------- forward pass
-    def _forward(self, values, missing, categorical, codes, time, batch: SequenceBatch, positions: torch.Tensor,
-                 offsets: torch.Tensor) -> torch.Tensor:
-        """Risk ``[N]`` at visit ``positions`` of the (interpolated) inputs ``[N, M, …]``."""
-        repeat = values.shape[0] // batch.mask.shape[0]
+    def _forward(self, sums: torch.Tensor, batch: SequenceBatch, offsets: torch.Tensor) -> torch.Tensor:
+        """Risk ``[R]`` at the last visit of histories whose embedding sums are ``sums [R, L, D]`` (``batch``:
+        the ``[N, L]`` histories, repeated to R = N × steps rows in Captum's layout)."""
+        repeat = sums.shape[0] // batch.batch_size
         expanded = _repeat(batch, repeat) if repeat > 1 else batch
-        interpolated = expanded.replace(numeric=values.to(expanded.numeric.dtype))
-        with self.embedding.replaced(self.embedding.assemble(values, missing, categorical, codes, time, expanded.mask)):
-            distribution = self.model(interpolated).distribution
-        index = (torch.arange(values.shape[0]), positions)
-        return self._risk(distribution, index, offsets)
+        rows = torch.arange(sums.shape[0], device=sums.device)
+        with self.embedding.replaced(self.embedding.normalise(sums)):
+            distribution = self.model.distribution_at(expanded, (rows, torch.full_like(rows, sums.shape[1] - 1)),
+                                                      check_values=False)
+        return self._risk(distribution, offsets)
 
-    def _risk(self, distribution: Any, index: tuple[torch.Tensor, torch.Tensor], offsets: torch.Tensor) -> torch.Tensor:
+    def _risk(self, distribution: Any, offsets: torch.Tensor) -> torch.Tensor:
+        """P(event within Δ of the prediction time | survival to it) ``[n]`` of a distribution ``[n]``."""
         horizons = np.array([self.horizon])
         offset = offsets.detach().cpu().numpy()
-        if isinstance(distribution, MultiEvent):
-            distribution = distribution.select(index)
-        else:
-            distribution = distribution[index]
         if isinstance(distribution, CompetingRisksDistribution):
             return predict.competing_risk(distribution, offset, horizons, self.cause)[:, 0]
         (_, marginal), *others = predict.marginals(distribution, self.event)
@@ -219,72 +238,90 @@ class _Explainer:
         horizon = torch.as_tensor(horizons, dtype=marginal.dtype, device=marginal.device)
         return predict.conditional(marginal, offset).risk(horizon)[:, 0]
 
-    # ---------------------------------------------------------------- one batch
+    # ---------------------------------------------------------------- one batch of patients
     def run(self, batch: SequenceBatch, rows: np.ndarray, positions: np.ndarray,
             offsets: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
-        target = _select_rows(batch, torch.as_tensor(rows))
-        position = torch.as_tensor(positions)
-        offset = torch.as_tensor(offsets, dtype=torch.float64)
+        """Attributions and risks of the predictions at (``rows``, ``positions``) of ``batch``."""
+        batch = batch.to(self.device)
+        row = torch.as_tensor(rows, device=self.device)
+        position = torch.as_tensor(positions, device=self.device)
+        offset = torch.as_tensor(offsets, dtype=torch.float64, device=self.device)
         with torch.no_grad():
-            parts = self.embedding.parts(target)
-        inputs = tuple(parts[name] for name in _PART_NAMES)
-        baselines = self._baselines(parts, target.mask, position)
-        attributions = self.method.attribute(inputs, baselines=baselines, additional_forward_args=(target, position, offset),
-                                             n_steps=self.n_steps, method="gausslegendre",
-                                             internal_batch_size=_INTERNAL_BATCH)
-        with torch.no_grad():
-            risk = self._forward(*inputs, target, position, offset)
-            reference = self._forward(*baselines, target, position, offset)
+            parts = self.embedding.parts(batch)
+            uninformed = self._uninformed(parts, batch.mask)
+            risk = self._risk(self.model.distribution_at(batch, (row, position), check_values=False), offset)
             previous = None
             if self.view == "change":
-                previous = self._forward(*inputs, target, (position - 1).clamp(min=0), offset)
-                previous = torch.where(position > 0, previous, torch.nan)
-        per_input = self._group(dict(zip(_PART_NAMES, attributions)), parts)
-        summary = {"patient_index": target.patient_index.numpy(), "position": positions,
-                   "risk": risk.double().numpy(), "reference": reference.double().numpy(),
-                   "previous": None if previous is None else previous.double().numpy()}
-        return {"patient_index": target.patient_index.numpy(), "position": positions, "lengths": target.lengths.numpy(),
-                **per_input}, summary
+                before = self.model.distribution_at(batch, (row, (position - 1).clamp(min=0)), check_values=False)
+                previous = torch.where(position > 0, self._risk(before, offset), torch.nan)
+        n, width = rows.size, batch.max_visits
+        grouped = {"numeric": np.zeros((n, width, parts["values"].shape[-1] - len(self.time_columns))),
+                   "categorical": np.zeros((n, width, parts["categorical"].shape[-2])),
+                   "codes": np.zeros((n, width)), "time": np.zeros((n, width))}
+        reference = np.empty(n)
+        for length in np.unique(positions + 1):
+            selected = np.flatnonzero(positions + 1 == length)
+            per_call = max(1, _VISIT_ROWS // (int(length) * self.n_steps))
+            for chunk in np.array_split(selected, -(-selected.size // per_call)):
+                attributions, reference[chunk] = self._attribute(batch, parts, uninformed, row[chunk], int(length),
+                                                                 offset[chunk])
+                for name, value in self._group(attributions).items():
+                    grouped[name][chunk, :length] = value
+        summary = {"patient_index": batch.patient_index.cpu().numpy()[rows], "position": positions,
+                   "risk": risk.double().cpu().numpy(), "reference": reference,
+                   "previous": None if previous is None else previous.double().cpu().numpy()}
+        return {"patient_index": summary["patient_index"], "position": positions, **grouped}, summary
 
-    def _baselines(self, parts: dict[str, torch.Tensor], mask: torch.Tensor,
-                   position: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        uninformed = {
-            "values": torch.zeros_like(parts["values"]),
-            "missing": torch.ones_like(parts["missing"]),
-            "categorical": self._modal_categories(parts["categorical"]),
-            "codes": self._no_codes(parts["codes"]),
-            "time": self._time_at_origin(parts["time"], mask),
-        }
+    def _attribute(self, batch: SequenceBatch, parts: dict[str, torch.Tensor], uninformed: dict[str, torch.Tensor],
+                   rows: torch.Tensor, length: int, offsets: torch.Tensor) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+        """Attributions per part ``[n, length, …]`` and the reference risk r(x') ``[n]`` of the predictions
+        at visit ``length − 1`` of the patients ``rows``."""
+        target = _prefix(batch, rows, length)
+        x = {name: parts[name][rows, :length] for name in _PART_NAMES}
+        x0 = self._baseline(x, {name: uninformed[name][rows, :length] for name in _PART_NAMES})
+        with torch.no_grad():
+            sums, baseline = self.embedding.sum_parts(x), self.embedding.sum_parts(x0)
+            reference = self._forward(baseline, target, offsets)
+        gradient = self.method.attribute(sums, baselines=baseline, additional_forward_args=(target, offsets),
+                                         n_steps=self.n_steps, method="gausslegendre",
+                                         internal_batch_size=max(rows.numel(), _VISIT_ROWS // length))
+        leaves = {name: value.detach().requires_grad_() for name, value in x.items()}
+        # W_iᵀ G for every part i: the vector-Jacobian product of the affine sum
+        pulled = torch.autograd.grad(self.embedding.sum_parts(leaves), list(leaves.values()), grad_outputs=gradient,
+                                     allow_unused=True, materialize_grads=True)
+        attributions = {name: g.detach() * (x[name] - x0[name]) for name, g in zip(leaves, pulled)}
+        return attributions, reference.double().cpu().numpy()
+
+    # ---------------------------------------------------------------- baselines
+    def _uninformed(self, parts: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The level view's baseline of every visit ``[B, M, …]``: nothing measured, typical categories,
+        no codes, at the origin without a gap."""
+        missing = torch.ones_like(parts["missing"])
         if self.time_columns:
-            uninformed["missing"][..., self.time_columns] = 0.0  # time features are never missing
-        if self.view == "level":
-            return tuple(uninformed[name] for name in _PART_NAMES)
-        rows = torch.arange(mask.shape[0])
-        before = (position - 1).clamp(min=0)
-        out = []
+            missing[..., self.time_columns] = 0.0  # time features are never missing
+        zero = torch.zeros(mask.shape, dtype=parts["time"].dtype, device=mask.device)
+        return {"values": torch.zeros_like(parts["values"]), "missing": missing,
+                "categorical": self._modal_categories(parts["categorical"]), "codes": self._no_codes(parts["codes"]),
+                "time": self.embedding.time_parts(zero, zero, torch.ones_like(mask))}
+
+    def _baseline(self, x: dict[str, torch.Tensor], uninformed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """x' of predictions at the last of their ``[n, L]`` visits: the uninformed history (level view), or
+        the history with its last visit replaced by a repeat of the one before — same inputs, same time,
+        no gap (change view; the uninformed visit at the first visit)."""
+        length = x["time"].shape[1]
+        if self.view == "level" or length == 1:
+            return uninformed if self.view == "level" else {
+                name: torch.cat([x[name][:, :-1], uninformed[name][:, -1:]], dim=1) for name in _PART_NAMES}
+        out = {}
         for name in _PART_NAMES:
-            value = parts[name].clone()
-            repeated = parts[name][rows, before].clone()
-            if name == "time":  # the time of visit m − 1, no gap
-                repeated = self._without_gap(parts["time"], mask, before)
+            repeated = x[name][:, -2:-1].clone()
+            if name == "time":  # φ(t_{m−1}) and the encoding of a zero gap
+                half = repeated.shape[-1] // 2
+                repeated[..., half:] = uninformed["time"][:, -1:, half:]
             if name in ("values", "missing") and self.time_columns:  # elapsed_years of m − 1, log_gap 0
                 repeated[..., self.time_columns[1:]] = 0.0
-            first = position == 0
-            repeated[first] = uninformed[name][rows, position][first]
-            value[rows, position] = repeated
-            out.append(value)
-        return tuple(out)
-
-    def _time_at_origin(self, time: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        zero = torch.zeros(mask.shape, dtype=time.dtype)
-        return self.embedding.time_parts(zero, zero, torch.ones_like(mask)).detach()
-
-    def _without_gap(self, time: torch.Tensor, mask: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
-        """[φ(t_{m−1}) ; φ(0)] ``[N, 2T]``: the time part of a repeat of visit m − 1."""
-        half = time.shape[-1] // 2
-        rows = torch.arange(mask.shape[0])
-        origin = self._time_at_origin(time, mask)[rows, before]
-        return torch.cat([time[rows, before, :half], origin[:, half:]], dim=-1)
+            out[name] = torch.cat([x[name][:, :-1], repeated], dim=1)
+        return out
 
     def _modal_categories(self, categorical: torch.Tensor) -> torch.Tensor:
         if self.embedding.categorical is None or categorical.shape[-2] == 0:
@@ -300,24 +337,36 @@ class _Explainer:
             return codes.clone()
         return self.embedding.no_codes.detach().expand_as(codes).clone()
 
-    def _group(self, attributions: dict[str, torch.Tensor], parts: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-        """Attributions per (prediction, visit, input): numeric ``[N, M, F']`` (time features removed),
-        categorical ``[N, M, C]``, codes ``[N, M]``, time ``[N, M]``."""
-        numeric = (attributions["values"] + attributions["missing"]).detach().double()
-        time = attributions["time"].detach().double().sum(dim=-1)
+    def _group(self, attributions: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        """Attributions per (prediction, visit, input): numeric ``[N, L, F']`` (time features removed),
+        categorical ``[N, L, C]``, codes ``[N, L]``, time ``[N, L]``."""
+        numeric = (attributions["values"] + attributions["missing"]).double()
+        time = attributions["time"].double().sum(dim=-1)
         keep = [f for f in range(numeric.shape[-1]) if f not in self.time_columns]
         if self.time_columns:
             time = time + numeric[..., self.time_columns].sum(dim=-1)
         return {
-            "numeric": numeric[..., keep].numpy(),
-            "categorical": attributions["categorical"].detach().double().sum(dim=-1).numpy(),
-            "codes": attributions["codes"].detach().double().sum(dim=-1).numpy(),
-            "time": time.numpy(),
+            "numeric": numeric[..., keep].cpu().numpy(),
+            "categorical": attributions["categorical"].double().sum(dim=-1).cpu().numpy(),
+            "codes": attributions["codes"].double().sum(dim=-1).cpu().numpy(),
+            "time": time.cpu().numpy(),
         }
 
 
-def _select_rows(batch: SequenceBatch, rows: torch.Tensor) -> SequenceBatch:
-    return batch.replace(**{name: value[rows] for name, value in batch.tensors().items()})
+def _gradients_of_total(forward_fn: Any, inputs: tuple[torch.Tensor, ...], target_ind: Any = None,
+                        additional_forward_args: tuple[Any, ...] | None = None) -> tuple[torch.Tensor, ...]:
+    """Captum's gradient function with one backward pass of the total of the outputs ``[R]``: the rows
+    do not interact (the model in eval mode embeds, encodes and predicts each history on its own), so
+    ∂(Σ_r y_r)/∂x_r = ∂y_r/∂x_r. (Captum's default hands autograd the R outputs one scalar at a time.)"""
+    with torch.enable_grad():
+        outputs = forward_fn(*inputs, *(additional_forward_args or ()))
+        return torch.autograd.grad(outputs.sum(), inputs)
+
+
+def _prefix(batch: SequenceBatch, rows: torch.Tensor, length: int) -> SequenceBatch:
+    """The first ``length`` visits of the patients ``rows`` of ``batch``."""
+    return batch.replace(**{name: value[rows, :length] if name in _VISIT_FIELDS else value[rows]
+                            for name, value in batch.tensors().items()})
 
 
 def _repeat(batch: SequenceBatch, times: int) -> SequenceBatch:

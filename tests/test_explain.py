@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import ehrseq
+from ehrseq.data import tensorize
 from ehrseq.datasets import load_pbcseq, simulate
 from ehrseq.errors import ConfigError
 from ehrseq.explain import explain
@@ -27,17 +28,28 @@ def small():
 
 def test_assembled_parts_are_the_visit_embedding(small):
     model, data = small
-    from ehrseq.data import tensorize
-
     batch = tensorize(model.cohort(data.visits), model.features_, None).batch(list(range(10)))
     embedding = model.model_.encoder.embedding.eval()
     parts = embedding.parts(batch)
-    assembled = embedding.assemble(parts["values"], parts["missing"], parts["categorical"], parts["codes"],
-                                   parts["time"], batch.mask)
+    assembled = embedding.normalise(embedding.sum_parts(parts))
     torch.testing.assert_close(assembled, embedding(batch), rtol=1e-5, atol=1e-5)
     with embedding.replaced(assembled * 0):
         assert torch.all(embedding(batch) == 0)
     assert torch.equal(embedding(batch), embedding(batch))
+
+
+def _documented_baseline(embedding, parts, time_columns):
+    """The level view's x' as the module docstring defines it: values 0 and flagged missing (time features
+    0, never missing), the most frequent level (index 2) of every categorical column, no codes, visits at
+    the origin without a gap."""
+    missing = torch.ones_like(parts["missing"])
+    missing[..., time_columns] = 0.0
+    modes = embedding.categorical[embedding.categorical_offsets + 2].detach()
+    zero = torch.zeros(parts["time"].shape[:2])
+    return {"values": torch.zeros_like(parts["values"]), "missing": missing,
+            "categorical": modes.expand_as(parts["categorical"]),
+            "codes": embedding.no_codes.detach().expand_as(parts["codes"]),
+            "time": embedding.time_parts(zero, zero, torch.ones(zero.shape, dtype=torch.bool)).detach()}
 
 
 class _Linear(SurvivalDistribution):
@@ -64,14 +76,17 @@ class _Linear(SurvivalDistribution):
 class _LinearEmbedding(VisitEmbedding):
     """The parts of a visit concatenated, without normalisation: a linear map of the parts."""
 
-    def assemble(self, values, missing, categorical, codes, time, mask):
-        return torch.cat([values, missing, categorical.flatten(-2), codes, time], dim=-1)
+    def sum_parts(self, parts):
+        return torch.cat([parts["values"], parts["missing"], parts["categorical"].flatten(-2), parts["codes"],
+                          parts["time"]], dim=-1)
 
-    def forward(self, batch):
+    def normalise(self, sums):
+        return sums
+
+    def forward(self, batch, check_values=True):
         if self._replacement is not None:
             return self._replacement
-        p = self.parts(batch)
-        return self.assemble(p["values"], p["missing"], p["categorical"], p["codes"], p["time"], batch.mask)
+        return self.sum_parts(self.parts(batch))
 
 
 class _LinearModel(nn.Module):
@@ -83,13 +98,9 @@ class _LinearModel(nn.Module):
         self.encoder.embedding = embedding
         self.weight = nn.Parameter(torch.randn(width, dtype=torch.float64) * 0.002)
 
-    def forward(self, batch):
+    def distribution_at(self, batch, index, check_values=True):
         score = 0.3 + torch.cumsum(self.encoder.embedding(batch).double() @ self.weight, dim=1)
-
-        class Output:
-            distribution = _Linear(score)
-
-        return Output()
+        return _Linear(score[index])
 
 
 def test_attributions_of_a_linear_model_are_its_known_contributions(small):
@@ -98,14 +109,11 @@ def test_attributions_of_a_linear_model_are_its_known_contributions(small):
     embedding = _LinearEmbedding(real.config)
     embedding.load_state_dict(real.state_dict())
     embedding.eval()
-    from ehrseq.data import tensorize
-
     cohort = model.cohort(data.visits)
     batch = tensorize(cohort, model.features_, None).batch(list(range(cohort.n_patients)))
     with torch.no_grad():
         parts = embedding.parts(batch)
-    width = embedding.assemble(*[parts[k] for k in ("values", "missing", "categorical", "codes", "time")],
-                               batch.mask).shape[-1]
+    width = embedding.sum_parts(parts).shape[-1]
     torch.manual_seed(0)
     linear = _LinearModel(embedding, width)
     model.model_, original = linear, model.model_
@@ -123,14 +131,12 @@ def test_attributions_of_a_linear_model_are_its_known_contributions(small):
              parts["time"].shape[-1]]
     w_values, w_missing, w_categorical, w_codes, w_time = torch.split(w, sizes)
     time_columns = [names.index("elapsed_years"), names.index("log_gap")]
-    missing_baseline = torch.ones(f, dtype=torch.float64)
-    missing_baseline[time_columns] = 0.0
-    numeric = w_values * parts["values"].double() + w_missing * (parts["missing"].double() - missing_baseline)
-    modes = real.categorical[real.categorical_offsets + 2].detach().double()
-    categorical = ((parts["categorical"].double() - modes) * w_categorical.view(modes.shape)).sum(-1)
-    codes = (parts["codes"].double() - real.no_codes.detach().double()) @ w_codes
-    origin = real.time_parts(torch.zeros(1, 1), torch.zeros(1, 1), torch.ones(1, 1, dtype=torch.bool))[0, 0]
-    time = (parts["time"].double() - origin.double()) @ w_time + numeric[..., time_columns].sum(-1)
+    base = {k: v.double() for k, v in _documented_baseline(real, parts, time_columns).items()}
+    delta = {k: parts[k].double() - base[k] for k in parts}
+    numeric = w_values * delta["values"] + w_missing * delta["missing"]
+    categorical = (delta["categorical"] * w_categorical.view(delta["categorical"].shape[-2:])).sum(-1)
+    codes = delta["codes"] @ w_codes
+    time = delta["time"] @ w_time + numeric[..., time_columns].sum(-1)
 
     position = {name: i for i, name in enumerate(names)}
     ids = cohort.patients["patient_id"].to_list()
@@ -156,6 +162,58 @@ def test_attributions_of_a_linear_model_are_its_known_contributions(small):
     r = changes.risks.filter(pl.col("visit") > 1)
     np.testing.assert_allclose(r["attributed"] + r["repeat"], r["risk"] - r["previous_risk"], atol=1e-6)
     assert changes.risks["gap"].abs().max() < 1e-6
+
+
+def test_attributions_equal_captum_over_every_part_of_full_histories(small):
+    """The reference: Captum's integrated gradients over the five parts themselves (its own gradient
+    function, one output at a time), each prediction on its patient's full padded history."""
+    from captum.attr import IntegratedGradients
+
+    model, data = small
+    ids = data.visits["patient_id"].unique().sort().head(5)
+    subset = data.visits.filter(pl.col("patient_id").is_in(ids.implode()))
+    result = explain(model, subset, HORIZON, n_steps=16)
+    net = model.model_.eval()
+    embedding = net.encoder.embedding
+    names = model.features_.numeric_names
+    time_columns = [names.index("elapsed_years"), names.index("log_gap")]
+    cohort = model.cohort(subset)
+    batch = tensorize(cohort, model.features_, None).batch(list(range(cohort.n_patients)))
+    with torch.no_grad():
+        parts = embedding.parts(batch)
+    base = _documented_baseline(embedding, parts, time_columns)
+    rows, positions = (torch.as_tensor(a) for a in np.nonzero(batch.mask.numpy()))
+    keys = ("values", "missing", "categorical", "codes", "time")
+
+    def risk(values, missing, categorical, codes, time):
+        repeat = values.shape[0] // rows.numel()
+        expanded = batch.replace(**{k: torch.cat([v[rows]] * repeat) for k, v in batch.tensors().items()})
+        sums = embedding.sum_parts(dict(zip(keys, (values, missing, categorical, codes, time))))
+        with embedding.replaced(embedding.normalise(sums)):
+            distribution = net.distribution_at(expanded, (torch.arange(values.shape[0]), positions.repeat(repeat)))
+        return distribution.risk(torch.tensor([HORIZON]))[:, 0]
+
+    attributions = IntegratedGradients(risk).attribute(tuple(parts[k][rows] for k in keys),
+                                                       baselines=tuple(base[k][rows] for k in keys), n_steps=16)
+    a = dict(zip(keys, (t.double() for t in attributions)))
+    numeric = a["values"] + a["missing"]
+    time = a["time"].sum(-1) + numeric[..., time_columns].sum(-1)
+    categorical = a["categorical"].sum(-1)
+    codes = a["codes"].sum(-1)
+    row_of = {pid: i for i, pid in enumerate(cohort.patients["patient_id"].to_list())}
+    prediction = {(int(b), int(m)): i for i, (b, m) in enumerate(zip(rows, positions))}
+    checked = 0
+    for row in result.attributions.iter_rows(named=True):
+        i, j = prediction[(row_of[row["patient_id"]], row["visit"] - 1)], row["input_visit"] - 1
+        expected = {"numeric": lambda: numeric[i, j, names.index(row["input"])],
+                    "categorical": lambda: categorical[i, j, model.features_.categorical_names.index(row["input"])],
+                    "codes": lambda: codes[i, j], "time": lambda: time[i, j]}[row["kind"]]()
+        assert row["attribution"] == pytest.approx(float(expected), abs=1e-6)
+        checked += 1
+    assert checked == result.attributions.height > 200
+    # inputs of visits after the prediction's visit get nothing from the reference either
+    after = positions[:, None] < torch.arange(batch.max_visits)[None, :]
+    assert numeric[after].abs().max() == 0 and time[after].abs().max() == 0
 
 
 @pytest.mark.slow

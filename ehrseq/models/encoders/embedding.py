@@ -233,8 +233,8 @@ class VisitEmbedding(nn.Module):
         ``categorical [B, M, C, D]`` the embedding E_j[c_mj] of every categorical column,
         ``codes [B, M, D]`` pool(codes_m) + 1{no codes} v_no_codes, and ``time [B, M, 2T]`` the
         continuous-time encodings [φ(t_m) ; φ(g_m)] of the visit time and gap (:meth:`time_parts`).
-        :meth:`assemble` of them equals :meth:`forward` of the batch; the embedding before its
-        normalisation is linear in every part, so integrated gradients over the parts split it by input.
+        :meth:`normalise` of :meth:`sum_parts` of them equals :meth:`forward` of the batch; the sum before
+        the normalisation is affine in every part, so integrated gradients over the parts split it by input.
         """
         self.check_batch(batch)
         dtype = self.time.weight.dtype
@@ -261,8 +261,8 @@ class VisitEmbedding(nn.Module):
 
     @contextlib.contextmanager
     def replaced(self, embeddings: torch.Tensor) -> Iterator[None]:
-        """Within the block, :meth:`forward` returns ``embeddings [B, M, D]`` (e.g. :meth:`assemble` of
-        interpolated parts) instead of embedding its batch: attribution methods run the model's own
+        """Within the block, :meth:`forward` returns ``embeddings [B, M, D]`` (e.g. :meth:`normalise` of the
+        sum of interpolated parts) instead of embedding its batch: attribution methods run the model's own
         forward pass on inputs that are not a batch of indices."""
         self._replacement = embeddings
         try:
@@ -274,14 +274,19 @@ class VisitEmbedding(nn.Module):
         """[φ(t) ; φ(g)] ``[B, M, 2T]`` for visit times and gaps ``[B, M]`` (days; 0 at padding)."""
         return self._time_terms(time, gap, mask.reshape(-1, 1)).view(*mask.shape, -1)
 
-    def assemble(self, values: torch.Tensor, missing: torch.Tensor, categorical: torch.Tensor, codes: torch.Tensor,
-                 time: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Visit embeddings ``[B, M, D]`` from :meth:`parts` (any real values: they may be interpolated)."""
-        b, m = mask.shape
+    def sum_parts(self, parts: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The embedding sum before its normalisation, ``[B, M, D]``, from :meth:`parts` (any real values:
+        they may be interpolated): W_time [φ(t) ; φ(g)] + W_num [x̃ ; r] + Σ_j E_j + codes + b, affine in
+        every part. :meth:`normalise` of it is the visit embedding."""
+        time = parts["time"]
+        b, m = time.shape[:2]
         dense, weights = [time.reshape(b * m, -1)], [self.time.weight]
         if self.numeric is not None:
-            dense += [values.reshape(b * m, -1), missing.reshape(b * m, -1)]
+            dense += [parts["values"].reshape(b * m, -1), parts["missing"].reshape(b * m, -1)]
             weights.append(self.numeric.weight)
         out = torch.addmm(self.time.bias, torch.cat(dense, dim=-1), torch.cat(weights, dim=-1).t())
-        out = out.view(b, m, -1) + categorical.sum(dim=-2) + codes
-        return self.dropout(self.norm(out))
+        return out.view(b, m, -1) + parts["categorical"].sum(dim=-2) + parts["codes"]
+
+    def normalise(self, sums: torch.Tensor) -> torch.Tensor:
+        """Visit embeddings ``[B, M, D]`` from the sums of :meth:`sum_parts`: Dropout(LayerNorm(s))."""
+        return self.dropout(self.norm(sums))
