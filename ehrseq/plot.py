@@ -192,8 +192,9 @@ def explanation(result: Any, patient_id: Any, *, top: int = 3, ax: Any = None) -
     """The risk trajectory of one patient from :func:`ehrseq.explain.explain` (risk at each visit) with, at
     each visit, its ``top`` contributing inputs (largest |attribution|, summed over input visits) written
     beside the point, "+" raising the risk: in the change view, what moved the risk since the previous
-    visit; in the level view, what sets it apart from the uninformed baseline. Returns the Axes (its
-    first line is the risk trajectory)."""
+    visit, and the model's response to a new visit at which nothing changed ("new visit", the
+    ``repeat`` column); in the level view, what sets it apart from the uninformed baseline. Returns the
+    Axes (its first line is the risk trajectory)."""
     if top < 1:
         raise ConfigError(f"top must be >= 1, got {top}")
     risks = result.risks.filter(pl.col("patient_id") == patient_id).sort("visit")
@@ -206,14 +207,19 @@ def explanation(result: Any, patient_id: Any, *, top: int = 3, ax: Any = None) -
     ax.plot(x, y, marker="o", lw=1.8, color="tab:blue", label=f"risk within {result.horizon:g} days")
     if result.view == "level":
         ax.plot(x, risks["reference"].to_numpy(), ls=":", color="grey", lw=1.2, label="uninformed baseline")
-    for visit, time, risk in zip(risks["visit"], x, y):
+    repeats = risks["repeat"].to_list() if "repeat" in risks.columns else [None] * risks.height
+    for index, (visit, time, risk, repeat) in enumerate(zip(risks["visit"], x, y, repeats)):
         lines = [f"{name} {value:+.3f}" for name, value in
                  leading.filter(pl.col("visit") == visit).select("input", "attribution").iter_rows()]
-        ax.annotate("\n".join(lines), (time, risk), textcoords="offset points", xytext=(4, 6), fontsize=7,
-                    color="dimgrey")
+        if repeat is not None:
+            lines.append(f"(new visit {repeat:+.3f})")
+        above = index % 2 == 0  # alternate sides so that the labels of neighbouring visits do not collide
+        ax.annotate("\n".join(lines), (time, risk), textcoords="offset points", xytext=(0, 8 if above else -8),
+                    ha="center", va="bottom" if above else "top", fontsize=7, color="dimgrey")
+    ax.margins(x=0.08, y=0.35)
     ax.set_xlabel("visit time")
     ax.set_ylabel("predicted risk")
     what = "change since the previous visit" if result.view == "change" else "difference from the baseline"
     ax.set_title(f"Patient {patient_id}: risk at each visit and its top {top} inputs ({what})", fontsize=9)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=8, frameon=False)
     return ax
