@@ -16,8 +16,10 @@ get no row) and is P(T > s + Δ | T > s, history ≤ s). Without a landmark, s i
 up to s with one as-of join (no loop over patients): the last observed value of every numeric and
 categorical feature (last observation carried forward), its missingness when never observed (indicator
 columns and the training mean, or the training mean only), categorical levels one-hot against the first
-training level (a level unseen in training counts as the first), s − (last visit), the number of visits so far, counts of the ``n_codes`` most frequent
-training codes so far, and s itself.
+training level (a level unseen in training counts as the first), with ``history=True`` (the default) s − (last
+visit) and the number of visits so far, counts of the ``n_codes`` most frequent training codes so far, and s
+itself. ``history=False`` leaves out the two visit-history columns: the classical landmark model on the last
+observed covariates only.
 
 **Fitting: a landmark super-model** (van Houwelingen 2007). Every training patient at risk at a fitting
 landmark s_j (Y > s_j, ≥ 1 visit ≤ s_j) contributes one row: features at s_j, time Y − s_j and the
@@ -233,6 +235,7 @@ class _LandmarkModel(_Baseline):
     """Landmark features, the stacked training design and the design matrix (see the module docstring)."""
 
     def __init__(self, *, landmarks: Sequence[float] | None, window: float | None, missing: str, n_codes: int,
+                 history: bool,
                  numeric: Sequence[str] | None, categorical: Sequence[str] | None, codes: str | None, origin: str,
                  duplicates: str, unmatched: str, max_visits: int | None, cause: int) -> None:
         super().__init__(numeric=numeric, categorical=categorical, codes=codes, origin=origin, duplicates=duplicates,
@@ -247,6 +250,7 @@ class _LandmarkModel(_Baseline):
         self.window = window
         self.missing = missing
         self.n_codes = n_codes
+        self.history = history
 
     # --- stacked design
     def _fit_landmarks(self, cohort: Cohort) -> np.ndarray:
@@ -323,7 +327,8 @@ class _LandmarkModel(_Baseline):
             if self.missing == "indicator":
                 columns.append(values.is_null().to_numpy().astype(np.float64))
                 names.append(f"{c}:missing")
-        for c in ("since_last_visit", "n_visits", *[f"code:{code}" for code in self.codes_], "s"):
+        visit_history = ("since_last_visit", "n_visits") if self.history else ()
+        for c in (*visit_history, *[f"code:{code}" for code in self.codes_], "s"):
             columns.append(features[c].to_numpy().astype(np.float64))
             names.append("landmark" if c == "s" else c)
         return np.column_stack(columns), names
@@ -356,18 +361,21 @@ class LandmarkCox(_LandmarkModel):
         ``None`` uses all follow-up after s_j.
     missing: ``"indicator"`` (training mean + a missingness column per feature) or ``"mean"``.
     n_codes: counts of this many most frequent training codes up to s (when the tables have codes).
+    history: include s − (last visit) and the number of visits up to s as features (``False``: the last observed
+        covariates only, the classical landmark model).
     numeric, categorical, codes, origin, duplicates, unmatched, max_visits: how the tables are read
         (:func:`ehrseq.data.build_cohort`, as in :class:`~ehrseq.DynamicSurvival`).
     cause: the event type modelled (other types censored).
     """
 
     def __init__(self, *, alpha: float = 0.01, landmarks: Sequence[float] | None = None, window: float | None = None,
-                 missing: str = "indicator", n_codes: int = 10, numeric: Sequence[str] | None = None,
-                 categorical: Sequence[str] | None = None, codes: str | None = "codes", origin: str = "first_visit",
+                 missing: str = "indicator", n_codes: int = 10, history: bool = True,
+                 numeric: Sequence[str] | None = None, categorical: Sequence[str] | None = None,
+                 codes: str | None = "codes", origin: str = "first_visit",
                  duplicates: str = "error", unmatched: str = "error", max_visits: int | None = None,
                  cause: int = 1) -> None:
-        super().__init__(landmarks=landmarks, window=window, missing=missing, n_codes=n_codes, numeric=numeric,
-                         categorical=categorical, codes=codes, origin=origin, duplicates=duplicates,
+        super().__init__(landmarks=landmarks, window=window, missing=missing, n_codes=n_codes, history=history,
+                         numeric=numeric, categorical=categorical, codes=codes, origin=origin, duplicates=duplicates,
                          unmatched=unmatched, max_visits=max_visits, cause=cause)
         if not (math.isfinite(alpha) and alpha >= 0):
             raise ConfigError(f"alpha must be >= 0, got {alpha!r}")
@@ -401,17 +409,19 @@ class LandmarkRandomForest(_LandmarkModel):
     """Landmark random survival forest super-model: :class:`sksurv.ensemble.RandomSurvivalForest` on the
     stacked landmark rows (same features and parameters as :class:`LandmarkCox`, plus the forest's:
     ``n_estimators``, ``min_samples_leaf``, ``max_features``, ``max_depth``, ``max_samples`` (bootstrap
-    sample size per tree: fewer rows make large stacked designs faster), ``n_jobs``, ``seed``)."""
+    sample size per tree: fewer rows make large stacked designs faster; a count above the number of stacked
+    rows means all of them), ``n_jobs``, ``seed``)."""
 
     def __init__(self, *, n_estimators: int = 100, min_samples_leaf: int = 15, max_features: str | float = "sqrt",
                  max_depth: int | None = None, max_samples: int | float | None = None, n_jobs: int | None = 1,
                  seed: int = 0,
                  landmarks: Sequence[float] | None = None, window: float | None = None, missing: str = "indicator",
-                 n_codes: int = 10, numeric: Sequence[str] | None = None, categorical: Sequence[str] | None = None,
+                 n_codes: int = 10, history: bool = True, numeric: Sequence[str] | None = None,
+                 categorical: Sequence[str] | None = None,
                  codes: str | None = "codes", origin: str = "first_visit", duplicates: str = "error",
                  unmatched: str = "error", max_visits: int | None = None, cause: int = 1) -> None:
-        super().__init__(landmarks=landmarks, window=window, missing=missing, n_codes=n_codes, numeric=numeric,
-                         categorical=categorical, codes=codes, origin=origin, duplicates=duplicates,
+        super().__init__(landmarks=landmarks, window=window, missing=missing, n_codes=n_codes, history=history,
+                         numeric=numeric, categorical=categorical, codes=codes, origin=origin, duplicates=duplicates,
                          unmatched=unmatched, max_visits=max_visits, cause=cause)
         self.forest_params = {"n_estimators": n_estimators, "min_samples_leaf": min_samples_leaf,
                               "max_features": max_features, "max_depth": max_depth, "max_samples": max_samples,
@@ -422,7 +432,10 @@ class LandmarkRandomForest(_LandmarkModel):
         x, time, event = self._fit_design(self._train_cohort(visits, outcomes))
         if not event.any():
             raise DataError("no event in the stacked training rows", table="outcomes")
-        self.model_ = RandomSurvivalForest(**self.forest_params).fit(x, _target(time, event))
+        params = dict(self.forest_params)
+        if isinstance(params["max_samples"], int) and params["max_samples"] >= len(x):
+            params["max_samples"] = None
+        self.model_ = RandomSurvivalForest(**params).fit(x, _target(time, event))
         return self
 
     def _conditional_survival(self, cohort: Cohort, queries: _Queries, durations: np.ndarray) -> np.ndarray:

@@ -67,9 +67,9 @@ def test_stacked_design_matches_brute_force_locf():
             assert got[key] == value, (key, got, want)
 
 
-def _design_matrix(rows, numeric, categorical, means, levels):
+def _design_matrix(rows, numeric, categorical, means, levels, history=True):
     """The documented columns: mean-imputed value + missing indicator, one-hot vs first level + missing,
-    time since last visit, visit count, landmark."""
+    time since last visit and visit count (with ``history``), landmark."""
     columns = []
     for r in rows:
         out = []
@@ -77,12 +77,13 @@ def _design_matrix(rows, numeric, categorical, means, levels):
             out += [means[c] if r[c] is None else r[c], float(r[c] is None)]
         for c in categorical:
             out += [float(r[c] == level) for level in levels[c][1:]] + [float(r[c] is None)]
-        out += [r["since_last_visit"], r["n_visits"], r["s"]]
+        out += [r["since_last_visit"], r["n_visits"], r["s"]] if history else [r["s"]]
         columns.append(out)
     return np.array(columns, dtype=np.float64)
 
 
-def test_landmark_cox_equals_sksurv_on_the_brute_force_design():
+@pytest.mark.parametrize("history", [True, False])
+def test_landmark_cox_equals_sksurv_on_the_brute_force_design(history):
     sim = simulate(120, seed=1)
     numeric, categorical = ("x00", "x01", "x02"), ("sex",)
     marks, window = (0.0, 200.0, 400.0, 800.0), 1000.0
@@ -91,12 +92,13 @@ def test_landmark_cox_equals_sksurv_on_the_brute_force_design():
     train = (sim.visits.filter(pl.col("patient_id").is_in(train_ids)), sim.outcomes.filter(pl.col("patient_id").is_in(train_ids)))
     test = (sim.visits.filter(~pl.col("patient_id").is_in(train_ids)), sim.outcomes.filter(~pl.col("patient_id").is_in(train_ids)))
     model = LandmarkCox(alpha=0.0, landmarks=marks, window=window, numeric=numeric, categorical=categorical,
-                        codes=None).fit(*train)
+                        codes=None, history=history).fit(*train)
+    assert ("since_last_visit" in model.feature_names_) == history
 
     rows = _brute_rows(*train, marks, window, numeric, categorical)
     means = {c: np.mean([r[c] for r in rows if r[c] is not None]) for c in numeric}
     levels = {c: sorted({r[c] for r in rows if r[c] is not None}) for c in categorical}
-    x = _design_matrix(rows, numeric, categorical, means, levels)
+    x = _design_matrix(rows, numeric, categorical, means, levels, history)
     keep = x.std(axis=0) > 0
     target = np.array([(r["event"], r["time"]) for r in rows], dtype=[("event", bool), ("time", float)])
     reference = CoxPHSurvivalAnalysis(alpha=0.0, ties="breslow").fit(x[:, keep], target)
@@ -104,7 +106,8 @@ def test_landmark_cox_equals_sksurv_on_the_brute_force_design():
     s, durations = 300.0, np.array([30.0, 200.0, 600.0, 1000.0])
     query = _brute_rows(*test, [s], window, numeric, categorical)
     assert len(query) >= 10
-    expected = reference.predict_survival_function(_design_matrix(query, numeric, categorical, means, levels)[:, keep])
+    expected = reference.predict_survival_function(
+        _design_matrix(query, numeric, categorical, means, levels, history)[:, keep])
     expected = np.array([[f(min(d, f.x[-1])) if d >= f.x[0] else 1.0 for d in durations] for f in expected])
     got = (model.predict_survival(test[0], durations, landmark=s, outcomes=test[1])
            .filter(pl.col("patient_id").is_in([r["patient_id"] for r in query]))
@@ -236,3 +239,14 @@ def test_a_null_codes_list_counts_as_no_codes_in_the_landmark_features():
     counts = landmark_features(empty, index, s, ("A", "B")).select("code:A", "code:B")
     assert landmark_features(null, index, s, ("A", "B")).select("code:A", "code:B").equals(counts)
     assert counts.rows() == [(1, 0), (2, 1), (0, 1), (1, 1)]  # visits <= s recording the code, by hand
+
+
+def test_forest_bootstrap_size_above_the_stacked_rows_means_all_rows(fitted):
+    train, test, _ = fitted
+    stacked = LandmarkRandomForest(n_codes=5).stacked_design(*train).height
+    capped = LandmarkRandomForest(n_estimators=5, max_samples=10 * stacked, n_codes=5, seed=1).fit(*train)
+    full = LandmarkRandomForest(n_estimators=5, max_samples=None, n_codes=5, seed=1).fit(*train)
+    smaller = LandmarkRandomForest(n_estimators=5, max_samples=stacked // 2, n_codes=5, seed=1).fit(*train)
+    assert smaller.model_.max_samples == stacked // 2 and capped.model_.max_samples is None
+    predict = lambda m: m.predict_risk(test[0], [180.0], landmark=400.0, outcomes=test[1])["risk"]  # noqa: E731
+    assert predict(capped).equals(predict(full))
