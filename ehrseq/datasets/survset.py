@@ -16,7 +16,7 @@ SURVSET_TIME_UNITS: dict[str, str] = {
     "heart": "days",
     "epileptic": "days",
     "FRTCS": "days",
-    "oldmort": "years of age",
+    "oldmort": "years",
     "Rossi": "weeks",
 }
 
@@ -50,7 +50,7 @@ def load_survset(name: str) -> DatasetTables:
     ``heart``       days                   103       Stanford heart transplant (R ``survival``)
     ``epileptic``   days                   605       SANAD epilepsy trial (R ``joineR``)
     ``FRTCS``       days                   697       Hosmer–Lemeshow–May, 5-year follow-up
-    ``oldmort``     years of age           4,603     delayed entry at age 60 or later (R ``eha``);
+    ``oldmort``     years (clock: age)     4,603     delayed entry at age 60 or later (R ``eha``);
                                                      180 gaps in follow-up, bridged
     ``Rossi``       weeks                  432       recidivism after release (1 year)
     ==============  =====================  ========  ==========================================
