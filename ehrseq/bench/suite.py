@@ -543,8 +543,8 @@ def noise_flags(summary: SuiteSummary, frame: pl.DataFrame, datasets: Mapping[st
     draws the data set's patients with replacement; the same resample weighs both models, every kept
     window and every repeat. Per resample, the difference (model − reference) is averaged over the kept
     windows and the repeats. Returns ``dataset, model, metric, difference`` (the pooled estimate),
-    ``lower, upper`` (percentile interval at ``level``), ``p_value`` and ``beyond_noise`` (the interval
-    excludes 0); nothing for a model without stored predictions.
+    ``lower, upper`` (percentile interval at ``level``), ``p_value``, ``beyond_noise`` (the interval
+    excludes 0) and ``n_resamples``; nothing for a model without stored predictions.
     """
     cache = Path(cache_dir)
     rows = []
@@ -583,9 +583,10 @@ def noise_flags(summary: SuiteSummary, frame: pl.DataFrame, datasets: Mapping[st
                     d = np.mean(np.stack(per_repeat[m]), axis=0)  # [1 + R]: the estimate, then the resamples
                     lower, upper = percentile_interval(d[1:, None], level)
                     rows.append((name, model, m, float(d[0]), float(lower[0]), float(upper[0]),
-                                 paired_p_value(d[1:]), bool(lower[0] > 0 or upper[0] < 0)))
+                                 paired_p_value(d[1:]), bool(lower[0] > 0 or upper[0] < 0), n_bootstrap))
     schema = {"dataset": pl.String, "model": pl.String, "metric": pl.String, "difference": pl.Float64,
-              "lower": pl.Float64, "upper": pl.Float64, "p_value": pl.Float64, "beyond_noise": pl.Boolean}
+              "lower": pl.Float64, "upper": pl.Float64, "p_value": pl.Float64, "beyond_noise": pl.Boolean,
+              "n_resamples": pl.Int64}
     return pl.DataFrame(rows, schema=schema, orient="row")
 
 
@@ -616,7 +617,7 @@ def write_report(summary: SuiteSummary, datasets: Mapping[str, SuiteData], model
                  not_run: Mapping[str, str], flags: pl.DataFrame | None = None, started: float | None = None) -> Path:
     """Write ``<out>/suite.md`` (also printed); ``flags`` from :func:`noise_flags` mark the paired differences."""
     title = ("ehrseq real-data suite (--quick smoke test: not a result)" if quick
-             else "ehrseq real-data suite: landmark evaluation on seven data sets, paired by fold")
+             else f"ehrseq real-data suite: landmark evaluation on {len(datasets)} data sets, paired by fold")
     doc = Report(title)
     if started is not None:
         doc.started = started
@@ -627,6 +628,9 @@ def write_report(summary: SuiteSummary, datasets: Mapping[str, SuiteData], model
             f"and ≥ {summary.min_events} events in the window.")
     for model, reason in not_run.items():
         doc.add(f"Not run: {label(model)} ({reason}).")
+    missing = [name for name in DATASETS if name not in datasets]
+    if missing:
+        doc.add(f"Data sets of the suite not in this run: {', '.join(missing)}.")
     if summary.failures.height:
         doc.add("Fits that failed (their folds have no value):")
         doc.table(["data set", "model", "repeat", "fold", "error"],
@@ -640,8 +644,9 @@ def write_report(summary: SuiteSummary, datasets: Mapping[str, SuiteData], model
     totals = {r["model"]: r for r in overall.iter_rows(named=True)}
     beyond = set() if flags is None else {(r["dataset"], r["model"], r["metric"])
                                           for r in flags.filter("beyond_noise").iter_rows(named=True)}
-    noise = ("" if flags is None else " **Bold**: beyond the noise of the test patients (paired bootstrap, see "
-             "below: the 95 % interval of the difference excludes 0).")
+    noise = ("" if flags is None else " **Bold**: the pooled out-of-fold difference of the section \"Noise of the "
+             "test patients\" is beyond that noise (its 95 % bootstrap interval excludes 0); the pooled difference "
+             "can differ from the mean over folds shown here, most on the smallest sets.")
     for metric, title in (("c_index", "C-index (higher is better)"), ("ibs", "IBS (lower is better)")):
         doc.section(f"Paired {title.split(' ')[0]} difference against landmark Cox",
                     f"{title}: per data set, mean ± sd over folds of (model − landmark Cox), each fold's value the "
@@ -678,9 +683,18 @@ def write_report(summary: SuiteSummary, datasets: Mapping[str, SuiteData], model
                    for w in win.iter_rows(named=True)])
 
     if flags is not None and flags.height:
+        resamples = flags["n_resamples"][0] if "n_resamples" in flags.columns else None
         doc.section("Noise of the test patients",
-                    (noise_flags.__doc__ or "").split("\n\n", 1)[0].strip() + " "
-                    + (noise_flags.__doc__ or "").split("\n\n", 1)[1].split("Returns")[0].strip())
+                    "Paired bootstrap of the patients (`ehrseq.bootstrap`: `bootstrap_weights`, `window_resamples`, "
+                    "`paired_p_value`) on the out-of-fold predictions: within a repeat every patient is a test patient "
+                    "once, so the folds' predictions pool into one prediction per patient, scored against all "
+                    "patients' outcomes (censoring weights from all patients too). A resample draws the data set's "
+                    "patients with replacement; the same resample weighs both models, every kept window and every "
+                    "repeat. Per resample, the difference (model − landmark Cox) is averaged over the kept windows "
+                    f"and the repeats{'' if resamples is None else f' ({resamples} resamples)'}. Pooling compares "
+                    "risks of models fitted on different folds, so the pooled difference is not the mean over folds "
+                    "of the tables above; it answers whether the difference could come from which patients were "
+                    "drawn.")
         doc.table(["data set", "model", "metric", "pooled difference", "95 % interval", "p", "beyond noise"],
                   [[r["dataset"], label(r["model"]), r["metric"], f"{r['difference']:+.4f}",
                     f"[{r['lower']:+.4f}, {r['upper']:+.4f}]", fmt(r["p_value"], 3), "yes" if r["beyond_noise"] else "no"]
