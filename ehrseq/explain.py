@@ -39,7 +39,8 @@ The integrals are computed over the sums before the embedding's normalisation, w
 every input (see :class:`_Explainer`): the same attributions as integrated gradients over the inputs
 themselves, at the cost of the encoder's forward and backward passes over the visits ≤ m. The models
 read their inputs through the visit embedding only; the forward pass gets the patients' batch as it
-is besides the interpolated embeddings.
+is besides the interpolated embeddings, and a model that reads the batch elsewhere is refused
+(:class:`~ehrseq.errors.ConfigError`) rather than explained incompletely.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ import torch
 
 from ehrseq import predict
 from ehrseq.data import tensorize
-from ehrseq.data.batch import UNKNOWN_INDEX, SequenceBatch
+from ehrseq.data.batch import PAD_INDEX, UNKNOWN_INDEX, SequenceBatch
 from ehrseq.data.features import TIME_FEATURES
 from ehrseq.device import select_device
 from ehrseq.errors import ConfigError
@@ -250,6 +251,7 @@ class _Explainer:
             parts = self.embedding.parts(batch)
             uninformed = self._uninformed(parts, batch.mask)
             risk = self._risk(self.model.distribution_at(batch, (row, position), check_values=False), offset)
+            self._check_embedding_only(batch, parts, (row, position), offset, risk)
             previous = None
             if self.view == "change":
                 before = self.model.distribution_at(batch, (row, (position - 1).clamp(min=0)), check_values=False)
@@ -271,6 +273,26 @@ class _Explainer:
                    "risk": risk.double().cpu().numpy(), "reference": reference,
                    "previous": None if previous is None else previous.double().cpu().numpy()}
         return {"patient_index": summary["patient_index"], "position": positions, **grouped}, summary
+
+    def _check_embedding_only(self, batch: SequenceBatch, parts: dict[str, torch.Tensor],
+                              index: tuple[torch.Tensor, torch.Tensor], offset: torch.Tensor,
+                              risk: torch.Tensor) -> None:
+        """Refuse a model that reads the batch outside the visit embedding: with the embedding given,
+        its risks must not move when every other input of the batch is blanked (nothing measured, no
+        category, no code, time 0). Such inputs would be held at their values along the path, outside
+        both the attributions and r(x) − r(x'), and the explanation would be silently incomplete."""
+        real = batch.mask.unsqueeze(-1)
+        blank = batch.replace(numeric=torch.zeros_like(batch.numeric),
+                              numeric_missing=torch.ones_like(batch.numeric_missing),
+                              categorical=torch.where(real, UNKNOWN_INDEX, PAD_INDEX).expand_as(batch.categorical),
+                              codes=torch.full_like(batch.codes, PAD_INDEX), time=torch.zeros_like(batch.time),
+                              gap=torch.zeros_like(batch.gap))
+        with self.embedding.replaced(self.embedding.normalise(self.embedding.sum_parts(parts))):
+            blanked = self._risk(self.model.distribution_at(blank, index, check_values=False), offset)
+        if not torch.allclose(blanked, risk, rtol=1e-4, atol=1e-6):
+            raise ConfigError("this model reads inputs outside the visit embedding (its risk changes with the "
+                              "batch's values when the embedding is fixed); explain attributes the embedding's inputs "
+                              "only and cannot split this model's risk completely")
 
     def _attribute(self, batch: SequenceBatch, parts: dict[str, torch.Tensor], uninformed: dict[str, torch.Tensor],
                    rows: torch.Tensor, length: int, offsets: torch.Tensor) -> tuple[dict[str, torch.Tensor], np.ndarray]:

@@ -216,6 +216,35 @@ def test_attributions_equal_captum_over_every_part_of_full_histories(small):
     assert numeric[after].abs().max() == 0 and time[after].abs().max() == 0
 
 
+class _ReadsTheBatch(nn.Module):
+    """A model with a path from the batch's numeric values around the visit embedding."""
+
+    def __init__(self, model, through_batch):
+        super().__init__()
+        self.encoder = model.encoder
+        self.through_batch = through_batch
+
+    def distribution_at(self, batch, index, check_values=True):
+        score = self.encoder(batch, check_values=check_values)[index].sum(-1)
+        if self.through_batch:
+            score = score + batch.numeric[index].sum(-1)
+        return _Linear(0.2 + 0.1 * torch.sigmoid(score.double()))
+
+
+@pytest.mark.parametrize("through_batch", [False, True])
+def test_a_model_reading_the_batch_outside_the_embedding_is_refused(small, through_batch):
+    model, data = small
+    model.model_, original = _ReadsTheBatch(model.model_, through_batch), model.model_
+    try:
+        if through_batch:
+            with pytest.raises(ConfigError, match="outside the visit embedding"):
+                explain(model, data.visits, HORIZON, n_steps=4)
+        else:
+            assert explain(model, data.visits, HORIZON, n_steps=4).risks.height == data.visits.height
+    finally:
+        model.model_ = original
+
+
 @pytest.mark.slow
 def test_completeness_within_one_percent_on_a_trained_gru_and_risks_are_the_predictions():
     visits, outcomes = load_pbcseq(outcome="death")
