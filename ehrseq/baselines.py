@@ -1,6 +1,6 @@
 """Baselines for dynamic prediction (scikit-survival): Kaplan–Meier, landmark Cox, landmark random survival forest.
 
-They read tables with the same rules as :class:`~ehrseq.DynamicSurvival` (:class:`~ehrseq.estimator.CohortSettings`:
+They read tables with the same rules as :class:`~ehrseq.DynamicSurvival` (:class:`~ehrseq.settings.CohortSettings`:
 same origins, dropped visits and ids) and predict with its interface, so
 :func:`ehrseq.evaluate.landmark` evaluates them unchanged::
 
@@ -44,7 +44,7 @@ from sksurv.nonparametric import kaplan_meier_estimator
 
 from ehrseq.data import Cohort
 from ehrseq.errors import ConfigError, DataError, option
-from ehrseq.estimator import CohortSettings
+from ehrseq.settings import CohortSettings
 
 __all__ = ["BASELINES", "KaplanMeier", "LandmarkCox", "LandmarkRandomForest", "landmark_features", "reading_like"]
 

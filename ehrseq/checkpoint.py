@@ -11,6 +11,11 @@ interrupted save never leaves a half-written model behind. :func:`load_checkpoin
 :class:`~ehrseq.errors.CheckpointError` naming the file, any directory whose manifest is missing or of
 an unknown format, whose files are missing, extra or modified (checksum), or that was written by a
 newer format version than this ehrseq understands.
+
+Format versions: 1 — the estimator's settings as separate entries of ``estimator.json`` (encoder, head,
+objective, table and trainer settings); 2 — one ``settings`` entry, :class:`ehrseq.settings.EstimatorSettings`.
+This ehrseq reads both (version 1 through :meth:`ehrseq.DynamicSurvival.load`) and writes version 2;
+an older ehrseq refuses version 2 with a message to upgrade.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from safetensors.torch import load_file, save_file
 from ehrseq.errors import CheckpointError, option
 
 FORMAT_NAME = "ehrseq-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
 

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import inspect
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,98 +34,29 @@ import torch
 
 from ehrseq import predict
 from ehrseq.checkpoint import load_checkpoint, save_checkpoint
-from ehrseq.data import Cohort, FeaturePipeline, TimeGrid, build_cohort, make_loader, split_patients, tensorize
-from ehrseq.data.reader import null_values as null_values_in_force
+from ehrseq.data import Cohort, FeaturePipeline, TimeGrid, make_loader, split_patients, tensorize
 from ehrseq.device import select_device
 from ehrseq.errors import CheckpointError, ConfigError, option
 from ehrseq.losses.terms import get_term
 from ehrseq.models.distributions import MultiEvent, SurvivalDistribution
 from ehrseq.models.encoders import EncoderConfig
-from ehrseq.models.families import FAMILIES, HeadFamily, get_family
+from ehrseq.models.families import HeadFamily, get_family
 from ehrseq.models.heads import HeadConfig
 from ehrseq.models.model import DynamicSurvivalModel, ModelConfig
 from ehrseq.objective import Objective, ObjectiveConfig
-from ehrseq.progress import Progress
+from ehrseq.settings import COHORT_SETTINGS, TRAINER_SETTINGS, CohortSettings, EstimatorSettings
 from ehrseq.train import Trainer, TrainerConfig, TrainingHistory, distributed_context
 
 TablePair = tuple[Any, Any]
 
 
-@dataclass(frozen=True)
-class CohortSettings:
-    """How tables become a cohort (kept with the model so prediction uses the same rules)."""
-
-    numeric: tuple[str, ...] | None = None
-    categorical: tuple[str, ...] | None = None
-    codes: str | None = "codes"
-    origin: str = "first_visit"
-    duplicates: str = "error"
-    unmatched: str = "error"
-    max_visits: int | None = None
-    event_types: tuple[str, ...] | int | None = None
-    null_values: tuple[str, ...] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "numeric": list(self.numeric) if self.numeric is not None else None,
-            "categorical": list(self.categorical) if self.categorical is not None else None,
-            "codes": self.codes,
-            "origin": self.origin,
-            "duplicates": self.duplicates,
-            "unmatched": self.unmatched,
-            "max_visits": self.max_visits,
-            "event_types": list(self.event_types) if isinstance(self.event_types, tuple) else self.event_types,
-            "null_values": list(self.null_values) if self.null_values is not None else None,
-        }
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> CohortSettings:
-        values = dict(values)
-        for key in ("numeric", "categorical", "event_types", "null_values"):
-            if isinstance(values.get(key), list):
-                values[key] = tuple(values[key])
-        return cls(**values)
-
-    def build(self, visits: Any, outcomes: Any = None, multi_outcomes: Any = None, *, unmatched: str | None = None,
-              features: FeaturePipeline | None = None) -> Cohort:
-        """The cohort of these tables; with a fitted ``features`` pipeline, its columns are the features
-        (declared: the roles learnt at fit time, whatever the dtypes of these tables)."""
-        return build_cohort(
-            visits,
-            outcomes,
-            numeric=self.numeric if features is None else features.numeric_columns,
-            categorical=self.categorical if features is None else features.categorical_columns,
-            codes=self.codes,
-            origin=self.origin,
-            duplicates=self.duplicates,
-            unmatched=unmatched or self.unmatched,
-            max_visits=self.max_visits,
-            multi_outcomes=multi_outcomes,
-            event_types=self.event_types,
-            null_values=self.null_values,
-        )
-
-
-def _resolve_encoder(encoder: str | EncoderConfig | Mapping[str, Any], d_model: int, n_layers: int,
-                     dropout: float) -> dict[str, Any]:
-    if isinstance(encoder, EncoderConfig):
-        return encoder.to_dict()
-    if isinstance(encoder, str):
-        return {"kind": encoder, "d_model": d_model, "n_layers": n_layers, "dropout": dropout}
-    return dict(encoder)
-
-
-def _resolve_head(head: str | HeadConfig | Mapping[str, Any], hidden: Sequence[int], dropout: float) -> dict[str, Any]:
-    if isinstance(head, HeadConfig):
-        return head.to_dict()
-    if isinstance(head, str):
-        return {"kind": head, "hidden": list(hidden), "dropout": dropout}
-    return dict(head)
-
-
 class DynamicSurvival:
     """Per-visit survival prediction from visit tables (scikit-learn style: settings in ``__init__``,
     learned state in attributes ending with ``_`` after :meth:`fit`).
+
+    The settings are one typed configuration, :attr:`settings` (:class:`ehrseq.settings.EstimatorSettings`):
+    ``get_params``/``set_params`` read and change it (an assignment such as ``model.epochs = 5`` is a
+    ``set_params``), ``sklearn.base.clone`` makes an unfitted copy, and :meth:`save` writes it.
 
     Parameters
     ----------
@@ -149,66 +80,46 @@ class DynamicSurvival:
     progress: one progress bar while training: ``"auto"`` (default: on a terminal only), ``True`` or ``False``.
     """
 
-    def __init__(
-        self,
-        encoder: str | EncoderConfig | Mapping[str, Any] = "gru",
-        head: str | HeadConfig | Mapping[str, Any] = "logistic_hazard",
-        loss: str | Mapping[str, Any] | ObjectiveConfig = "nll",
-        *,
-        grid: int | Sequence[float] | TimeGrid = 20,
-        d_model: int = 64,
-        n_layers: int = 1,
-        dropout: float = 0.1,
-        hidden: Sequence[int] = (64,),
-        numeric: Sequence[str] | None = None,
-        categorical: Sequence[str] | None = None,
-        codes: str | None = "codes",
-        origin: str = "first_visit",
-        duplicates: str = "error",
-        unmatched: str = "error",
-        max_visits: int | None = None,
-        event_types: Sequence[str] | int | None = None,
-        null_values: Sequence[str] | None = None,
-        locf: bool = True,
-        cause: int | None = None,
-        visit_weighting: str = "auto",
-        epochs: int = 50,
-        batch_size: int = 64,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        patience: int | None = 8,
-        grad_clip: float | None = 1.0,
-        scheduler: str = "cosine",
-        seed: int = 0,
-        deterministic: bool = False,
-        device: str = "auto",
-        amp: bool = False,
-        progress: Progress = "auto",
-    ) -> None:
-        self.encoder = _resolve_encoder(encoder, d_model, n_layers, dropout)
-        self.head = _resolve_head(head, hidden, dropout)
-        self.objective = ObjectiveConfig.parse(loss, cause=cause, visit_weighting=visit_weighting)
-        self.grid = grid
-        self.cohort_settings = CohortSettings(
-            numeric=tuple(numeric) if numeric is not None else None,
-            categorical=tuple(categorical) if categorical is not None else None,
-            codes=codes,
-            origin=origin,
-            duplicates=duplicates,
-            unmatched=unmatched,
-            max_visits=max_visits,
-            event_types=tuple(event_types) if isinstance(event_types, (list, tuple)) else event_types,
-            null_values=None if null_values is None else tuple(null_values_in_force(null_values)),
-        )
-        self.locf = locf
-        self.batch_size = batch_size
-        self.trainer_config = TrainerConfig(
-            epochs=epochs, lr=lr, weight_decay=weight_decay, patience=patience, grad_clip=grad_clip,
-            scheduler=scheduler, seed=seed, deterministic=deterministic, device=device, amp=amp, progress=progress,
-        )
-        family = FAMILIES.get(self.head.get("kind", "logistic_hazard"))
-        if family is not None and family.grid and not isinstance(grid, (int, Sequence, TimeGrid)):
-            raise ConfigError(f"grid must be a number of bins, cut points or a TimeGrid, got {grid!r}")
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # the signature is that of EstimatorSettings (set below): one field per setting
+        object.__setattr__(self, "settings", EstimatorSettings(*args, **kwargs))
+
+    # ------------------------------------------------------------------------------------ settings
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor arguments, as given (scikit-learn's estimator API; ``deep`` has no effect)."""
+        return self.settings.params()
+
+    def set_params(self, **params: Any) -> DynamicSurvival:
+        """Change settings (checked as in the constructor); they apply at the next :meth:`fit`."""
+        object.__setattr__(self, "settings", self.settings.replace(**params))
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        settings = self.__dict__.get("settings")
+        if settings is not None and name in EstimatorSettings.names():
+            return getattr(settings, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in EstimatorSettings.names():
+            self.set_params(**{name: value})
+        else:
+            object.__setattr__(self, name, value)
+
+    @property
+    def objective(self) -> ObjectiveConfig:
+        """The training objective of the ``loss``, ``cause`` and ``visit_weighting`` settings."""
+        return self.settings.objective()
+
+    @property
+    def cohort_settings(self) -> CohortSettings:
+        """How tables are read (the table settings)."""
+        return self.settings.cohort()
+
+    @property
+    def trainer_config(self) -> TrainerConfig:
+        """The optimisation settings."""
+        return self.settings.trainer()
 
     # ------------------------------------------------------------------------------------ fitting
     def fit(
@@ -236,25 +147,25 @@ class DynamicSurvival:
             if not 0 < float(validation) < 1:
                 raise ConfigError(f"validation must be a fraction in (0, 1), a (visits, outcomes) pair or None, got {validation}")
             train, val = split_patients(cohort, (1 - float(validation), float(validation)),
-                                        seed=self.trainer_config.seed)
+                                        seed=self.settings.seed)
         elif isinstance(validation, (tuple, list)) and len(validation) in (2, 3):
             train = cohort
             val = self.cohort_settings.build(*validation)
         else:
             raise ConfigError("validation must be a fraction, a (visits, outcomes) pair or None")
 
-        self.features_ = FeaturePipeline(codes=self.cohort_settings.codes is not None, locf=self.locf).fit(train)
+        self.features_ = FeaturePipeline(codes=self.settings.codes is not None, locf=self.settings.locf).fit(train)
         head = self._head_config(train)
         self.grid_ = TimeGrid.manual(head.grid) if head.grid is not None else None
         encoder = EncoderConfig.from_dict({
-            **self.encoder,
+            **self.settings.encoder_settings(),
             "n_numeric": len(self.features_.numeric_names),
             "categorical_cardinalities": list(self.features_.categorical_cardinalities),
             "code_vocab_size": self.features_.code_vocab_size,
         })
         self.model_config_ = ModelConfig(encoder=encoder, head=head,
                                          next_visit=any(get_term(t.name).needs_next_visit for t in self.objective.terms))
-        torch.manual_seed(self.trainer_config.seed)
+        torch.manual_seed(self.settings.seed)
         self.model_ = DynamicSurvivalModel(self.model_config_)
         self.model_.head.initialize_bias(*_visit_targets(train, self.objective.cause))
         objective = Objective(self.objective, self.model_config_, visits_per_patient=train.n_visits / train.n_patients)
@@ -264,16 +175,16 @@ class DynamicSurvival:
         sampler = None
         if world > 1:
             sampler = torch.utils.data.DistributedSampler(train_data, num_replicas=world, rank=rank, shuffle=True,
-                                                          seed=self.trainer_config.seed)
+                                                          seed=self.settings.seed)
         # Training batches are drawn at random, not bucketed by history length: history length is
         # tied to the outcome (early deaths have short histories), and length-homogeneous batches make
         # the stochastic gradients outcome-correlated enough to leave the fitted risks miscalibrated
         # (measured on simulated data with known truth). Prediction batches are bucketed (harmless there).
-        train_loader = make_loader(train_data, self.batch_size, shuffle=True, seed=self.trainer_config.seed,
+        train_loader = make_loader(train_data, self.settings.batch_size, shuffle=True, seed=self.settings.seed,
                                    sampler=sampler, bucket_by_length=False)
         val_loader = None
         if val is not None:
-            val_loader = make_loader(tensorize(val, self.features_, self.grid_), self.batch_size, shuffle=False)
+            val_loader = make_loader(tensorize(val, self.features_, self.grid_), self.settings.batch_size, shuffle=False)
         trainer = Trainer(self.trainer_config)
         self.history_ = trainer.fit(self.model_, objective, train_loader, val_loader)
         self.model_.to("cpu")
@@ -282,7 +193,7 @@ class DynamicSurvival:
     def _check_event_types(self, cohort: Cohort) -> None:
         """A single-event head on K > 1 event types needs ``cause`` (the type of interest; the others then end
         follow-up like censorings), and ``cause`` must be a type that occurs."""
-        kind = self.head.get("kind", "logistic_hazard")
+        kind = self.settings.head_settings().get("kind", "logistic_hazard")
         family = get_family(kind)
         if family.competing or family.multi_event:
             return
@@ -304,14 +215,14 @@ class DynamicSurvival:
             raise ConfigError(f"{option('cause', cause)}: no patient has event type {cause} ({summary})")
 
     def _head_config(self, train: Cohort) -> HeadConfig:
-        settings = dict(self.head)
+        settings = self.settings.head_settings()
         family = get_family(settings.get("kind", "logistic_hazard"))
         remaining = train.visits["remaining"].to_numpy()
         if "time_scale" not in settings:
             median = float(np.median(remaining)) if remaining.size else 365.25
             settings["time_scale"] = median if median > 0 and math.isfinite(median) else 365.25
         if family.grid and settings.get("grid") is None:
-            grid = self.grid
+            grid = self.settings.grid
             if isinstance(grid, TimeGrid):
                 cuts = grid
             elif isinstance(grid, int):
@@ -519,14 +430,7 @@ class DynamicSurvival:
         self._check_fitted()
         documents = {
             "estimator": {
-                "encoder": self.encoder,
-                "head": self.head,
-                "objective": self.objective.to_dict(),
-                "grid": self.grid.to_dict() if isinstance(self.grid, TimeGrid) else self.grid,
-                "cohort": self.cohort_settings.to_dict(),
-                "locf": self.locf,
-                "batch_size": self.batch_size,
-                "trainer": self.trainer_config.to_dict(),
+                "settings": self.settings.to_dict(),
                 "event_type_names": list(self.event_type_names_) if self.event_type_names_ else None,
                 "event_names": list(self.event_names_),
             },
@@ -539,30 +443,25 @@ class DynamicSurvival:
 
     @classmethod
     def load(cls, directory: str | Path, device: str | None = None) -> DynamicSurvival:
-        """Load an estimator written by :meth:`save` (verifies checksums, versions and weight shapes)."""
+        """Load an estimator written by :meth:`save` (verifies checksums, versions and weight shapes;
+        models of format version 1, written before the settings were one document, load as well)."""
         checkpoint = load_checkpoint(directory)
         docs = checkpoint.documents
         missing = {"estimator", "model", "features", "grid", "history"} - set(docs)
         if missing:
             raise CheckpointError(f"{directory} lacks the documents {sorted(missing)}; it is not a DynamicSurvival model")
-        settings = docs["estimator"]
+        saved = docs["estimator"]
         try:
-            estimator = cls.__new__(cls)
-            estimator.encoder = settings["encoder"]
-            estimator.head = settings["head"]
-            estimator.objective = ObjectiveConfig.parse(settings["objective"])
-            grid = settings["grid"]
-            estimator.grid = TimeGrid.from_dict(grid) if isinstance(grid, dict) else grid
-            estimator.cohort_settings = CohortSettings.from_dict(settings["cohort"])
-            estimator.locf = settings["locf"]
-            estimator.batch_size = settings["batch_size"]
-            trainer = dict(settings["trainer"])
+            if checkpoint.manifest["format_version"] == 1:
+                settings = _settings_of_version_1(saved)
+            else:
+                settings = EstimatorSettings.from_dict(saved["settings"])
             if device is not None:
-                trainer["device"] = device
-            estimator.trainer_config = TrainerConfig.from_dict(trainer)
-            names = settings.get("event_type_names")
+                settings = settings.replace(device=device)
+            estimator = cls(**settings.params())
+            names = saved.get("event_type_names")
             estimator.event_type_names_ = tuple(names) if names else None
-            estimator.event_names_ = tuple(settings.get("event_names") or ())
+            estimator.event_names_ = tuple(saved.get("event_names") or ())
             estimator.model_config_ = ModelConfig.from_dict(docs["model"])
             estimator.features_ = FeaturePipeline.from_dict(docs["features"])
             estimator.grid_ = TimeGrid.from_dict(docs["grid"]) if docs["grid"] else None
@@ -580,8 +479,14 @@ class DynamicSurvival:
 
     def __repr__(self) -> str:
         fitted = "fitted" if hasattr(self, "model_") else "not fitted"
-        return (f"DynamicSurvival(encoder={self.encoder.get('kind')!r}, head={self.head.get('kind')!r}, "
+        return (f"DynamicSurvival(encoder={self.settings.encoder_settings().get('kind')!r}, "
+                f"head={self.settings.head_settings().get('kind')!r}, "
                 f"loss={[t.name for t in self.objective.terms]}, {fitted})")
+
+
+DynamicSurvival.__init__.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+     *inspect.signature(EstimatorSettings).parameters.values()])
 
 
 def load(directory: str | Path, device: str | None = None) -> DynamicSurvival:
@@ -590,6 +495,25 @@ def load(directory: str | Path, device: str | None = None) -> DynamicSurvival:
 
 
 # ---------------------------------------------------------------------------------------- helpers
+def _settings_of_version_1(saved: Mapping[str, Any]) -> EstimatorSettings:
+    """The settings of a model saved in format version 1: encoder and head settings as resolved then,
+    the objective, the grid, the table settings, ``locf``, ``batch_size`` and the trainer settings."""
+    trainer = saved["trainer"]
+    defaults = TrainerConfig()
+    hidden = {name: trainer[name] for name in ("warmup_epochs", "monitor", "mode", "min_delta")
+              if trainer.get(name, getattr(defaults, name)) != getattr(defaults, name)}
+    if hidden:
+        raise CheckpointError(f"the saved trainer settings {hidden} are not settings of DynamicSurvival")
+    objective = ObjectiveConfig.parse(saved["objective"])
+    return EstimatorSettings.from_dict({
+        "encoder": saved["encoder"], "head": saved["head"], "loss": objective.to_dict(), "grid": saved["grid"],
+        "cause": objective.cause, "visit_weighting": objective.visit_weighting, "locf": saved["locf"],
+        "batch_size": saved["batch_size"],
+        **{name: saved["cohort"][name] for name in COHORT_SETTINGS if name in saved["cohort"]},
+        **{name: trainer[name] for name in TRAINER_SETTINGS},
+    })
+
+
 def _visit_targets(cohort: Cohort, cause: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per training visit: remaining time, event type (only ``cause`` when given) and last-visit flag."""
     patient = cohort.visits["patient_index"].to_numpy()

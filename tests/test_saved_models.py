@@ -7,6 +7,7 @@ a changed reading of any saved setting (time scale, grid, head options, table se
 pipeline) would change them.
 """
 
+import json
 from pathlib import Path
 
 import polars as pl
@@ -14,6 +15,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 import ehrseq
+from ehrseq.checkpoint import FORMAT_VERSION
 
 DATA = Path(__file__).parent / "data" / "saved_models_v1"
 TIMES = [0.0, 100.0, 400.0, 1000.0, 3000.0]
@@ -43,3 +45,17 @@ def test_a_model_saved_by_version_0_1_loads_and_predicts_what_it_predicted(name,
     if name == "competing_pmf":
         assert_frame_equal(model.predict_risk(visits, TIMES[1:], landmark=LANDMARK, cause=2),
                            _recorded(name, "landmark_risk_cause_2"))
+
+
+def test_a_version_1_model_reads_its_settings_and_is_saved_again_in_the_current_format(visits, tmp_path):
+    model = ehrseq.load(DATA / "lognormal_crps")
+    params = model.get_params()
+    assert params["locf"] is False and params["epochs"] == 2 and params["batch_size"] == 32
+    assert params["encoder"]["kind"] == "transformer" and params["head"]["kind"] == "lognormal"
+    assert [(t.name, t.weight) for t in model.objective.terms] == [("crps", 1.0), ("mle_right", 0.1)]
+    assert model.trainer_config.patience == 8 and model.cohort_settings.codes == "codes"
+    path = model.save(tmp_path / "again")
+    assert json.loads((path / "manifest.json").read_text())["format_version"] == FORMAT_VERSION == 2
+    again = ehrseq.load(path)
+    assert again.settings == model.settings
+    assert_frame_equal(again.predict_survival(visits, TIMES, at="all"), _recorded("lognormal_crps", "survival"))

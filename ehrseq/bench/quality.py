@@ -44,9 +44,10 @@ from ehrseq.bench._repro import DAYS_PER_YEAR, Report, fmt, keep_patients, mean_
 from ehrseq.bench._timing import format_table
 from ehrseq.data.split import split_indices
 from ehrseq.datasets import load_nafld, load_pbcseq
-from ehrseq.estimator import CohortSettings, DynamicSurvival
+from ehrseq.estimator import DynamicSurvival
 from ehrseq.evaluate import landmark
 from ehrseq.metrics import d_calibration
+from ehrseq.settings import CohortSettings
 
 SEQUENCE_MODELS: dict[str, dict[str, Any]] = {
     "GRU logistic hazard": {"encoder": "gru", "head": "logistic_hazard", "loss": "nll"},

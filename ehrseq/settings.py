@@ -1,0 +1,204 @@
+"""The settings of :class:`~ehrseq.DynamicSurvival`: one typed, frozen configuration.
+
+:class:`EstimatorSettings` holds every constructor argument of the estimator, as given (scikit-learn's
+contract: ``get_params`` returns what was passed, so that ``sklearn.base.clone`` works), checks them
+when it is made (a :class:`~ehrseq.errors.ConfigError` names the setting), and derives the typed
+configurations the estimator works with — encoder and head settings, the training objective, the table
+settings, the trainer configuration. It is serialised once (:meth:`~EstimatorSettings.to_dict` /
+:meth:`~EstimatorSettings.from_dict`, JSON), for saved models and for ``get_params``/``set_params``.
+
+A new setting is one field here (with its default: models saved before it existed load with it) and
+its use where the model is built or trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import KW_ONLY, dataclass, fields
+from typing import Any
+
+from ehrseq.data import Cohort, FeaturePipeline, TimeGrid, build_cohort
+from ehrseq.data.reader import null_values as null_values_in_force
+from ehrseq.errors import ConfigError
+from ehrseq.models.encoders import EncoderConfig
+from ehrseq.models.families import FAMILIES
+from ehrseq.models.heads import HeadConfig
+from ehrseq.objective import ObjectiveConfig
+from ehrseq.progress import Progress
+from ehrseq.train import TrainerConfig
+
+
+@dataclass(frozen=True)
+class CohortSettings:
+    """How tables become a cohort (kept with the model so prediction uses the same rules)."""
+
+    numeric: tuple[str, ...] | None = None
+    categorical: tuple[str, ...] | None = None
+    codes: str | None = "codes"
+    origin: str = "first_visit"
+    duplicates: str = "error"
+    unmatched: str = "error"
+    max_visits: int | None = None
+    event_types: tuple[str, ...] | int | None = None
+    null_values: tuple[str, ...] | None = None
+
+    def build(self, visits: Any, outcomes: Any = None, multi_outcomes: Any = None, *, unmatched: str | None = None,
+              features: FeaturePipeline | None = None) -> Cohort:
+        """The cohort of these tables; with a fitted ``features`` pipeline, its columns are the features
+        (declared: the roles learnt at fit time, whatever the dtypes of these tables)."""
+        return build_cohort(
+            visits,
+            outcomes,
+            numeric=self.numeric if features is None else features.numeric_columns,
+            categorical=self.categorical if features is None else features.categorical_columns,
+            codes=self.codes,
+            origin=self.origin,
+            duplicates=self.duplicates,
+            unmatched=unmatched or self.unmatched,
+            max_visits=self.max_visits,
+            multi_outcomes=multi_outcomes,
+            event_types=self.event_types,
+            null_values=self.null_values,
+        )
+
+
+#: the estimator settings that configure the trainer (:class:`ehrseq.train.TrainerConfig`)
+TRAINER_SETTINGS = ("epochs", "lr", "weight_decay", "patience", "grad_clip", "scheduler", "seed", "deterministic",
+                    "device", "amp", "progress")
+#: the estimator settings that say how tables are read (:class:`CohortSettings`)
+COHORT_SETTINGS = tuple(f.name for f in fields(CohortSettings))
+
+
+@dataclass(frozen=True)
+class EstimatorSettings:
+    """The parameters of :class:`~ehrseq.DynamicSurvival` (documented there), as given."""
+
+    encoder: str | EncoderConfig | Mapping[str, Any] = "gru"
+    head: str | HeadConfig | Mapping[str, Any] = "logistic_hazard"
+    loss: str | Mapping[str, Any] | ObjectiveConfig = "nll"
+    _: KW_ONLY
+    grid: int | Sequence[float] | TimeGrid = 20
+    d_model: int = 64
+    n_layers: int = 1
+    dropout: float = 0.1
+    hidden: Sequence[int] = (64,)
+    numeric: Sequence[str] | None = None
+    categorical: Sequence[str] | None = None
+    codes: str | None = "codes"
+    origin: str = "first_visit"
+    duplicates: str = "error"
+    unmatched: str = "error"
+    max_visits: int | None = None
+    event_types: Sequence[str] | int | None = None
+    null_values: Sequence[str] | str | None = None
+    locf: bool = True
+    cause: int | None = None
+    visit_weighting: str = "auto"
+    epochs: int = 50
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int | None = 8
+    grad_clip: float | None = 1.0
+    scheduler: str = "cosine"
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"
+    amp: bool = False
+    progress: Progress = "auto"
+
+    def __post_init__(self) -> None:
+        self.objective()
+        self.trainer()
+        self.cohort()
+        family = FAMILIES.get(self.head_settings().get("kind", "logistic_hazard"))
+        if family is not None and family.grid and not isinstance(self.grid, (int, Sequence, TimeGrid)):
+            raise ConfigError(f"grid must be a number of bins, cut points or a TimeGrid, got {self.grid!r}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, numbers.Integral) or self.batch_size < 1:
+            raise ConfigError(f"batch_size must be an int >= 1, got {self.batch_size!r}")
+
+    # ------------------------------------------------------------------------------------ derived configurations
+    def encoder_settings(self) -> dict[str, Any]:
+        """The encoder's settings (without the sizes fitted from the data): ``encoder`` given by name
+        takes ``d_model``, ``n_layers`` and ``dropout``."""
+        if isinstance(self.encoder, EncoderConfig):
+            return self.encoder.to_dict()
+        if isinstance(self.encoder, str):
+            return {"kind": self.encoder, "d_model": self.d_model, "n_layers": self.n_layers, "dropout": self.dropout}
+        return dict(self.encoder)
+
+    def head_settings(self) -> dict[str, Any]:
+        """The head's settings (without those fitted from the data): ``head`` given by name takes
+        ``hidden`` and ``dropout``."""
+        if isinstance(self.head, HeadConfig):
+            return self.head.to_dict()
+        if isinstance(self.head, str):
+            return {"kind": self.head, "hidden": list(self.hidden), "dropout": self.dropout}
+        return dict(self.head)
+
+    def objective(self) -> ObjectiveConfig:
+        return ObjectiveConfig.parse(self.loss, cause=self.cause, visit_weighting=self.visit_weighting)
+
+    def cohort(self) -> CohortSettings:
+        return CohortSettings(
+            numeric=tuple(self.numeric) if self.numeric is not None else None,
+            categorical=tuple(self.categorical) if self.categorical is not None else None,
+            codes=self.codes,
+            origin=self.origin,
+            duplicates=self.duplicates,
+            unmatched=self.unmatched,
+            max_visits=self.max_visits,
+            event_types=tuple(self.event_types) if isinstance(self.event_types, (list, tuple)) else self.event_types,
+            null_values=None if self.null_values is None else null_values_in_force(self.null_values),
+        )
+
+    def trainer(self) -> TrainerConfig:
+        return TrainerConfig(**{name: getattr(self, name) for name in TRAINER_SETTINGS})
+
+    # ------------------------------------------------------------------------------------ parameters and JSON
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The parameter names, in constructor order."""
+        return tuple(f.name for f in fields(cls))
+
+    def params(self) -> dict[str, Any]:
+        """The parameters as given (``get_params``)."""
+        return {name: getattr(self, name) for name in self.names()}
+
+    def replace(self, **changes: Any) -> EstimatorSettings:
+        """A copy with ``changes`` (unknown names are a :class:`ConfigError`)."""
+        unknown = sorted(set(changes) - set(self.names()))
+        if unknown:
+            raise ConfigError(f"DynamicSurvival has no setting(s) {', '.join(unknown)}; valid settings are "
+                              f"{', '.join(self.names())}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready values: configuration objects as their dicts, sequences as lists."""
+        return {name: _jsonable(value) for name, value in self.params().items()}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> EstimatorSettings:
+        """Inverse of :meth:`to_dict`; settings missing from ``values`` take their defaults."""
+        unknown = sorted(set(values) - set(cls.names()))
+        if unknown:
+            raise ConfigError(f"unknown estimator settings {unknown}")
+        values = dict(values)
+        if isinstance(values.get("grid"), Mapping):
+            values["grid"] = TimeGrid.from_dict(values["grid"])
+        for key in ("hidden", "numeric", "categorical", "event_types", "null_values"):
+            if isinstance(values.get(key), list):
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (EncoderConfig, HeadConfig, ObjectiveConfig, TimeGrid)):
+        return value.to_dict()
+    if isinstance(value, Mapping):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    return value
