@@ -27,6 +27,7 @@ the others: the sign of the difference is reported as is.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -34,16 +35,15 @@ import polars as pl
 
 from ehrseq.errors import ConfigError
 from ehrseq.evaluate import (
-    _SCHEMA,
     INTERVAL_METRICS,
     RiskModel,
     Window,
     _cohort_patients,
-    _window_metrics,
     event_of_interest,
     landmark_predictions,
     landmark_windows,
     outcomes_since_origin,
+    window_metrics,
 )
 from ehrseq.metrics.resampled import (
     bootstrap_weights,
@@ -55,9 +55,6 @@ from ehrseq.metrics.resampled import (
 )
 
 __all__ = ["compare", "compare_predictions", "landmark_intervals", "paired_p_value", "window_resamples"]
-
-_METRIC_COLUMN = {name: index for index, name in enumerate(_SCHEMA)}
-
 
 def window_resamples(window: Window, weights: np.ndarray, event: int, defined: Sequence[str]) -> dict[str, np.ndarray]:
     """The metrics of ``defined`` (those with a value in the landmark table) of one window under each of
@@ -94,10 +91,6 @@ def _window_weights(weights: np.ndarray, population: pl.Series, window: Window) 
     return weights[:, rows.to_numpy()]
 
 
-def _defined(row: tuple) -> list[str]:
-    return [name for name in INTERVAL_METRICS if row[_METRIC_COLUMN[name]] is not None]
-
-
 def landmark_intervals(table: pl.DataFrame, windows: Sequence[Window], population: pl.Series, *, event: int = 1,
                        level: float = 0.95, n_bootstrap: int = 1000, seed: int = 0) -> pl.DataFrame:
     """``table`` (the landmark table of ``windows``) with ``<metric>_lower`` / ``<metric>_upper`` columns:
@@ -107,8 +100,8 @@ def landmark_intervals(table: pl.DataFrame, windows: Sequence[Window], populatio
     weights = bootstrap_weights(population.len(), n_bootstrap, seed)
     bounds: dict[str, list[float | None]] = {f"{name}_{side}": [] for name in INTERVAL_METRICS
                                               for side in ("lower", "upper")}
-    for window, row in zip(windows, table.iter_rows()):
-        defined = _defined(row)
+    for window, row in zip(windows, table.iter_rows(named=True)):
+        defined = [name for name in INTERVAL_METRICS if row[name] is not None]
         resamples = window_resamples(window, _window_weights(weights, population, window), event, defined) \
             if defined else {name: np.full(n_bootstrap, np.nan) for name in INTERVAL_METRICS}
         for name in INTERVAL_METRICS:
@@ -127,6 +120,25 @@ def paired_p_value(differences: np.ndarray) -> float | None:
     below = (1.0 + np.sum(d <= 0)) / (d.size + 1.0)
     above = (1.0 + np.sum(d >= 0)) / (d.size + 1.0)
     return float(min(1.0, 2.0 * min(below, above)))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One row of a paired comparison: metric values of the two models ``a`` and ``b`` in a window (or
+    overall: ``landmark`` and ``horizon`` None), their difference a − b with its percentile interval and
+    two-sided p-value, and the number of resamples where the difference is defined."""
+
+    landmark: float | None
+    horizon: float | None
+    metric: str
+    n_at_risk: int | None
+    a: float | None
+    b: float | None
+    difference: float | None = None
+    lower: float | None = None
+    upper: float | None = None
+    p_value: float | None = None
+    n_resamples: int = 0
 
 
 _COMPARISON_SCHEMA = {
@@ -161,18 +173,18 @@ def compare_predictions(predictions_a: pl.DataFrame, predictions_b: pl.DataFrame
     windows_b = landmark_windows(predictions_b, test_frame, train_frame, landmarks, horizons)
     population = test_frame["patient_id"]
     weights = bootstrap_weights(population.len(), n_bootstrap, seed)
-    rows: list[tuple] = []
+    rows: list[Comparison] = []
     overall: dict[str, list[tuple[float, float, np.ndarray]]] = {name: [] for name in INTERVAL_METRICS}
     for window_a, window_b in zip(windows_a, windows_b):
         _check_same_patients(window_a, window_b, names)
-        row_a = _window_metrics(window_a, event, min_at_risk)
-        row_b = _window_metrics(window_b, event, min_at_risk)
-        both = [name for name in _defined(row_a) if name in _defined(row_b)]
+        row_a = window_metrics(window_a, event, min_at_risk)
+        row_b = window_metrics(window_b, event, min_at_risk)
+        both = [name for name in row_a.defined() if name in row_b.defined()]
         window_weights = _window_weights(weights, population, window_a)
         resamples_a = window_resamples(window_a, window_weights, event, both)
         resamples_b = window_resamples(window_b, window_weights, event, both)
         for name in INTERVAL_METRICS:
-            a, b = row_a[_METRIC_COLUMN[name]], row_b[_METRIC_COLUMN[name]]
+            a, b = getattr(row_a, name), getattr(row_b, name)
             differences = resamples_a[name] - resamples_b[name]
             rows.append(_comparison_row(window_a.landmark, window_a.horizon, name, window_a.n, a, b, differences, level))
             if name in both:
@@ -189,17 +201,17 @@ def compare_predictions(predictions_a: pl.DataFrame, predictions_b: pl.DataFrame
         differences = np.where(counts > 0, np.where(defined, stacked, 0.0).sum(axis=1) / np.maximum(counts, 1),
                                np.nan)
         rows.append(_comparison_row(None, None, name, None, a, b, differences, level))
-    table = pl.DataFrame(rows, schema=_COMPARISON_SCHEMA, orient="row")
+    table = pl.DataFrame([asdict(row) for row in rows], schema=_COMPARISON_SCHEMA)
     return table.rename({"a": names[0], "b": names[1]})
 
 
 def _comparison_row(s: float | None, h: float | None, name: str, n: int | None, a: float | None, b: float | None,
-                    differences: np.ndarray, level: float) -> tuple:
+                    differences: np.ndarray, level: float) -> Comparison:
     if a is None or b is None:
-        return (s, h, name, n, a, b, None, None, None, None, 0)
+        return Comparison(s, h, name, n, a, b)
     lower, upper = percentile_interval(differences[:, None], level)
-    valid = int(np.isfinite(differences).sum())
-    return (s, h, name, n, a, b, a - b, _value(lower[0]), _value(upper[0]), paired_p_value(differences), valid)
+    return Comparison(s, h, name, n, a, b, difference=a - b, lower=_value(lower[0]), upper=_value(upper[0]),
+                      p_value=paired_p_value(differences), n_resamples=int(np.isfinite(differences).sum()))
 
 
 def _value(x: float) -> float | None:

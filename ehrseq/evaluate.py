@@ -35,7 +35,7 @@ censoring support) are reported as null with the reason in ``note`` — never si
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -362,7 +362,7 @@ def landmark_from_predictions(predictions: pl.DataFrame, test: pl.DataFrame, tra
     """The table of :func:`landmark` from precomputed risks (arguments as for :func:`landmark_windows`;
     the integrated Brier score integrates over the predicted horizons in (0, Δ])."""
     windows = landmark_windows(predictions, test, train, landmarks, horizons)
-    table = pl.DataFrame([_window_metrics(w, event, min_at_risk) for w in windows], schema=_SCHEMA, orient="row")
+    table = metrics_table([window_metrics(w, event, min_at_risk) for w in windows])
     if ci is None:
         return table
     from ehrseq.bootstrap import landmark_intervals
@@ -371,16 +371,46 @@ def landmark_from_predictions(predictions: pl.DataFrame, test: pl.DataFrame, tra
                               seed=seed)
 
 
-_SCHEMA = {
-    "landmark": pl.Float64, "horizon": pl.Float64, "n_at_risk": pl.Int64, "n_events": pl.Int64,
-    "c_index": pl.Float64, "uno_c": pl.Float64, "auc": pl.Float64, "brier": pl.Float64, "ibs": pl.Float64,
-    "mean_risk": pl.Float64, "observed_risk": pl.Float64, "note": pl.String,
-}
 #: The metrics of a landmark window that have bootstrap intervals.
 INTERVAL_METRICS = ("c_index", "uno_c", "auc", "brier", "ibs")
 
 
-def _window_metrics(window: Window, event: int, min_at_risk: int) -> tuple:
+@dataclass(frozen=True)
+class WindowMetrics:
+    """One row of the landmark table (see the module docstring); metrics undefined for the window are
+    ``None``, with the reason in ``note``."""
+
+    landmark: float
+    horizon: float
+    n_at_risk: int
+    n_events: int
+    c_index: float | None = None
+    uno_c: float | None = None
+    auc: float | None = None
+    brier: float | None = None
+    ibs: float | None = None
+    mean_risk: float | None = None
+    observed_risk: float | None = None
+    note: str | None = None
+
+    def defined(self) -> list[str]:
+        """The metrics of :data:`INTERVAL_METRICS` that have a value."""
+        return [name for name in INTERVAL_METRICS if getattr(self, name) is not None]
+
+
+_SCHEMA = {
+    "landmark": pl.Float64, "horizon": pl.Float64, "n_at_risk": pl.Int64, "n_events": pl.Int64,
+    **dict.fromkeys(("c_index", "uno_c", "auc", "brier", "ibs", "mean_risk", "observed_risk"), pl.Float64),
+    "note": pl.String,
+}
+
+
+def metrics_table(rows: Sequence[WindowMetrics]) -> pl.DataFrame:
+    """The landmark table of ``rows``, one row each, columns in the order of :class:`WindowMetrics`."""
+    return pl.DataFrame([asdict(row) for row in rows], schema=_SCHEMA)
+
+
+def window_metrics(window: Window, event: int, min_at_risk: int) -> WindowMetrics:
     """One row of the landmark table. The metrics are the competing-risks versions (see the module
     docstring); without competing events in the window they are Harrell's and Uno's C, the
     cumulative/dynamic AUC, the Brier score and 1 − Kaplan–Meier."""
@@ -390,8 +420,7 @@ def _window_metrics(window: Window, event: int, min_at_risk: int) -> tuple:
     n_events = int(np.sum(window_type == event))
     mean_risk = float(risk.mean()) if n else None
     if n < min_at_risk:
-        return (s, h, n, n_events, None, None, None, None, None, mean_risk, None,
-                f"fewer than {min_at_risk} patients at risk")
+        return WindowMetrics(s, h, n, n_events, mean_risk=mean_risk, note=f"fewer than {min_at_risk} patients at risk")
     notes: list[str] = []
     values: dict[str, float | None] = dict.fromkeys(INTERVAL_METRICS)
     observed_risk = cumulative_incidence(time, event_type, event, h)
@@ -413,8 +442,8 @@ def _window_metrics(window: Window, event: int, min_at_risk: int) -> tuple:
         if window.ibs_times.size >= 2:
             _try(values, "ibs", notes, lambda: cause_specific_integrated_brier_score(
                 time, event_type, window.incidence, window.ibs_times, censoring, cause=event))
-    return (s, h, n, n_events, values["c_index"], values["uno_c"], values["auc"], values["brier"], values["ibs"],
-            mean_risk, observed_risk, "; ".join(notes) or None)
+    return WindowMetrics(s, h, n, n_events, **values, mean_risk=mean_risk, observed_risk=observed_risk,
+                         note="; ".join(notes) or None)
 
 
 def cumulative_incidence(time: np.ndarray, event_type: np.ndarray, event: int, horizon: float) -> float:

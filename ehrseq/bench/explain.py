@@ -27,11 +27,11 @@ from ehrseq.datasets import load_pbcseq
 from ehrseq.estimator import DynamicSurvival
 from ehrseq.evaluate import (
     Window,
-    _window_metrics,
     landmark_from_predictions,
     landmark_predictions,
     landmark_windows,
     outcomes_since_origin,
+    window_metrics,
 )
 from ehrseq.explain import explain
 from ehrseq.metrics.resampled import bootstrap_weights
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         for window in windows:
             rows_of = np.array([position[p] for p in window.patient_id.to_list()])
             index = np.repeat(np.arange(window.n), counts[rows_of])
-            _window_metrics(_resampled_window(window, index), 1, 10)
+            window_metrics(_resampled_window(window, index), 1, 10)
     loop_seconds = time.perf_counter() - start
     per_vector = vector_seconds / args.resamples
     per_loop = loop_seconds / args.loop_resamples

@@ -9,7 +9,7 @@ import os
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,14 @@ from ehrseq.scoring._manifest import (
 )
 from ehrseq.scoring._model import check_model, resolve_model
 from ehrseq.scoring._predict import DEFAULT_BATCH_SIZE
-from ehrseq.scoring._shard import DEFAULT_PATIENTS_PER_CHUNK, _positive_int, _prepare, _score_one, score_shard
+from ehrseq.scoring._shard import (
+    DEFAULT_PATIENTS_PER_CHUNK,
+    ScoreOptions,
+    _positive_int,
+    _prepare,
+    _score_one,
+    score_shard,
+)
 from ehrseq.scoring._sources import Shard, check_partitioned, list_shards
 
 
@@ -165,21 +172,19 @@ def plan(
     ``score_shard(model_path, shard, out_dir, **plan.options)``, and pass the records back to
     ``plan.record``. Parameters as in :func:`score`.
     """
-    return _plan(model, visits, out_dir, horizons, at=at, landmark=landmark, cause=cause, event=event,
-                 batch_size=batch_size, patients_per_chunk=patients_per_chunk, outcomes=outcomes, resume=resume,
-                 overwrite=overwrite, model_version=model_version, check_partitioning=check_partitioning)[0]
+    options = ScoreOptions(horizons, at, landmark, cause, event, outcomes, batch_size, patients_per_chunk,
+                           model_version)
+    return _plan(model, visits, out_dir, options, resume=resume, overwrite=overwrite,
+                 check_partitioning=check_partitioning)[0]
 
 
-def _plan(model: Any, visits: Any, out_dir: str | os.PathLike[str], horizons: Any, *, at: str, landmark: Any,
-          cause: int | None, event: str | None, batch_size: int, patients_per_chunk: int, outcomes: Any, resume: bool,
-          overwrite: bool, model_version: str | None, check_partitioning: bool,
-          saved_model: str | None = None) -> tuple[ScorePlan, tuple]:
+def _plan(model: Any, visits: Any, out_dir: str | os.PathLike[str], options: ScoreOptions, *, resume: bool,
+          overwrite: bool, check_partitioning: bool, saved_model: str | None = None) -> tuple[ScorePlan, tuple]:
     """:func:`plan`, and the prepared model, identity, request, settings and outcome table (``saved_model``:
     where an in-memory estimator has been saved already, see :func:`resolve_model`)."""
     if resume and overwrite:
         raise ConfigError("resume and overwrite exclude each other")
-    prepared = _prepare(model, horizons, at, landmark, cause, event, outcomes, batch_size, patients_per_chunk,
-                        model_version, saved_model)
+    prepared = _prepare(model, options, saved_model)
     _, identity, request, settings, outcome_table = prepared
     out = Path(out_dir)
     shards = list_shards(visits, prepared[0].cohort_settings.null_values)
@@ -189,13 +194,11 @@ def _plan(model: Any, visits: Any, out_dir: str | os.PathLike[str], horizons: An
     manifest = new_manifest({"id": identity.id, "version": identity.version, "path": identity.path}, settings, inputs)
     manifest["shards"] = _prepare_directory(out, manifest, shards, resume, overwrite)
     _write(out, manifest)
-    options = {"horizons": list(request.horizons), "at": request.at, "landmark": request.landmark,
-               "cause": request.cause, "event": request.event, "outcomes": outcome_table, "batch_size": batch_size,
-               "patients_per_chunk": patients_per_chunk, "model_version": identity.version}
+    resolved = replace(options, horizons=list(request.horizons), outcomes=outcome_table, model_version=identity.version)
     return ScorePlan(
         out_dir=out, shards=shards, pending=[s for s in shards if s.name not in manifest["shards"]],
         patients=None if counts is None else {s.name: n for s, n in zip(shards, counts)},
-        manifest=manifest, options=options,
+        manifest=manifest, options=resolved.keywords(),
     ), prepared
 
 
@@ -254,10 +257,10 @@ def score(
     with contextlib.ExitStack() as stack:
         # the workers start (import, load the model) while this process plans the run
         pool = _start_pool(model, num_workers, stack) if num_workers else None
+        options = ScoreOptions(horizons, at, landmark, cause, event, outcomes, batch_size, patients_per_chunk,
+                               model_version)
         prepared, (estimator, identity, request, settings, outcome_table) = _plan(
-            model, visits, out_dir, horizons, at=at, landmark=landmark, cause=cause, event=event,
-            batch_size=batch_size, patients_per_chunk=patients_per_chunk, outcomes=outcomes, resume=resume,
-            overwrite=overwrite, model_version=model_version, check_partitioning=check_partitioning,
+            model, visits, out_dir, options, resume=resume, overwrite=overwrite, check_partitioning=check_partitioning,
             saved_model=None if pool is None or isinstance(model, (str, os.PathLike)) else pool[1])
         pending = prepared.pending
         total = None if prepared.patients is None else sum(prepared.patients[s.name] for s in pending)

@@ -13,7 +13,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -181,20 +181,45 @@ def _score_one(estimator: DynamicSurvival, identity: ModelIdentity, request: Req
     }
 
 
-def _prepare(model: Any, horizons: Any, at: str, landmark: Any, cause: int | None, event: str | None,
-             outcomes: Any, batch_size: int, patients_per_chunk: int, model_version: str | None,
-             saved_model: str | None = None,
+@dataclass(frozen=True)
+class ScoreOptions:
+    """What a scoring run predicts and how it batches: the options that :func:`score`, :func:`plan`,
+    :func:`score_shard` and :func:`score_frame` share (documented in :func:`score`), checked when made."""
+
+    horizons: Any
+    at: str = "last"
+    landmark: Any = None
+    cause: int | None = None
+    event: str | None = None
+    outcomes: Any = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+    patients_per_chunk: int = DEFAULT_PATIENTS_PER_CHUNK
+    model_version: str | None = None
+
+    def __post_init__(self) -> None:
+        _positive_int(self.batch_size, "batch_size")
+        _positive_int(self.patients_per_chunk, "patients_per_chunk")
+        if self.model_version is not None and (not isinstance(self.model_version, str) or not self.model_version):
+            raise ConfigError(f"model_version must be a non-empty string, got {self.model_version!r}")
+        self.request()
+
+    def request(self) -> Request:
+        """What to predict (the horizons sorted and unique)."""
+        return Request.make(self.horizons, self.at, self.landmark, self.cause, self.event)
+
+    def keywords(self) -> dict[str, Any]:
+        """The options as keyword arguments of :func:`score_shard`."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _prepare(model: Any, options: ScoreOptions, saved_model: str | None = None,
              ) -> tuple[DynamicSurvival, ModelIdentity, Request, ScoreSettings, pl.DataFrame | None]:
-    _positive_int(batch_size, "batch_size")
-    _positive_int(patients_per_chunk, "patients_per_chunk")
-    if model_version is not None and (not isinstance(model_version, str) or not model_version):
-        raise ConfigError(f"model_version must be a non-empty string, got {model_version!r}")
-    request = Request.make(horizons, at, landmark, cause, event)
-    estimator, identity = resolve_model(model, model_version, saved_model)
+    request = options.request()
+    estimator, identity = resolve_model(model, options.model_version, saved_model)
     request.check_model(estimator)
-    outcome_table = read_outcomes(outcomes, estimator.cohort_settings.null_values)
+    outcome_table = read_outcomes(options.outcomes, estimator.cohort_settings.null_values)
     settings = ScoreSettings(request.horizons, request.at, request.landmark, request.cause, request.event,
-                             batch_size, patients_per_chunk, _fingerprint(outcome_table))
+                             options.batch_size, options.patients_per_chunk, _fingerprint(outcome_table))
     return estimator, identity, request, settings, outcome_table
 
 
@@ -222,8 +247,8 @@ def score_shard(
     written to a temporary file and renamed into place; no manifest is written (the driver passes the
     record to :meth:`ScorePlan.record`, see :func:`plan`). Other parameters as in :func:`score`.
     """
-    estimator, identity, request, settings, outcome_table = _prepare(
-        model, horizons, at, landmark, cause, event, outcomes, batch_size, patients_per_chunk, model_version)
+    estimator, identity, request, settings, outcome_table = _prepare(model, ScoreOptions(
+        horizons, at, landmark, cause, event, outcomes, batch_size, patients_per_chunk, model_version))
     null_values = estimator.cohort_settings.null_values
     if isinstance(shard, Shard):
         item = shard
@@ -255,8 +280,8 @@ def score_frame(
     ``applyInArrow``, Dask ``map_partitions``, Ray Data ``map_batches``) when every partition holds all
     the visits of its patients. Parameters as in :func:`score`.
     """
-    estimator, identity, request, _, outcome_table = _prepare(
-        model, horizons, at, landmark, cause, event, outcomes, batch_size, DEFAULT_PATIENTS_PER_CHUNK, model_version)
+    estimator, identity, request, _, outcome_table = _prepare(model, ScoreOptions(
+        horizons, at, landmark, cause, event, outcomes, batch_size, model_version=model_version))
     frame = read_table(visits, "visits", null_values=estimator.cohort_settings.null_values)
     cohort = estimator.cohort(frame, outcome_table)
     schema = output_schema(cohort.patients.schema["patient_id"], cohort.clock_dtype, request,
