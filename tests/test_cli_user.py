@@ -75,7 +75,7 @@ def test_flags_reach_the_model_and_override_the_configuration(files, tmp_path, c
     printed = capsys.readouterr().out
     assert "no_outcome" in printed and "numeric (2): declared: x00, x01" in printed
     model = ehrseq.load(tmp_path / "m")
-    assert model.trainer_config.epochs == 1 and model.head["kind"] == "pmf"  # flag over file; file over default
+    assert model.trainer_config.epochs == 1 and model.model_config_.head.kind == "pmf"  # flag over file; file over default
     assert model.trainer_config.patience is None and model.trainer_config.seed == 4
     assert model.cohort_settings.unmatched == "drop" and model.cohort_settings.codes is None
     assert model.features_.numeric_columns == ("x00", "x01") and model.features_.categorical_columns == ("sex",)
