@@ -510,7 +510,7 @@ def _settings_of_version_1(saved: Mapping[str, Any]) -> EstimatorSettings:
         "cause": objective.cause, "visit_weighting": objective.visit_weighting, "locf": saved["locf"],
         "batch_size": saved["batch_size"],
         **{name: saved["cohort"][name] for name in COHORT_SETTINGS if name in saved["cohort"]},
-        **{name: trainer[name] for name in TRAINER_SETTINGS},
+        **{name: trainer[name] for name in TRAINER_SETTINGS if name in trainer},
     })
 
 

@@ -8,7 +8,8 @@ settings, the trainer configuration. It is serialised once (:meth:`~EstimatorSet
 :meth:`~EstimatorSettings.from_dict`, JSON), for saved models and for ``get_params``/``set_params``.
 
 A new setting is one field here (with its default: models saved before it existed load with it) and
-its use where the model is built or trained.
+its use where the model is built or trained; a field named like a field of
+:class:`~ehrseq.train.TrainerConfig` reaches the trainer without more.
 """
 
 from __future__ import annotations
@@ -64,9 +65,6 @@ class CohortSettings:
         )
 
 
-#: the estimator settings that configure the trainer (:class:`ehrseq.train.TrainerConfig`)
-TRAINER_SETTINGS = ("epochs", "lr", "weight_decay", "patience", "grad_clip", "scheduler", "seed", "deterministic",
-                    "device", "amp", "progress")
 #: the estimator settings that say how tables are read (:class:`CohortSettings`)
 COHORT_SETTINGS = tuple(f.name for f in fields(CohortSettings))
 
@@ -192,6 +190,11 @@ class EstimatorSettings:
             if isinstance(values.get(key), list):
                 values[key] = tuple(values[key])
         return cls(**values)
+
+
+#: the estimator settings that configure the trainer: the fields of both :class:`ehrseq.train.TrainerConfig` and
+#: :class:`EstimatorSettings` (a trainer setting users may set is a field of the same name in each)
+TRAINER_SETTINGS = tuple(f.name for f in fields(TrainerConfig) if f.name in EstimatorSettings.names())
 
 
 def _jsonable(value: Any) -> Any:
