@@ -175,12 +175,12 @@ class _Baseline:
     def predict_survival(self, visits: Any, times: float | Sequence[float], *, at: str = "last", landmark: Any = None,
                          outcomes: Any = None) -> pl.DataFrame:
         """P(T > s + u | T > s, history ≤ s) for u in ``times`` (days): ``patient_id, [landmark,] visit_time,
-        duration, survival`` (s = the landmark, the last visit or every visit; see the module docstring)."""
+        horizon, survival`` (s = the landmark, the last visit or every visit; see the module docstring)."""
         durations = _durations(times, "times")
         cohort = self._cohort(visits, outcomes)
         queries = _queries(cohort, at, landmark)
         survival = self._conditional_survival(cohort, queries, durations)
-        return self._long(cohort, queries, durations, survival, "duration", "survival", landmark)
+        return self._long(cohort, queries, durations, survival, "horizon", "survival", landmark)
 
     def predict_risk(self, visits: Any, horizon: float | Sequence[float], *, landmark: Any = None, at: str = "last",
                      outcomes: Any = None) -> pl.DataFrame:

@@ -297,7 +297,8 @@ class DynamicSurvival:
     ) -> pl.DataFrame:
         """Survival probabilities P(T > v + u | history ≤ v) for each duration u in ``times`` (days).
 
-        Returns a long frame ``patient_id, visit_time, duration, survival`` (plus ``landmark`` when given:
+        Returns a long frame ``patient_id, visit_time, horizon, survival`` (``horizon`` = u, as in
+        ``predict_risk`` and the scoring output; plus ``landmark`` when given:
         then P(T > s + u | T > s, history ≤ s)). For competing-risks heads this is all-cause survival;
         for multi-event heads there is one row per event (column ``event``).
         """
@@ -308,8 +309,8 @@ class DynamicSurvival:
         for selection in self._predictions(cohort, at, landmark, batch_size):
             for event_name, marginal in selection.marginals():
                 survival = marginal.survival(_tensor(durations, marginal))
-                frames.append(self._long(cohort, selection, durations, survival, "duration", "survival", event_name, landmark))
-        return _concat(frames, self._long_schema(cohort, "duration", "survival", landmark, multi=self._is_multi))
+                frames.append(self._long(cohort, selection, durations, survival, "horizon", "survival", event_name, landmark))
+        return _concat(frames, self._long_schema(cohort, "horizon", "survival", landmark, multi=self._is_multi))
 
     def predict_risk(
         self,
@@ -535,11 +536,11 @@ def _clock_dtype(cohort: Cohort) -> Any:
 
 def _concat(frames: list[pl.DataFrame], schema: dict[str, Any]) -> pl.DataFrame:
     """Stack per-batch frames (batches come in length-bucketed order) and sort rows by patient, visit
-    and duration/horizon/event so that the output order does not depend on batching."""
+    and event/horizon so that the output order does not depend on batching."""
     if not frames:
         return pl.DataFrame(schema=schema)
     frame = pl.concat(frames, how="vertical_relaxed")
-    keys = [c for c in ("patient_id", "visit_time", "event", "duration", "horizon") if c in frame.columns]
+    keys = [c for c in ("patient_id", "visit_time", "event", "horizon") if c in frame.columns]
     return frame.sort(keys, maintain_order=True)
 
 

@@ -84,9 +84,9 @@ def patient_curves(model: Any, visits: Any, patient_id: Any, *, horizon: float |
     for m, visit_time in enumerate(visit_times):
         curve = curves.filter(pl.col("visit_time") == visit_time)
         if numeric_clock:
-            x = float(visit_time) + curve["duration"].to_numpy()
+            x = float(visit_time) + curve["horizon"].to_numpy()
         else:
-            x = curve["visit_time"].to_numpy() + (curve["duration"].to_numpy() * 86_400e6).astype("timedelta64[us]")
+            x = curve["visit_time"].to_numpy() + (curve["horizon"].to_numpy() * 86_400e6).astype("timedelta64[us]")
         ax.plot(x, curve["survival"].to_numpy(), color=colormap(m / max(n - 1, 1)), lw=1.5,
                 label=f"visit {m + 1}" if m in (0, n - 1) else None)
     if outcome is not None:

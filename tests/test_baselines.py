@@ -111,7 +111,7 @@ def test_landmark_cox_equals_sksurv_on_the_brute_force_design(history):
     expected = np.array([[f(min(d, f.x[-1])) if d >= f.x[0] else 1.0 for d in durations] for f in expected])
     got = (model.predict_survival(test[0], durations, landmark=s, outcomes=test[1])
            .filter(pl.col("patient_id").is_in([r["patient_id"] for r in query]))
-           .sort("patient_id", "duration")["survival"].to_numpy().reshape(-1, durations.size))
+           .sort("patient_id", "horizon")["survival"].to_numpy().reshape(-1, durations.size))
     order = np.argsort([r["patient_id"] for r in query])
     np.testing.assert_allclose(got, expected[order], rtol=1e-6, atol=1e-9)
 

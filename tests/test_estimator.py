@@ -37,13 +37,13 @@ def test_predict_survival_is_a_valid_curve_per_patient(fitted, pbc):
     visits, _ = pbc
     times = [0.0, 180.0, 365.0, 1825.0, 20000.0]
     frame = fitted.predict_survival(visits, times)
-    assert frame.columns == ["patient_id", "visit_time", "duration", "survival"]
+    assert frame.columns == ["patient_id", "visit_time", "horizon", "survival"]
     assert frame.height == 120 * len(times)
-    curves = frame.sort("patient_id", "duration")["survival"].to_numpy().reshape(120, len(times))
+    curves = frame.sort("patient_id", "horizon")["survival"].to_numpy().reshape(120, len(times))
     assert np.allclose(curves[:, 0], 1.0)
     assert np.all(np.diff(curves, axis=1) <= 1e-7) and np.all((curves >= 0) & (curves <= 1))
     last_visits = visits.group_by("patient_id").agg(pl.col("time").max())
-    joined = frame.filter(pl.col("duration") == 0).join(last_visits, on="patient_id")
+    joined = frame.filter(pl.col("horizon") == 0).join(last_visits, on="patient_id")
     assert (joined["visit_time"] == joined["time"]).all()
 
 

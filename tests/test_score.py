@@ -67,7 +67,7 @@ def _expected(model, visits, outcomes=None, at="last", landmark=None) -> pl.Data
     keys = ["patient_id", "visit_time", "horizon"]
     risk = model.predict_risk(visits, HORIZONS, at=at, landmark=landmark, outcomes=outcomes)
     survival = model.predict_survival(visits, HORIZONS, at=at, landmark=landmark, outcomes=outcomes)
-    frame = risk.join(survival.rename({"duration": "horizon"}), on=[*keys, *(["landmark"] if landmark else [])])
+    frame = risk.join(survival, on=[*keys, *(["landmark"] if landmark else [])])
     if landmark is None:
         median = model.predict_median(visits, at=at, outcomes=outcomes)
         frame = frame.join(median, on=["patient_id", "visit_time"])

@@ -176,8 +176,8 @@ def landmark_d_calibration(model: Any, visits: pl.DataFrame, outcomes: pl.DataFr
     ids = at_risk["patient_id"]
     curves = model.predict_survival(keep_patients(visits, ids), np.unique(t), landmark=s,
                                     outcomes=keep_patients(outcomes, ids))
-    wanted = pl.DataFrame({"patient_id": ids, "duration": t})
-    survival = wanted.join(curves.select("patient_id", "duration", "survival"), on=["patient_id", "duration"],
+    wanted = pl.DataFrame({"patient_id": ids, "horizon": t})
+    survival = wanted.join(curves.select("patient_id", "horizon", "survival"), on=["patient_id", "horizon"],
                            how="left", maintain_order="left")["survival"].to_numpy()
     return float(d_calibration(t, event, survival).p_value)
 
