@@ -44,6 +44,7 @@ from sksurv.nonparametric import kaplan_meier_estimator
 
 from ehrseq.data import Cohort
 from ehrseq.errors import ConfigError, DataError, option
+from ehrseq.predict import Reach
 from ehrseq.settings import CohortSettings
 
 __all__ = ["BASELINES", "KaplanMeier", "LandmarkCox", "LandmarkRandomForest", "landmark_features", "reading_like"]
@@ -151,6 +152,8 @@ class _Baseline:
         if cohort.n_patients == 0:
             raise DataError("no training patient has a visit before the outcome")
         self.n_train_ = cohort.n_patients
+        # landmark models read no visit-relative time: only the follow-up rule of ehrseq.predict applies
+        self.reach_ = Reach(follow_up=Reach.of(cohort).follow_up)
         return cohort
 
     def _cohort(self, visits: Any, outcomes: Any) -> Cohort:
@@ -161,36 +164,38 @@ class _Baseline:
         return self.cohort_settings.build(visits, outcomes, unmatched="drop" if outcomes is not None else None)
 
     def _long(self, cohort: Cohort, queries: _Queries, durations: np.ndarray, values: np.ndarray,
-              duration_name: str, value_name: str, landmark: Any) -> pl.DataFrame:
+              value_name: str, landmark: Any) -> pl.DataFrame:
         n, u = values.shape
         repeat = np.repeat(np.arange(n), u)
         frame: dict[str, Any] = {"patient_id": cohort.patients["patient_id"].gather(queries.patient_index[repeat])}
         if landmark is not None:
             frame["landmark"] = pl.Series(np.full(n * u, float(landmark)), dtype=pl.Float64)
         frame["visit_time"] = cohort.to_clock(queries.visit_days[repeat])
-        frame[duration_name] = np.tile(durations, n)
+        frame["horizon"] = np.tile(durations, n)
         frame[value_name] = values.reshape(-1)
+        frame["extrapolated"] = self.reach_.beyond(np.zeros(n), queries.s, durations).reshape(-1)
         return pl.DataFrame(frame)
 
     def predict_survival(self, visits: Any, times: float | Sequence[float], *, at: str = "last", landmark: Any = None,
                          outcomes: Any = None) -> pl.DataFrame:
         """P(T > s + u | T > s, history ≤ s) for u in ``times`` (days): ``patient_id, [landmark,] visit_time,
-        horizon, survival`` (s = the landmark, the last visit or every visit; see the module docstring)."""
+        horizon, survival, extrapolated`` (s = the landmark, the last visit or every visit; see the module
+        docstring; ``extrapolated``: s + u beyond the longest training follow-up)."""
         durations = _durations(times, "times")
         cohort = self._cohort(visits, outcomes)
         queries = _queries(cohort, at, landmark)
         survival = self._conditional_survival(cohort, queries, durations)
-        return self._long(cohort, queries, durations, survival, "horizon", "survival", landmark)
+        return self._long(cohort, queries, durations, survival, "survival", landmark)
 
     def predict_risk(self, visits: Any, horizon: float | Sequence[float], *, landmark: Any = None, at: str = "last",
                      outcomes: Any = None) -> pl.DataFrame:
         """P(T ≤ s + Δ | T > s, history ≤ s) for Δ in ``horizon`` (days): ``patient_id, [landmark,] visit_time,
-        horizon, risk``."""
+        horizon, risk, extrapolated``."""
         horizons = _durations(horizon, "horizon")
         cohort = self._cohort(visits, outcomes)
         queries = _queries(cohort, at, landmark)
         risk = 1.0 - self._conditional_survival(cohort, queries, horizons)
-        return self._long(cohort, queries, horizons, risk, "horizon", "risk", landmark)
+        return self._long(cohort, queries, horizons, risk, "risk", landmark)
 
 
 def _step(grid: np.ndarray, values: np.ndarray, t: np.ndarray, before: float) -> np.ndarray:

@@ -388,6 +388,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         parts.append(f"best validation loss {min(val):.4f}")
     parts.append(f"{sum(r.get('seconds', 0.0) for r in records):.1f} s")
     _say("\ntraining: " + ", ".join(parts))
+    if model.family_.in_days:
+        _say(f"reach of the training data: {model.reach_}")
     path = model.save(out, overwrite=args.overwrite)
     from ehrseq.scoring import model_id
 

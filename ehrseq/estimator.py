@@ -134,7 +134,9 @@ class DynamicSurvival:
 
         ``validation``: a fraction of patients held out (stratified by event type) for early stopping,
         a ``(visits, outcomes)`` pair, or ``None`` (train for ``epochs`` without early stopping).
-        Afterwards: ``model_``, ``features_``, ``grid_``, ``history_``, ``cohort_report_``.
+        Afterwards: ``model_``, ``features_``, ``grid_``, ``reach_`` (how far the training patients
+        reach: predictions beyond are marked ``extrapolated``, :class:`ehrseq.predict.Reach`),
+        ``history_``, ``cohort_report_``.
         """
         cohort = self.cohort_settings.build(visits, outcomes, multi_outcomes)
         self._check_event_types(cohort)
@@ -157,6 +159,7 @@ class DynamicSurvival:
         self.features_ = FeaturePipeline(codes=self.settings.codes is not None, locf=self.settings.locf).fit(train)
         head = self._head_config(train)
         self.grid_ = TimeGrid.manual(head.grid) if head.grid is not None else None
+        self.reach_ = predict.Reach.of(train, self.grid_)
         encoder = EncoderConfig.from_dict({
             **self.settings.encoder_settings(),
             "n_numeric": len(self.features_.numeric_names),
@@ -297,10 +300,10 @@ class DynamicSurvival:
     ) -> pl.DataFrame:
         """Survival probabilities P(T > v + u | history ≤ v) for each duration u in ``times`` (days).
 
-        Returns a long frame ``patient_id, visit_time, horizon, survival`` (``horizon`` = u, as in
-        ``predict_risk`` and the scoring output; plus ``landmark`` when given:
-        then P(T > s + u | T > s, history ≤ s)). For competing-risks heads this is all-cause survival;
-        for multi-event heads there is one row per event (column ``event``).
+        Returns a long frame ``patient_id, visit_time, horizon, survival, extrapolated`` (``horizon`` = u;
+        plus ``landmark`` when given: then P(T > s + u | T > s, history ≤ s)); ``extrapolated`` marks
+        durations beyond the training data (:mod:`ehrseq.predict`, step 5). For competing-risks heads
+        this is all-cause survival; for multi-event heads there is one row per event (column ``event``).
         """
         self._in_days("survival probabilities")
         durations = self._durations(times, "times")
@@ -309,8 +312,8 @@ class DynamicSurvival:
         for selection in self._predictions(cohort, at, landmark, batch_size):
             for event_name, marginal in selection.marginals():
                 survival = marginal.survival(_tensor(durations, marginal))
-                frames.append(self._long(cohort, selection, durations, survival, "horizon", "survival", event_name, landmark))
-        return _concat(frames, self._long_schema(cohort, "horizon", "survival", landmark, multi=self._is_multi))
+                frames.append(self._long(cohort, selection, durations, survival, "survival", event_name, landmark))
+        return _concat(frames, self._long_schema(cohort, "survival", landmark, multi=self._is_multi))
 
     def predict_risk(
         self,
@@ -325,7 +328,8 @@ class DynamicSurvival:
         batch_size: int = 512,
     ) -> pl.DataFrame:
         """Probability of the event within ``horizon`` days of the visit (or of the landmark s, given
-        survival to s): a frame ``patient_id, visit_time, horizon, risk`` (+ ``landmark``, + ``event``).
+        survival to s): a frame ``patient_id, visit_time, horizon, risk, extrapolated`` (+ ``landmark``,
+        + ``event``); ``extrapolated`` marks horizons beyond the training data (:mod:`ehrseq.predict`, step 5).
 
         Competing-risks heads: ``cause=k`` gives the cumulative incidence of cause k, P(T ≤ s + Δ,
         cause k | T > s); ``None`` the all-cause risk. Multi-event heads: ``event`` selects one event
@@ -342,17 +346,19 @@ class DynamicSurvival:
         for selection in self._predictions(cohort, at, landmark, batch_size):
             if self.family_.competing:
                 risk = selection.competing_risk(horizons, cause)
-                frames.append(self._long(cohort, selection, horizons, risk, "horizon", "risk", None, landmark))
+                frames.append(self._long(cohort, selection, horizons, risk, "risk", None, landmark))
                 continue
             for event_name, marginal in selection.marginals(event):
                 risk = marginal.risk(_tensor(horizons, marginal))
-                frames.append(self._long(cohort, selection, horizons, risk, "horizon", "risk", event_name, landmark))
+                frames.append(self._long(cohort, selection, horizons, risk, "risk", event_name, landmark))
         multi = self._is_multi and event is None
-        return _concat(frames, self._long_schema(cohort, "horizon", "risk", landmark, multi=multi))
+        return _concat(frames, self._long_schema(cohort, "risk", landmark, multi=multi))
 
     def predict_median(self, visits: Any, *, at: str = "last", outcomes: Any = None,
                        batch_size: int = 512) -> pl.DataFrame:
-        """Median remaining time (days) after each selected visit: ``patient_id, visit_time, median_remaining``."""
+        """Median remaining time (days) after each selected visit: ``patient_id, visit_time, median_remaining,
+        median_extrapolated`` (a median beyond the training data, :mod:`ehrseq.predict` step 5; +inf when
+        the survival never falls to 0.5 on the model's support)."""
         self._check_fitted()
         if self.family_.multi_event or not self.family_.in_days:
             raise ConfigError("predict_median needs a single-event head with a time scale in days")
@@ -361,10 +367,13 @@ class DynamicSurvival:
         for selection in self._predictions(cohort, at, None, batch_size):
             ((_, distribution),) = selection.marginals()
             frame = self._frame(cohort, selection)
-            frame["median_remaining"] = distribution.median().cpu().numpy()
+            median = distribution.median().cpu().numpy()
+            frame["median_remaining"] = median
+            frame["median_extrapolated"] = selection.extrapolated(self.reach_, median[:, None].astype(np.float64))[:, 0]
             frames.append(pl.DataFrame(frame))
         return _concat(frames, {"patient_id": cohort.patients.schema["patient_id"],
-                                "visit_time": _clock_dtype(cohort), "median_remaining": pl.Float64})
+                                "visit_time": _clock_dtype(cohort), "median_remaining": pl.Float64,
+                                "median_extrapolated": pl.Boolean})
 
     def predict_next_visit_risk(self, visits: Any, *, at: str = "last", outcomes: Any = None,
                                 batch_size: int = 512) -> pl.DataFrame:
@@ -401,14 +410,15 @@ class DynamicSurvival:
     def _is_multi(self) -> bool:
         return self.family_.multi_event
 
-    def _long(self, cohort, selection, durations, values, duration_name, value_name, event_name, landmark):
+    def _long(self, cohort, selection, horizons, values, value_name, event_name, landmark):
         n, u = values.shape
         base = self._frame(cohort, selection)
         frame = {
             "patient_id": base["patient_id"].gather(np.repeat(np.arange(n), u)),
             "visit_time": base["visit_time"].gather(np.repeat(np.arange(n), u)),
-            duration_name: np.tile(durations, n),
+            "horizon": np.tile(horizons, n),
             value_name: values.detach().cpu().double().numpy().reshape(-1),
+            "extrapolated": selection.extrapolated(self.reach_, horizons).reshape(-1),
         }
         if landmark is not None:
             frame = {"patient_id": frame.pop("patient_id"), "landmark": [landmark] * (n * u), **frame}
@@ -416,11 +426,12 @@ class DynamicSurvival:
             frame["event"] = [event_name] * (n * u)
         return pl.DataFrame(frame)
 
-    def _long_schema(self, cohort, duration_name, value_name, landmark, *, multi: bool) -> dict[str, Any]:
+    def _long_schema(self, cohort, value_name, landmark, *, multi: bool) -> dict[str, Any]:
         schema: dict[str, Any] = {"patient_id": cohort.patients.schema["patient_id"]}
         if landmark is not None:
             schema["landmark"] = pl.Float64 if not isinstance(landmark, (dt.date, dt.datetime)) else pl.Datetime("us")
-        schema.update({"visit_time": _clock_dtype(cohort), duration_name: pl.Float64, value_name: pl.Float64})
+        schema.update({"visit_time": _clock_dtype(cohort), "horizon": pl.Float64, value_name: pl.Float64,
+                       "extrapolated": pl.Boolean})
         if multi:
             schema["event"] = pl.String
         return schema
@@ -434,6 +445,7 @@ class DynamicSurvival:
                 "settings": self.settings.to_dict(),
                 "event_type_names": list(self.event_type_names_) if self.event_type_names_ else None,
                 "event_names": list(self.event_names_),
+                "reach": self.reach_.to_dict(),
             },
             "model": self.model_config_.to_dict(),
             "features": self.features_.to_dict(),
@@ -466,6 +478,7 @@ class DynamicSurvival:
             estimator.model_config_ = ModelConfig.from_dict(docs["model"])
             estimator.features_ = FeaturePipeline.from_dict(docs["features"])
             estimator.grid_ = TimeGrid.from_dict(docs["grid"]) if docs["grid"] else None
+            estimator.reach_ = predict.Reach.from_dict(saved.get("reach"), estimator.grid_)
             estimator.history_ = TrainingHistory.from_dict(docs["history"])
             estimator.cohort_report_ = None
             estimator.model_ = DynamicSurvivalModel(estimator.model_config_)

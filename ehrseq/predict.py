@@ -18,6 +18,18 @@ One path serves :class:`~ehrseq.DynamicSurvival`'s ``predict_*`` methods, batch 
    visit's distribution into the distribution at the prediction time.
 4. **Marginals** (:func:`marginals`). A single-event head has one; a competing-risks head the
    all-cause survival S = 1 − Σ_k F_k; a multi-event head one per event.
+5. **Extrapolation** (:class:`Reach`, :meth:`Selection.extrapolated`). A prediction made at time
+   s = v_m + e (days since the origin; s = v_m without a landmark) for a duration u after s reads the
+   visit's distribution at e + u days after the visit and speaks of day s + u since the origin. It is
+   *extrapolated* when either lies beyond what the model was trained on:
+
+       e + u > R_max   or   s + u > Y_max,
+
+   where R_max is the longest time from a training visit to its patient's outcome or censoring
+   (for grid heads at most the grid's last point τ_L: beyond it the head's tail is an assumption, not
+   a fit) and Y_max the longest training follow-up since the origin. Such predictions are not
+   refused: the estimator's ``predict_*`` methods and batch scoring mark them, in the column
+   ``extrapolated`` for the horizon's risk and survival and ``median_extrapolated`` for the median.
 """
 
 from __future__ import annotations
@@ -32,7 +44,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from ehrseq.data import Cohort, FeaturePipeline, tensorize
+from ehrseq.data import Cohort, FeaturePipeline, TimeGrid, tensorize
 from ehrseq.data.specs import clock_kind
 from ehrseq.errors import ConfigError, option
 from ehrseq.models.distributions import CompetingRisksDistribution, MultiEvent, SurvivalDistribution
@@ -96,19 +108,91 @@ def padded_visit_days(elapsed: np.ndarray, offsets: np.ndarray, patients: np.nda
     return elapsed[np.minimum(position, elapsed.size - 1)]
 
 
+@dataclass(frozen=True)
+class Reach:
+    """How far the training data reach (days): ``remaining`` R_max, the longest time from a training
+    visit to its patient's outcome or censoring (at most the grid's last point for grid heads), and
+    ``follow_up`` Y_max, the longest training follow-up since the origin. A prediction beyond either
+    is extrapolated (module docstring, step 5); ``inf`` where the model does not know (models saved
+    before ehrseq recorded its reach know only their grid)."""
+
+    remaining: float = math.inf
+    follow_up: float = math.inf
+
+    @classmethod
+    def of(cls, cohort: Cohort, grid: TimeGrid | None = None) -> Reach:
+        """The reach of a model trained on the labelled ``cohort`` with horizon ``grid`` (``None``: no grid).
+
+        Follow-up ends at the outcome or censoring time, or at the upper end of an interval-censored
+        event (``time_upper``), whichever is later."""
+        remaining = _largest(cohort.visits, "remaining", "upper")
+        follow_up = _largest(cohort.patients, "outcome_time", "time_upper")
+        if grid is not None:
+            remaining = min(remaining, float(grid.cuts[-1]))
+        return cls(remaining, follow_up)
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any] | None, grid: TimeGrid | None = None) -> Reach:
+        """The reach saved with a model (:meth:`to_dict`); without one, the grid's last point only."""
+        if saved:
+            return cls(*(math.inf if saved[name] is None else float(saved[name]) for name in ("remaining", "follow_up")))
+        return cls(math.inf if grid is None else float(grid.cuts[-1]))
+
+    def beyond(self, offset: np.ndarray, time: np.ndarray, durations: np.ndarray) -> np.ndarray:
+        """Whether predictions at times s ``time`` ``[n]`` (days since the origin), ``offset`` e = s − v
+        ``[n]`` days after the visit they are made from, for ``durations`` u after s are extrapolated:
+        e + u > R_max or s + u > Y_max. ``durations`` ``[U]`` (the same for every row) gives ``[n, U]``;
+        ``[n, 1]`` (one per row, e.g. the median) gives ``[n, 1]``."""
+        u = np.asarray(durations, dtype=np.float64)
+        e = np.asarray(offset, dtype=np.float64)[:, None]
+        s = np.asarray(time, dtype=np.float64)[:, None]
+        return (e + u > self.remaining) | (s + u > self.follow_up)
+
+    def __str__(self) -> str:
+        limits = [f"{value:,.0f} days {where}" for value, where in
+                  ((self.remaining, "after the visit they are made from"), (self.follow_up, "after the origin"))
+                  if math.isfinite(value)]
+        if not limits:
+            return "no reach recorded: no prediction is marked extrapolated"
+        return f"predictions reaching more than {' or '.join(limits)} are marked extrapolated"
+
+    def to_dict(self) -> dict[str, float | None]:
+        """JSON: days, ``None`` for ``inf``."""
+        return {"remaining": _finite_or_none(self.remaining), "follow_up": _finite_or_none(self.follow_up)}
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _largest(frame: pl.DataFrame, column: str, upper: str) -> float:
+    """The largest finite value of ``column`` and ``upper`` in ``frame`` (``inf`` when it has neither)."""
+    values = [frame.get_column(name).to_numpy() for name in (column, upper) if name in frame.columns]
+    finite = [v[np.isfinite(v)] for v in values]
+    finite = [v for v in finite if v.size]
+    return float(max(v.max() for v in finite)) if finite else math.inf
+
+
 @dataclass
 class Selection:
     """Predictions at the chosen visits of one batch: one row per (patient, visit).
 
     ``patient_index`` ``[n]`` rows in ``cohort.patients``; ``visit_row`` ``[n]`` rows in
     ``cohort.visits``; ``offset`` ``[n]`` e = s − v_m of landmark predictions (0 otherwise);
-    ``distribution`` the head's distribution at the visit, batch shape ``[n]``.
+    ``distribution`` the head's distribution at the visit, batch shape ``[n]``; ``elapsed`` ``[n]``
+    the visit time v_m in days since the patient's origin.
     """
 
     patient_index: np.ndarray
     visit_row: np.ndarray
     offset: np.ndarray
     distribution: Prediction
+    elapsed: np.ndarray
+
+    def extrapolated(self, reach: Reach, durations: np.ndarray) -> np.ndarray:
+        """Whether the predictions for ``durations`` u after the prediction time s = v_m + e are
+        extrapolated (:meth:`Reach.beyond`; module docstring, step 5): ``[n, U]`` or ``[n, 1]``."""
+        return reach.beyond(self.offset, self.elapsed + self.offset, durations)
 
     def marginals(self, event: str | None = None) -> list[tuple[str | None, SurvivalDistribution]]:
         """The remaining-time distributions after the prediction time v_m + e, given survival to it:
@@ -153,7 +237,7 @@ def predictions(model: DynamicSurvivalModel, features: FeaturePipeline, cohort: 
             index = (torch.as_tensor(b, device=device), torch.as_tensor(m, device=device))
             distribution = net.distribution_at(batch.to(device), index, check_values=False)
             offset = np.zeros(b.size) if landmark_elapsed is None else landmark_elapsed[patients[b]] - elapsed[rows]
-            yield Selection(patients[b], rows, offset, distribution)
+            yield Selection(patients[b], rows, offset, distribution, elapsed[rows])
 
 
 def marginals(distribution: Prediction, event: str | None = None) -> list[tuple[str | None, SurvivalDistribution]]:

@@ -151,13 +151,20 @@ def fitted():
 
 @pytest.mark.parametrize("name", ["km", "cox", "rsf"])
 def test_predictions_are_probabilities_monotone_in_the_horizon(fitted, name):
-    _, test, models = fitted
-    horizons = [0.0, 30.0, 180.0, 365.0, 900.0]
+    train, test, models = fitted
+    horizons = [0.0, 30.0, 180.0, 365.0, 900.0, 3000.0]
+    first = test[0].group_by("patient_id").agg(pl.col("time").min().alias("first"))
+    longest = train[1].join(train[0].group_by("patient_id").agg(pl.col("time").min().alias("first")), on="patient_id")
+    longest = (longest["time"] - longest["first"]).max()  # the longest training follow-up since the first visit
     for mark in (None, 0.0, 400.0):
         frame = models[name].predict_risk(test[0], horizons, landmark=mark, outcomes=test[1])
-        expected = ["patient_id", "landmark", "visit_time", "horizon", "risk"] if mark is not None else \
-            ["patient_id", "visit_time", "horizon", "risk"]
+        expected = ["patient_id", "landmark", "visit_time", "horizon", "risk", "extrapolated"] if mark is not None \
+            else ["patient_id", "visit_time", "horizon", "risk", "extrapolated"]
         assert frame.columns == expected
+        s = pl.lit(mark) if mark is not None else pl.col("visit_time") - pl.col("first")
+        beyond = frame.join(first, on="patient_id", how="left", maintain_order="left").select(s + pl.col("horizon") > longest)
+        assert frame["extrapolated"].to_list() == beyond.to_series().to_list()
+        assert 0 < frame["extrapolated"].sum() < frame.height
         risk = frame.sort("patient_id", "horizon")["risk"].to_numpy().reshape(-1, len(horizons))
         assert np.all((risk >= 0) & (risk <= 1))
         assert np.all(np.diff(risk, axis=1) >= -1e-12)
@@ -223,7 +230,7 @@ def test_a_landmark_before_every_visit_gives_an_empty_frame(fitted):
     for model in models.values():
         frame = model.predict_risk(test[0], [365.0], landmark=-1.0, outcomes=test[1])
         assert frame.height == 0
-        assert frame.columns == ["patient_id", "landmark", "visit_time", "horizon", "risk"]
+        assert frame.columns == ["patient_id", "landmark", "visit_time", "horizon", "risk", "extrapolated"]
 
 
 def test_a_null_codes_list_counts_as_no_codes_in_the_landmark_features():

@@ -61,6 +61,8 @@ def predictions(**changes: Any) -> pl.DataFrame:
         "risk": [0.1, 0.4, 0.2],
         "survival": [0.9, 0.6, 0.8],
         "median_remaining": [500.0, 500.0, INF],
+        "extrapolated": [False, False, False],
+        "median_extrapolated": [False, False, True],
         "model_id": ["m"] * 3,
         "model_version": ["1"] * 3,
     }
@@ -180,6 +182,8 @@ CASES = [
     # ------------------------------------------------------------------ predictions
     Case("predictions", "required_columns", "risk", [], lambda: validate_predictions(predictions().drop("risk"))),
     Case("predictions", "column_dtype", "model_id", [], lambda: validate_predictions(predictions(model_id=[1, 1, 1]))),
+    Case("predictions", "column_dtype", "extrapolated", [],
+         lambda: validate_predictions(predictions(extrapolated=["no", "no", "yes"])), "flag as text"),
     Case("predictions", "not_null", "survival", [2],
          lambda: validate_predictions(predictions(survival=[0.9, 0.6, None]))),
     Case("predictions", "finite", "horizon", [2],

@@ -37,7 +37,7 @@ def test_predict_survival_is_a_valid_curve_per_patient(fitted, pbc):
     visits, _ = pbc
     times = [0.0, 180.0, 365.0, 1825.0, 20000.0]
     frame = fitted.predict_survival(visits, times)
-    assert frame.columns == ["patient_id", "visit_time", "horizon", "survival"]
+    assert frame.columns == ["patient_id", "visit_time", "horizon", "survival", "extrapolated"]
     assert frame.height == 120 * len(times)
     curves = frame.sort("patient_id", "horizon")["survival"].to_numpy().reshape(120, len(times))
     assert np.allclose(curves[:, 0], 1.0)

@@ -46,7 +46,7 @@ def test_landmark_days_reads_numbers_and_calendar_times():
 
 def _selection(distribution, offset):
     n = len(offset)
-    return predict.Selection(np.arange(n), np.arange(n), np.asarray(offset, dtype=np.float64), distribution)
+    return predict.Selection(np.arange(n), np.arange(n), np.asarray(offset, dtype=np.float64), distribution, np.zeros(n))
 
 
 def test_the_landmark_view_conditions_on_survival_to_the_prediction_time():

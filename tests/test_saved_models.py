@@ -10,6 +10,7 @@ pipeline) would change them.
 import json
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
@@ -34,19 +35,35 @@ def _recorded(name: str, kind: str) -> pl.DataFrame:
     return recorded.rename({"duration": "horizon"}) if "duration" in recorded.columns else recorded
 
 
+def _same(model, visits, predicted: pl.DataFrame, recorded: pl.DataFrame, landmark=None) -> None:
+    """The recorded values, and the extrapolation flags of a model saved before ehrseq recorded the
+    reach of its training data: beyond the grid's last point τ_L only (offset e + duration > τ_L)."""
+    assert_frame_equal(predicted.select(recorded.columns), recorded)
+    end = float(model.grid_.cuts[-1]) if model.grid_ is not None else np.inf
+    offsets = model.predict_distribution(visits, landmark=landmark, at="all" if landmark is None else "last")[0]
+    joined = predicted.join(offsets, on=["patient_id", "visit_time"], how="left", maintain_order="left")
+    assert joined["offset"].null_count() == 0
+    if "horizon" in predicted.columns:
+        expected = (joined["offset"] + joined["horizon"]) > end
+        assert joined["extrapolated"].to_list() == expected.to_list()
+    else:
+        assert joined["median_extrapolated"].to_list() == (joined["median_remaining"] > end).to_list()
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_a_model_saved_by_version_0_1_loads_and_predicts_what_it_predicted(name, visits):
     model = ehrseq.load(DATA / name)
     if name == "visit_hazard":
         assert_frame_equal(model.predict_next_visit_risk(visits, at="all"), _recorded(name, "next_visit_risk"))
         return
-    assert_frame_equal(model.predict_survival(visits, TIMES, at="all"), _recorded(name, "survival"))
-    assert_frame_equal(model.predict_survival(visits, TIMES, landmark=LANDMARK), _recorded(name, "landmark_survival"))
+    _same(model, visits, model.predict_survival(visits, TIMES, at="all"), _recorded(name, "survival"))
+    _same(model, visits, model.predict_survival(visits, TIMES, landmark=LANDMARK), _recorded(name, "landmark_survival"),
+          LANDMARK)
     if name != "multi_event":
-        assert_frame_equal(model.predict_median(visits), _recorded(name, "median"))
+        _same(model, visits, model.predict_median(visits), _recorded(name, "median"))
     if name == "competing_pmf":
-        assert_frame_equal(model.predict_risk(visits, TIMES[1:], landmark=LANDMARK, cause=2),
-                           _recorded(name, "landmark_risk_cause_2"))
+        _same(model, visits, model.predict_risk(visits, TIMES[1:], landmark=LANDMARK, cause=2),
+              _recorded(name, "landmark_risk_cause_2"), LANDMARK)
 
 
 def test_a_version_1_model_reads_its_settings_and_is_saved_again_in_the_current_format(visits, tmp_path):
@@ -60,4 +77,4 @@ def test_a_version_1_model_reads_its_settings_and_is_saved_again_in_the_current_
     assert json.loads((path / "manifest.json").read_text())["format_version"] == FORMAT_VERSION == 2
     again = ehrseq.load(path)
     assert again.settings == model.settings
-    assert_frame_equal(again.predict_survival(visits, TIMES, at="all"), _recorded("lognormal_crps", "survival"))
+    _same(again, visits, again.predict_survival(visits, TIMES, at="all"), _recorded("lognormal_crps", "survival"))

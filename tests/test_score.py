@@ -67,7 +67,8 @@ def _expected(model, visits, outcomes=None, at="last", landmark=None) -> pl.Data
     keys = ["patient_id", "visit_time", "horizon"]
     risk = model.predict_risk(visits, HORIZONS, at=at, landmark=landmark, outcomes=outcomes)
     survival = model.predict_survival(visits, HORIZONS, at=at, landmark=landmark, outcomes=outcomes)
-    frame = risk.join(survival, on=[*keys, *(["landmark"] if landmark else [])])
+    frame = risk.join(survival, on=[*keys, "extrapolated", *(["landmark"] if landmark else [])])
+    assert frame.height == risk.height  # the API's risk and survival mark the same rows as extrapolated
     if landmark is None:
         median = model.predict_median(visits, at=at, outcomes=outcomes)
         frame = frame.join(median, on=["patient_id", "visit_time"])
@@ -84,10 +85,10 @@ def test_scoring_equals_the_estimator_predictions(model_dir, model, cohort, shar
     validate_predictions(scored)
     expected = _expected(model, visits, outcomes, at=at)
     assert scored.columns == ["patient_id", "visit_time", "horizon", "risk", "survival", "median_remaining",
-                              "model_id", "model_version"]
+                              "extrapolated", "median_extrapolated", "model_id", "model_version"]
     assert scored.height == expected.height
     ordered = scored.sort("patient_id", "visit_time", "horizon")
-    for column in ("patient_id", "visit_time", "horizon"):
+    for column in ("patient_id", "visit_time", "horizon", "extrapolated", "median_extrapolated"):
         assert ordered[column].to_list() == expected[column].to_list()
     for column in ("risk", "survival", "median_remaining"):
         np.testing.assert_allclose(ordered[column].to_numpy(), expected[column].to_numpy(), rtol=1e-5, atol=1e-6)
@@ -243,6 +244,15 @@ def test_resume_refuses_other_settings_another_model_or_a_changed_input(model_di
         ehrseq.score(model_dir, shard_dir, tmp_path / "out", HORIZONS, progress=False)
     summary = ehrseq.score(model_dir, shard_dir, tmp_path / "out", [365.0], overwrite=True, progress=False)
     assert summary.manifest["settings"]["horizons"] == [365.0] and summary.scored == N_SHARDS
+
+
+def test_resume_refuses_outputs_of_the_format_without_the_extrapolation_columns(model_dir, shard_dir, tmp_path):
+    ehrseq.score(model_dir, shard_dir, tmp_path / "out", HORIZONS, progress=False)
+    path = tmp_path / "out" / "_manifest.json"
+    manifest = json.loads(path.read_text())
+    path.write_text(json.dumps({**manifest, "format_version": 1}))
+    with pytest.raises(ConfigError, match="format version 1.*overwrite=True"):
+        ehrseq.score(model_dir, shard_dir, tmp_path / "out", HORIZONS, resume=True, progress=False)
 
 
 # ---------------------------------------------------------------------------------------------- bad inputs

@@ -6,7 +6,7 @@ Layout (JSON, rewritten atomically — temporary file, fsync, rename — after e
     model      {id, version, path}
     settings   {horizons, at, landmark, cause, event, batch_size, patients_per_chunk, outcomes}
     inputs     [{name, path, bytes, rows | fingerprint, output}]       one per input shard
-    shards     {output name: {input, rows_in, rows_out, patients_in, patients_scored, visits_used,
+    shards     {output name: {input, rows_in, rows_out, rows_extrapolated, patients_in, patients_scored, visits_used,
                               visits_dropped {reason: n}, patients_dropped {reason: n},
                               patients_without_prediction, bytes, sha256, row_groups, seconds,
                               stage_seconds {stage: s}}}                 completed outputs only
@@ -31,11 +31,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ehrseq.errors import ConfigError
+from ehrseq.errors import ConfigError, option
 
 MANIFEST = "_manifest.json"
 FORMAT_NAME = "ehrseq-predictions"
-FORMAT_VERSION = 1
+#: 2: the outputs have the columns ``extrapolated`` and ``median_extrapolated``.
+FORMAT_VERSION = 2
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -132,6 +133,10 @@ def read_manifest(out_dir: Path) -> dict[str, Any] | None:
 def check_resumable(old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
     """Refuse to resume ``old`` (the manifest on disk) as the run described by ``new``."""
     where = "cannot resume this output directory"
+    if old.get("format_version") != new["format_version"]:
+        raise ConfigError(f"{where}: its outputs are in prediction format version {old.get('format_version')}, "
+                          f"without the columns this ehrseq writes (format version {new['format_version']}); "
+                          f"score into a new folder or pass {option('overwrite', True)}")
     if old["model"].get("id") != new["model"]["id"]:
         raise ConfigError(f"{where}: it holds predictions of model {old['model'].get('id')} "
                           f"(version {old['model'].get('version')}), not of model {new['model']['id']}")
@@ -162,8 +167,8 @@ def _describe(entry: Mapping[str, Any]) -> str:
 
 def totals(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Sums over shard records (dropped rows and patients by reason included)."""
-    counts = ("rows_in", "rows_out", "patients_in", "patients_scored", "visits_used", "patients_without_prediction",
-              "bytes")
+    counts = ("rows_in", "rows_out", "rows_extrapolated", "patients_in", "patients_scored", "visits_used",
+              "patients_without_prediction", "bytes")
     out: dict[str, Any] = dict.fromkeys(counts, 0)
     out["visits_dropped"], out["patients_dropped"] = {}, {}
     out["shards"] = 0

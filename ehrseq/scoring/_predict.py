@@ -7,7 +7,9 @@ landmark s) and each horizon Δ (days), with e = s − v_m for a landmark and e 
 * ``risk`` = 1 − ``survival``; with competing risks, one row per cause k with the conditional
   cumulative incidence (F_k(e + Δ) − F_k(e)) / S_m(e);
 * ``median_remaining`` = the median of the remaining event-free time after v_m + e (all causes; +inf
-  when the survival never falls to 0.5 on the model's support).
+  when the survival never falls to 0.5 on the model's support);
+* ``extrapolated`` / ``median_extrapolated`` = whether the horizon / the median reaches beyond the
+  training data (:class:`ehrseq.predict.Reach`: e + Δ > R_max or s + Δ > Y_max).
 
 These are the quantities of :meth:`~ehrseq.DynamicSurvival.predict_risk`, ``predict_survival`` and
 ``predict_median``, computed by the same prediction core (:mod:`ehrseq.predict`).
@@ -114,6 +116,7 @@ def output_schema(id_dtype: pl.DataType, clock: pl.DataType, request: Request, c
     if competing:
         columns["cause"] = pl.Int64
     columns.update({name: pl.Float64 for name in _FLOAT_COLUMNS})
+    columns.update(extrapolated=pl.Boolean, median_extrapolated=pl.Boolean)
     columns.update(model_id=pl.String, model_version=pl.String)
     return pl.Schema(columns)
 
@@ -138,7 +141,8 @@ def predict_cohort(estimator: DynamicSurvival, cohort: Cohort, request: Request,
     causes = request.causes(estimator)
     device = select_device(estimator.trainer_config.device)
     horizons = torch.tensor(request.horizons, dtype=torch.float32, device=device)
-    rows, risks, survivals, medians = [], [], [], []
+    durations = np.asarray(request.horizons)
+    rows, risks, survivals, medians, beyond, median_beyond = [], [], [], [], [], []
     with torch.inference_mode():
         for selection in predict.predictions(estimator.model_, estimator.features_, cohort, at=request.at,
                                              landmark=request.landmark, batch_size=batch_size, device=device):
@@ -147,11 +151,14 @@ def predict_cohort(estimator: DynamicSurvival, cohort: Cohort, request: Request,
             risks.append(risk.double().cpu().numpy())
             survivals.append(survival.double().cpu().numpy())
             medians.append(median.double().cpu().numpy())
-    return _frame(cohort, request, causes, rows, risks, survivals, medians)
+            beyond.append(selection.extrapolated(estimator.reach_, durations))
+            median_beyond.append(selection.extrapolated(estimator.reach_, medians[-1][:, None])[:, 0])
+    return _frame(cohort, request, causes, rows, risks, survivals, medians, beyond, median_beyond)
 
 
 def _frame(cohort: Cohort, request: Request, causes: tuple[int, ...] | None, rows: list[np.ndarray],
-           risks: list[np.ndarray], survivals: list[np.ndarray], medians: list[np.ndarray]) -> pl.DataFrame:
+           risks: list[np.ndarray], survivals: list[np.ndarray], medians: list[np.ndarray],
+           beyond: list[np.ndarray], median_beyond: list[np.ndarray]) -> pl.DataFrame:
     """Long frame, one row per (visit, horizon, cause), ordered by visit row, horizon and cause."""
     n_h, n_k = len(request.horizons), len(causes) if causes is not None else 1
     flat = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
@@ -172,6 +179,10 @@ def _frame(cohort: Cohort, request: Request, causes: tuple[int, ...] | None, row
     survival = (np.concatenate(survivals) if survivals else empty[..., 0])[order]
     columns["survival"] = np.repeat(survival, n_k, axis=1).reshape(-1)
     columns["median_remaining"] = np.repeat((np.concatenate(medians) if medians else np.zeros(0))[order], per_visit)
+    flags = (np.concatenate(beyond) if beyond else np.zeros((0, n_h), dtype=bool))[order]
+    columns["extrapolated"] = np.repeat(flags, n_k, axis=1).reshape(-1)
+    median_flags = np.concatenate(median_beyond) if median_beyond else np.zeros(0, dtype=bool)
+    columns["median_extrapolated"] = np.repeat(median_flags[order], per_visit)
     frame = pl.DataFrame(columns)
     if request.landmark is not None:
         frame = frame.select("patient_id", pl.lit(request.landmark).alias("landmark"), pl.exclude("patient_id"))

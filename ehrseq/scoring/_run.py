@@ -72,6 +72,9 @@ class ScoreSummary:
         ]
         if t["patients_without_prediction"]:
             lines.append(f"{t['patients_without_prediction']:,} patients have no visit at or before the landmark")
+        if t["rows_extrapolated"]:
+            lines.append(f"{t['rows_extrapolated']:,} of the {t['rows_out']:,} rows reach beyond the training data "
+                         "(column extrapolated: the horizon passes the longest training follow-up or the grid)")
         return "\n".join(lines)
 
 

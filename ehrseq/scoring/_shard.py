@@ -87,6 +87,7 @@ def _chunk_outcomes(outcomes: pl.DataFrame | None, frame: pl.DataFrame, shard: S
 class _Counts:
     rows_in: int = 0
     rows_out: int = 0
+    rows_extrapolated: int = 0
     patients_in: int = 0
     patients_scored: int = 0
     visits_used: int = 0
@@ -155,6 +156,7 @@ def _score_one(estimator: DynamicSurvival, identity: ModelIdentity, request: Req
                 row_groups += 1
             counts.add(cohort.report, frame.height, predictions.get_column("patient_id").n_unique())
             counts.rows_out += table.num_rows
+            counts.rows_extrapolated += int(predictions.get_column("extrapolated").sum())
             stages["write"] += time.perf_counter() - clock
             if on_chunk is not None:
                 on_chunk(cohort.report.patients.n_in)
@@ -171,6 +173,7 @@ def _score_one(estimator: DynamicSurvival, identity: ModelIdentity, request: Req
         raise
     return {
         "input": shard.name, "output": shard.name, "rows_in": counts.rows_in, "rows_out": counts.rows_out,
+        "rows_extrapolated": counts.rows_extrapolated,
         "patients_in": counts.patients_in, "patients_scored": counts.patients_scored,
         "visits_used": counts.visits_used, "visits_dropped": counts.visits_dropped,
         "patients_dropped": counts.patients_dropped,
