@@ -108,6 +108,14 @@ def test_errors_name_the_flags_a_command_line_user_types(case, files, model_dir,
     assert "=True" not in err and "='" not in err
 
 
+def test_the_cohort_report_names_the_typing_flags(files, capsys):
+    root, paths = files
+    assert main(["validate", "--visits", str(paths["sv"]), "--outcomes", str(paths["so"])]) == 0
+    printed = capsys.readouterr().out
+    assert "float columns" in printed and "pass --numeric / --categorical to decide otherwise" in printed
+    assert "numeric=" not in printed
+
+
 # ---------------------------------------------------------------------------------------------- inputs
 def test_score_reads_csv_files_and_folders_like_parquet(files, model_dir, tmp_path, capsys):
     root, paths = files

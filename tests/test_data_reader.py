@@ -150,6 +150,7 @@ def test_the_inference_rules_are_written_in_the_contract_and_shown_in_the_report
     report = str(build_cohort(_visits(), _outcomes()).report)
     assert "numeric (2): float columns: bili; integer columns: n_drugs" in report
     assert "categorical (1): text columns: sex" in report and "inference_rules" in report
+    assert "pass numeric= / categorical= to decide otherwise" in report  # in the words of the API
 
 
 def test_split_tables_takes_pandas_and_gives_the_polars_split():

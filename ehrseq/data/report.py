@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ehrseq.errors import option
+
 #: Why rows or patients are dropped, in the order they are applied, with their explanation.
 DROP_REASONS: dict[str, str] = {
     "no_outcome": "patient has visits but no outcome row (unmatched='drop')",
@@ -126,7 +128,7 @@ class CohortReport:
         lines.append(f"  categorical ({len(self.categorical)}): {self._by_rule(self.categorical)}")
         if any(rule != "declared" for rule in self.feature_rules.values()):
             lines.append("  (column roles inferred by the rules of data_specs/visits.json 'inference_rules'; "
-                         "declare numeric / categorical columns to decide otherwise)")
+                         f"pass {option('numeric')} / {option('categorical')} to decide otherwise)")
         lines.append(f"  codes: {self.codes or '-'}")
         if self.ignored_columns:
             lines.append(f"  ignored columns: {', '.join(self.ignored_columns)}")
