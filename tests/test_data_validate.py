@@ -287,6 +287,15 @@ def test_at_most_five_ids_reported_with_the_number_of_offending_patients():
     assert "first 5 of 12" in str(info.value)
 
 
+def test_patients_without_an_outcome_row_are_counted_as_patients_not_visit_rows():
+    """Patient 2 has two visits and no outcome row: one patient, whatever its number of visits."""
+    with pytest.raises(DataError, match=r"without an outcome row.*\(1 patient\)"):
+        validate(visits(), outcomes().filter(pl.col("patient_id") != 2))
+    many = visits(patient_id=[1, 1, 2, 3, 3])  # two patients (1 and 3) with two visits each, no outcome row
+    with pytest.raises(DataError, match=r"\(2 patients\)"):
+        validate(many, outcomes().filter(pl.col("patient_id") == 2))
+
+
 def test_string_patient_ids_are_named_in_errors():
     v = visits(patient_id=["p1", "p1", "p2", "p2", "p3"], time=[0.0, 1.0, 0.0, -3.0, 0.0])
     o = outcomes(patient_id=["p1", "p2", "p3"])

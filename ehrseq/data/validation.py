@@ -123,13 +123,15 @@ class _Context:
 
 @dataclass(frozen=True)
 class _Check:
-    """Rows of ``frame`` (the table's frame when ``None``) where ``violation`` is True break ``rule``."""
+    """Rows of ``frame`` (the table's frame when ``None``) where ``violation`` is True break ``rule``;
+    ``unit`` names what a row of ``frame`` is in the message (a per-patient summary counts patients)."""
 
     rule: str
     column: str | None
     violation: pl.Expr
     message: str
     frame: pl.DataFrame | None = None
+    unit: str = "row"
 
 
 RuleFn = Callable[[_Context, _Table], list[_Check]]
@@ -331,7 +333,8 @@ def _has_outcome(ctx: _Context, t: _Table) -> list[_Check]:
     frame = ctx.visit_summary() if t.name == "visits" else None
     what = "patients with visits" if t.name == "visits" else "rows"
     return [_Check("has_outcome", "patient_id", ~pl.col("patient_id").is_in(with_outcome.implode()),
-                   f"{what} without an outcome row; pass {option('unmatched', 'drop')} to drop them", frame=frame)]
+                   f"{what} without an outcome row; pass {option('unmatched', 'drop')} to drop them", frame=frame,
+                   unit="patient" if t.name == "visits" else "row")]
 
 
 # ---------------------------------------------------------------------------------------------- outcome rules
@@ -574,7 +577,7 @@ def _raise_first(t: _Table, checks: Sequence[_Check]) -> None:
         frame = t.frame if check.frame is None else check.frame
         id_column = "subject_id" if "subject_id" in frame.columns else t.id_column
         ids = frame.filter(check.violation).get_column(id_column).unique(maintain_order=True)
-        raise DataError(f"{check.message} ({counts[i]} row{'s' if counts[i] != 1 else ''})",
+        raise DataError(f"{check.message} ({counts[i]} {check.unit}{'s' if counts[i] != 1 else ''})",
                         table=t.name, column=check.column, rule=check.rule, patient_ids=ids.head(5).to_list(),
                         n_offending=ids.len())
 
