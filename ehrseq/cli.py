@@ -434,6 +434,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ConfigError(f"--baselines {','.join(unknown)}: unknown; choose from {','.join(BASELINES)}")
     if baselines and args.train_visits is None:
         raise ConfigError("--baselines are fitted on the training tables: pass --train-visits FILE")
+    compared = None if args.compare is None else _comparison_baseline(args.compare, args.train_visits)
     from ehrseq.estimator import load
 
     model = load(args.model)
@@ -464,7 +465,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if args.compare is not None:
             from ehrseq.bootstrap import compare
 
-            other = _comparison_model(args.compare, model, train, cause)
+            other = load(args.compare) if compared is None else reading_like(compared, model, cause=cause).fit(*train)
             comparison = compare(model, other, visits, outcomes, args.landmarks, args.horizons, train, event=args.event,
                                  level=args.ci or 0.95, n_bootstrap=args.bootstrap, seed=args.seed,
                                  names=("model", "other"))
@@ -497,24 +498,25 @@ def _intervals_inline(table: Any) -> Any:
     return table.with_columns(text(name) for name in bounded).drop(dropped)
 
 
-#: ``--compare`` names of the baselines, fitted on the training tables.
+#: Longer ``--compare`` spellings of the baselines (``--compare`` takes the ``--baselines`` names too).
 COMPARISON_BASELINES = {"kaplan-meier": "km", "landmark-cox": "cox", "landmark-rsf": "rsf"}
 
 
-def _comparison_model(spec: str, model: Any, train: Any, cause: int) -> Any:
-    """``--compare``: a saved model directory, or a baseline name fitted on the training tables (reading them as
-    ``model`` does, as ``--baselines`` does)."""
-    if spec in COMPARISON_BASELINES:
-        if not isinstance(train, tuple):
-            raise ConfigError(f"--compare {spec} fits the baseline on the training tables: pass --train-visits too")
-        from ehrseq.baselines import reading_like
+def _comparison_baseline(spec: str, train_visits: Any) -> str | None:
+    """What ``--compare`` names, checked before any work: the baseline (a name of ``--baselines`` or its
+    longer spelling), fitted on the training tables reading them as the model does, or ``None`` for a saved
+    model directory."""
+    from ehrseq.baselines import BASELINES
 
-        return reading_like(COMPARISON_BASELINES[spec], model, cause=cause).fit(*train)
+    name = COMPARISON_BASELINES.get(spec, spec)
+    if name in BASELINES:
+        if train_visits is None:
+            raise ConfigError(f"--compare {spec} fits the baseline on the training tables: pass --train-visits FILE")
+        return name
     if not Path(spec).is_dir():
-        raise ConfigError(f"--compare {spec}: neither a model directory nor one of {', '.join(COMPARISON_BASELINES)}")
-    from ehrseq.estimator import load
-
-    return load(spec)
+        raise ConfigError(f"--compare {spec}: neither a model directory nor a baseline "
+                          f"({', '.join(BASELINES)}, or {', '.join(COMPARISON_BASELINES)})")
+    return None
 
 
 def _level(text: str) -> float:
@@ -682,7 +684,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="add percentile bootstrap intervals at this level (e.g. 0.95) over the test patients")
     evaluate.add_argument("--compare", metavar="OTHER",
                           help="paired bootstrap comparison with another model directory or a baseline fitted on the "
-                               f"training tables ({', '.join(COMPARISON_BASELINES)}): differences, intervals, p-values")
+                               "training tables (a name of --baselines, or "
+                               f"{', '.join(COMPARISON_BASELINES)}): differences, intervals, p-values")
     evaluate.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                           help="bootstrap resamples for --ci and --compare (default: 1000)")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples (default: 0)")

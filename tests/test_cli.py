@@ -99,9 +99,21 @@ def test_evaluate_with_intervals_and_a_paired_comparison(trained, tables, capsys
     assert "paired bootstrap comparison" in printed and "p_value" in printed
     assert "c_index" in printed and " [" in printed  # "value [lower, upper]"
     assert main(common + ["--compare", "kaplan-meier", "--output", str(tables / "with_km.csv")]) == 0
-    assert "difference = model - other, other = kaplan-meier" in capsys.readouterr().out
+    long_name = capsys.readouterr().out
+    assert "difference = model - other, other = kaplan-meier" in long_name
+    assert main(common + ["--compare", "km"]) == 0  # the name --baselines takes: the same comparison
+    short_name = capsys.readouterr().out
+    written = f"written to {tables / 'with_km.csv'}\n"
+    assert short_name.split("other = km")[1] == long_name.split("other = kaplan-meier")[1].removesuffix(written)
     assert main(common + ["--compare", str(tables / "nowhere")]) == 1
-    assert "neither a model directory" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "neither a model directory nor a baseline (km, cox, rsf" in captured.err
+    assert "c_index" not in captured.out  # refused before the model is evaluated
+    without_visits = [a for a in common if a != "--train-visits" and a != str(tables / "train_visits.parquet")]
+    assert main([*without_visits, "--compare", "cox"]) == 1
+    captured = capsys.readouterr()
+    assert "--compare cox fits the baseline on the training tables: pass --train-visits" in captured.err
+    assert "c_index" not in captured.out
     with pytest.raises(SystemExit):
         main(common + ["--ci", "95"])
 
