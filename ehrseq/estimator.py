@@ -367,9 +367,9 @@ class DynamicSurvival:
         for selection in self._predictions(cohort, at, None, batch_size):
             ((_, distribution),) = selection.marginals()
             frame = self._frame(cohort, selection)
-            median = distribution.median().cpu().numpy()
+            median = distribution.median().double().cpu().numpy()
             frame["median_remaining"] = median
-            frame["median_extrapolated"] = selection.extrapolated(self.reach_, median[:, None].astype(np.float64))[:, 0]
+            frame["median_extrapolated"] = selection.extrapolated(self.reach_, median[:, None])[:, 0]
             frames.append(pl.DataFrame(frame))
         return _concat(frames, {"patient_id": cohort.patients.schema["patient_id"],
                                 "visit_time": _clock_dtype(cohort), "median_remaining": pl.Float64,

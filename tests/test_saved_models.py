@@ -30,8 +30,11 @@ def visits():
 
 
 def _recorded(name: str, kind: str) -> pl.DataFrame:
-    """What version 0.1 predicted; its duration column is called horizon since, as in scoring."""
+    """What version 0.1 predicted; its duration column is called horizon since, as in scoring, and its
+    median (then written as Float32) is a Float64 as every other prediction."""
     recorded = pl.read_parquet(DATA / f"{name}.{kind}.parquet")
+    if "median_remaining" in recorded.columns:
+        recorded = recorded.with_columns(pl.col("median_remaining").cast(pl.Float64))
     return recorded.rename({"duration": "horizon"}) if "duration" in recorded.columns else recorded
 
 

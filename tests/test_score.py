@@ -87,6 +87,7 @@ def test_scoring_equals_the_estimator_predictions(model_dir, model, cohort, shar
     assert scored.columns == ["patient_id", "visit_time", "horizon", "risk", "survival", "median_remaining",
                               "extrapolated", "median_extrapolated", "model_id", "model_version"]
     assert scored.height == expected.height
+    assert scored.select(expected.columns).schema == expected.schema  # the same dtypes as the API's frames
     ordered = scored.sort("patient_id", "visit_time", "horizon")
     for column in ("patient_id", "visit_time", "horizon", "extrapolated", "median_extrapolated"):
         assert ordered[column].to_list() == expected[column].to_list()
