@@ -17,6 +17,7 @@ from scipy import integrate, special
 from ehrseq.models.distributions import (
     PMF,
     LogisticHazard,
+    LogLogistic,
     LogNormal,
     PiecewiseConstantDensity,
     PiecewiseConstantHazard,
@@ -78,6 +79,10 @@ FAMILIES: dict[str, Family] = {
         draw(g, b, s / 10, d, -10.0, 20.0, offset=5.0), draw(g, b, s / 20, d, -3.0, 2.0))),
     "weibull": Family(lambda g, s, d, b: Weibull(
         draw(g, b, s / 10, d, -5.0, 15.0, offset=5.0), draw(g, b, s / 40, d, -2.0, 1.3))),
+    # σ ≤ 0.33 here, where the mean and its quadrature converge (the mean is infinite for σ ≥ 1); heavier
+    # tails are tested against scipy below
+    "loglogistic": Family(lambda g, s, d, b: LogLogistic(
+        draw(g, b, s / 10, d, -10.0, 20.0, offset=5.0), draw(g, b, s / 40, d, -3.0, -1.1, offset=-1.8))),
     "weibull_mixture": Family(lambda g, s, d, b: WeibullMixture(
         draw(g, (*b, 3), s, d), draw(g, (*b, 3), s / 10, d, -5.0, 15.0, offset=5.0),
         draw(g, (*b, 3), s / 40, d, -2.0, 1.3))),
@@ -301,6 +306,79 @@ def test_lognormal_and_weibull_match_scipy():
     np.testing.assert_allclose(dist.log_density(u).numpy(), ref.logpdf(u.numpy()), rtol=1e-10)
     np.testing.assert_allclose(dist.quantile(torch.tensor(levels)).numpy(), ref.ppf(levels), rtol=1e-10)
     np.testing.assert_allclose(dist.mean().numpy(), ref.mean().ravel(), rtol=1e-12)
+
+
+def test_loglogistic_matches_scipy_fisk():
+    """S, F, f, h, quantiles, interval masses and the mean against scipy's fisk (c = 1/σ, scale = α = e^loc),
+    for shapes on both sides of 1 (decreasing and unimodal hazards, finite and infinite means).
+
+    scipy's ``logsf`` is log1p(−cdf), which cancels where S is tiny; the reference for S there is the
+    symmetry of the log-logistic about its median, S(u) = F(α²/u), through scipy's accurate ``logcdf``."""
+    from scipy import stats
+
+    g = torch.Generator().manual_seed(3)
+    loc = 5 + 1.5 * torch.randn(8, generator=g, dtype=torch.float64)
+    log_scale = torch.linspace(-2.5, 1.5, 8, dtype=torch.float64)[torch.randperm(8, generator=g)]
+    dist = LogLogistic(loc, log_scale)
+    alpha = loc.exp().numpy()[:, None]
+    ref = stats.fisk(c=(-log_scale).exp().numpy()[:, None], scale=alpha)
+    u = np.array([1e-3, 0.5, 10.0, 150.0, 1e3, 1e5, 1e8])
+    log_sf = ref.logcdf(alpha**2 / u)
+    with np.errstate(divide="ignore"):  # scipy's logsf and sf where S rounds to 0
+        scipy_log_sf, scipy_sf = ref.logsf(u), ref.sf(u)
+    resolved = scipy_sf > 1e-6  # the symmetry, where scipy's logsf is accurate
+    np.testing.assert_allclose(log_sf[resolved], scipy_log_sf[resolved], rtol=1e-9)
+    ut = torch.tensor(u, dtype=torch.float64)
+    np.testing.assert_allclose(dist.log_survival(ut).numpy(), log_sf, rtol=1e-12)
+    np.testing.assert_allclose(dist.log_cdf_log_time(ut.log()).numpy(), ref.logcdf(u), rtol=1e-12)
+    np.testing.assert_allclose(dist.log_survival_log_time(ut.log()).numpy(), log_sf, rtol=1e-12)
+    np.testing.assert_allclose(dist.survival(ut).numpy()[resolved], scipy_sf[resolved], rtol=1e-9)
+    np.testing.assert_allclose(dist.log_density(ut).numpy(), ref.logpdf(u), rtol=1e-12)
+    np.testing.assert_allclose(dist.log_hazard(ut).numpy(), ref.logpdf(u) - log_sf, rtol=1e-12, atol=1e-12)
+    body = scipy_sf > 1e-3
+    np.testing.assert_allclose(dist.hazard(ut).numpy()[body], ref.pdf(u)[body] / scipy_sf[body], rtol=1e-10)
+    levels = np.array([1e-4, 0.05, 0.5, 0.95, 0.9999])
+    np.testing.assert_allclose(dist.quantile(torch.tensor(levels)).numpy(), ref.ppf(levels), rtol=1e-10)
+    np.testing.assert_allclose(dist.median().numpy(), ref.median().ravel(), rtol=1e-12)
+    lower, upper = u[:-1], u[1:]
+    below = ref.cdf(upper) - ref.cdf(lower)  # accurate below the median
+    above = ref.cdf(alpha**2 / lower) - ref.cdf(alpha**2 / upper)  # S(a) − S(b), accurate above it
+    expected = np.where(ref.cdf(upper) < 0.5, below, above)
+    mass = dist.log_interval_mass(torch.tensor(lower), torch.tensor(upper)).exp().numpy()
+    np.testing.assert_allclose(mass, expected, rtol=1e-9)
+    mean = ref.mean().ravel()  # scipy: inf for c <= 1
+    assert np.array_equal(np.isinf(dist.mean().numpy()), log_scale.numpy() >= 0)
+    np.testing.assert_allclose(dist.mean().numpy(), np.where(np.isfinite(mean), mean, np.inf), rtol=1e-10)
+    # the density at 0: its limit, 0, 1/α or +inf for σ below, at or above 1
+    at_zero = LogLogistic(torch.zeros(3, dtype=torch.float64), torch.tensor([-0.5, 0.0, 0.5], dtype=torch.float64))
+    assert at_zero.log_density(0.0)[:, 0].tolist() == [-math.inf, 0.0, math.inf]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_loglogistic_density_is_minus_the_derivative_of_survival(dtype):
+    g = torch.Generator().manual_seed(4)
+    loc = (5 + torch.randn(6, generator=g, dtype=torch.float64)).to(dtype)
+    log_scale = (0.8 * torch.randn(6, generator=g, dtype=torch.float64)).to(dtype)
+    dist = LogLogistic(loc, log_scale)
+    u = torch.exp(torch.empty(6, 9, dtype=torch.float64).uniform_(-2.0, 12.0, generator=g)).to(dtype).requires_grad_()
+    (derivative,) = torch.autograd.grad(dist.survival(u).sum(), u)
+    rtol = 1e-4 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(-derivative, dist.density(u).detach(), rtol=rtol, atol=0.0)
+
+
+def test_loglogistic_heavy_tails_stay_finite_in_float32():
+    """σ up to e²: S, f, interval masses and their gradients finite from 1e-6 to 1e6 days."""
+    loc = torch.tensor([-10.0, 0.0, 5.0, 20.0]).repeat_interleave(3)
+    log_scale = torch.tensor([-3.0, 0.0, 2.0]).repeat(4)
+    loc.requires_grad_(), log_scale.requires_grad_()
+    dist = LogLogistic(loc, log_scale)
+    u = torch.tensor([0.0, *np.geomspace(1e-6, 1e6, 13).tolist()])
+    log_s, log_f = dist.log_survival(u), dist.log_density(u[1:])
+    mass = dist.log_interval_mass(u[:-1], u[1:] * 1.5)
+    assert torch.all(log_s[:, 0] == 0) and torch.all(torch.isfinite(log_s)) and torch.all(torch.isfinite(log_f))
+    assert torch.all(torch.isfinite(mass))
+    (log_s.sum() + log_f.sum() + mass.sum()).backward()
+    assert torch.all(torch.isfinite(loc.grad)) and torch.all(torch.isfinite(log_scale.grad))
 
 
 @pytest.mark.parametrize("dtype, lowest, rtol", [(torch.float32, -13.0, 2e-5), (torch.float64, -37.0, 1e-13)])

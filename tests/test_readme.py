@@ -32,3 +32,12 @@ def test_readme_names_every_registered_head_and_loss_term():
     inside = README.read_text(encoding="utf-8").split("## What is inside", 1)[1].split("\n## ", 1)[0]
     missing = [name for name in [*FAMILIES, *TERMS] if f"`{name}`" not in inside]
     assert missing == []
+
+
+def test_the_documented_model_toml_names_every_registered_head():
+    from ehrseq.models.families import FAMILIES
+
+    text = (README.parent / "data_specs" / "model.toml").read_text(encoding="utf-8")
+    head = text.split("\nhead = ", 1)[1].split("\nloss = ", 1)[0]
+    named = {name.strip() for line in head.splitlines() for name in line.split("#", 1)[-1].split(",")} - {""}
+    assert named == set(FAMILIES)

@@ -30,6 +30,8 @@ kind                           outputs       distribution (``ehrseq.models.distr
 ``piecewise_linear_density``   L + 2         :class:`PiecewiseLinearDensity`
 ``lognormal``                  2             :class:`LogNormal`: loc = z_0 + log(time_scale), log σ = z_1
 ``weibull``                    2             :class:`Weibull`: log λ = z_0 + log(time_scale), log k = z_1
+``loglogistic``                2             :class:`LogLogistic`: log α = z_0 + log(time_scale), log σ = z_1
+                                             (log R = log α + σ·logistic noise)
 ``weibull_mixture``            3·C           :class:`WeibullMixture` (gates, log λ_c − log(time_scale), log k_c)
 ``competing_pmf``              K·L + 1       :class:`CompetingPMF` (joint softmax over causes × bins)
 ``multi_event``                E·3·C         :class:`MultiEvent` of per-event Weibull mixtures (MENSA)
@@ -60,6 +62,7 @@ from ehrseq.models.distributions import (
     PMF,
     CompetingPMF,
     LogisticHazard,
+    LogLogistic,
     LogNormal,
     MultiEvent,
     PiecewiseConstantDensity,
@@ -444,6 +447,7 @@ for _family in (
     CompetingPMFFamily(),
     TwoParameterFamily("lognormal", LogNormal),
     TwoParameterFamily("weibull", Weibull),
+    TwoParameterFamily("loglogistic", LogLogistic),
     WeibullMixtureFamily(),
     MultiEventFamily(),
 ):

@@ -3,6 +3,7 @@
 from ehrseq.models.distributions.base import CompetingRisksDistribution, ConditionalSurvival, SurvivalDistribution
 from ehrseq.models.distributions.competing import CompetingPMF
 from ehrseq.models.distributions.grid import PMF, ConstantHazardGrid, GridDistribution, LogisticHazard
+from ehrseq.models.distributions.loglogistic import LogLogistic
 from ehrseq.models.distributions.mixture import WeibullMixture
 from ehrseq.models.distributions.multievent import MultiEvent
 from ehrseq.models.distributions.parametric import LogNormal, Weibull
@@ -21,6 +22,7 @@ __all__ = [
     "ConditionalSurvival",
     "ConstantHazardGrid",
     "GridDistribution",
+    "LogLogistic",
     "LogNormal",
     "LogisticHazard",
     "MultiEvent",
