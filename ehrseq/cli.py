@@ -51,7 +51,7 @@ OUTPUT_SUFFIXES = (".csv", ".parquet", ".md")
 #: ``fit`` arguments accepted in a training configuration (the other keys go to the constructor).
 FIT_KEYS = ("validation",)
 #: Settings that can be off (``None`` in Python): TOML and JSON files say ``false`` (``codes`` also ``""``).
-OFF_KEYS = ("codes", "numeric", "categorical", "max_visits", "event_types", "null_values", "cause", "patience",
+OFF_KEYS = ("codes", "numeric", "categorical", "max_visits", "event_types", "null_values", "cause", "patience", "epochs",
             "grad_clip", "validation")
 
 
@@ -156,6 +156,18 @@ def _count(text: str) -> int:
     return value
 
 
+def _any_time(text: str) -> bool | str:
+    """``on``/``off``/``auto`` (also true/false/yes/no/1/0) for ``--any-time``."""
+    word = text.lower()
+    if word == "auto":
+        return "auto"
+    if word in ("on", "true", "yes", "1"):
+        return True
+    if word in ("off", "false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not on, off or auto")
+
+
 def _optional(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     """``kind``, or ``None`` for the word ``none``."""
     def parse(text: str) -> Any:
@@ -245,9 +257,19 @@ MODEL_FLAGS = (
     Flag("hidden", "hidden layer widths of the head (default: 64)", {"nargs": "+", "type": int, "metavar": "N"}),
     Flag("locf", "carry the last observed value forward instead of the training mean (default: on)",
          {"action": argparse.BooleanOptionalAction}),
+    Flag("wide", "a linear path from the current visit's inputs to the head, beside the sequence path (default: on)",
+         {"action": argparse.BooleanOptionalAction}),
+    Flag("any_time", "predict at any time after a visit: the head reads the time elapsed since it, and training "
+         "samples prediction times between visits (default: auto = on for heads in days)",
+         {"type": _any_time, "metavar": "on|off|auto"}),
+    Flag("n_models", "a deep ensemble of N models whose survival curves are averaged (default: 1)",
+         {"type": _count, "metavar": "N"}),
     Flag("cause", "single-event heads on K > 1 event types: the event type of interest", {"type": int, "metavar": "K"}),
     Flag("visit_weighting", "auto, visit or patient (default: auto)", {"choices": ("auto", "visit", "patient")}),
-    Flag("epochs", "maximum training epochs (default: 50)", {"type": _count, "metavar": "N"}),
+    Flag("epochs", "training epochs, or none for the budget of --steps (default: none)",
+         {"type": _optional(_count), "metavar": "N"}),
+    Flag("steps", "training budget in optimiser steps when --epochs is none (default: 1000)",
+         {"type": _count, "metavar": "N"}),
     Flag("batch_size", "patients per batch (default: 64)", {"type": int, "metavar": "N"}),
     Flag("lr", "learning rate (default: 0.001)", {"type": _positive, "metavar": "RATE"}),
     Flag("weight_decay", "AdamW weight decay (default: 0.0001)", {"type": _number, "metavar": "W"}),
@@ -747,7 +769,9 @@ def build_parser() -> argparse.ArgumentParser:
                "at landmarks against a landmark Cox model, plot one patient's survival curves and save the model. "
                "Needs the data and plot extras: pip install 'ehrseq[data,plot]'.")
     demo.add_argument("--out", default="outputs/demo", help="output directory (default: outputs/demo)")
-    demo.add_argument("--epochs", type=_count, default=100, help="maximum training epochs, early stopping on 15 %% of the patients (default: 100)")
+    demo.add_argument("--epochs", type=_optional(_count), default=None,
+                      help="training epochs, or none for the default model's budget of optimiser steps; early "
+                           "stopping on 15 %% of the patients (default: none)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     _add_progress(demo)
     demo.set_defaults(run=cmd_demo)

@@ -29,7 +29,7 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def run_demo(out_dir: str | Path = "outputs/demo", *, epochs: int = 100, seed: int = 0, progress: Progress = "auto",
+def run_demo(out_dir: str | Path = "outputs/demo", *, epochs: int | None = None, seed: int = 0, progress: Progress = "auto",
              baseline: bool = True) -> dict[str, Any]:
     """Run the demo, writing figures and the model to ``out_dir``; returns what it computed."""
     require("data", "plot", what="the demo")
@@ -58,16 +58,17 @@ def run_demo(out_dir: str | Path = "outputs/demo", *, epochs: int = 100, seed: i
     train_ids = train_cohort.patients["patient_id"].implode()
     train = (visits.filter(pl.col("patient_id").is_in(train_ids)), outcomes.filter(pl.col("patient_id").is_in(train_ids)))
     test = (visits.filter(~pl.col("patient_id").is_in(train_ids)), outcomes.filter(~pl.col("patient_id").is_in(train_ids)))
-    _say(f"4. Training a GRU + logistic-hazard model on {train[1].height} patients "
-         f"(15 % of them for early stopping, at most {epochs} epochs) ...")
-    model = DynamicSurvival(encoder="gru", head="logistic_hazard", grid=20, epochs=epochs, seed=seed, progress=progress)
+    model = DynamicSurvival(epochs=epochs, seed=seed, progress=progress)
+    budget = f"{model.steps:,} optimiser steps" if epochs is None else f"{epochs} epochs"
+    _say(f"4. Training the default model (GRU + logistic hazard, a linear path from the current visit, predictions "
+         f"at any time) on {train[1].height} patients (15 % of them for early stopping, at most {budget}) ...")
     model.fit(*train)
     history = model.history_
     _say(f"   {len(history.records)} epochs, best epoch {history.best_epoch}, "
          f"validation NLL {min(r['val_loss'] for r in history.records):.4f}\n")
 
     results = landmark(model, *test, LANDMARKS, HORIZONS, train)
-    tables = [results.with_columns(pl.lit("ehrseq GRU").alias("model"))]
+    tables = [results.with_columns(pl.lit("ehrseq default").alias("model"))]
     if baseline:
         from ehrseq.baselines import LandmarkCox
 

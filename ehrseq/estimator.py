@@ -21,6 +21,7 @@ P(T > s + Δ | T > s, history ≤ s) = S_m(s + Δ − v_m) / S_m(s − v_m).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import inspect
 import math
@@ -34,12 +35,14 @@ import torch
 
 from ehrseq import predict
 from ehrseq.checkpoint import load_checkpoint, save_checkpoint
-from ehrseq.data import Cohort, FeaturePipeline, TimeGrid, make_loader, split_patients, tensorize
+from ehrseq.data import Cohort, FeaturePipeline, PredictionTimeLoader, TimeGrid, make_loader, split_patients, tensorize
 from ehrseq.device import select_device
 from ehrseq.errors import CheckpointError, ConfigError, option
 from ehrseq.losses.terms import get_term
 from ehrseq.models.distributions import MultiEvent, SurvivalDistribution
+from ehrseq.models.distributions.ensemble import EnsembleAverage
 from ehrseq.models.encoders import EncoderConfig
+from ehrseq.models.ensemble import EnsembleModel, build_model
 from ehrseq.models.families import HeadFamily, get_family
 from ehrseq.models.heads import HeadConfig
 from ehrseq.models.model import DynamicSurvivalModel, ModelConfig
@@ -71,11 +74,29 @@ class DynamicSurvival:
         tables are read (see :func:`ehrseq.data.build_cohort`); kept with the model for prediction, where the
         feature columns are those of the fitted model (their roles are not inferred again).
     locf: carry the last observed numeric value forward instead of imputing the training mean.
+    wide: add a linear path from the current visit's inputs (values carried forward, missingness,
+        categories, codes, visit time) to the head's outputs, beside the sequence path (default on): the
+        model then nests the landmark linear model a statistician would fit, and starts from it (the
+        sequence path's last layer starts at zero). See :mod:`ehrseq.models.model`.
+    any_time: predict at any time after a visit, not only at visits (default ``"auto"``: on for every
+        single- or competing-event head in days): the head reads the time elapsed since the visit, and
+        training samples prediction times between visits with their landmark targets
+        (:mod:`ehrseq.data.prediction_times`), so a landmark prediction from an older visit is learned,
+        not extrapolated from the visit's curve.
+    n_models: a deep ensemble of this many models (seeds ``seed``, ``seed + 1``, …, each with its own
+        validation split) whose survival curves are averaged; saved, loaded and scored as one model
+        (single-event heads in days). Default 1.
     cause: event type of interest for single-event heads on data with K > 1 types (others censored).
     visit_weighting: ``"auto"`` (default; unbiased per-visit weighting, see :mod:`ehrseq.objective`),
         ``"visit"`` or ``"patient"``.
-    epochs, batch_size, lr, weight_decay, patience, grad_clip, scheduler: optimisation (see
+    epochs, steps: the training length: ``epochs`` when given, else (default) a budget of ``steps``
+        optimiser steps (1,000), whatever the cohort's size (:meth:`EstimatorSettings.training_length`);
+        early stopping with best-weights restore on the validation patients in both cases.
+    batch_size, lr, weight_decay, patience, grad_clip, scheduler: optimisation (see
         :class:`ehrseq.train.TrainerConfig`).
+
+    The defaults were chosen on the real-data suite (``python -m ehrseq.bench suite``; the figures and the
+    diagnosis of small-cohort fits are in ``docs/results/suite.md``).
     seed, deterministic, device, amp: reproducibility and hardware.
     progress: one progress bar while training: ``"auto"`` (default: on a terminal only), ``True`` or ``False``.
     """
@@ -143,34 +164,58 @@ class DynamicSurvival:
         self.cohort_report_ = cohort.report
         self.event_type_names_ = cohort.event_type_names
         self.event_names_ = cohort.event_names
-        if validation is None:
-            train, val = cohort, None
+        if isinstance(validation, (tuple, list)) and len(validation) in (2, 3):
+            explicit = self.cohort_settings.build(*validation)
+        elif validation is None or (isinstance(validation, (int, float)) and not isinstance(validation, bool)
+                                    and 0 < float(validation) < 1):
+            explicit = None
         elif isinstance(validation, (int, float)) and not isinstance(validation, bool):
-            if not 0 < float(validation) < 1:
-                raise ConfigError(f"validation must be a fraction in (0, 1), a (visits, outcomes) pair or None, got {validation}")
-            train, val = split_patients(cohort, (1 - float(validation), float(validation)),
-                                        seed=self.settings.seed)
-        elif isinstance(validation, (tuple, list)) and len(validation) in (2, 3):
-            train = cohort
-            val = self.cohort_settings.build(*validation)
+            raise ConfigError(f"validation must be a fraction in (0, 1), a (visits, outcomes) pair or None, got {validation}")
         else:
             raise ConfigError("validation must be a fraction, a (visits, outcomes) pair or None")
 
-        self.features_ = FeaturePipeline(codes=self.settings.codes is not None, locf=self.settings.locf).fit(train)
-        head = self._head_config(train)
+        self.features_ = FeaturePipeline(codes=self.settings.codes is not None, locf=self.settings.locf).fit(cohort)
+        head = self._head_config(cohort)
         self.grid_ = TimeGrid.manual(head.grid) if head.grid is not None else None
-        self.reach_ = predict.Reach.of(train, self.grid_)
+        self.reach_ = predict.Reach.of(cohort, self.grid_)
         encoder = EncoderConfig.from_dict({
             **self.settings.encoder_settings(),
             "n_numeric": len(self.features_.numeric_names),
             "categorical_cardinalities": list(self.features_.categorical_cardinalities),
             "code_vocab_size": self.features_.code_vocab_size,
         })
-        self.model_config_ = ModelConfig(encoder=encoder, head=head,
-                                         next_visit=any(get_term(t.name).needs_next_visit for t in self.objective.terms))
-        torch.manual_seed(self.settings.seed)
-        self.model_ = DynamicSurvivalModel(self.model_config_)
-        self.model_.head.initialize_bias(*_visit_targets(train, self.objective.cause))
+        self.model_config_ = ModelConfig(
+            encoder=encoder, head=head,
+            next_visit=any(get_term(t.name).needs_next_visit for t in self.objective.terms),
+            wide=self.settings.wide, any_time=self.settings.any_time_for(head.family),
+            n_models=self.settings.n_models)
+        members, records = [], []
+        for member in range(self.settings.n_models):
+            seed = self.settings.seed + member
+            if explicit is not None:
+                train, val = cohort, explicit
+            elif validation is None:
+                train, val = cohort, None
+            else:
+                train, val = split_patients(cohort, (1 - float(validation), float(validation)), seed=seed)
+            model, history = self._train_member(train, val, seed)
+            members.append(model)
+            records += [{**record, "member": float(member)} for record in history.records]
+            if member == 0:
+                self.history_ = history
+        if len(members) == 1:
+            self.model_ = members[0]
+        else:
+            self.model_ = EnsembleModel(self.model_config_, members)
+            self.history_ = TrainingHistory(records=records, best_epoch=self.history_.best_epoch,
+                                            stopped_early=self.history_.stopped_early)
+        return self
+
+    def _train_member(self, train: Cohort, val: Cohort | None, seed: int) -> tuple[DynamicSurvivalModel, TrainingHistory]:
+        """One model of :attr:`model_config_` trained from ``seed`` on ``train`` (early stopping on ``val``)."""
+        torch.manual_seed(seed)
+        model = DynamicSurvivalModel(self.model_config_)
+        model.head.initialize_bias(*_visit_targets(train, self.objective.cause))
         objective = Objective(self.objective, self.model_config_, visits_per_patient=train.n_visits / train.n_patients)
 
         train_data = tensorize(train, self.features_, self.grid_)
@@ -178,20 +223,22 @@ class DynamicSurvival:
         sampler = None
         if world > 1:
             sampler = torch.utils.data.DistributedSampler(train_data, num_replicas=world, rank=rank, shuffle=True,
-                                                          seed=self.settings.seed)
+                                                          seed=seed)
         # Training batches are drawn at random, not bucketed by history length: history length is
         # tied to the outcome (early deaths have short histories), and length-homogeneous batches make
         # the stochastic gradients outcome-correlated enough to leave the fitted risks miscalibrated
         # (measured on simulated data with known truth). Prediction batches are bucketed (harmless there).
-        train_loader = make_loader(train_data, self.settings.batch_size, shuffle=True, seed=self.settings.seed,
+        train_loader = make_loader(train_data, self.settings.batch_size, shuffle=True, seed=seed,
                                    sampler=sampler, bucket_by_length=False)
+        if self.model_config_.any_time:
+            cuts = torch.tensor(np.asarray(self.grid_.cuts, dtype=np.float64)) if self.grid_ is not None else None
+            train_loader = PredictionTimeLoader(train_loader, seed, cuts=cuts)
         val_loader = None
         if val is not None:
             val_loader = make_loader(tensorize(val, self.features_, self.grid_), self.settings.batch_size, shuffle=False)
-        trainer = Trainer(self.trainer_config)
-        self.history_ = trainer.fit(self.model_, objective, train_loader, val_loader)
-        self.model_.to("cpu")
-        return self
+        trainer = Trainer(dataclasses.replace(self.settings.trainer(len(train_loader)), seed=seed))
+        history = trainer.fit(model, objective, train_loader, val_loader)
+        return model.to("cpu"), history
 
     def _check_event_types(self, cohort: Cohort) -> None:
         """A single-event head on K > 1 event types needs ``cause`` (the type of interest; the others then end
@@ -392,14 +439,17 @@ class DynamicSurvival:
 
     def predict_distribution(self, visits: Any, *, at: str = "last", landmark: Any = None, outcomes: Any = None,
                              batch_size: int = 512) -> tuple[pl.DataFrame, Any]:
-        """The raw prediction objects: a frame ``patient_id, visit_time, offset`` (offset = s − v_m for
-        landmarks) and the matching distribution of batch shape ``[n]`` (on the CPU)."""
+        """The raw prediction objects: a frame ``patient_id, visit_time, offset`` and the matching
+        distribution of batch shape ``[n]`` (on the CPU), whose ``conditional(offset)`` is the prediction:
+        offset = s − v_m for the visit's distribution of a landmark prediction, 0 when the distribution is
+        already the one at the prediction time (models with the elapsed-time input, ``any_time``) or
+        without a landmark."""
         self._check_fitted()
         cohort = self.cohort(visits, outcomes)
         frames, distributions = [], []
         for selection in self._predictions(cohort, at, landmark, batch_size):
             frame = self._frame(cohort, selection)
-            frame["offset"] = selection.offset
+            frame["offset"] = selection.unconditioned
             frames.append(pl.DataFrame(frame))
             distributions.append(_to_cpu(selection.distribution))
         if not distributions:
@@ -481,7 +531,7 @@ class DynamicSurvival:
             estimator.reach_ = predict.Reach.from_dict(saved.get("reach"), estimator.grid_)
             estimator.history_ = TrainingHistory.from_dict(docs["history"])
             estimator.cohort_report_ = None
-            estimator.model_ = DynamicSurvivalModel(estimator.model_config_)
+            estimator.model_ = build_model(estimator.model_config_)
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{directory} has an invalid or incompatible configuration: {exc}") from exc
         try:
@@ -566,6 +616,8 @@ def _cat(distributions: list[Any]) -> Any:
     first = distributions[0]
     if len(distributions) == 1:
         return first
+    if isinstance(first, EnsembleAverage):
+        return EnsembleAverage([_cat([d.members[k] for d in distributions]) for k in range(len(first.members))])
     if isinstance(first, MultiEvent):
         return MultiEvent({name: _cat([d[name] for d in distributions]) for name in first.names})
     merged = copy.copy(first)

@@ -222,10 +222,15 @@ class _Explainer:
         repeat = sums.shape[0] // batch.batch_size
         expanded = _repeat(batch, repeat) if repeat > 1 else batch
         rows = torch.arange(sums.shape[0], device=sums.device)
-        with self.embedding.replaced(self.embedding.normalise(sums)):
-            distribution = self.model.distribution_at(expanded, (rows, torch.full_like(rows, sums.shape[1] - 1)),
-                                                      check_values=False)
-        return self._risk(distribution, offsets)
+        with self.embedding.replaced(sums):
+            return self._prediction_risk(expanded, (rows, torch.full_like(rows, sums.shape[1] - 1)), offsets)
+
+    def _prediction_risk(self, batch: SequenceBatch, index: tuple[torch.Tensor, torch.Tensor],
+                         offsets: torch.Tensor) -> torch.Tensor:
+        """The risk ``[n]`` of the predictions ``offsets`` days after the visits ``index`` of ``batch``, as
+        :func:`ehrseq.predict.predictions` makes them (at the prediction time, or conditioned to it)."""
+        distribution, at_time = predict.distribution_at(self.model, batch, index, offsets, check_values=False)
+        return self._risk(distribution, torch.zeros_like(offsets) if at_time else offsets)
 
     def _risk(self, distribution: Any, offsets: torch.Tensor) -> torch.Tensor:
         """P(event within Δ of the prediction time | survival to it) ``[n]`` of a distribution ``[n]``."""
@@ -250,12 +255,12 @@ class _Explainer:
         with torch.no_grad():
             parts = self.embedding.parts(batch)
             uninformed = self._uninformed(parts, batch.mask)
-            risk = self._risk(self.model.distribution_at(batch, (row, position), check_values=False), offset)
+            risk = self._prediction_risk(batch, (row, position), offset)
             self._check_embedding_only(batch, parts, (row, position), offset, risk)
             previous = None
             if self.view == "change":
-                before = self.model.distribution_at(batch, (row, (position - 1).clamp(min=0)), check_values=False)
-                previous = torch.where(position > 0, self._risk(before, offset), torch.nan)
+                before = self._prediction_risk(batch, (row, (position - 1).clamp(min=0)), offset)
+                previous = torch.where(position > 0, before, torch.nan)
         n, width = rows.size, batch.max_visits
         grouped = {"numeric": np.zeros((n, width, parts["values"].shape[-1] - len(self.time_columns))),
                    "categorical": np.zeros((n, width, parts["categorical"].shape[-2])),
@@ -287,8 +292,8 @@ class _Explainer:
                               categorical=torch.where(real, UNKNOWN_INDEX, PAD_INDEX).expand_as(batch.categorical),
                               codes=torch.full_like(batch.codes, PAD_INDEX), time=torch.zeros_like(batch.time),
                               gap=torch.zeros_like(batch.gap))
-        with self.embedding.replaced(self.embedding.normalise(self.embedding.sum_parts(parts))):
-            blanked = self._risk(self.model.distribution_at(blank, index, check_values=False), offset)
+        with self.embedding.replaced(self.embedding.sum_parts(parts)):
+            blanked = self._prediction_risk(blank, index, offset)
         if not torch.allclose(blanked, risk, rtol=1e-4, atol=1e-6):
             raise ConfigError("this model reads inputs outside the visit embedding (its risk changes with the "
                               "batch's values when the embedding is fixed); explain attributes the embedding's inputs "

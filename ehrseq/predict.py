@@ -9,13 +9,15 @@ One path serves :class:`~ehrseq.DynamicSurvival`'s ``predict_*`` methods, batch 
 2. **The model** (:func:`predictions`). Patients are taken in order of history length, ``batch_size``
    at a time; the encoder reads every visit (the recurrence needs them), the head runs on the
    selected visits only (:meth:`~ehrseq.models.model.DynamicSurvivalModel.distribution_at`). Each
-   batch gives a :class:`Selection`: the head's distribution at v_m and the offset e = s − v_m of the
-   prediction time (0 without a landmark).
-3. **The landmark view** (:meth:`Selection.marginals`, :meth:`Selection.competing_risk`). The
-   prediction at time s = v_m + e is the visit's distribution conditioned on survival to s:
-   P(T > s + Δ | T > s, history ≤ s) = S_m(e + Δ) / S_m(e); with competing risks the incidence of
-   cause k is (F_k(e + Δ) − F_k(e)) / S_m(e). These two methods are the only place that turns the
-   visit's distribution into the distribution at the prediction time.
+   batch gives a :class:`Selection`: the head's distribution and the offset e = s − v_m of the
+   prediction time (0 without a landmark). A model with an elapsed-time input (``any_time``) reads e
+   and gives the distribution at the prediction time itself (:func:`distribution_at`).
+3. **The landmark view** (:meth:`Selection.marginals`, :meth:`Selection.competing_risk`). For a model
+   without the elapsed-time input, the prediction at time s = v_m + e is the visit's distribution
+   conditioned on survival to s: P(T > s + Δ | T > s, history ≤ s) = S_m(e + Δ) / S_m(e); with
+   competing risks the incidence of cause k is (F_k(e + Δ) − F_k(e)) / S_m(e). These two methods are
+   the only place that turns a visit's distribution into the distribution at the prediction time
+   (for an ``any_time`` model they condition on nothing: its distribution is already there).
 4. **Marginals** (:func:`marginals`). A single-event head has one; a competing-risks head the
    all-cause survival S = 1 − Σ_k F_k; a multi-event head one per event.
 5. **Extrapolation** (:class:`Reach`, :meth:`Selection.extrapolated`). A prediction made at time
@@ -179,7 +181,8 @@ class Selection:
 
     ``patient_index`` ``[n]`` rows in ``cohort.patients``; ``visit_row`` ``[n]`` rows in
     ``cohort.visits``; ``offset`` ``[n]`` e = s − v_m of landmark predictions (0 otherwise);
-    ``distribution`` the head's distribution at the visit, batch shape ``[n]``; ``elapsed`` ``[n]``
+    ``distribution`` the head's distribution, batch shape ``[n]``: at the visit, or at the prediction
+    time v_m + e when ``at_prediction_time`` (models with an elapsed-time input); ``elapsed`` ``[n]``
     the visit time v_m in days since the patient's origin.
     """
 
@@ -188,6 +191,12 @@ class Selection:
     offset: np.ndarray
     distribution: Prediction
     elapsed: np.ndarray
+    at_prediction_time: bool = False
+
+    @property
+    def unconditioned(self) -> np.ndarray:
+        """The offsets still to condition the distribution on ``[n]`` (0 when it is at the prediction time)."""
+        return np.zeros_like(self.offset) if self.at_prediction_time else self.offset
 
     def extrapolated(self, reach: Reach, durations: np.ndarray) -> np.ndarray:
         """Whether the predictions for ``durations`` u after the prediction time s = v_m + e are
@@ -197,11 +206,23 @@ class Selection:
     def marginals(self, event: str | None = None) -> list[tuple[str | None, SurvivalDistribution]]:
         """The remaining-time distributions after the prediction time v_m + e, given survival to it:
         ``[(event name or None, distribution)]`` (see :func:`marginals`)."""
-        return [(name, conditional(marginal, self.offset)) for name, marginal in marginals(self.distribution, event)]
+        return [(name, conditional(marginal, self.unconditioned))
+                for name, marginal in marginals(self.distribution, event)]
 
     def competing_risk(self, horizons: np.ndarray, cause: int | None) -> torch.Tensor:
         """Competing-risks heads: P(event (of ``cause``; ``None``: any) in (s, s + Δ] | T > s) ``[n, H]``."""
-        return competing_risk(self.distribution, self.offset, horizons, cause)
+        return competing_risk(self.distribution, self.unconditioned, horizons, cause)
+
+
+def distribution_at(model: DynamicSurvivalModel, batch: Any, index: tuple[torch.Tensor, torch.Tensor],
+                    offset: np.ndarray | torch.Tensor, *, check_values: bool = True) -> tuple[Prediction, bool]:
+    """The model's distribution for predictions ``offset`` e ``[n]`` days after the visits ``index`` of
+    ``batch``, and whether it is at the prediction time: a model with an elapsed-time input reads e
+    (True); any other gives the visit's distribution, to be conditioned on survival to e (False)."""
+    if not getattr(model, "any_time", False):
+        return model.distribution_at(batch, index, check_values=check_values), False
+    elapsed = torch.as_tensor(offset, dtype=torch.float32, device=index[0].device)
+    return model.distribution_at(batch, index, elapsed=elapsed, check_values=check_values), True
 
 
 def predictions(model: DynamicSurvivalModel, features: FeaturePipeline, cohort: Cohort, *, at: str = "last",
@@ -235,9 +256,9 @@ def predictions(model: DynamicSurvivalModel, features: FeaturePipeline, cohort: 
                 continue
             rows = offsets[patients[b]] + m
             index = (torch.as_tensor(b, device=device), torch.as_tensor(m, device=device))
-            distribution = net.distribution_at(batch.to(device), index, check_values=False)
             offset = np.zeros(b.size) if landmark_elapsed is None else landmark_elapsed[patients[b]] - elapsed[rows]
-            yield Selection(patients[b], rows, offset, distribution, elapsed[rows])
+            distribution, at_time = distribution_at(net, batch.to(device), index, offset, check_values=False)
+            yield Selection(patients[b], rows, offset, distribution, elapsed[rows], at_time)
 
 
 def marginals(distribution: Prediction, event: str | None = None) -> list[tuple[str | None, SurvivalDistribution]]:

@@ -15,6 +15,7 @@ its use where the model is built or trained; a field named like a field of
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, fields
@@ -92,9 +93,13 @@ class EstimatorSettings:
     event_types: Sequence[str] | int | None = None
     null_values: Sequence[str] | str | None = None
     locf: bool = True
+    wide: bool = True
+    any_time: bool | str = "auto"
+    n_models: int = 1
     cause: int | None = None
     visit_weighting: str = "auto"
-    epochs: int = 50
+    epochs: int | None = None
+    steps: int = 1000
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -108,6 +113,17 @@ class EstimatorSettings:
     progress: Progress = "auto"
 
     def __post_init__(self) -> None:
+        for name in ("n_models", "steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
+        if self.epochs is not None and (isinstance(self.epochs, bool) or not isinstance(self.epochs, numbers.Integral)
+                                        or self.epochs < 1):
+            raise ConfigError(f"epochs must be >= 1 (an int), or None for a budget of steps, got {self.epochs!r}")
+        if not isinstance(self.wide, bool):
+            raise ConfigError(f"wide must be True or False, got {self.wide!r}")
+        if self.any_time not in (True, False, "auto"):
+            raise ConfigError(f"any_time must be True, False or 'auto', got {self.any_time!r}")
         self.objective()
         self.trainer()
         self.cohort()
@@ -152,8 +168,38 @@ class EstimatorSettings:
             null_values=None if self.null_values is None else null_values_in_force(self.null_values),
         )
 
-    def trainer(self) -> TrainerConfig:
-        return TrainerConfig(**{name: getattr(self, name) for name in TRAINER_SETTINGS})
+    def trainer(self, steps_per_epoch: int | None = None) -> TrainerConfig:
+        """The trainer's configuration; with ``epochs=None`` the epochs and patience of the step budget
+        for ``steps_per_epoch`` optimiser steps per epoch (:meth:`training_length`; one step per epoch
+        when not given)."""
+        epochs, patience = self.training_length(steps_per_epoch or 1)
+        values = {name: getattr(self, name) for name in TRAINER_SETTINGS}
+        return TrainerConfig(**{**values, "epochs": epochs, "patience": patience})
+
+    def training_length(self, steps_per_epoch: int) -> tuple[int, int | None]:
+        """(epochs, early-stopping patience in epochs) for ``steps_per_epoch`` optimiser steps per epoch.
+
+        ``epochs`` given: those, with ``patience``. ``epochs=None`` (the default): a budget of ``steps``
+        optimiser steps, E = ⌈steps / steps_per_epoch⌉ epochs — a cohort of 100 patients gets as many
+        updates as one of 100,000, instead of two steps per epoch — and, when E > 50, ``patience`` counts
+        fiftieths of the run (⌈patience · E / 50⌉ epochs: the default 8 stops after 16 % of the run
+        without improvement), so that early stopping does not act on the noise of a few validation
+        patients' losses epoch to epoch.
+        """
+        if self.epochs is not None:
+            return int(self.epochs), self.patience
+        epochs = max(1, math.ceil(self.steps / max(int(steps_per_epoch), 1)))
+        patience = self.patience
+        if patience is not None and epochs > 50:
+            patience = math.ceil(patience * epochs / 50)
+        return epochs, patience
+
+    def any_time_for(self, family: Any) -> bool:
+        """Whether models of the head ``family`` get the elapsed-time input: ``any_time`` resolved
+        (``"auto"``: for every single- or competing-event head with a time scale in days)."""
+        if self.any_time == "auto":
+            return bool(family.in_days and not family.multi_event)
+        return bool(self.any_time)
 
     # ------------------------------------------------------------------------------------ parameters and JSON
     @classmethod

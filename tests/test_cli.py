@@ -223,7 +223,7 @@ def test_demo_passes_its_options_to_run_demo(monkeypatch, tmp_path):
     assert main(["demo", "--out", str(tmp_path), "--epochs", "3", "--seed", "5", "--no-progress"]) == 0
     assert main(["demo"]) == 0
     assert calls == [(str(tmp_path), {"epochs": 3, "seed": 5, "progress": False}),
-                     ("outputs/demo", {"epochs": 100, "seed": 0, "progress": "auto"})]
+                     ("outputs/demo", {"epochs": None, "seed": 0, "progress": "auto"})]
 
 
 def test_entry_point_and_module_run_in_a_subprocess(tmp_path):

@@ -14,7 +14,7 @@ def test_demo_trains_evaluates_plots_and_saves(tmp_path, capsys):
     assert str(result["cohort"].report) in printed  # the cohort report
     assert "mask" in printed and "numeric" in printed  # the tensor shapes
     table = result["results"]
-    assert set(table["model"].unique()) == {"ehrseq GRU", "landmark Cox"}
+    assert set(table["model"].unique()) == {"ehrseq default", "landmark Cox"}
     assert table.height == 2 * 3 * 2  # two models x three landmarks x two horizons
     assert table["c_index"].drop_nulls().is_between(0, 1).all()
     assert result["figure"].exists() and result["figure"].stat().st_size > 10_000

@@ -33,8 +33,11 @@ def test_assembled_parts_are_the_visit_embedding(small):
     parts = embedding.parts(batch)
     assembled = embedding.normalise(embedding.sum_parts(parts))
     torch.testing.assert_close(assembled, embedding(batch), rtol=1e-5, atol=1e-5)
-    with embedding.replaced(assembled * 0):
-        assert torch.all(embedding(batch) == 0)
+    sums = embedding.sum_parts(parts)
+    torch.testing.assert_close(sums, embedding.sums(batch), rtol=1e-5, atol=1e-5)
+    with embedding.replaced(sums * 0):
+        assert torch.all(embedding.sums(batch) == 0)
+        torch.testing.assert_close(embedding(batch), embedding.normalise(sums * 0))
     assert torch.equal(embedding(batch), embedding(batch))
 
 
@@ -189,7 +192,7 @@ def test_attributions_equal_captum_over_every_part_of_full_histories(small):
         repeat = values.shape[0] // rows.numel()
         expanded = batch.replace(**{k: torch.cat([v[rows]] * repeat) for k, v in batch.tensors().items()})
         sums = embedding.sum_parts(dict(zip(keys, (values, missing, categorical, codes, time))))
-        with embedding.replaced(embedding.normalise(sums)):
+        with embedding.replaced(sums):
             distribution = net.distribution_at(expanded, (torch.arange(values.shape[0]), positions.repeat(repeat)))
         return distribution.risk(torch.tensor([HORIZON]))[:, 0]
 

@@ -8,6 +8,7 @@ from ehrseq.data.features import EncodedVisits, FeaturePipeline
 from ehrseq.data.grid import TimeGrid
 from ehrseq.data.loader import LengthBucketSampler, make_loader
 from ehrseq.data.meds import read_meds
+from ehrseq.data.prediction_times import PredictionTimeLoader, sample_prediction_times
 from ehrseq.data.reader import NULL_VALUES, read_table
 from ehrseq.data.report import CohortReport, RowCount
 from ehrseq.data.sequence import SequenceData, tensorize
@@ -22,6 +23,8 @@ from ehrseq.data.validation import (
 )
 
 __all__ = [
+    "PredictionTimeLoader",
+    "sample_prediction_times",
     "NULL_VALUES",
     "PAD_INDEX",
     "UNKNOWN_INDEX",

@@ -63,6 +63,10 @@ class SequenceBatch:
         where there is none.
     weight: ``[B]`` float32
         Per-patient sample weight (1 by default).
+    elapsed: ``[B, M]`` float32 or None
+        Days from visit m to the prediction time whose remaining time ``remaining`` measures (training
+        samples them, :func:`ehrseq.data.sample_prediction_times`); ``None`` means 0: predictions at the
+        visits. Read by models with an elapsed-time input only.
     entry: ``[B]`` float32 or None
         Left-truncation (risk-set entry) time in days since origin; ``None`` when not given.
     event_times: ``[B, E]`` float32 or None
@@ -89,6 +93,7 @@ class SequenceBatch:
     bin: torch.Tensor | None = None
     upper: torch.Tensor | None = None
     weight: torch.Tensor | None = None
+    elapsed: torch.Tensor | None = None
     entry: torch.Tensor | None = None
     event_times: torch.Tensor | None = None
     event_flags: torch.Tensor | None = None
@@ -157,6 +162,7 @@ class SequenceBatch:
             "bin": ((b, m), (torch.int64,)),
             "upper": ((b, m), (torch.float32, torch.float64)),
             "weight": ((b,), (torch.float32, torch.float64)),
+            "elapsed": ((b, m), (torch.float32, torch.float64)),
             "entry": ((b,), (torch.float32, torch.float64)),
             "event_times": ((b, None), (torch.float32, torch.float64)),
             "event_flags": ((b, None), (torch.bool,)),

@@ -3,6 +3,25 @@
 One prediction path serves training, evaluation and scoring: ``model(batch)`` returns a
 :class:`ModelOutput` whose :attr:`~ModelOutput.distribution` is the per-visit survival distribution
 (batch shape ``[B, M]``) that losses, metrics and scoring all consume.
+
+The head's raw outputs at visit m (P of them, :mod:`ehrseq.models.families`) are
+
+    raw_m = head(h_m ; φ(e_m)) + A [s_m ; φ(e_m)]        (the second term with ``wide``)
+
+* h_m the encoder's state (the sequence path, "deep");
+* s_m the visit embedding's sum before its normalisation (:meth:`VisitEmbedding.sums`), affine in the
+  current visit's inputs — numeric values (last observation carried forward) and their missingness,
+  categorical levels, codes, visit time and gap — so ``A s_m`` is a linear model of the current visit
+  ("wide"): the model nests the landmark linear model (Cox-like on the last observed covariates), and
+  attributions over the embedding's inputs (:mod:`ehrseq.explain`) cover both paths;
+* φ(e) = [log(1 + e/τ) ; e/τ] the time e elapsed since the visit, in units of the head's time scale τ
+  (with ``any_time``; e = 0 at a visit): the distribution is that of the remaining time after the
+  prediction time v_m + e given survival to it, so a landmark prediction between visits is learned
+  (training samples e, :func:`ehrseq.data.sample_prediction_times`) rather than extrapolated from the
+  visit's curve.
+
+With ``wide`` the sequence path's last layer starts at zero: a fresh model is the life-table bias plus
+the (zero) linear model, and the history's contribution grows from there.
 """
 
 from __future__ import annotations
@@ -25,6 +44,9 @@ from ehrseq.models.heads import HeadConfig, SurvivalHead
 class ModelConfig:
     """Fully describes a :class:`DynamicSurvivalModel` (JSON round trip with :meth:`to_dict`/:meth:`from_dict`).
 
+    ``wide`` adds the linear path from the current visit's inputs and ``any_time`` the elapsed-time
+    input (module docstring); models saved without them load with both off. ``n_models`` > 1 makes a
+    deep ensemble of that many such models (:mod:`ehrseq.models.ensemble`).
     ``next_visit`` adds an auxiliary predictor of the next visit's numeric features and codes
     (trained by the ``next_visit`` loss term; [catalogue] §9, monograph §6.2.3).
     """
@@ -32,13 +54,28 @@ class ModelConfig:
     encoder: EncoderConfig
     head: HeadConfig
     next_visit: bool = False
+    wide: bool = False
+    any_time: bool = False
+    n_models: int = 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.n_models, bool) or not isinstance(self.n_models, int) or self.n_models < 1:
+            raise ConfigError(f"n_models must be an int >= 1, got {self.n_models!r}")
+        family = self.head.family
+        if self.n_models > 1 and (family.competing or family.multi_event or not family.in_days):
+            raise ConfigError(f"an ensemble (n_models > 1) averages single-event survival curves in days; the "
+                              f"{self.head.kind} head is not one")
+        if self.any_time and (family.multi_event or not family.in_days):
+            raise ConfigError(f"the {self.head.kind} head cannot predict at any time (any_time): it has no single "
+                              f"remaining time in days")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"encoder": self.encoder.to_dict(), "head": self.head.to_dict(), "next_visit": self.next_visit}
+        return {"encoder": self.encoder.to_dict(), "head": self.head.to_dict(), "next_visit": self.next_visit,
+                "wide": self.wide, "any_time": self.any_time, "n_models": self.n_models}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
-        unknown = set(values) - {"encoder", "head", "next_visit"}
+        unknown = set(values) - {"encoder", "head", "next_visit", "wide", "any_time", "n_models"}
         if unknown:
             raise ConfigError(f"unknown model settings: {sorted(unknown)}")
         if "encoder" not in values or "head" not in values:
@@ -47,6 +84,9 @@ class ModelConfig:
             encoder=EncoderConfig.from_dict(values["encoder"]),
             head=HeadConfig.from_dict(values["head"]),
             next_visit=bool(values.get("next_visit", False)),
+            wide=bool(values.get("wide", False)),
+            any_time=bool(values.get("any_time", False)),
+            n_models=int(values.get("n_models", 1)),
         )
 
 
@@ -85,6 +125,16 @@ class NextVisitPredictor(nn.Module):
         return numeric, codes
 
 
+#: width of φ(e), the elapsed-time features of the head's input
+ELAPSED_FEATURES = 2
+
+
+def elapsed_features(elapsed: torch.Tensor, time_scale: float) -> torch.Tensor:
+    """φ(e) = [log(1 + e/τ) ; e/τ] ``[..., 2]`` of elapsed times e ``[...]`` (days, clamped at 0)."""
+    scaled = elapsed.clamp(min=0) / time_scale
+    return torch.stack([torch.log1p(scaled), scaled], dim=-1)
+
+
 class DynamicSurvivalModel(nn.Module):
     """``forward(batch) -> ModelOutput``; causal by construction (the encoders never look ahead)."""
 
@@ -92,30 +142,63 @@ class DynamicSurvivalModel(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = build_encoder(config.encoder)
-        self.head = SurvivalHead(config.head, self.encoder.output_dim)
+        extra = ELAPSED_FEATURES if config.any_time else 0
+        self.head = SurvivalHead(config.head, self.encoder.output_dim + extra)
+        self.wide = None
+        if config.wide:
+            self.wide = nn.Linear(self.encoder.embedding.output_dim + extra, config.head.num_outputs, bias=False)
+            nn.init.zeros_(self.wide.weight)
+            nn.init.zeros_(self.head.net[-1].weight)
         self.next_visit = (
             NextVisitPredictor(self.encoder.output_dim, config.encoder.n_numeric, config.encoder.code_vocab_size)
             if config.next_visit
             else None
         )
 
-    def forward(self, batch: SequenceBatch) -> ModelOutput:
-        states = self.encoder(batch)
+    @property
+    def any_time(self) -> bool:
+        """Whether the head reads the time elapsed since the visit (its distribution is then the one at
+        the prediction time, not at the visit)."""
+        return self.config.any_time
+
+    def _encode(self, batch: SequenceBatch, check_values: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embedding sums ``[B, M, D]`` and encoder states ``[B, M, D]``."""
+        embedding = self.encoder.embedding
+        sums = embedding.sums(batch, check_values=check_values)
+        return sums, self.encoder.contextualize(embedding.normalise(sums), batch.mask)
+
+    def _raw(self, states: torch.Tensor, sums: torch.Tensor, elapsed: torch.Tensor | None) -> torch.Tensor:
+        """Head outputs ``[..., P]`` from states and sums ``[..., D]`` and elapsed days ``[...]`` (None: 0)."""
+        if self.config.any_time:
+            if elapsed is None:
+                elapsed = states.new_zeros(states.shape[:-1])
+            time = elapsed_features(elapsed.to(states.dtype), self.config.head.time_scale)
+            states, sums = torch.cat([states, time], dim=-1), torch.cat([sums, time], dim=-1)
         raw = self.head(states)
+        if self.wide is not None:
+            raw = raw + self.wide(sums)
+        return raw.float()
+
+    def forward(self, batch: SequenceBatch) -> ModelOutput:
+        sums, states = self._encode(batch, True)
+        raw = self._raw(states, sums, batch.elapsed)
         next_numeric = next_codes = None
         if self.next_visit is not None:
             next_numeric, next_codes = self.next_visit(states)
-        return ModelOutput(states=states, raw=raw.float(), head=self.head, next_numeric=next_numeric,
+        return ModelOutput(states=states, raw=raw, head=self.head, next_numeric=next_numeric,
                            next_code_logits=next_codes)
 
     def distribution_at(self, batch: SequenceBatch, index: tuple[torch.Tensor, torch.Tensor], *,
-                        check_values: bool = True) -> Prediction:
+                        elapsed: torch.Tensor | None = None, check_values: bool = True) -> Prediction:
         """The head's distribution at the visits ``index`` = (patient rows ``[n]``, visit positions
         ``[n]``) of ``batch``, batch shape ``[n]``: the encoder reads every visit (the recurrence needs
-        them), the head only the selected states. ``check_values``: see
-        :class:`~ehrseq.models.encoders.embedding.VisitEmbedding`."""
-        states = self.encoder(batch, check_values=check_values)
-        return self.head.distribution(self.head(states[index]).float())
+        them), the head only the selected states. ``elapsed`` ``[n]``: days from each visit to the
+        prediction time (models with :attr:`any_time` only; ``None``: 0, the visit itself).
+        ``check_values``: see :class:`~ehrseq.models.encoders.embedding.VisitEmbedding`."""
+        if elapsed is not None and not self.config.any_time:
+            raise ConfigError("this model has no elapsed-time input; condition its visit distribution instead")
+        sums, states = self._encode(batch, check_values)
+        return self.head.distribution(self._raw(states[index], sums[index], elapsed))
 
     @torch.no_grad()
     def predict(self, batch: SequenceBatch) -> Prediction:

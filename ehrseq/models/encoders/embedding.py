@@ -178,7 +178,12 @@ class VisitEmbedding(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, batch: SequenceBatch, *, check_values: bool = True) -> torch.Tensor:
-        """Visit embeddings ``[B, M, D]`` (finite everywhere, padding included).
+        """Visit embeddings ``[B, M, D]`` (finite everywhere, padding included): :meth:`normalise` of :meth:`sums`."""
+        return self.normalise(self.sums(batch, check_values=check_values))
+
+    def sums(self, batch: SequenceBatch, *, check_values: bool = True) -> torch.Tensor:
+        """The embedding sum before its normalisation, ``[B, M, D]`` (affine in every input; inside
+        :meth:`replaced`, the sums given there).
 
         The dense terms are one matrix product: [φ(t) ; φ(g) ; x̃ ; r ; 1{no codes}] (``[B·M, K]``)
         times [W_time, W_num, v_no_codes]ᵀ plus the time bias, and the categorical and code
@@ -211,7 +216,7 @@ class VisitEmbedding(nn.Module):
             out.add_(F.embedding_bag(index, self.categorical, mode="sum"))
         if codes is not None:
             out.add_(self._pooled_codes(codes))
-        return self.dropout(self.norm(out.view(shape)))
+        return out.view(shape)
 
     def _time_terms(self, time: torch.Tensor, gap: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """[φ(t) ; φ(g)] ``[B·M, 2T]`` of the visit times and gaps (0 at padding)."""
@@ -260,11 +265,11 @@ class VisitEmbedding(nn.Module):
         return out
 
     @contextlib.contextmanager
-    def replaced(self, embeddings: torch.Tensor) -> Iterator[None]:
-        """Within the block, :meth:`forward` returns ``embeddings [B, M, D]`` (e.g. :meth:`normalise` of the
-        sum of interpolated parts) instead of embedding its batch: attribution methods run the model's own
-        forward pass on inputs that are not a batch of indices."""
-        self._replacement = embeddings
+    def replaced(self, sums: torch.Tensor) -> Iterator[None]:
+        """Within the block, :meth:`sums` returns ``sums [B, M, D]`` (e.g. :meth:`sum_parts` of interpolated
+        parts) instead of summing its batch's inputs, and :meth:`forward` their normalisation: attribution
+        methods run the model's own forward pass on inputs that are not a batch of indices."""
+        self._replacement = sums
         try:
             yield
         finally:

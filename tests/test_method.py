@@ -1,0 +1,218 @@
+"""The default method's parts: the wide (linear) path, prediction at any time with sampled prediction
+times, deep ensembles and the training budget in optimiser steps."""
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+import ehrseq
+from ehrseq.data import SequenceBatch, sample_prediction_times, tensorize
+from ehrseq.datasets import simulate
+from ehrseq.errors import ConfigError
+from ehrseq.models.encoders import EncoderConfig
+from ehrseq.models.heads import HeadConfig
+from ehrseq.models.model import DynamicSurvivalModel, ModelConfig
+from ehrseq.settings import EstimatorSettings
+
+TINY = dict(d_model=8, hidden=(8,), grid=6, batch_size=16, progress=False, device="cpu", origin="zero")
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    sim = simulate(60, 7)
+    return sim.visits, sim.outcomes
+
+
+# ---------------------------------------------------------------------------------------------- wide path
+def _model(wide=True, any_time=False, n_numeric=3):
+    encoder = EncoderConfig(kind="gru", d_model=8, n_numeric=n_numeric, categorical_cardinalities=(4,),
+                            code_vocab_size=6)
+    head = HeadConfig(kind="logistic_hazard", grid=(0.0, 50.0, 100.0, 200.0), hidden=(8,), time_scale=100.0)
+    return DynamicSurvivalModel(ModelConfig(encoder=encoder, head=head, wide=wide, any_time=any_time)).eval()
+
+
+def _batch(generator, b=3, m=4, f=3):
+    time = torch.cumsum(torch.rand(b, m, generator=generator) * 50 + 1, dim=1)
+    return SequenceBatch(
+        numeric=torch.randn(b, m, f, generator=generator), numeric_missing=torch.rand(b, m, f, generator=generator) < 0.2,
+        categorical=torch.randint(2, 4, (b, m, 1), generator=generator),
+        codes=torch.randint(0, 6, (b, m, 2), generator=generator), time=time,
+        gap=torch.cat([torch.zeros(b, 1), time.diff(dim=1)], dim=1), mask=torch.ones(b, m, dtype=torch.bool),
+        patient_index=torch.arange(b))
+
+
+def test_a_fresh_wide_model_is_the_bias_and_the_wide_path_is_a_linear_model_of_the_current_visit():
+    generator = torch.Generator().manual_seed(0)
+    model = _model()
+    batch = _batch(generator)
+    raw = model(batch).raw
+    # zero-initialised wide path and sequence-path output layer: every visit predicts the bias
+    assert torch.allclose(raw, model.head.net[-1].bias.expand_as(raw))
+    with torch.no_grad():
+        model.wide.weight.normal_(generator=generator)
+    raw = model(batch).raw
+    # the sequence path zeroed: the prediction at visit m depends on visit m's inputs only ...
+    earlier = batch.replace(numeric=batch.numeric.clone(), codes=batch.codes.clone(), categorical=batch.categorical.clone())
+    earlier.numeric[:, :2] += 5.0
+    earlier.codes[:, :2] = torch.randint(0, 6, earlier.codes[:, :2].shape, generator=generator)
+    earlier.categorical[:, :2] = 3
+    changed = model(earlier).raw
+    assert torch.allclose(changed[:, 2:], raw[:, 2:], atol=1e-6) and not torch.allclose(changed[:, :2], raw[:, :2])
+    # ... and is affine in its numeric values: equal steps give equal changes
+    steps = [batch.replace(numeric=batch.numeric + k * torch.tensor([0.5, 0.0, 0.0])) for k in range(3)]
+    outputs = [model(step).raw for step in steps]
+    torch.testing.assert_close(outputs[2] - outputs[1], outputs[1] - outputs[0], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(outputs[1], outputs[0])
+
+
+def test_without_the_wide_path_the_head_reads_the_sequence_only():
+    model = _model(wide=False)
+    assert model.wide is None and model.head.net[-1].weight.abs().sum() > 0
+
+
+# ---------------------------------------------------------------------------------------------- any time
+def _patient():
+    """One patient: visits at days 0, 100 and 250, event at day 400; a second padded row (1 visit,
+    censored at day 80)."""
+    mask = torch.tensor([[True, True, True], [True, False, False]])
+    time = torch.tensor([[0.0, 100.0, 250.0], [0.0, 0.0, 0.0]])
+    return SequenceBatch(
+        numeric=torch.zeros(2, 3, 0), numeric_missing=torch.zeros(2, 3, 0, dtype=torch.bool),
+        categorical=torch.zeros(2, 3, 0, dtype=torch.int64), codes=torch.zeros(2, 3, 1, dtype=torch.int64),
+        time=time, gap=torch.tensor([[0.0, 100.0, 150.0], [0.0, 0.0, 0.0]]), mask=mask,
+        patient_index=torch.arange(2), remaining=torch.tensor([[400.0, 300.0, 150.0], [80.0, 1.0, 1.0]]),
+        event=torch.tensor([1, 0]), event_visit=torch.tensor([2, 0]), bin=torch.tensor([[3, 3, 2], [1, -1, -1]]),
+        upper=torch.full((2, 3), float("inf")))
+
+
+def test_sampled_prediction_times_lie_before_the_next_visit_and_the_outcome_with_landmark_targets():
+    batch = _patient()
+    cuts = torch.tensor([0.0, 50.0, 100.0, 200.0, 500.0], dtype=torch.float64)
+    window = torch.tensor([[100.0, 150.0, 150.0], [80.0, 0.0, 0.0]])  # to the next visit; the last: to the outcome
+    generator = torch.Generator().manual_seed(0)
+    draws = [sample_prediction_times(batch, generator, cuts=cuts, share=0.5) for _ in range(400)]
+    elapsed = torch.stack([d.elapsed for d in draws])
+    real = batch.mask
+    assert torch.all(elapsed[:, ~real] == 0)
+    assert torch.all(elapsed[:, real] < window[real]) and torch.all(elapsed >= 0)
+    moved = (elapsed[:, real] > 0).float().mean()
+    assert 0.4 < moved < 0.6  # about half of the targets move
+    share_of_window = (elapsed[:, real] / window[real])[elapsed[:, real] > 0]
+    assert 0.45 < share_of_window.mean() < 0.55  # uniform over the window
+    for d in draws[:50]:
+        assert torch.equal(d.remaining[real], batch.remaining[real] - d.elapsed[real])  # the landmark target
+        assert torch.equal(d.event, batch.event) and torch.isinf(d.upper).all()
+        expected_bins = torch.searchsorted(cuts, d.remaining[real].double(), right=False) - 1
+        assert torch.equal(d.bin[real], expected_bins) and torch.equal(d.bin[~real], batch.bin[~real])
+    # reproducible from the seed; share 0 leaves the batch's targets as they were
+    again = sample_prediction_times(batch, torch.Generator().manual_seed(0), cuts=cuts)
+    assert torch.equal(again.elapsed, draws[0].elapsed)
+    still = sample_prediction_times(batch, generator, cuts=cuts, share=0.0)
+    assert torch.all(still.elapsed == 0) and torch.equal(still.remaining, batch.remaining)
+    assert torch.equal(still.bin, batch.bin)
+
+
+def test_a_landmark_prediction_reads_the_time_elapsed_since_the_visit(cohort):
+    visits, outcomes = cohort
+    model = ehrseq.DynamicSurvival(epochs=2, **TINY).fit(visits, outcomes, validation=None)
+    assert model.model_config_.any_time and model.model_config_.wide
+    s, horizon = 300.0, 200.0
+    risk = model.predict_risk(visits, horizon, landmark=s)
+    # the same prediction by hand: the last visit at or before s, with e = s − v read by the head
+    cohort_ = model.cohort(visits)
+    data = tensorize(cohort_, model.features_, None)
+    rows = np.flatnonzero(np.isin(cohort_.patients["patient_id"].to_numpy(), risk["patient_id"].to_numpy()))
+    batch = data.batch(rows)
+    visit_days = batch.time.numpy()
+    position = (np.where(batch.mask.numpy(), visit_days, np.inf) <= s).sum(axis=1) - 1
+    index = (torch.arange(len(rows)), torch.as_tensor(position))
+    elapsed = torch.as_tensor(s - visit_days[np.arange(len(rows)), position], dtype=torch.float32)
+    with torch.no_grad():
+        expected = model.model_.distribution_at(batch, index, elapsed=elapsed).risk(torch.tensor([horizon]))[:, 0]
+    by_id = dict(zip(cohort_.patients["patient_id"].to_numpy()[rows], expected.numpy()))
+    np.testing.assert_allclose(risk["risk"].to_numpy(), [by_id[p] for p in risk["patient_id"].to_numpy()],
+                               rtol=1e-5, atol=1e-6)
+    # the elapsed time matters, and its offset is not applied twice
+    with torch.no_grad():
+        at_visit = model.model_.distribution_at(batch, index).risk(torch.tensor([horizon]))[:, 0]
+    assert not np.allclose(at_visit.numpy(), expected.numpy())
+    frame, distribution = model.predict_distribution(visits, landmark=s)
+    assert (frame["offset"] == 0).all()
+
+
+def test_any_time_is_refused_where_it_has_no_meaning(cohort):
+    with pytest.raises(ConfigError, match="any_time"):
+        ehrseq.DynamicSurvival(head="visit_hazard", any_time=True, epochs=1, **TINY).fit(*cohort, validation=None)
+    with pytest.raises(ConfigError, match="no elapsed-time input"):
+        _model(any_time=False).distribution_at(_batch(torch.Generator().manual_seed(1)),
+                                               (torch.tensor([0]), torch.tensor([0])), elapsed=torch.tensor([1.0]))
+    with pytest.raises(ConfigError, match="any_time must be"):
+        ehrseq.DynamicSurvival(any_time="sometimes")
+
+
+# ---------------------------------------------------------------------------------------------- ensembles
+def test_an_ensemble_averages_its_members_and_saves_loads_and_scores_as_one_model(cohort, tmp_path):
+    visits, outcomes = cohort
+    model = ehrseq.DynamicSurvival(n_models=3, epochs=2, **TINY).fit(visits, outcomes)
+    members = model.model_.members
+    assert len(members) == 3
+    weights = [m.head.net[0].weight for m in members]
+    assert not torch.allclose(weights[0], weights[1])  # members differ (seeds and validation splits)
+    times = [50.0, 200.0, 600.0]
+    survival = model.predict_survival(visits, times)
+    cohort_ = model.cohort(visits)
+    data = tensorize(cohort_, model.features_, None)
+    batch = data.batch(np.arange(cohort_.n_patients))
+    index = (torch.arange(batch.batch_size), batch.lengths - 1)
+    with torch.no_grad():
+        curves = torch.stack([m.eval().distribution_at(batch, index, elapsed=torch.zeros(batch.batch_size))
+                              .survival(torch.tensor(times)) for m in members]).mean(dim=0)
+    ids = cohort_.patients["patient_id"].to_numpy()
+    expected = pl.DataFrame({"patient_id": np.repeat(ids, 3), "horizon": np.tile(times, ids.size),
+                             "expected": curves.numpy().reshape(-1)})
+    joined = survival.join(expected, on=["patient_id", "horizon"])
+    assert joined.height == survival.height
+    np.testing.assert_allclose(joined["survival"], joined["expected"], rtol=1e-5, atol=1e-6)
+
+    loaded = ehrseq.load(model.save(tmp_path / "ensemble"))
+    assert loaded.predict_survival(visits, times).equals(survival)
+    visits.write_parquet(tmp_path / "visits.parquet")
+    ehrseq.score(tmp_path / "ensemble", tmp_path / "visits.parquet", tmp_path / "scores", times, progress=False)
+    scored = pl.read_parquet(tmp_path / "scores" / "visits.parquet").sort("patient_id", "horizon")
+    risk = loaded.predict_risk(visits, times).sort("patient_id", "horizon")
+    np.testing.assert_allclose(scored["risk"], risk["risk"], rtol=1e-5, atol=1e-6)
+    # the ensemble's median is where the average curve crosses 1/2
+    median = loaded.predict_median(visits).sort("patient_id")["median_remaining"].to_numpy()
+    finite = np.isfinite(median)
+    assert finite.any()
+    with torch.no_grad():
+        at_median = torch.stack([m.distribution_at(batch, index, elapsed=torch.zeros(batch.batch_size))
+                                 .survival(torch.as_tensor(np.where(finite, median, 0.0), dtype=torch.float32)[:, None])
+                                 for m in members]).mean(dim=0)[:, 0]
+    order = np.argsort(ids)
+    np.testing.assert_allclose(at_median.numpy()[order][finite], 0.5, atol=1e-3)
+
+
+def test_ensembles_of_heads_without_one_survival_curve_in_days_are_refused(cohort):
+    with pytest.raises(ConfigError, match="ensemble"):
+        ehrseq.DynamicSurvival(head="visit_hazard", n_models=2, epochs=1, **TINY).fit(*cohort, validation=None)
+    with pytest.raises(ConfigError, match="n_models must be"):
+        ehrseq.DynamicSurvival(n_models=0)
+
+
+# ---------------------------------------------------------------------------------------------- step budget
+@pytest.mark.parametrize(("steps_per_epoch", "expected"), [(2, (500, 80)), (20, (50, 8)), (400, (3, 8))])
+def test_the_step_budget_sets_epochs_and_patience(steps_per_epoch, expected):
+    settings = EstimatorSettings(steps=1000, patience=8)
+    assert settings.training_length(steps_per_epoch) == expected
+    assert settings.trainer(steps_per_epoch).epochs == expected[0]
+    assert EstimatorSettings(epochs=7, patience=3).training_length(steps_per_epoch) == (7, 3)
+    assert EstimatorSettings(steps=1000, patience=None).training_length(steps_per_epoch)[1] is None
+
+
+def test_a_small_cohort_trains_for_the_step_budget(cohort):
+    visits, outcomes = cohort
+    model = ehrseq.DynamicSurvival(steps=30, patience=None, **TINY).fit(visits, outcomes, validation=None)
+    # 60 patients in batches of 16: 4 steps per epoch, 30 steps → 8 epochs
+    assert len(model.history_.records) == 8
