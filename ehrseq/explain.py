@@ -60,6 +60,7 @@ from ehrseq.data.features import TIME_FEATURES
 from ehrseq.device import select_device
 from ehrseq.errors import ConfigError
 from ehrseq.models.distributions import CompetingRisksDistribution
+from ehrseq.models.ensemble import EnsembleModel
 
 __all__ = ["Explanation", "explain"]
 
@@ -161,7 +162,12 @@ def explain(model: Any, visits: Any, horizon: float, *, patients: Sequence[Any] 
     except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environment
         raise ConfigError("explanations need Captum: pip install 'ehrseq[explain]'") from exc
 
-    explainer = _Explainer(model, horizon, cause, event, view, IntegratedGradients, n_steps)
+    device = select_device(model.trainer_config.device)
+    # an ensemble's risk is the average of its members': integrated gradients are linear in the function,
+    # so its attributions (and their completeness) are the average of the members'
+    networks = list(model.model_.members) if isinstance(model.model_, EnsembleModel) else [model.model_]
+    explainers = [_Explainer(network, model.features_, device, horizon, cause, event, view, IntegratedGradients,
+                             n_steps) for network in networks]
     data = tensorize(cohort, model.features_, None)
     elapsed = cohort.visits["elapsed"].to_numpy()
     landmark_elapsed = None
@@ -182,9 +188,9 @@ def explain(model: Any, visits: Any, horizon: float, *, patients: Sequence[Any] 
             offsets = landmark_elapsed[chosen[rows]] - visit_days[rows, positions]
         if rows.size == 0:
             continue
-        part, risk = explainer.run(batch, rows, positions, offsets)
-        attributions.append(part)
-        risks.append(risk)
+        parts, summaries = zip(*(explainer.run(batch, rows, positions, offsets) for explainer in explainers))
+        attributions.append(_average(parts))
+        risks.append(_average(summaries))
     if not risks:
         raise ConfigError("no prediction to explain (no patient has a visit at or before the landmark)")
     return _frames(cohort, model.features_, attributions, risks, view, horizon, landmark)
@@ -203,13 +209,12 @@ class _Explainer:
     the encoder over visits after m or over padding.
     """
 
-    def __init__(self, estimator: Any, horizon: float, cause: int | None, event: str | None, view: str,
-                 method: Any, n_steps: int) -> None:
-        self.device = select_device(estimator.trainer_config.device)
-        self.model = estimator.model_.to(self.device).eval()
+    def __init__(self, network: Any, features: Any, device: torch.device, horizon: float, cause: int | None,
+                 event: str | None, view: str, method: Any, n_steps: int) -> None:
+        self.device = device
+        self.model = network.to(self.device).eval()
         self.embedding = self.model.encoder.embedding
         self.horizon, self.cause, self.event, self.view, self.n_steps = horizon, cause, event, view, n_steps
-        features = estimator.features_
         self.time_columns = [features.numeric_names.index(name) for name in TIME_FEATURES
                              if name in features.numeric_names]
         self.method = method(self._forward, multiply_by_inputs=False)
@@ -378,6 +383,17 @@ class _Explainer:
             "codes": attributions["codes"].double().sum(dim=-1).cpu().numpy(),
             "time": time.cpu().numpy(),
         }
+
+
+def _average(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The members' records of one batch averaged value by value (indices and positions are the same in
+    every member's record and are kept; ``None`` stays ``None``)."""
+    first = records[0]
+    if len(records) == 1:
+        return first
+    keep = ("patient_index", "position")
+    return {key: value if key in keep or value is None else np.mean([r[key] for r in records], axis=0)
+            for key, value in first.items()}
 
 
 def _gradients_of_total(forward_fn: Any, inputs: tuple[torch.Tensor, ...], target_ind: Any = None,

@@ -322,3 +322,30 @@ def test_plot_explanation_draws_the_trajectory(small):
     assert len(ax.texts) == result.risks.height
     with pytest.raises(ConfigError):
         ehrseq.plot.explanation(result, -1)
+
+
+def test_an_ensemble_is_explained_by_the_average_of_its_members_attributions():
+    visits, outcomes = load_pbcseq(outcome="death")
+    patients = outcomes["patient_id"].head(40).to_list()
+    subset = visits.filter(pl.col("patient_id").is_in(patients))
+    model = ehrseq.DynamicSurvival(d_model=8, hidden=(8,), epochs=3, n_models=2, seed=0, progress=False).fit(
+        subset, outcomes.filter(pl.col("patient_id").is_in(patients)))
+    explanation = explain(model, subset, 1095.0, landmark=700.0)
+    assert explanation.relative_gap <= 0.01
+    expected = model.predict_risk(subset, 1095.0, landmark=700.0)
+    np.testing.assert_allclose(explanation.risks["risk"], expected["risk"], rtol=1e-5, atol=1e-6)
+    members = [explain(_member(model, k), subset, 1095.0, landmark=700.0) for k in range(2)]
+    mean = (members[0].attributions["attribution"] + members[1].attributions["attribution"]) / 2
+    np.testing.assert_allclose(explanation.attributions["attribution"], mean, rtol=1e-6, atol=1e-9)
+
+
+def _member(model, k):
+    """The ensemble's k-th member as a fitted one-model estimator."""
+    import copy
+
+    from ehrseq.models.model import ModelConfig
+
+    one = copy.copy(model)
+    one.model_ = model.model_.members[k]
+    one.model_config_ = ModelConfig.from_dict({**model.model_config_.to_dict(), "n_models": 1})
+    return one
