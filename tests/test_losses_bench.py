@@ -35,7 +35,9 @@ def test_loss_benchmark_quick_mode_times_every_term_and_the_loop_baselines(capsy
         assert re.search(rf"^{term} +{kind} ", output, re.MULTILINE)
     report = json.loads(report_file.read_text())
     assert [(row["term"], row["head"]) for row in report["terms"]] == [(term, kind) for term, kind, _ in CASES]
-    assert all(row["median_ms"] > 0 for row in report["terms"])
+    assert all(row["median_ms"] > 0 and row["ratio_to_yardstick"] > 0 for row in report["terms"])
+    assert re.search(r"^term +head +median ms +best ms +worst ms +× yardstick +≤ 3×$", output, re.MULTILINE)
+    assert re.search(r"^\d+ term\(s\) above 3× the yardstick", output, re.MULTILINE)
     for name in ("ranking", "contrastive"):
         loop = report["loops"][name]
         assert loop["speed_up"] > 1 and loop["value_difference"] < 1e-5

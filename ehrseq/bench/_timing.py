@@ -23,6 +23,11 @@ class Timing:
     def median_ms(self) -> float:
         return 1e3 * self.median
 
+    @classmethod
+    def of(cls, runs: Sequence[float]) -> Timing:
+        """The timing of these runs (seconds)."""
+        return cls(statistics.median(runs), min(runs), max(runs), len(runs))
+
 
 def measure(fn: Callable[[], object], *, repeats: int, warmup: int = 3) -> Timing:
     """Time ``fn()`` ``repeats`` times after ``warmup`` untimed calls (CUDA is synchronised around each call)."""
@@ -38,7 +43,33 @@ def measure(fn: Callable[[], object], *, repeats: int, warmup: int = 3) -> Timin
         fn()
         sync()
         runs.append(time.perf_counter() - start)
-    return Timing(statistics.median(runs), min(runs), max(runs), repeats)
+    return Timing.of(runs)
+
+
+def measure_alternating(
+    fn: Callable[[], object], reference: Callable[[], object], *, repeats: int, warmup: int = 3
+) -> tuple[Timing, Timing]:
+    """Time ``fn()`` and ``reference()`` alternately, ``repeats`` runs of each after ``warmup`` untimed pairs.
+
+    Each run of ``fn`` is followed by one of ``reference``, so both see the same phases of a machine
+    whose speed changes during a benchmark: the ratio of their medians is the stable figure.
+    """
+    if repeats < 1:
+        raise ValueError("repeats must be >= 1")
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    for _ in range(warmup):
+        fn()
+        reference()
+    sync()
+    fn_runs: list[float] = []
+    reference_runs: list[float] = []
+    for _ in range(repeats):
+        for call, runs in ((fn, fn_runs), (reference, reference_runs)):
+            start = time.perf_counter()
+            call()
+            sync()
+            runs.append(time.perf_counter() - start)
+    return Timing.of(fn_runs), Timing.of(reference_runs)
 
 
 def environment_line() -> str:
