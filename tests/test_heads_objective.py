@@ -48,7 +48,7 @@ def model_for(kind, next_visit=True):
 
 
 def term_options(term, kind):
-    return {"horizon": 300.0} if term == "ranking" and kind != "visit_hazard" else {}
+    return {"horizon": 300.0} if term == "ranking" and FAMILIES[kind].in_days else {}
 
 
 @pytest.mark.parametrize("kind", HEAD_KINDS)
@@ -56,7 +56,8 @@ def test_every_supported_term_gives_finite_loss_and_gradients(kind):
     torch.manual_seed(0)
     model = model_for(kind)
     batch = make_batch()
-    cause = None if kind in ("competing_pmf", "multi_event") else 1
+    family = FAMILIES[kind]
+    cause = None if family.competing or family.multi_event else 1
     terms = {name: {"weight": 0.5, **term_options(name, kind)} for name, term in TERMS.items()
              if term.applies(FAMILIES[kind])}
     assert "nll" in terms
@@ -75,9 +76,10 @@ def test_heads_produce_valid_distributions(kind):
     model = model_for(kind).eval()
     dist = model(make_batch()).distribution
     assert tuple(dist.batch_shape) == (6, 5)
-    if kind in ("visit_hazard",):
+    family = FAMILIES[kind]
+    if not family.in_days:
         return
-    marginal = dist.overall() if kind == "competing_pmf" else (dist[0] if kind == "multi_event" else dist)
+    marginal = dist.overall() if family.competing else (dist[0] if family.multi_event else dist)
     s = marginal.survival(torch.tensor([0.0, 50.0, 300.0, 5000.0]))
     assert torch.allclose(s[..., 0], torch.ones(6, 5)) and (s.diff(dim=-1) <= 1e-6).all()
 
