@@ -7,6 +7,7 @@ The top-level names are imported on first use, so ``import ehrseq`` stays light:
     model = ehrseq.DynamicSurvival(encoder="gru", head="logistic_hazard").fit(visits, outcomes)
     model.predict_risk(visits, horizon=365, landmark=730)
     ehrseq.evaluate.landmark(model, visits, outcomes, landmarks=[365], horizons=[365], train_outcomes=...)
+    model, trials = ehrseq.tune(visits, outcomes, n_trials=20)      # hyperparameter search (ehrseq[tune])
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ _LAZY = {
     "read_meds": ("ehrseq.data", "read_meds"),
     "from_counting_process": ("ehrseq.data", "from_counting_process"),
     "score": ("ehrseq.scoring", "score"),
+    "tune": ("ehrseq.tuning", "tune"),
 }
-_SUBMODULES = ("baselines", "data", "datasets", "evaluate", "losses", "metrics", "models", "objective", "plot", "scoring", "train")
+_SUBMODULES = ("baselines", "data", "datasets", "evaluate", "losses", "metrics", "models", "objective", "plot", "scoring", "train", "tuning")
 
 __all__ = [
     "CheckpointError",

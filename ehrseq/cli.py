@@ -1,10 +1,12 @@
-"""The ``ehrseq`` command: ``validate``, ``split``, ``train``, ``evaluate``, ``explain``, ``score`` and ``demo``.
+"""The ``ehrseq`` command: ``validate``, ``split``, ``train``, ``tune``, ``evaluate``, ``explain``, ``score`` and ``demo``.
 
 ::
 
     ehrseq validate --visits visits.csv --outcomes outcomes.csv
     ehrseq split    --visits visits.csv --outcomes outcomes.csv --out split/ --fractions 0.8 0.2
     ehrseq train    --visits split/train_visits.csv --outcomes split/train_outcomes.csv --config model.toml --out model/
+    ehrseq tune     --visits split/train_visits.csv --outcomes split/train_outcomes.csv --trials 30 --timeout 3600 \\
+                    --out tuned/          # tuned/model/ (the refitted best settings), tuned/trials.csv and .parquet
     ehrseq evaluate --model model/ --visits split/test_visits.csv --outcomes split/test_outcomes.csv \\
                     --train-visits split/train_visits.csv --train-outcomes split/train_outcomes.csv \\
                     --landmarks 365 730 --horizons 365 1095 --baselines cox,km --output landmarks.md
@@ -23,7 +25,9 @@ names a registered head family (:mod:`ehrseq.models.families`) and ``loss`` regi
     head = "logistic_hazard"
     loss = {nll = 1.0, ranking = {weight = 0.1, horizon = 365}}
 
-Errors name the flags to type.
+``tune`` searches the model settings with Optuna (the tune extra; :mod:`ehrseq.tuning`): the same flags and
+``--config`` fix settings, ``--space FILE`` (TOML or JSON: setting = a list of choices or ``{low, high, log}``)
+replaces the default search space. Errors name the flags to type.
 
 Exit codes: 0 on success, 1 when the data, the configuration or the model is at fault (one line on
 standard error; ``--debug`` shows the traceback), 2 for a malformed command line. Warnings about the
@@ -284,6 +288,10 @@ MODEL_FLAGS = (
 )
 
 
+#: The fixed settings of ``tune``: the model flags but ``--seed``, which seeds the search too.
+TUNE_MODEL_FLAGS = tuple(flag for flag in MODEL_FLAGS if flag.name != "seed")
+
+
 def _add_flags(parser: argparse.ArgumentParser, flags: Sequence[Flag], title: str) -> None:
     group = parser.add_argument_group(title)
     for flag in flags:
@@ -416,6 +424,58 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ehrseq.scoring import model_id
 
     _say(f"model saved to {path} (model id {model_id(path)})")
+    return 0
+
+
+TUNE_OUTPUTS = ("model", "trials.csv", "trials.parquet")
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from ehrseq.extras import require
+
+    require("tune", what="ehrseq tune")
+    config = read_config(args.config)
+    config.update(_given(args, TABLE_FLAGS + TUNE_MODEL_FLAGS))
+    if hasattr(args, "validation"):
+        config["validation"] = args.validation
+    out = Path(args.out)
+    if out.exists() and not args.overwrite and any(out.iterdir()):
+        raise ConfigError(f"{out} already exists and is not empty; pass --overwrite to replace its "
+                          f"{', '.join(TUNE_OUTPUTS)}")
+    fixed, fit = _split_config(config, str(args.config or "the command line"))
+    space = None if args.space is None else read_config(args.space)
+    from ehrseq.settings import EstimatorSettings
+    from ehrseq.tuning import check_options, tune
+
+    search = {"n_trials": args.trials, "timeout": args.timeout, "folds": args.folds, "metric": args.metric,
+              "landmarks": args.landmarks, "horizons": args.horizons, "space": space, "seed": args.seed}
+    settings, _ = check_options(**search, fixed=fixed)  # before the tables are read
+    null_values = EstimatorSettings(**settings).cohort().null_values
+    visits = read_table(args.visits, "visits", null_values)
+    outcomes = read_table(args.outcomes, "outcomes", null_values)
+    result = tune(visits, outcomes, **search, fixed=fixed, min_at_risk=args.min_at_risk,
+                  validation=fit.get("validation", 0.15), progress=_progress(args))
+    trials = result.trials
+    import polars as pl
+
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_hide_dataframe_shape=True, tbl_width_chars=250, fmt_str_lengths=40):
+        _say(str(trials.drop("note")))
+    states = trials["state"].value_counts(sort=True)
+    counts = ", ".join(f"{n} {state}" for state, n in states.iter_rows())
+    best = trials.filter("best").row(0, named=True)
+    spread = "" if best["score_sd"] is None else f" ± {best['score_sd']:.4f}"
+    _say(f"\n{trials.height} trial(s) ({counts}) in {trials['seconds'].sum():.0f} s; windows (s, Δ): "
+         + ", ".join(f"({s:g}, {h:g})" for s, h in result.windows))
+    _say(f"best trial {best['trial']}: {result.metric} {best['score']:.4f}{spread} over {best['folds']} folds; "
+         + ", ".join(f"{name}={value!r}" for name, value in result.best.items()))
+    out.mkdir(parents=True, exist_ok=True)
+    path = result.model.save(out / "model", overwrite=args.overwrite)
+    trials.write_csv(out / "trials.csv")
+    trials.write_parquet(out / "trials.parquet")
+    from ehrseq.scoring import model_id
+
+    _say(f"model (the best settings fitted on all patients) saved to {path} (model id {model_id(path)}); trials "
+         f"written to {out / 'trials.csv'} and {out / 'trials.parquet'}")
     return 0
 
 
@@ -681,6 +741,43 @@ def build_parser() -> argparse.ArgumentParser:
     _add_flags(train, TABLE_FLAGS, "how the tables are read")
     _add_flags(train, MODEL_FLAGS, "model and training (DynamicSurvival arguments)")
     train.set_defaults(run=cmd_train)
+
+    tune_ = add("tune", "search the model settings (Optuna, patient-level cross-validation) and save the best model",
+                "Search the settings of DynamicSurvival with Optuna (pip install 'ehrseq[tune]'): each trial is "
+                "cross-validated on patient-level folds stratified by event type and scored by the landmark C-index "
+                "(or --metric) at landmark windows from the quantiles of the event times (or --landmarks and "
+                "--horizons); a median pruner stops trials that fall behind after a fold. The best settings are "
+                "fitted on all patients and saved to OUT/model, the table of trials to OUT/trials.csv and "
+                "OUT/trials.parquet. Settings given by --config or the flags below are fixed (not searched); "
+                "--space replaces the default search space.")
+    tune_.add_argument("--visits", nargs="+", required=True, help=f"visit table: {TABLES_HELP}")
+    tune_.add_argument("--outcomes", nargs="+", required=True, help=f"outcome table: {TABLES_HELP}")
+    tune_.add_argument("--out", required=True, help="output folder (model/, trials.csv, trials.parquet)")
+    tune_.add_argument("--trials", type=int, default=20, metavar="N", help="trials at most (default: 20)")
+    tune_.add_argument("--timeout", type=_number, metavar="SECONDS",
+                       help="start no trial after this many seconds (default: no limit)")
+    tune_.add_argument("--folds", type=int, default=3, metavar="K", help="cross-validation folds (default: 3)")
+    tune_.add_argument("--metric", default="c_index", metavar="NAME",
+                       help="c_index, uno_c, auc (maximised), brier or ibs (minimised) (default: c_index)")
+    tune_.add_argument("--landmarks", type=float, nargs="+", metavar="DAYS",
+                       help="landmarks of the score, days since origin (default: event-time quantiles)")
+    tune_.add_argument("--horizons", type=_positive, nargs="+", metavar="DAYS",
+                       help="horizons of the score, days after the landmark (with --landmarks)")
+    tune_.add_argument("--min-at-risk", type=_count, default=10, metavar="N",
+                       help="a window scores a fold with this many test patients at risk (default: 10)")
+    tune_.add_argument("--space", metavar="FILE",
+                       help="search space (.toml or .json): setting = [choices] or {low, high, log} (default: "
+                            "ehrseq.tuning.SEARCH_SPACE without the fixed settings)")
+    tune_.add_argument("--config", help="fixed model settings (.toml or .json, keys as in data_specs/model.toml)")
+    tune_.add_argument("--validation", type=_optional(_positive), metavar="FRACTION", default=argparse.SUPPRESS,
+                       help="early-stopping fraction of every fit, or none (default: 0.15)")
+    tune_.add_argument("--seed", type=int, default=0,
+                       help="seeds the folds, the search and the models (default: 0)")
+    tune_.add_argument("--overwrite", action="store_true", help="replace the outputs in an existing folder")
+    _add_progress(tune_)
+    _add_flags(tune_, TABLE_FLAGS, "how the tables are read (fixed)")
+    _add_flags(tune_, TUNE_MODEL_FLAGS, "fixed model and training settings (not searched)")
+    tune_.set_defaults(run=cmd_tune)
 
     evaluate = add("evaluate", "landmark evaluation of a saved model (and baselines) on test tables",
                    "Evaluate a saved model at every (landmark, horizon) on test tables: patients at risk, events, "

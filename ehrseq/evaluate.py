@@ -170,6 +170,20 @@ def evaluation_horizons(horizons: Sequence[float], ibs_points: int = 20) -> np.n
     return np.unique(np.concatenate([np.asarray(values), *[np.linspace(h / ibs_points, h, ibs_points) for h in values]]))
 
 
+def quantile_windows(times: np.ndarray, landmarks: Sequence[float] = (0.25, 0.5),
+                     ends: Sequence[float] = (0.5, 0.75)) -> tuple[tuple[float, float], ...]:
+    """(s, Δ) for s = the ``landmarks`` quantiles of ``times`` and every window end (``ends`` quantiles)
+    after s; sorted, without repeats (tied quantiles give one window)."""
+    windows = set()
+    for p in landmarks:
+        s = float(np.quantile(times, p))
+        for q in ends:
+            end = float(np.quantile(times, q))
+            if end > s:
+                windows.add((s, end - s))
+    return tuple(sorted(windows))
+
+
 def landmark_predictions(model: RiskModel, visits: Any, landmarks: Sequence[float], horizons: Sequence[float], *,
                          outcomes: Any = None, event: int = 1, ibs_points: int = 20,
                          prediction_options: Mapping[str, Any] | None = None,

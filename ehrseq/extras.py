@@ -17,6 +17,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "survset": ("SurvSet",),
     "plot": ("matplotlib",),
     "explain": ("captum",),
+    "tune": ("optuna",),
 }
 
 

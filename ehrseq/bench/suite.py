@@ -67,7 +67,13 @@ from ehrseq.bootstrap import paired_p_value, window_resamples
 from ehrseq.data.split import split_indices
 from ehrseq.errors import ConfigError, EhrseqError
 from ehrseq.estimator import CohortSettings, DynamicSurvival
-from ehrseq.evaluate import landmark_from_predictions, landmark_predictions, landmark_windows, outcomes_since_origin
+from ehrseq.evaluate import (
+    landmark_from_predictions,
+    landmark_predictions,
+    landmark_windows,
+    outcomes_since_origin,
+    quantile_windows,
+)
 from ehrseq.metrics.resampled import bootstrap_weights, percentile_interval
 
 #: SurvSet sets that are never used here: they are kept for independent checks of the project.
@@ -104,20 +110,6 @@ class SuiteData:
 
 
 WINDOW_RULES = ("events", "follow-up")
-
-
-def quantile_windows(times: np.ndarray, landmarks: Sequence[float] = (0.25, 0.5),
-                     ends: Sequence[float] = (0.5, 0.75)) -> tuple[tuple[float, float], ...]:
-    """(s, Δ) for s = the ``landmarks`` quantiles of ``times`` and every window end (``ends`` quantiles)
-    after s; sorted, without repeats (tied quantiles give one window)."""
-    windows = set()
-    for p in landmarks:
-        s = float(np.quantile(times, p))
-        for q in ends:
-            end = float(np.quantile(times, q))
-            if end > s:
-                windows.add((s, end - s))
-    return tuple(sorted(windows))
 
 
 def _suite_data(name: str, visits: pl.DataFrame, outcomes: pl.DataFrame, table: dict[str, Any], unit: str,

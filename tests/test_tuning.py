@@ -1,0 +1,232 @@
+"""Hyperparameter search (ehrseq.tune, ehrseq tune): the refitted best model, the trials table, seeding, pruning,
+the time budget, persistence and scoring of the tuned model, the command line and the refusals."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import polars as pl
+import pytest
+
+import ehrseq
+from ehrseq.cli import main
+from ehrseq.datasets import simulate
+from ehrseq.errors import ConfigError
+from ehrseq.estimator import DynamicSurvival
+from ehrseq.evaluate import landmark
+from ehrseq.settings import EstimatorSettings
+from ehrseq.tuning import SEARCH_SPACE, Choice, FloatRange, IntRange, check_space, describe_space, distribution, tune
+
+optuna = pytest.importorskip("optuna")
+
+#: a tiny model: the search is over everything else of the default space
+FIXED = dict(epochs=2, d_model=8, hidden=(8,), batch_size=32, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    data = simulate(60, 0)
+    return data.visits, data.outcomes
+
+
+@pytest.fixture(scope="module")
+def tuned(cohort):
+    return tune(*cohort, n_trials=2, folds=2, seed=1, progress=False, **FIXED)
+
+
+def test_tune_returns_the_best_settings_fitted_on_every_patient(tuned, cohort):
+    model, trials = tuned
+    assert isinstance(model, DynamicSurvival) and hasattr(model, "model_")
+    searched = [name for name in SEARCH_SPACE if name not in FIXED]
+    assert trials.columns == ["trial", *searched, "score", "score_sd", "folds", "state", "seconds", "best", "note"]
+    assert trials.height == 2 and trials["trial"].to_list() == [0, 1]
+    assert trials["state"].to_list() == ["complete", "complete"] and trials["folds"].to_list() == [2, 2]
+    assert trials["seconds"].min() > 0 and trials["score"].is_between(0, 1).all() and trials["note"].is_null().all()
+    best = trials.filter("best")
+    assert best.height == 1 and best["score"][0] == trials["score"].max()
+    # the model's settings: the fixed ones and the best trial's, as the table writes them
+    params = model.get_params()
+    for name in searched:
+        value = params[name]
+        written = ",".join(str(v) for v in value) if isinstance(value, tuple) else value
+        assert written == best[name][0], name
+    assert set(tuned.best) == set(searched) and all(params[k] == v for k, v in tuned.best.items())
+    assert all(params[k] == v for k, v in FIXED.items()) and params["seed"] == 1 and params["progress"] == "auto"
+    # fitted on every patient of the cohort
+    assert sum(model.cohort_report_.events.values()) == cohort[1].height
+    assert tuned.metric == "c_index" and tuned.windows and tuned.study.direction.name == "MAXIMIZE"
+
+
+def test_a_trial_scores_the_mean_landmark_c_index_of_its_folds(tuned, cohort):
+    """Refit the best trial's settings on each fold by hand: the same fold scores as the search."""
+    from ehrseq.data.split import split_indices
+    from ehrseq.tuning import score_fold
+
+    visits, outcomes = cohort
+    events = DynamicSurvival().cohort_settings.build(visits, outcomes).patients
+    parts = split_indices(events["event"].to_numpy(), [0.5, 0.5], seed=1)
+    settings = {**FIXED, **tuned.best, "seed": 1, "progress": False}
+    scores = []
+    for part in parts:
+        test_ids = events["patient_id"].gather(part).implode()
+        test = (visits.filter(pl.col("patient_id").is_in(test_ids)), outcomes.filter(pl.col("patient_id").is_in(test_ids)))
+        train = (visits.filter(~pl.col("patient_id").is_in(test_ids)),
+                 outcomes.filter(~pl.col("patient_id").is_in(test_ids)))
+        model = DynamicSurvival(**settings).fit(*train)
+        score, table = score_fold(model, train, test, tuned.windows)
+        assert score == pytest.approx(table["c_index"].drop_nulls().mean())
+        scores.append(score)
+    best = tuned.trials.filter("best")
+    assert best["score"][0] == pytest.approx(np.mean(scores), abs=1e-9)
+    assert best["score_sd"][0] == pytest.approx(np.std(scores, ddof=1), abs=1e-9)
+
+
+def test_the_same_seed_gives_the_same_trials_and_another_seed_others(tuned, cohort):
+    again = tune(*cohort, n_trials=2, folds=2, seed=1, progress=False, **FIXED)
+    assert again.trials.drop("seconds").equals(tuned.trials.drop("seconds"))
+    other = tune(*cohort, n_trials=1, folds=2, seed=2, progress=False, **FIXED)
+    assert other.trials.drop("seconds", "score", "score_sd", "best").row(0) != tuned.trials.drop(
+        "seconds", "score", "score_sd", "best").row(0)
+
+
+def test_the_tuned_model_saves_loads_and_scores_like_any_other(tuned, cohort, tmp_path):
+    model = tuned.model
+    visits, outcomes = cohort
+    loaded = ehrseq.load(model.save(tmp_path / "tuned"))
+    assert loaded.get_params() == model.get_params()
+    risk = model.predict_risk(visits, [180.0, 365.0], landmark=200.0)
+    assert risk.equals(loaded.predict_risk(visits, [180.0, 365.0], landmark=200.0))
+    summary = ehrseq.score(tmp_path / "tuned", visits, tmp_path / "scores", [365.0], progress=False)
+    scored = summary.scan().collect()
+    expected = loaded.predict_risk(visits, 365.0)
+    joined = scored.join(expected, on="patient_id")
+    assert joined.height == expected.height == outcomes.height
+    assert np.allclose(joined["risk"], joined["risk_right"], atol=1e-6)
+    table = landmark(loaded, visits, outcomes, [200.0], [365.0], (visits, outcomes), progress=False)
+    assert table["c_index"][0] is not None
+
+
+def test_pruned_trials_stop_after_the_fold_that_falls_behind(cohort):
+    """The score is reported after every fold; a pruner that stops every trial after the first is obeyed."""
+
+    class PruneLater(optuna.pruners.BasePruner):
+        def prune(self, study, trial):
+            return trial.number >= 1
+
+    result = tune(*cohort, n_trials=2, folds=2, seed=0, progress=False, pruner=PruneLater(),
+                  space={"lr": FloatRange(1e-3, 1e-2, log=True)}, **FIXED)
+    trials = result.trials
+    assert trials["state"].to_list() == ["complete", "pruned"] and trials["folds"].to_list() == [2, 1]
+    assert trials["score_sd"][1] is None and trials["best"].to_list() == [True, False]
+    reported = result.study.trials[1].intermediate_values
+    assert list(reported) == [0] and reported[0] == pytest.approx(trials["score"][1])
+
+
+def test_the_time_budget_stops_the_search_and_lower_scores_win_for_the_brier_metrics(cohort):
+    result = tune(*cohort, n_trials=5, timeout=1e-3, folds=2, metric="ibs", progress=False,
+                  space={"dropout": [0.0, 0.2]}, **FIXED)
+    assert result.trials.height == 1 and result.study.direction.name == "MINIMIZE"
+    assert result.trials.columns[:2] == ["trial", "dropout"] and result.model.dropout == result.trials["dropout"][0]
+
+
+def test_a_trial_whose_settings_fail_is_recorded_and_all_failing_is_an_error(cohort):
+    """Each value is a valid setting alone; together they are not (a Transformer of width 6 with 4 heads)."""
+    fixed = {k: v for k, v in FIXED.items() if k != "d_model"}
+    with pytest.raises(ConfigError, match=r"no trial of 1 completed: fold 1: ConfigError: d_model \(6\)"):
+        tune(*cohort, n_trials=1, folds=2, progress=False, space={"encoder": ["transformer"], "d_model": [6]},
+             **fixed)
+
+
+def test_the_search_space_is_settings_of_the_estimator():
+    assert set(SEARCH_SPACE) <= set(EstimatorSettings.names())
+    assert check_space(SEARCH_SPACE, {}) == SEARCH_SPACE
+    described = describe_space()
+    assert described["setting"].to_list() == list(SEARCH_SPACE)
+    assert described.filter(pl.col("setting") == "lr")["default"][0] == "0.001"
+    # the written forms of a TOML or JSON space
+    assert distribution(["gru", "lstm"]) == Choice(("gru", "lstm"))
+    assert distribution({"choices": [[32], [64, 64]]}) == Choice(((32,), (64, 64)))
+    assert distribution({"low": 1, "high": 3}) == IntRange(1, 3)
+    assert distribution({"low": 1e-4, "high": 1e-2, "log": True}) == FloatRange(1e-4, 1e-2, log=True)
+    assert distribution({"low": 16, "high": 128, "step": 16}) == IntRange(16, 128, step=16)
+    # a new setting is one entry: any field of EstimatorSettings can be searched
+    new = dataclasses.fields(EstimatorSettings)[-1].name
+    assert new in check_space({new: Choice((False,))}, {})
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"n_trials": 0}, r"n_trials=0: the number of trials must be an integer >= 1"),
+    ({"timeout": 0}, r"timeout=0: the time budget"),
+    ({"folds": 1}, r"folds=1: cross-validation needs"),
+    ({"metric": "accuracy"}, r"metric='accuracy': the score is one of c_index"),
+    ({"landmarks": [100.0]}, r"give both landmarks= and horizons="),
+    ({"space": {"nope": [1, 2]}}, r"space=: unknown setting\(s\) nope; the settings of DynamicSurvival are encoder"),
+    ({"space": {"lr": [1e-3]}, "lr": 1e-2}, r"space=: lr both searched and fixed"),
+    ({"space": {"d_model": FloatRange(8.0, 16.0)}}, r"d_model takes integers"),
+    ({"space": {"encoder": ["gru", "rnn"]}}, r"encoder = 'rnn' is not a valid setting"),
+    ({"space": {"lr": {"low": 1, "high": 2, "lo": 3}}}, r"lr: a range is a list of choices"),
+    ({"space": {}}, r"nothing to search"),
+    ({"fixed": {"nope": 1}}, r"DynamicSurvival has no setting\(s\) nope"),
+])
+def test_bad_options_are_refused_before_any_fit(cohort, options, message):
+    with pytest.raises(ConfigError, match=message):
+        tune(*cohort, progress=False, **options)
+
+
+# ---------------------------------------------------------------------------------------------- command line
+@pytest.fixture(scope="module")
+def csv_tables(cohort, tmp_path_factory):
+    root = tmp_path_factory.mktemp("tune-cli")
+    visits, outcomes = cohort
+    visits.with_columns(pl.col("codes").list.join(";")).write_csv(root / "visits.csv")
+    outcomes.write_csv(root / "outcomes.csv")
+    return root
+
+
+def test_the_command_line_saves_the_model_and_the_trials(csv_tables, capsys):
+    out = csv_tables / "tuned"
+    argv = ["tune", "--visits", str(csv_tables / "visits.csv"), "--outcomes", str(csv_tables / "outcomes.csv"),
+            "--trials", "2", "--folds", "2", "--out", str(out), "--seed", "1", "--no-progress",
+            "--epochs", "2", "--d-model", "8", "--hidden", "8", "--batch-size", "32", "--device", "cpu"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "best trial" in printed and "saved to" in printed and "trials written to" in printed
+    trials = pl.read_parquet(out / "trials.parquet")
+    assert trials.height == 2 and pl.read_csv(out / "trials.csv")["score"].to_list() == trials["score"].to_list()
+    model = ehrseq.load(out / "model")
+    best = trials.filter("best").row(0, named=True)
+    assert model.encoder == best["encoder"] and model.lr == best["lr"] and model.epochs == 2 and model.d_model == 8
+    assert main(argv) == 1  # the folder is not empty
+    assert "pass --overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--trials", "0"], "ehrseq: error: --trials 0: the number of trials must be an integer >= 1"),
+    (["--timeout", "-5"], "ehrseq: error: --timeout -5.0: the time budget"),
+    (["--folds", "1"], "ehrseq: error: --folds 1: cross-validation needs"),
+    (["--metric", "accuracy"], "ehrseq: error: --metric accuracy: the score is one of"),
+    (["--landmarks", "100"], "ehrseq: error: give both --landmarks and --horizons"),
+    (["--space", "UNKNOWN"], "ehrseq: error: --space: unknown setting(s) foo; the settings of DynamicSurvival are"),
+    (["--space", "LR", "--lr", "0.01"], "ehrseq: error: --space: lr both searched and fixed; drop one"),
+])
+def test_command_line_errors_name_the_flags_before_reading_the_tables(tmp_path, capsys, flags, message):
+    spaces = {"UNKNOWN": 'foo = [1, 2]\nlr = {low = 1e-4, high = 1e-2, log = true}\n', "LR": "lr = [0.001, 0.01]\n"}
+    for name, text in spaces.items():
+        (tmp_path / f"{name}.toml").write_text(text)
+    flags = [str(tmp_path / f"{f}.toml") if f in spaces else f for f in flags]
+    missing = str(tmp_path / "missing.csv")  # never read: the options are refused first
+    assert main(["tune", "--visits", missing, "--outcomes", missing, "--out", str(tmp_path / "out"), *flags]) == 1
+    assert capsys.readouterr().err.startswith(message)
+
+
+def test_a_space_file_replaces_the_default_space(csv_tables, tmp_path, capsys):
+    space = tmp_path / "space.json"
+    space.write_text('{"lr": {"low": 0.001, "high": 0.01, "log": true}, "hidden": [[8], [8, 8]]}')
+    out = tmp_path / "out"
+    assert main(["tune", "--visits", str(csv_tables / "visits.csv"), "--outcomes", str(csv_tables / "outcomes.csv"),
+                 "--trials", "1", "--folds", "2", "--out", str(out), "--space", str(space), "--no-progress",
+                 "--epochs", "1", "--d-model", "8", "--device", "cpu"]) == 0
+    trials = pl.read_parquet(out / "trials.parquet")
+    assert trials.columns[:3] == ["trial", "lr", "hidden"] and trials["hidden"][0] in ("8", "8,8")
+    assert ehrseq.load(out / "model").hidden in ((8,), (8, 8))
