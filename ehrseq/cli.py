@@ -621,7 +621,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         args.model, visits, args.out, args.horizons, at=args.at, landmark=args.landmark, cause=args.cause,
         event=args.event, batch_size=args.batch_size, patients_per_chunk=args.patients_per_chunk,
         outcomes=args.outcomes, resume=args.resume, overwrite=args.overwrite, progress=_progress(args),
-        num_workers=args.workers, model_version=args.model_version,
+        num_workers=args.workers, scheduler=args.scheduler, model_version=args.model_version,
     )
     _say(str(summary))
     return 0
@@ -832,7 +832,13 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--batch-size", type=int, default=1024, help="patients per forward pass (default: 1024)")
     score.add_argument("--patients-per-chunk", type=int, default=20_000,
                        help="patients read and predicted at a time; bounds memory (default: 20000)")
-    score.add_argument("--workers", type=_count, default=0, help="shard processes (default: 0, in this process)")
+    engine = score.add_mutually_exclusive_group()
+    engine.add_argument("--workers", type=_count, default=0, metavar="N",
+                        help="score the shards on a local Dask cluster of N worker processes (needs the dask extra; "
+                             "default: 0, in this process)")
+    engine.add_argument("--scheduler", metavar="ADDRESS",
+                        help="score the shards on an existing Dask cluster, e.g. tcp://host:8786 (the model, visits "
+                             "and --out on paths every worker can read)")
     score.add_argument("--model-version", help="label written in the model_version column")
     mode = score.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="complete an interrupted run in OUT")

@@ -18,6 +18,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "plot": ("matplotlib",),
     "explain": ("captum",),
     "tune": ("optuna",),
+    "dask": ("dask", "distributed"),
 }
 
 

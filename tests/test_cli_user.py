@@ -222,7 +222,7 @@ def test_a_missing_extra_is_named_before_any_work(monkeypatch, tmp_path, capsys)
     assert "the demo needs matplotlib: pip install 'ehrseq[plot]'" in capsys.readouterr().err
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     for extra, modules in EXTRAS.items():
-        packages = [requirement.split(">")[0].split("=")[0] for requirement in declared[extra]]
+        packages = [requirement.split(">")[0].split("=")[0].split("[")[0] for requirement in declared[extra]]
         assert packages == [module.lower() for module in modules], extra
 
 

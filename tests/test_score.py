@@ -1,5 +1,6 @@
 """Batch scoring: equality with the estimator API, sources and chunking, model id, atomic outputs,
-resume after a crash, malformed shards, the one-shard-per-patient rule and the process-pool pattern."""
+resume after a crash, malformed shards, the one-shard-per-patient rule and plan / score_shard in a pool of
+processes (Dask clusters: test_score_dask.py)."""
 
 import concurrent.futures
 import functools
@@ -337,34 +338,21 @@ def test_two_process_pool_pattern_gives_the_same_outputs(model_dir, shard_dir, t
     assert (summary.scored, summary.resumed) == (0, N_SHARDS)
 
 
-def test_worker_processes_give_the_same_outputs_and_leave_nothing_behind(model, model_dir, shard_dir, tmp_path,
-                                                                          monkeypatch):
-    ehrseq.score(model_dir, shard_dir, tmp_path / "single", HORIZONS, progress=False)
-    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
-    (tmp_path / "tmp").mkdir()
-    monkeypatch.setattr("tempfile.tempdir", None)  # re-read TMPDIR: the staged model must go there
-    saves = []
-    save = type(model).save
-    monkeypatch.setattr(type(model), "save", lambda self, path: saves.append(path) or save(self, path))
-    summary = ehrseq.score(model, shard_dir, tmp_path / "workers", HORIZONS, progress=False, num_workers=2)
-    assert summary.scored == N_SHARDS and summary.manifest["complete"]
-    assert len(saves) == 1  # staged once for the workers; its id is read from there
-    assert _bytes(tmp_path / "workers") == _bytes(tmp_path / "single")
-    assert list((tmp_path / "tmp").iterdir()) == []  # the model saved for the workers is removed
-    # an error while planning (here: a split patient) stops the workers that were starting
-    visits = pl.read_parquet(next(shard_dir.glob("*.parquet")))
-    split = tmp_path / "split"
-    split.mkdir()
-    visits.write_parquet(split / "a.parquet")
-    visits.head(1).write_parquet(split / "b.parquet")
-    with pytest.raises(DataError, match="split across input shards"):
-        ehrseq.score(model_dir, split, tmp_path / "failed", HORIZONS, progress=False, num_workers=2)
-    assert not list((tmp_path / "failed").rglob("*.parquet"))
-
-
 def test_score_frame_matches_score_shard(model_dir, cohort, tmp_path):
     visits, _ = cohort
     frame = ehrseq.scoring.score_frame(model_dir, visits, HORIZONS)
     record = ehrseq.scoring.score_shard(model_dir, visits, tmp_path, HORIZONS)
     assert record["rows_out"] == frame.height
     assert pl.read_parquet(tmp_path / record["output"]).equals(frame)
+
+
+def test_workers_without_the_dask_extra_are_refused_before_any_work(model_dir, shard_dir, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "distributed" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"num_workers=2 needs distributed: pip install 'ehrseq\[dask\]'"):
+        ehrseq.score(model_dir, shard_dir, tmp_path / "out", HORIZONS, num_workers=2, progress=False)
+    with pytest.raises(ConfigError, match=r"scheduler= needs distributed"):
+        ehrseq.score(model_dir, shard_dir, tmp_path / "out", HORIZONS, scheduler="tcp://127.0.0.1:1", progress=False)
+    assert not (tmp_path / "out").exists()

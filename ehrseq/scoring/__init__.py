@@ -38,27 +38,36 @@ in the cohort report), size and SHA-256. An interrupted run is completed with ``
 whose checksum matches are kept, the others are scored again, and no patient is lost or duplicated; a
 different model, other settings, or a changed input shard is refused. A malformed shard raises a
 :class:`~ehrseq.DataError` naming the shard and the patients, and leaves the completed outputs and the
-manifest valid. ``num_workers=N`` scores shards in N processes.
+manifest valid.
 
-**Distributed engines.** Every shard is independent, so the same code runs in Ray, Spark or Dask
-without ehrseq depending on them: the driver calls :func:`plan`, workers call :func:`score_shard` with
-the *path* of the saved model (loaded once per process), and the driver records what they return::
+**Dask.** With the ``dask`` extra (``pip install 'ehrseq[dask]'``), ``num_workers=N`` scores the shards
+on a Dask ``distributed.LocalCluster`` of N worker processes started for the run, and
+``scheduler="tcp://host:8786"`` (or a ``distributed.Client``) on an existing cluster — the same plan
+either way (:mod:`ehrseq.scoring._distributed`). The driver plans, keeps the manifest and records each
+shard as it completes; every shard is one task; every worker loads the saved model once, verifying its
+checksums, and keeps it. A worker that dies mid-shard has its shard run again elsewhere, with the same
+output. On an existing cluster the model must be a saved directory, and the model, the input files and
+``out_dir`` must be paths every worker can read (a shared file system)::
+
+    summary = ehrseq.score("pbc-model", "visits/", "predictions/", horizons=[365, 730], num_workers=4)
+    summary = ehrseq.score("/shared/pbc-model", "/shared/visits/", "/shared/predictions/", horizons=[365, 730],
+                           scheduler="tcp://scheduler-host:8786")
+
+:func:`plan` and :func:`score_shard` are the two halves for any other executor: the driver calls
+``plan``, workers call ``score_shard`` with the *path* of the saved model (loaded once per process),
+and the driver passes each record to ``run.record``::
 
     run = ehrseq.scoring.plan("pbc-model", "visits/", "predictions/", horizons=[365, 730])
     work = functools.partial(ehrseq.scoring.score_shard, "pbc-model", out_dir="predictions/", **run.options)
+    with concurrent.futures.ProcessPoolExecutor(4) as pool:
+        for record in pool.map(work, run.pending):
+            run.record(record)
 
-    with concurrent.futures.ProcessPoolExecutor(4) as pool:          # or:
-        for record in pool.map(work, run.pending):                   #   ray.data.from_items(run.pending).map(work)
-            run.record(record)                                       #   dask.bag.from_sequence(run.pending).map(work)
-                                                                     #   spark.sparkContext.parallelize(run.pending,
-                                                                     #       len(run.pending)).map(work).collect()
-
-When the visits already live in a distributed data frame partitioned by patient (Spark
-``df.repartition("patient_id")``, Dask ``df.shuffle("patient_id")``), map :func:`score_frame` over its
-partitions instead (Spark ``mapInArrow``, Dask ``map_partitions``, Ray Data ``map_batches`` after a
-``groupby``); it returns the same rows as a Polars frame.
+Visits that already are a Dask data frame are scored by :func:`score_partitions`: shuffled by patient,
+each partition predicted by :func:`score_frame`, the prediction rows returned as a Dask data frame.
 """
 
+from ehrseq.scoring._dataframe import score_partitions
 from ehrseq.scoring._model import ModelIdentity, model_id
 from ehrseq.scoring._predict import DEFAULT_BATCH_SIZE
 from ehrseq.scoring._run import ScorePlan, ScoreSummary, plan, score
@@ -78,5 +87,6 @@ __all__ = [
     "plan",
     "score",
     "score_frame",
+    "score_partitions",
     "score_shard",
 ]

@@ -1,16 +1,15 @@
 """Whole scoring runs: :func:`plan` (inputs, partition check, output directory, resume, manifest) and
-:func:`score` (a plan run shard by shard, in this process or in a pool of processes)."""
+:func:`score` (a plan run shard by shard, in this process or on a Dask cluster)."""
 
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import polars as pl
 import torch
 
 from ehrseq.errors import ConfigError, option
+from ehrseq.extras import require
 from ehrseq.progress import Progress, progress_bar
 from ehrseq.scoring._manifest import (
     MANIFEST,
@@ -28,7 +28,7 @@ from ehrseq.scoring._manifest import (
     totals,
     write_json_atomic,
 )
-from ehrseq.scoring._model import check_model, resolve_model
+from ehrseq.scoring._model import check_model
 from ehrseq.scoring._predict import DEFAULT_BATCH_SIZE
 from ehrseq.scoring._shard import (
     DEFAULT_PATIENTS_PER_CHUNK,
@@ -36,7 +36,6 @@ from ehrseq.scoring._shard import (
     _positive_int,
     _prepare,
     _score_one,
-    score_shard,
 )
 from ehrseq.scoring._sources import Shard, check_partitioned, list_shards
 
@@ -222,6 +221,7 @@ def score(
     overwrite: bool = False,
     progress: Progress = "auto",
     num_workers: int = 0,
+    scheduler: Any = None,
     model_version: str | None = None,
     check_partitioning: bool = True,
 ) -> ScoreSummary:
@@ -249,79 +249,85 @@ def score(
         skipping the shards whose output is complete and matches its checksum.
     overwrite: replace the predictions already in ``out_dir``.
     progress: a progress bar (patients): ``"auto"`` (on a terminal only), ``True`` or ``False``.
-    num_workers: score shards in this many processes (0: in this process). Workers are started with
-        the ``spawn`` method, so scripts must call ``score`` under ``if __name__ == "__main__":``.
+    num_workers: score the shards on a Dask ``LocalCluster`` of this many worker processes started for
+        the run (0: in this process; needs the ``dask`` extra). Worker processes are spawned, so scripts
+        must call ``score`` under ``if __name__ == "__main__":``.
+    scheduler: score the shards on an existing Dask cluster: its scheduler address
+        (``"tcp://host:8786"``) or a ``distributed.Client``. ``model`` must then be the path of a saved
+        model, and the model, the input files and ``out_dir`` paths every worker can read (and write).
     model_version: label written in ``model_version`` (default: the ehrseq version that saved the model).
     check_partitioning: verify that no patient is in two shards (12 bytes per patient); turn it off only
         when the shards are partitioned by patient by construction.
     """
     started = time.perf_counter()
     _positive_int(num_workers, "num_workers", minimum=0)
+    on_dask = bool(num_workers) or scheduler is not None
+    if on_dask:
+        from ehrseq.scoring._engine import check_engine
+
+        check_engine(num_workers, scheduler)
+        require("dask", what=option("num_workers", num_workers, flag="--workers") if num_workers
+                else option("scheduler", flag="--scheduler"))
+    options = ScoreOptions(horizons, at, landmark, cause, event, outcomes, batch_size, patients_per_chunk,
+                           model_version)
     with contextlib.ExitStack() as stack:
-        # the workers start (import, load the model) while this process plans the run
-        pool = _start_pool(model, num_workers, stack) if num_workers else None
-        options = ScoreOptions(horizons, at, landmark, cause, event, outcomes, batch_size, patients_per_chunk,
-                               model_version)
+        model_path = _model_path(model, scheduler, stack) if on_dask else None
+        # the cluster starts (its workers import ehrseq and load the model) while this process plans the run
+        engine = _start_engine(num_workers, scheduler, model_path, stack) if on_dask else None
         prepared, (estimator, identity, request, settings, outcome_table) = _plan(
             model, visits, out_dir, options, resume=resume, overwrite=overwrite, check_partitioning=check_partitioning,
-            saved_model=None if pool is None or isinstance(model, (str, os.PathLike)) else pool[1])
+            saved_model=model_path if on_dask and not isinstance(model, (str, os.PathLike)) else None)
         pending = prepared.pending
         total = None if prepared.patients is None else sum(prepared.patients[s.name] for s in pending)
         bar = stack.enter_context(progress_bar(progress, total=total, unit="patient", desc="scoring"))
-        if pool is None:
+        if engine is None:
             for shard in pending:
                 prepared.record(_score_one(estimator, identity, request, settings, shard, prepared.out_dir,
                                            outcome_table, on_chunk=bar.update))
-        else:
-            _score_in_pool(*pool, prepared, bar)
+        elif pending:
+            from ehrseq.scoring._distributed import run_plan
+
+            run_plan(engine.result(), prepared, str(model_path), identity.id, bar)
     return ScoreSummary(prepared.out_dir, prepared.files, prepared.manifest, len(pending),
                         len(prepared.shards) - len(pending), time.perf_counter() - started)
 
 
-def _init_worker(threads: int, model_path: str) -> None:
-    """Worker start-up: its share of the torch threads, and the model loaded into the process cache."""
-    torch.set_num_threads(threads)
-    resolve_model(model_path)
-
-
-def _start_pool(model: Any, num_workers: int, stack: contextlib.ExitStack) -> tuple[ProcessPoolExecutor, str]:
-    """A pool of ``num_workers`` spawned processes, each started with the model loaded, and the path they
-    load it from (an estimator is saved to a temporary directory first). Closed by ``stack``: on an
-    error, the shards not yet started are cancelled."""
+def _model_path(model: Any, scheduler: Any, stack: contextlib.ExitStack) -> str:
+    """The saved model the workers load: ``model`` itself when it is a path, else the estimator saved to a
+    temporary directory removed by ``stack`` (local clusters only: a remote worker could not read it)."""
     check_model(model)  # refuse an unfitted estimator before saving it
     if isinstance(model, (str, os.PathLike)):
-        model_path = str(model)
-    else:
-        staged = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ehrseq-model-")))
-        model_path = str(model.save(staged / "model"))
-    threads = max(1, torch.get_num_threads() // num_workers)
-    pool = ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker, initargs=(threads, model_path))
-    stack.callback(pool.shutdown, wait=True, cancel_futures=True)
-    for _ in range(num_workers):  # processes are spawned on demand: one no-op task each starts them now
-        pool.submit(int)
-    return pool, model_path
+        return str(Path(model).resolve())
+    if scheduler is not None:
+        raise ConfigError(f"{option('scheduler', flag='--scheduler')} runs the shards on workers that load the model "
+                          "from disk: save it (model.save(path)) where every worker can read it and pass that path")
+    staged = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ehrseq-model-")))
+    return str(model.save(staged / "model"))
 
 
-def _score_in_pool(pool: ProcessPoolExecutor, model_path: str, prepared: ScorePlan, bar: Any) -> None:
-    """The pending shards in the worker pool, recorded as they complete. After a failure the shards not
-    yet started are cancelled, the running ones complete (and are recorded), and the first error is
-    raised."""
-    work = partial(score_shard, model_path, out_dir=prepared.out_dir, **prepared.options)
-    error: BaseException | None = None
-    futures = [pool.submit(work, shard) for shard in prepared.pending]
-    for future in as_completed(futures):
-        if future.cancelled():
-            continue
-        try:
-            entry = future.result()
-        except BaseException as exc:  # keep the first error; let the running shards finish
-            if error is None:
-                error = exc
-                for other in futures:
-                    other.cancel()
-            continue
-        prepared.record(entry)
-        bar.update(entry["patients_in"])
-    if error is not None:
-        raise error
+def _start_engine(num_workers: int, scheduler: Any, model_path: str, stack: contextlib.ExitStack) -> Future:
+    """The run's Dask client, connected (and the model loaded on every worker) in a background thread;
+    the cluster is closed by ``stack``, after the start completes, whatever happened meanwhile."""
+    from ehrseq.scoring._engine import LoadModel, connect
+
+    engine = contextlib.ExitStack()
+    scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ehrseq-dask-")))
+    threads = max(1, torch.get_num_threads() // num_workers) if num_workers else None
+
+    def start() -> Any:
+        client = engine.enter_context(connect(num_workers, scheduler, scratch))
+        client.register_plugin(LoadModel(model_path, threads))
+        return client
+
+    starter = ThreadPoolExecutor(1, thread_name_prefix="ehrseq-dask-start")
+    future = starter.submit(start)
+    stack.callback(_close_engine, future, engine, starter.shutdown)
+    return future
+
+
+def _close_engine(future: Future, engine: contextlib.ExitStack, shutdown: Callable[..., None]) -> None:
+    """Wait for the start to finish (successfully or not), then close what it opened."""
+    with contextlib.suppress(BaseException):
+        future.result()
+    shutdown(wait=True)
+    engine.close()

@@ -1,7 +1,7 @@
 """Scoring one unit of work: an input shard into one output file (:func:`score_shard`), or an in-memory
 partition of whole patients into a prediction frame (:func:`score_frame`).
 
-Both are independent of any other shard, so they run unchanged inside a distributed engine (see
+Both are independent of any other shard, so they run unchanged on the workers of a cluster (see
 :mod:`ehrseq.scoring`). A shard is read, validated and predicted ``patients_per_chunk`` patients at a
 time; each chunk's predictions become one row group of the output, which is written to a hidden
 temporary file next to its destination and renamed into place once complete.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -125,7 +126,7 @@ def _score_one(estimator: DynamicSurvival, identity: ModelIdentity, request: Req
 
     target = out_dir / shard.name
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    partial = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")  # unique across hosts
     counts = _Counts()
     writer = pq.ParquetWriter(partial, arrow_schema, compression="zstd")
     row_groups = 0
@@ -279,9 +280,9 @@ def score_frame(
 ) -> pl.DataFrame:
     """Predictions for an in-memory table of whole patients, in the prediction-output contract.
 
-    The function to map over the partitions of a distributed data frame (Spark ``mapInArrow`` /
-    ``applyInArrow``, Dask ``map_partitions``, Ray Data ``map_batches``) when every partition holds all
-    the visits of its patients. Parameters as in :func:`score`.
+    The function to map over the partitions of a distributed data frame when every partition holds all
+    the visits of its patients (:func:`ehrseq.scoring.score_partitions` does it for a Dask data frame).
+    Parameters as in :func:`score`.
     """
     estimator, identity, request, _, outcome_table = _prepare(model, ScoreOptions(
         horizons, at, landmark, cause, event, outcomes, batch_size, model_version=model_version))
