@@ -10,6 +10,7 @@ from ehrseq.baselines import KaplanMeier, LandmarkCox
 from ehrseq.bench import suite
 from ehrseq.bench._repro import keep_patients
 from ehrseq.errors import ConfigError
+from ehrseq.estimator import DynamicSurvival
 from ehrseq.evaluate import landmark_from_predictions
 
 pytest.importorskip("SurvSet")
@@ -25,13 +26,14 @@ def test_quick_mode_writes_the_page_with_consistent_numbers(tmp_path, capsys):
     cache = tmp_path / "cache"
     suite.main(["--quick", "--jobs", "1", "--out", str(tmp_path), "--cache", str(cache), "--bootstrap", "20"])
     text = (tmp_path / "suite.md").read_text()
-    for name in ("ehrseq default", "landmark Cox", "landmark Cox + visit history", "landmark RSF", "Kaplan–Meier",
+    for name in ("ehrseq default", "ehrseq tuned", "landmark Cox", "landmark Cox + visit history", "landmark RSF", "Kaplan–Meier",
                  "## heart", "## Time"):
         assert name in text
     frame = pl.read_csv(tmp_path / "suite.csv")
-    # 1 data set x 1 repeat x 2 folds x 5 models x 3 windows
-    assert frame.height == 2 * 5 * 3
-    assert frame.group_by("dataset", "fold", "model").len()["len"].to_list() == [3] * 10
+    # 1 data set x 1 repeat x 2 folds x 6 models x 3 windows
+    assert frame.height == 2 * 6 * 3
+    assert frame.group_by("dataset", "fold", "model").len()["len"].to_list() == [3] * 12
+    assert frame["note"].drop_nulls().str.starts_with("failed").sum() == 0  # the tuned model's search completed
     same_patients = frame.group_by("dataset", "fold", "landmark", "horizon").agg(pl.col("n_at_risk").n_unique())
     assert (same_patients["n_at_risk"] == 1).all()  # every model is scored on the same test patients
     km = frame.filter(pl.col("model") == "km")
@@ -52,7 +54,7 @@ def test_quick_mode_writes_the_page_with_consistent_numbers(tmp_path, capsys):
     data = {"heart": suite.load_dataset("heart")}
     flags = suite.noise_flags(summary, frame, data, cache, n_bootstrap=20)
     assert "## Noise of the test patients" in text
-    assert set(flags["model"]) == {"default", "cox_history", "rsf", "km"} and set(flags["metric"]) == {"c_index", "ibs"}
+    assert set(flags["model"]) == {"default", "tuned", "cox_history", "rsf", "km"} and set(flags["metric"]) == {"c_index", "ibs"}
     assert ((flags["lower"] <= flags["upper"]) & (flags["beyond_noise"] == ((flags["lower"] > 0) | (flags["upper"] < 0)))).all()
     for name, d in data.items():
         kept = summary.windows.filter((pl.col("dataset") == name) & pl.col("kept"))
@@ -67,6 +69,19 @@ def test_quick_mode_writes_the_page_with_consistent_numbers(tmp_path, capsys):
 
         got = flags.filter((pl.col("dataset") == name) & (pl.col("model") == "default") & (pl.col("metric") == "c_index"))
         assert got["difference"][0] == pytest.approx(pooled_c("default") - pooled_c("cox"), abs=1e-12)
+
+
+def test_the_tuned_model_searches_on_the_training_folds_only_and_is_not_in_the_default_run(heart):
+    pytest.importorskip("optuna")
+    assert not suite.MODELS["tuned"].default_run and "45-minute" in suite.MODELS["tuned"].unavailable
+    assert [m for m, spec in suite.MODELS.items() if not spec.default_run] == ["tuned"]
+    ids = heart.patients["patient_id"].head(70)
+    train = (keep_patients(heart.visits, ids), keep_patients(heart.outcomes, ids))
+    wrapper = suite.TunedOnTrainingFold({}, n_trials=1, folds=2, min_at_risk=5,
+                                        fixed={"epochs": 1, "d_model": 8, "hidden": (8,)})
+    model = wrapper.fit(*train)
+    assert isinstance(model, DynamicSurvival) and model.epochs == 1 and model.d_model == 8
+    assert sum(model.cohort_report_.events.values()) == 70  # fitted on the training patients, no other
 
 
 def test_summary_arithmetic_on_a_hand_made_frame():
