@@ -469,6 +469,10 @@ def tune(
     fixed, space = check_options(n_trials=n_trials, timeout=timeout, folds=folds, metric=metric, landmarks=landmarks,
                                  horizons=horizons, space=space, fixed={**(fixed or {}), **settings}, seed=seed)
     progress = check_progress(progress)
+    if validation is not None and (isinstance(validation, bool) or not isinstance(validation, numbers.Real)
+                                   or not 0 < validation < 1):
+        raise ConfigError(f"{option('validation', validation)}: the early-stopping fraction of every fit is a number "
+                          "in (0, 1), or None")
     if pruner is None:
         pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
     elif pruner is False:
@@ -489,7 +493,7 @@ def tune(
                 trial.set_user_attr("error", f"fold {k + 1}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
                 raise _TrialFailed(str(exc)) from exc
             scores.append(score)
-            trial.set_user_attr("fold_scores", scores)
+            trial.set_user_attr("fold_scores", list(scores))
             done = [s for s in scores if s is not None]
             if done:
                 trial.report(float(np.mean(done)), k)

@@ -168,6 +168,7 @@ def test_the_search_space_is_settings_of_the_estimator():
     ({"space": {"lr": {"low": 1, "high": 2, "lo": 3}}}, r"lr: a range is a list of choices"),
     ({"space": {}}, r"nothing to search"),
     ({"fixed": {"nope": 1}}, r"DynamicSurvival has no setting\(s\) nope"),
+    ({"validation": 1.5}, r"validation=1.5: the early-stopping fraction"),
 ])
 def test_bad_options_are_refused_before_any_fit(cohort, options, message):
     with pytest.raises(ConfigError, match=message):
