@@ -96,21 +96,20 @@ def per_visit_score(
     reduction: Reduction,
     visit_weighting: VisitWeighting,
 ) -> torch.Tensor:
-    """Validate the targets, neutralise padding, score every visit and aggregate.
+    """Validate the targets, score the real visits only and aggregate.
 
-    ``score(distribution, y, observed, upper)`` returns the per-element loss ``[B, M]``. Padded visits get
-    parameters 0 and y = 1 (T = ∞) so that nothing there can be NaN or carry a gradient; ``event`` ``[B]``
-    (0 = censored, 1..K or bool; ``cause`` selects one type) is broadcast over visits.
+    ``score(distribution, y, observed, upper)`` returns the per-element loss of a distribution of batch
+    shape ``[N]`` (the N real visits, in row-major order of ``mask``); ``event`` ``[B]`` (0 = censored,
+    1..K or bool; ``cause`` selects one type) is broadcast over visits. Padded visits are never
+    evaluated: their parameters may hold anything (NaN included) and get exactly zero gradients.
     """
     check_reduction(reduction, visit_weighting)
     mask = check_targets(distribution, remaining, mask, upper)
     observed = event_indicator(event, mask.shape[0], cause).unsqueeze(1).expand_as(mask)
-    y = torch.where(mask, remaining, torch.ones_like(remaining))
-    if upper is not None:
-        upper = torch.where(mask, upper, torch.full_like(upper, torch.inf))
-    masked = distribution.masked(mask)
-    with sharing_knots(masked):
-        per_visit = score(masked, y, observed, upper)
+    real = distribution[mask]
+    with sharing_knots(real):
+        scores = score(real, remaining[mask], observed[mask], None if upper is None else upper[mask])
+    per_visit = scores.new_zeros(mask.shape).masked_scatter(mask, scores)
     return aggregate_visits(per_visit, mask, weight=weight, reduction=reduction, visit_weighting=visit_weighting)
 
 

@@ -124,33 +124,36 @@ def mensa_loss(
     if any(a == b for a, b in pairs):
         raise ValueError("a trajectory must order two different events")
 
-    remaining = event_times.unsqueeze(1) - time.unsqueeze(2)  # [B, M, E]; NaN where not at risk
-    at_risk = mask.unsqueeze(-1) & (remaining > 0)
+    # the N real visits only (row-major order of the mask): padded parameters are never evaluated
+    remaining = (event_times.unsqueeze(1) - time.unsqueeze(2))[mask]  # [N, E]; NaN where not at risk
+    at_risk = remaining > 0
     safe = torch.where(at_risk, remaining, torch.ones_like(remaining))
-    dist = distribution.masked(mask)
+    dist = distribution.select(mask)
+    patient = mask.nonzero()[:, 0]  # [N], the patient of each real visit
 
-    flags = event_flags.unsqueeze(1).expand_as(at_risk)
-    own = dist.log_likelihood(safe.unsqueeze(-1), flags.unsqueeze(-1)).squeeze(-1)  # [B, M, E]
+    flags = event_flags[patient]
+    own = dist.log_likelihood(safe.unsqueeze(-1), flags.unsqueeze(-1)).squeeze(-1)  # [N, E]
     per_visit = -torch.where(at_risk, own, 0.0).sum(dim=-1)
     contributes = at_risk.any(dim=-1)
 
     for a, b in pairs:
-        both = (event_flags[:, a] & event_flags[:, b]).unsqueeze(1) & at_risk[..., a] & at_risk[..., b]
-        term = dist[b].log_survival(safe[..., a : a + 1]).squeeze(-1)  # log S_B(R_A), [B, M]
+        both = flags[:, a] & flags[:, b] & at_risk[:, a] & at_risk[:, b]
+        term = dist[b].log_survival(safe[:, a : a + 1]).squeeze(-1)  # log S_B(R_A), [N]
         per_visit = per_visit - trajectory_weight * torch.where(both, term, 0.0)
 
     if event_free is not None:
         if tuple(event_free.batch_shape) != tuple(mask.shape):
             raise ShapeError(f"event_free must have batch shape {list(mask.shape)}, got {list(event_free.batch_shape)}")
         start, stayed = _event_free_target(event_times, event_flags)
-        free_remaining = start.unsqueeze(1) - time
-        free_at_risk = mask & (free_remaining > 0)
+        free_remaining = start[patient] - time[mask]
+        free_at_risk = free_remaining > 0
         free_safe = torch.where(free_at_risk, free_remaining, torch.ones_like(free_remaining)).unsqueeze(-1)
-        free = event_free.masked(mask)
-        term = free.log_likelihood(free_safe, stayed.view(-1, 1, 1)).squeeze(-1)
+        term = event_free[mask].log_likelihood(free_safe, stayed[patient].unsqueeze(-1)).squeeze(-1)
         per_visit = per_visit - torch.where(free_at_risk, term, 0.0)
         contributes = contributes | free_at_risk
 
     return aggregate_visits(
-        per_visit, mask & contributes, weight=weight, reduction=reduction, visit_weighting=visit_weighting
+        per_visit.new_zeros(mask.shape).masked_scatter(mask, per_visit),
+        torch.zeros_like(mask).masked_scatter(mask, contributes),
+        weight=weight, reduction=reduction, visit_weighting=visit_weighting,
     )

@@ -226,7 +226,7 @@ class SurvivalDistribution(ABC):
         for name in self.batched_fields:
             value = getattr(self, name)
             if value is not None:
-                setattr(selected, name, value[index])
+                setattr(selected, name, index_leading(value, index))
         selected._after_index()
         return selected
 
@@ -260,6 +260,18 @@ class SurvivalDistribution(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(batch_shape={list(self.batch_shape)})"
+
+
+def index_leading(value: torch.Tensor, index: Any) -> torch.Tensor:
+    """``value[index]``; a bool mask over the leading dims is applied as an ``index_select`` of the selected
+    rows of those dims flattened, whose gradient is one ``index_add`` (advanced indexing accumulates its
+    gradient through the much slower ``index_put``)."""
+    if isinstance(index, torch.Tensor) and index.dtype == torch.bool and index.dim() > 0:
+        if tuple(value.shape[: index.dim()]) != tuple(index.shape):
+            raise ShapeError(f"mask of shape {list(index.shape)} does not match the leading dims of {list(value.shape)}")
+        rows = index.flatten().nonzero().squeeze(1).to(value.device)
+        return value.flatten(0, index.dim() - 1).index_select(0, rows)
+    return value[index]
 
 
 def _where_leading(keep: torch.Tensor, value: torch.Tensor, fill: float) -> torch.Tensor:
@@ -325,7 +337,7 @@ class ConditionalSurvival(SurvivalDistribution):
         return self.base.log_interval_mass(shifted_lower, shifted_upper) - log_s_elapsed
 
     def __getitem__(self, index: Any) -> ConditionalSurvival:
-        return ConditionalSurvival(self.base[index], self.elapsed[index])
+        return ConditionalSurvival(self.base[index], index_leading(self.elapsed, index))
 
     def masked(self, keep: torch.Tensor, fill: float = 0.0) -> ConditionalSurvival:
         return ConditionalSurvival(self.base.masked(keep, fill), _where_leading(keep, self.elapsed, 0.0))

@@ -8,7 +8,7 @@ import torch
 
 from ehrseq.errors import ConfigError, ShapeError
 from ehrseq.models.distributions._math import log1mexp
-from ehrseq.models.distributions.base import CompetingRisksDistribution, Duration, _where_leading
+from ehrseq.models.distributions.base import CompetingRisksDistribution, Duration, _where_leading, index_leading
 from ehrseq.models.distributions.grid import PMF, GridLike, as_grid, check_parameters, gather_last
 
 
@@ -48,7 +48,7 @@ class CompetingPMF(CompetingRisksDistribution):
         return int(self.grid.shape[0]) - 1
 
     def __getitem__(self, index: Any) -> CompetingPMF:
-        return CompetingPMF(self.logits[index], self.grid, self._num_causes)
+        return CompetingPMF(index_leading(self.logits, index), self.grid, self._num_causes)
 
     def to(self, device: torch.device | str) -> CompetingPMF:
         return CompetingPMF(self.logits.to(device), self.grid.to(device), self._num_causes)
