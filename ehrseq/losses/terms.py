@@ -314,20 +314,22 @@ def _calibration(out: ModelOutput, batch: SequenceBatch, ctx: TermContext, opts:
 def _ranking(out: ModelOutput, batch: SequenceBatch, ctx: TermContext, opts: dict[str, Any]) -> torch.Tensor:
     _require(batch, "event", "remaining")
     opts = dict(opts)
+    has_visit = batch.lengths > 0
     if not ctx.family.in_days:  # the visit-indexed head ranks by the hazard before the next visit
-        risk = torch.sigmoid(ctx.family.hazard_logit(out.raw, ctx.head))
+        risk = _last_visit(torch.sigmoid(ctx.family.hazard_logit(out.raw, ctx.head)), batch)
         opts.pop("horizon", None)
     else:
         if "horizon" not in opts:
             raise ConfigError("the ranking term needs a 'horizon' in days, e.g. {'ranking': {'weight': 0.1, 'horizon': 365}}")
         horizon = float(opts.pop("horizon"))
-        distribution = out.distribution
+        # the distribution at each patient's last visit only (batch [B]), neutral for patients without one
+        last = (torch.arange(batch.lengths.shape[0], device=batch.lengths.device), (batch.lengths - 1).clamp_min(0))
+        distribution = out.distribution[last].masked(has_visit)
         if ctx.family.competing:
             risk = distribution.risk(horizon, ctx.cause or 1)[..., 0]
         else:
-            risk = distribution.masked(batch.mask).risk(horizon)[..., 0]
-    has_visit = batch.lengths > 0
-    return ranking_loss(_last_visit(risk, batch), _last_visit(batch.remaining, batch), batch.event, mask=has_visit,
+            risk = distribution.risk(horizon)[..., 0]
+    return ranking_loss(risk, _last_visit(batch.remaining, batch), batch.event, mask=has_visit,
                         cause=ctx.cause, weight=batch.weight, **opts)
 
 
