@@ -272,7 +272,7 @@ MODEL_FLAGS = (
     Flag("visit_weighting", "auto, visit or patient (default: auto)", {"choices": ("auto", "visit", "patient")}),
     Flag("epochs", "training epochs, or none for the budget of --steps (default: none)",
          {"type": _optional(_count), "metavar": "N"}),
-    Flag("steps", "training budget in optimiser steps when --epochs is none (default: 1000)",
+    Flag("steps", "training budget in optimiser steps when --epochs is none (default: 300)",
          {"type": _count, "metavar": "N"}),
     Flag("batch_size", "patients per batch (default: 64)", {"type": int, "metavar": "N"}),
     Flag("lr", "learning rate (default: 0.001)", {"type": _positive, "metavar": "RATE"}),

@@ -90,7 +90,7 @@ class DynamicSurvival:
     visit_weighting: ``"auto"`` (default; unbiased per-visit weighting, see :mod:`ehrseq.objective`),
         ``"visit"`` or ``"patient"``.
     epochs, steps: the training length: ``epochs`` when given, else (default) a budget of ``steps``
-        optimiser steps (1,000), whatever the cohort's size (:meth:`EstimatorSettings.training_length`);
+        optimiser steps (300), whatever the cohort's size (:meth:`EstimatorSettings.training_length`);
         early stopping with best-weights restore on the validation patients in both cases.
     batch_size, lr, weight_decay, patience, grad_clip, scheduler: optimisation (see
         :class:`ehrseq.train.TrainerConfig`).

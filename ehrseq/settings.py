@@ -99,7 +99,7 @@ class EstimatorSettings:
     cause: int | None = None
     visit_weighting: str = "auto"
     epochs: int | None = None
-    steps: int = 1000
+    steps: int = 300
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-4
