@@ -99,6 +99,9 @@ class DynamicSurvival:
     diagnosis of small-cohort fits are in ``docs/results/suite.md``).
     seed, deterministic, device, amp: reproducibility and hardware.
     progress: one progress bar while training: ``"auto"`` (default: on a terminal only), ``True`` or ``False``.
+
+    :func:`ehrseq.tune` searches these settings by patient-level cross-validation (Optuna; the search space is
+    :data:`ehrseq.tuning.SEARCH_SPACE`) and returns a fitted ``DynamicSurvival`` with the best of them.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -32,6 +32,9 @@ event): ``"c_index"`` (default; Harrell's C of the events in (s, s + Δ]), ``"un
 is better), ``"brier"`` or ``"ibs"`` (lower is better). A trial's score is the mean over its folds, with
 their standard deviation.
 
+**First trial.** The estimator's defaults of the searched settings (those the space holds), so that the
+search compares every proposal with the model a new user fits; the sampler proposes the rest.
+
 **Budget.** ``n_trials`` trials at most, and no new trial after ``timeout`` seconds (a running trial
 finishes). Same data, settings and ``seed`` → the same folds, the same proposals and the same trials.
 The best trial's settings are then fitted on all patients: the returned model.
@@ -107,6 +110,10 @@ class Choice:
     def values(self) -> tuple[Any, ...]:
         return self.options
 
+    def contains(self, value: Any) -> bool:
+        value = tuple(value) if isinstance(value, list) else value
+        return any(type(value) is type(o) and value == o for o in self.options)
+
     def __str__(self) -> str:
         return "one of " + ", ".join(str(_label(o)) for o in self.options)
 
@@ -134,6 +141,10 @@ class IntRange:
     def values(self) -> tuple[int, ...]:
         return (int(self.low), int(self.high))
 
+    def contains(self, value: Any) -> bool:
+        return (isinstance(value, numbers.Integral) and not isinstance(value, bool) and self.low <= value <= self.high
+                and (value - self.low) % self.step == 0)
+
     def __str__(self) -> str:
         step = f" step {self.step}" if self.step != 1 else ""
         return f"integer in [{self.low}, {self.high}]{step}{' (log scale)' if self.log else ''}"
@@ -160,6 +171,9 @@ class FloatRange:
 
     def values(self) -> tuple[float, ...]:
         return (float(self.low), float(self.high))
+
+    def contains(self, value: Any) -> bool:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool) and self.low <= value <= self.high
 
     def __str__(self) -> str:
         return f"number in [{self.low:g}, {self.high:g}]{' (log scale)' if self.log else ''}"
@@ -509,6 +523,9 @@ def tune(
     sampler = optuna.samplers.TPESampler(seed=seed)
     with _quiet_optuna():
         study = optuna.create_study(direction=direction, sampler=sampler, pruner=pruner)
+        start = _default_trial(space, fixed)
+        if start:
+            study.enqueue_trial(start)  # the first trial: the estimator's defaults, where the space holds them
         with progress_bar(progress, total=n_trials, desc="tuning", unit="trial") as bar:
             def advance(study: Any, trial: Any) -> None:
                 bar.update(1)
@@ -528,6 +545,12 @@ def tune(
     model = DynamicSurvival(**{**fixed, **params, **quiet}).fit(data.visits, data.outcomes, validation=validation)
     model.set_params(progress=fixed.get("progress", "auto"))
     return Tuned(model, _trials_table(study, space, best.number), params, metric, data.windows, study)
+
+
+def _default_trial(space: Mapping[str, Distribution], fixed: Mapping[str, Any]) -> dict[str, Any]:
+    """The estimator's default of every searched setting that the space holds (as Optuna records it)."""
+    defaults = EstimatorSettings(**fixed).params()
+    return {name: _label(defaults[name]) for name, dist in space.items() if dist.contains(defaults[name])}
 
 
 def _tuning_data(visits: Any, outcomes: Any, fixed: Mapping[str, Any], folds: int, seed: int,

@@ -53,6 +53,12 @@ def test_tune_returns_the_best_settings_fitted_on_every_patient(tuned, cohort):
         assert written == best[name][0], name
     assert set(tuned.best) == set(searched) and all(params[k] == v for k, v in tuned.best.items())
     assert all(params[k] == v for k, v in FIXED.items()) and params["seed"] == 1 and params["progress"] == "auto"
+    # the first trial: the estimator's defaults of the searched settings
+    defaults = EstimatorSettings().params()
+    first = trials.row(0, named=True)
+    for name in searched:
+        value = defaults[name]
+        assert first[name] == (",".join(str(v) for v in value) if isinstance(value, tuple) else value), name
     # fitted on every patient of the cohort
     assert sum(model.cohort_report_.events.values()) == cohort[1].height
     assert tuned.metric == "c_index" and tuned.windows and tuned.study.direction.name == "MAXIMIZE"
@@ -85,9 +91,9 @@ def test_a_trial_scores_the_mean_landmark_c_index_of_its_folds(tuned, cohort):
 def test_the_same_seed_gives_the_same_trials_and_another_seed_others(tuned, cohort):
     again = tune(*cohort, n_trials=2, folds=2, seed=1, progress=False, **FIXED)
     assert again.trials.drop("seconds").equals(tuned.trials.drop("seconds"))
-    other = tune(*cohort, n_trials=1, folds=2, seed=2, progress=False, **FIXED)
-    assert other.trials.drop("seconds", "score", "score_sd", "best").row(0) != tuned.trials.drop(
-        "seconds", "score", "score_sd", "best").row(0)
+    other = tune(*cohort, n_trials=2, folds=2, seed=2, progress=False, **FIXED)
+    settings = [name for name in SEARCH_SPACE if name not in FIXED]
+    assert other.trials.select(settings).row(1) != tuned.trials.select(settings).row(1)  # trial 0: the defaults
 
 
 def test_the_tuned_model_saves_loads_and_scores_like_any_other(tuned, cohort, tmp_path):
@@ -141,6 +147,10 @@ def test_a_trial_whose_settings_fail_is_recorded_and_all_failing_is_an_error(coh
 def test_the_search_space_is_settings_of_the_estimator():
     assert set(SEARCH_SPACE) <= set(EstimatorSettings.names())
     assert check_space(SEARCH_SPACE, {}) == SEARCH_SPACE
+    defaults = EstimatorSettings().params()
+    assert all(dist.contains(defaults[name]) for name, dist in SEARCH_SPACE.items())  # the first trial is the default
+    assert Choice(((32,), (64,))).contains([64]) and not Choice((1, 2)).contains(True)
+    assert IntRange(8, 32, step=4).contains(20) and not IntRange(8, 32, step=4).contains(21)
     described = describe_space()
     assert described["setting"].to_list() == list(SEARCH_SPACE)
     assert described.filter(pl.col("setting") == "lr")["default"][0] == "0.001"
