@@ -386,6 +386,10 @@ def write_table(table: Any, path: Path) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ehrseq.train import init_distributed
+
+    # under torchrun every process trains its share; rank 0 writes the model and reports
+    say = _say if init_distributed()[0] == 0 else (lambda *_: None)
     config = read_config(args.config)
     config.update(_given(args, TABLE_FLAGS + MODEL_FLAGS))
     if hasattr(args, "validation"):
@@ -402,7 +406,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     visits = read_table(args.visits, "visits", model.cohort_settings.null_values)
     outcomes = read_table(args.outcomes, "outcomes", model.cohort_settings.null_values)
     model.fit(visits, outcomes, **fit)
-    _say(str(model.cohort_report_))
+    say(str(model.cohort_report_))
     history = model.history_
     records = history.records
     last = records[-1] if records else {}
@@ -417,13 +421,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if val:
         parts.append(f"best validation loss {min(val):.4f}")
     parts.append(f"{sum(r.get('seconds', 0.0) for r in records):.1f} s")
-    _say("\ntraining: " + ", ".join(parts))
+    say("\ntraining: " + ", ".join(parts))
     if model.family_.in_days:
-        _say(f"reach of the training data: {model.reach_}")
+        say(f"reach of the training data: {model.reach_}")
     path = model.save(out, overwrite=args.overwrite)
     from ehrseq.scoring import model_id
 
-    _say(f"model saved to {path} (model id {model_id(path)})")
+    say(f"model saved to {path} (model id {model_id(path)})")
     return 0
 
 

@@ -36,6 +36,7 @@ import torch
 from ehrseq import predict
 from ehrseq.checkpoint import load_checkpoint, save_checkpoint
 from ehrseq.data import Cohort, FeaturePipeline, PredictionTimeLoader, TimeGrid, make_loader, split_patients, tensorize
+from ehrseq.data.sharding import RankSlices
 from ehrseq.device import select_device
 from ehrseq.errors import CheckpointError, ConfigError, option
 from ehrseq.losses.terms import get_term
@@ -48,7 +49,7 @@ from ehrseq.models.heads import HeadConfig
 from ehrseq.models.model import DynamicSurvivalModel, ModelConfig
 from ehrseq.objective import Objective, ObjectiveConfig
 from ehrseq.settings import COHORT_SETTINGS, TRAINER_SETTINGS, CohortSettings, EstimatorSettings
-from ehrseq.train import Trainer, TrainerConfig, TrainingHistory, distributed_context
+from ehrseq.train import Trainer, TrainerConfig, TrainingHistory, distributed_context, init_distributed, on_rank_zero
 
 TablePair = tuple[Any, Any]
 
@@ -161,7 +162,14 @@ class DynamicSurvival:
         Afterwards: ``model_``, ``features_``, ``grid_``, ``reach_`` (how far the training patients
         reach: predictions beyond are marked ``extrapolated``, :class:`ehrseq.predict.Reach`),
         ``history_``, ``cohort_report_``.
+
+        Under ``torchrun --nproc_per_node=N`` (``--nnodes`` for several machines) every process calls
+        ``fit`` on the same tables; they join one process group (gloo on CPU, NCCL on CUDA) and each
+        trains on its share of every batch of one process (:mod:`ehrseq.data.sharding`), so the fitted
+        weights are those of one process up to floating-point rounding (with ``dropout=0``: dropout masks
+        are drawn by each process). :meth:`save` then writes the model once, from rank 0.
         """
+        init_distributed()  # under torchrun: join the process group (a no-op otherwise)
         cohort = self.cohort_settings.build(visits, outcomes, multi_outcomes)
         self._check_event_types(cohort)
         self.cohort_report_ = cohort.report
@@ -222,20 +230,18 @@ class DynamicSurvival:
         objective = Objective(self.objective, self.model_config_, visits_per_patient=train.n_visits / train.n_patients)
 
         train_data = tensorize(train, self.features_, self.grid_)
-        rank, world = distributed_context()
-        sampler = None
-        if world > 1:
-            sampler = torch.utils.data.DistributedSampler(train_data, num_replicas=world, rank=rank, shuffle=True,
-                                                          seed=seed)
         # Training batches are drawn at random, not bucketed by history length: history length is
         # tied to the outcome (early deaths have short histories), and length-homogeneous batches make
         # the stochastic gradients outcome-correlated enough to leave the fitted risks miscalibrated
         # (measured on simulated data with known truth). Prediction batches are bucketed (harmless there).
         train_loader = make_loader(train_data, self.settings.batch_size, shuffle=True, seed=seed,
-                                   sampler=sampler, bucket_by_length=False)
+                                   bucket_by_length=False)
         if self.model_config_.any_time:
             cuts = torch.tensor(np.asarray(self.grid_.cuts, dtype=np.float64)) if self.grid_ is not None else None
             train_loader = PredictionTimeLoader(train_loader, seed, cuts=cuts)
+        rank, world = distributed_context()
+        if world > 1:  # under torchrun: each rank trains on its rows of the batches of one process
+            train_loader = RankSlices(train_loader, rank, world)
         val_loader = None
         if val is not None:
             val_loader = make_loader(tensorize(val, self.features_, self.grid_), self.settings.batch_size, shuffle=False)
@@ -505,7 +511,9 @@ class DynamicSurvival:
             "grid": self.grid_.to_dict() if self.grid_ is not None else {},
             "history": self.history_.to_dict(),
         }
-        return save_checkpoint(directory, self.model_.state_dict(), documents, overwrite=overwrite)
+        # under torchrun, rank 0 writes the model once; every rank returns its path
+        return on_rank_zero(lambda: save_checkpoint(directory, self.model_.state_dict(), documents,
+                                                    overwrite=overwrite))
 
     @classmethod
     def load(cls, directory: str | Path, device: str | None = None) -> DynamicSurvival:

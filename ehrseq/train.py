@@ -10,14 +10,17 @@ optimised with the model.
 Distributed training: launch the same script with ``torchrun --nproc_per_node=N``. :func:`init_distributed`
 initialises the process group (``gloo`` on CPU, ``nccl`` on GPU) from the ``torchrun`` environment; the
 trainer then wraps the model in :class:`~torch.nn.parallel.DistributedDataParallel`, calls
-``set_epoch`` on distributed samplers, averages logged losses over ranks, takes early-stopping
-decisions from rank-averaged validation losses (so all ranks stop together) and shows progress on rank 0
-only. With a mean-reduced loss and equal per-rank batch sizes, one distributed step equals one
-single-process step on the union of the ranks' batches.
+``set_epoch`` on distributed samplers, pools logged losses over ranks, takes early-stopping decisions
+from pooled validation losses (so all ranks stop together) and shows progress on rank 0 only. Each
+rank's loss is weighed by its share of the step's patient weight (:func:`rank_share`), so with losses
+that are weighted means over patients one distributed step equals one single-process step on the
+union of the ranks' batches, equal in size or not (:mod:`ehrseq.data.sharding` gives each rank its
+rows of the single-process batches). :func:`on_rank_zero` runs what must happen once (saving a model).
 """
 
 from __future__ import annotations
 
+import atexit
 import copy
 import math
 import os
@@ -168,19 +171,60 @@ def init_distributed(backend: str | None = None) -> tuple[int, int]:
     if not dist.is_initialized():
         backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
         dist.init_process_group(backend=backend)
+        atexit.register(_leave_process_group)  # a group left open can abort the process at exit
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     return distributed_context()
 
 
-def _all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str, float]:
+def on_rank_zero(action: Callable[[], Any]) -> Any:
+    """``action()`` run once, by rank 0, its result (or its error, raised) shared with every rank once it
+    is done; ``action()`` itself outside a process group."""
     rank, world = distributed_context()
-    if world == 1 or not values:
-        return values
-    keys = sorted(values)
-    tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return {k: float(v) / world for k, v in zip(keys, tensor.tolist())}
+    if world == 1:
+        return action()
+    outcome: list[Any] = [None]
+    if rank == 0:
+        try:
+            outcome[0] = (True, action())
+        except Exception as exc:  # every rank raises it, instead of waiting for rank 0 forever
+            outcome[0] = (False, exc)
+    dist.broadcast_object_list(outcome, src=0)
+    done, value = outcome[0]
+    if not done:
+        raise value
+    return value
+
+
+def _leave_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _all_reduce_means(sums: dict[str, float], count: int, device: torch.device) -> dict[str, float]:
+    """Means of ``sums`` over ``count`` items, pooled over the ranks (Σ sums / Σ counts)."""
+    rank, world = distributed_context()
+    if world > 1 and sums:
+        keys = sorted(sums)
+        tensor = torch.tensor([sums[k] for k in keys] + [count], dtype=torch.float64, device=device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        *values, count = tensor.tolist()
+        sums = dict(zip(keys, values))
+    return {k: v / max(count, 1) for k, v in sums.items()}
+
+
+def rank_share(batch: SequenceBatch) -> torch.Tensor:
+    """W × this rank's share of the patient weight of the ranks' batches together: the factor that makes
+    the rank-averaged gradient of the ranks' (weighted-mean) losses the gradient of the loss of their
+    union. 1 outside a process group, and for equal shares."""
+    _, world = distributed_context()
+    weight = batch.weight.sum() if batch.weight is not None else torch.tensor(float(batch.batch_size))
+    if world == 1:
+        return torch.ones((), device=batch.device)
+    mine = weight.to(device=batch.device, dtype=torch.float64)
+    total = mine.clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return (world * mine / total.clamp_min(torch.finfo(torch.float64).tiny)).to(torch.float32)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -338,6 +382,7 @@ class Trainer:
         """One pass (``bar``: advanced per batch when given); returns batch-size-weighted means of the loss and
         its parts (rank-averaged)."""
         training = optimizer is not None
+        distributed = distributed_context()[1] > 1
         model.train(training)
         objective.train(training)
         sums: dict[str, float] = {}
@@ -355,7 +400,7 @@ class Trainer:
                 )
             if training:
                 optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
+                scaler.scale(loss * rank_share(batch) if distributed else loss).backward()
                 if self.config.grad_clip is not None:
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(
@@ -370,5 +415,4 @@ class Trainer:
                 sums[key] = sums.get(key, 0.0) + value * n
             if bar is not None:
                 bar.update(1)
-        means = {k: v / max(count, 1) for k, v in sums.items()}
-        return _all_reduce_mean(means, self.device)
+        return _all_reduce_means(sums, count, self.device)

@@ -1,17 +1,25 @@
 """Distributed data-parallel training under torchrun (2 CPU processes, gloo) equals one process.
 
-With a DistributedSampler without shuffling, rank r of W sees patients r, r + W, …; per-rank batches of
-b patients therefore cover exactly the single-process batch of W·b patients, and since the objective
-normalises per-visit sums by a global constant, the rank-averaged gradients equal the single-process
-gradients. After two epochs the weights must agree to float tolerance.
+The low-level Trainer: with a DistributedSampler without shuffling, rank r of W sees patients r, r + W, …;
+per-rank batches of b patients therefore cover exactly the single-process batch of W·b patients, and
+since the objective normalises per-visit sums by a global constant, the rank-averaged gradients equal
+the single-process gradients. After two epochs the weights must agree to float tolerance.
+
+DynamicSurvival.fit and ``ehrseq train``: every rank trains on its rows of the single-process batches
+(uneven shares included: 36 training patients in batches of 15), with the default model (linear path,
+sampled prediction times) and early stopping on a validation split; one model is saved, by rank 0, with
+the weights of one process to 1e-5 (about 1e-7 is measured), on one machine and as two torchrun "nodes"
+meeting at a c10d rendezvous on localhost.
 """
 
 import ast
+import json
 import os
 import socket
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -94,3 +102,121 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     # the logged epoch losses (rank-averaged under DDP) agree too
     losses = [ast.literal_eval(run.stdout.strip().split("losses", 1)[1].strip()) for run in (single, ddp)]
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- estimator
+FIT = textwrap.dedent(
+    """
+    import sys
+    import torch
+    import ehrseq
+    from ehrseq.datasets import simulate
+
+    if __name__ == "__main__":
+        torch.set_num_threads(1)
+        sim = simulate(45, seed=3, n_codes=10)
+        model = ehrseq.DynamicSurvival(**{OPTIONS})
+        model.fit(sim.visits, sim.outcomes, validation=0.2)
+        print("saved to", model.save(sys.argv[1]))
+        print("losses", [(r["train_loss"], r["val_loss"]) for r in model.history_.records])
+    """
+)
+OPTIONS = dict(grid=6, d_model=16, hidden=(16,), dropout=0.0, batch_size=15, epochs=4, lr=5e-3, seed=0,
+               progress=False, device="cpu")
+WEIGHT_TOLERANCE = dict(atol=1e-5, rtol=1e-4)
+
+
+def _torchrun(*arguments: str, cwd=None) -> subprocess.CompletedProcess:
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
+                          f"--master_port={_free_port()}", *arguments], capture_output=True, text=True, cwd=cwd,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+
+def _same_weights(a_dir, b_dir) -> None:
+    a = load_file(str(a_dir / "weights.safetensors"))
+    b = load_file(str(b_dir / "weights.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.allclose(a[name], b[name], **WEIGHT_TOLERANCE), (name, (a[name] - b[name]).abs().max())
+
+
+def test_estimator_fit_under_torchrun_gives_the_weights_of_one_process_and_saves_once(tmp_path):
+    import ehrseq
+    from ehrseq.datasets import simulate
+
+    sim = simulate(45, seed=3, n_codes=10)
+    single = ehrseq.DynamicSurvival(**OPTIONS).fit(sim.visits, sim.outcomes, validation=0.2)
+    single.save(tmp_path / "single")
+    script = tmp_path / "fit.py"
+    script.write_text(FIT.replace("{OPTIONS}", repr(OPTIONS)))
+    run = _torchrun(str(script), str(tmp_path / "ddp"))
+    assert run.stdout.count("saved to") == 2  # both ranks return the path; rank 0 wrote it
+    _same_weights(tmp_path / "single", tmp_path / "ddp")
+    loaded = ehrseq.load(tmp_path / "ddp")  # checksums verified
+    assert loaded.model_config_.any_time and loaded.model_config_.wide
+    losses = ast.literal_eval(run.stdout.split("losses", 1)[1].splitlines()[0].strip())
+    expected = [(r["train_loss"], r["val_loss"]) for r in single.history_.records]
+    assert len(losses) == len(expected)
+    assert [x for pair in losses for x in pair] == pytest.approx([x for pair in expected for x in pair], rel=1e-5)
+
+
+def test_ehrseq_train_under_torchrun_gives_the_model_of_one_process(tmp_path, capsys):
+    from ehrseq.cli import main
+    from ehrseq.datasets import simulate
+
+    sim = simulate(45, seed=3, n_codes=10)
+    sim.visits.write_parquet(tmp_path / "visits.parquet")
+    sim.outcomes.write_parquet(tmp_path / "outcomes.parquet")
+    flags = ["--visits", "visits.parquet", "--outcomes", "outcomes.parquet", "--validation", "0.2", "--grid", "6",
+             "--d-model", "16", "--hidden", "16", "--dropout", "0", "--batch-size", "15", "--epochs", "4",
+             "--lr", "0.005", "--seed", "0", "--device", "cpu", "--no-progress"]
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        assert main(["train", *flags, "--out", "single"]) == 0
+    finally:
+        os.chdir(cwd)
+    capsys.readouterr()
+    run = _torchrun(str(Path(sys.executable).with_name("ehrseq")), "train", *flags, "--out", "ddp", cwd=tmp_path)
+    assert run.stdout.count("model saved to") == 1 and run.stdout.count("training:") == 1  # rank 0 reports
+    _same_weights(tmp_path / "single", tmp_path / "ddp")
+    manifest = json.loads((tmp_path / "ddp" / "manifest.json").read_text())
+    assert sorted(manifest["files"]) == sorted(p.name for p in (tmp_path / "ddp").iterdir() if p.name != "manifest.json")
+    # two "machines" (two torchrun launches on localhost), as the README's multi-node command runs them
+    port = _free_port()
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+                               "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "ehrseq",
+                               str(Path(sys.executable).with_name("ehrseq")), "train", *flags, "--out", "nodes"],
+                              cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [node.communicate(timeout=600) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], [err[-2000:] for _, err in outputs]
+    assert sum(out.count("model saved to") for out, _ in outputs) == 1
+    _same_weights(tmp_path / "single", tmp_path / "nodes")
+
+
+# ---------------------------------------------------------------------------------------------- shares
+def test_rank_slices_partition_every_batch_and_an_empty_share_weighs_nothing():
+    from ehrseq.data.sharding import RankSlices, rank_batch, rank_rows
+
+    for size in (1, 2, 7, 15):
+        rows = torch.cat([rank_rows(size, rank, 2) for rank in range(2)])
+        assert rows.tolist() == list(range(size))
+    batch = _batch(1)
+    lonely = rank_batch(batch, 1, 2)
+    assert lonely.batch_size == 1 and lonely.weight.tolist() == [0.0]
+    assert rank_batch(batch, 0, 2).patient_index.tolist() == [0]
+    loader = RankSlices([_batch(5)], 1, 2)
+    assert len(loader) == 1 and [b.patient_index.tolist() for b in loader] == [[3, 4]]
+
+
+def _batch(size: int):
+    """A batch of ``size`` one-visit patients (only the shapes matter)."""
+    from ehrseq.data.batch import SequenceBatch
+
+    return SequenceBatch(numeric=torch.zeros(size, 1, 2), numeric_missing=torch.zeros(size, 1, 2, dtype=torch.bool),
+                         categorical=torch.zeros(size, 1, 0, dtype=torch.long), codes=torch.zeros(size, 1, 0, dtype=torch.long),
+                         time=torch.zeros(size, 1), gap=torch.zeros(size, 1), mask=torch.ones(size, 1, dtype=torch.bool),
+                         patient_index=torch.arange(size))
