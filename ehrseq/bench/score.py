@@ -10,9 +10,18 @@ The smaller cohort of the comparison is the first shards of the larger one.
 The model is a GRU (``d_model`` 64) with a logistic-hazard head (20-bin grid), trained for one epoch
 on 2,000 other simulated patients (the scoring speed does not depend on how well it is trained). Each
 run scores every patient at the last visit for three horizons (365, 730 and 1,825 days) in a fresh
-spawned process, with ``--workers`` shard processes (0: the scoring process itself); peak resident
-memory (``VmHWM``) is read in that process and, for the workers, from their resource usage. CPU
-seconds are those of the scoring process and its workers.
+spawned process, by three engines, every process on ``--threads`` torch threads (default 1):
+
+* **in-process**: ``ehrseq.score`` in the scoring process itself;
+* **Dask**: ``ehrseq.score(num_workers=W)``, a ``LocalCluster`` of W worker processes started by the run
+  (its start-up is part of the wall time);
+* **process pool**: the engine ``ehrseq.score`` used before Dask, for comparison —
+  ``ehrseq.scoring.plan``, a ``concurrent.futures`` pool of W spawned processes that load the model
+  at start-up, ``score_shard`` per shard, records in completion order.
+
+Peak resident memory (``VmHWM``) is read in the scoring process, and for the workers from the resource
+usage of its finished descendants (the largest worker). CPU seconds are those of the scoring process
+and all its descendants.
 
 The baseline is the in-memory estimator API on one shard: ``predict_risk``, ``predict_survival`` and
 ``predict_median`` on a DataFrame holding the shard, which gives the same numbers as one pass of the
@@ -20,17 +29,19 @@ scorer but materialises the whole table and its predictions.
 
 The yardstick is the model's GRU layer alone, run on random inputs of the cohort's mean length in
 the same batches and threads: the recurrence that scoring cannot skip, whatever the data handling.
+It is measured per process; W processes allow W times as much.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import multiprocessing
 import resource
 import shutil
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +93,9 @@ def train_model(directory: Path, n_patients: int = 2_000) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------- measured runs
+ENGINES = ("in-process", "dask", "process pool")
+
+
 def _peak_rss_bytes() -> int:
     with open("/proc/self/status") as status:
         for line in status:
@@ -95,23 +109,54 @@ def _cpu_seconds(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def measure_run(model: str, shards: list[str], out_dir: str, threads: int, workers: int, batch_size: int,
-                patients_per_chunk: int) -> dict[str, Any]:
-    """Score ``shards`` (in a fresh process); return wall and CPU seconds, peak RSS and the manifest."""
+def _load_in_worker(threads: int, model: str) -> None:
+    """Process-pool worker start-up: its torch threads, and the model loaded into the process cache."""
+    from ehrseq.scoring._model import resolve_model
+
+    torch.set_num_threads(threads)
+    resolve_model(model)
+
+
+def pool_score(model: str, shards: list[str], out_dir: str, workers: int, threads: int, batch_size: int,
+               patients_per_chunk: int) -> dict[str, Any]:
+    """The former engine of ``ehrseq.score(num_workers=W)``: a plan, a pool of ``workers`` spawned
+    processes that load the model at start-up, ``score_shard`` per shard; returns the manifest."""
+    from ehrseq.scoring import plan, score_shard
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_load_in_worker,
+                             initargs=(threads, model)) as pool:
+        for _ in range(workers):  # start the processes while the driver plans
+            pool.submit(int)
+        run = plan(model, shards, out_dir, list(HORIZONS), batch_size=batch_size,
+                   patients_per_chunk=patients_per_chunk)
+        work = functools.partial(score_shard, model, out_dir=out_dir, **run.options)
+        for future in as_completed([pool.submit(work, shard) for shard in run.pending]):
+            run.record(future.result())
+    return run.manifest
+
+
+def measure_run(engine: str, model: str, shards: list[str], out_dir: str, threads: int, workers: int,
+                batch_size: int, patients_per_chunk: int) -> dict[str, Any]:
+    """Score ``shards`` with ``engine`` (in a fresh process); return wall and CPU seconds, peak RSS of the
+    scoring process and of its largest worker, and the manifest."""
     from ehrseq.scoring import score
 
     torch.set_num_threads(threads)
-    cpu = _cpu_seconds(resource.RUSAGE_SELF)
+    cpu = _cpu_seconds(resource.RUSAGE_SELF) + _cpu_seconds(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    summary = score(model, shards, out_dir, list(HORIZONS), batch_size=batch_size, patients_per_chunk=patients_per_chunk,
-                    num_workers=workers, progress=False)
+    if engine == "process pool":
+        manifest = pool_score(model, shards, out_dir, workers, threads, batch_size, patients_per_chunk)
+    else:
+        manifest = score(model, shards, out_dir, list(HORIZONS), batch_size=batch_size,
+                         patients_per_chunk=patients_per_chunk, num_workers=workers if engine == "dask" else 0,
+                         progress=False).manifest
     wall = time.perf_counter() - started
     return {
         "wall": wall,
-        "cpu": _cpu_seconds(resource.RUSAGE_SELF) - cpu + _cpu_seconds(resource.RUSAGE_CHILDREN),
+        "cpu": _cpu_seconds(resource.RUSAGE_SELF) + _cpu_seconds(resource.RUSAGE_CHILDREN) - cpu,
         "peak_rss": _peak_rss_bytes(),
-        "worker_peak_rss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
-        "manifest": summary.manifest,
+        "worker_peak_rss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 if engine != "in-process" else 0,
+        "manifest": manifest,
     }
 
 
@@ -160,35 +205,36 @@ def recurrence_rate(model: str, threads: int, visits: int, batch_size: int, n_pa
 
 # ---------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> None:
-    """Generate the shards, train the model, score two cohort sizes and print speed and memory."""
+    """Generate the shards, train the model, score two cohort sizes with each engine and print speed and memory."""
     parser = argparse.ArgumentParser(prog="python -m ehrseq.bench score", description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=1_000_000, help="patients of the larger cohort")
     parser.add_argument("--compare", type=int, default=100_000, help="patients of the smaller cohort (0: none)")
     parser.add_argument("--shard-patients", type=int, default=25_000, help="patients per input shard")
-    parser.add_argument("--workers", type=int, default=2, help="shard processes (0: score in the scoring process)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads of the scoring process (default: 1 with workers, else all)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes of the Dask and pool engines")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of every process (default: 1)")
+    parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES), help="engines to run")
     parser.add_argument("--batch-size", type=int, default=1024, help="patients per forward pass")
     parser.add_argument("--patients-per-chunk", type=int, default=25_000, help="patients read and predicted at a time")
     parser.add_argument("--data", type=Path, default=None, help="folder to keep (and reuse) the shards and the model")
     parser.add_argument("--quick", action="store_true",
-                        help="a tiny cohort scored in this process, no baseline (smoke test)")
+                        help="a tiny cohort scored from this process, no baseline (smoke test)")
     args = parser.parse_args(argv)
+    if args.workers < 1 or args.threads < 1:
+        parser.error("--workers and --threads must be >= 1")
     train_patients = 2_000
     if args.quick:
-        args.patients, args.compare, args.shard_patients, args.workers = 400, 200, 100, 0
+        args.patients, args.compare, args.shard_patients = 400, 200, 100
         args.patients_per_chunk, train_patients = 50, 100
-    threads = args.threads or (1 if args.workers else torch.get_num_threads())
 
     scratch = Path(tempfile.mkdtemp(prefix="ehrseq-bench-score-"))
     data = args.data or scratch
     try:
-        _run(args, data, scratch, threads, train_patients)
+        _run(args, data, scratch, train_patients)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _run(args: argparse.Namespace, data: Path, scratch: Path, threads: int, train_patients: int) -> None:
+def _run(args: argparse.Namespace, data: Path, scratch: Path, train_patients: int) -> None:
     print(f"ehrseq scoring benchmark — {environment_line()}, {multiprocessing.cpu_count()} CPU core(s)")
     started = time.perf_counter()
     shard_dir = data / f"visits-{args.shard_patients}"
@@ -197,46 +243,69 @@ def _run(args: argparse.Namespace, data: Path, scratch: Path, threads: int, trai
     print(f"data: {len(paths)} shards of {args.shard_patients:,} simulated patients (~20 visits each) in {shard_dir} "
           f"({time.perf_counter() - started:.0f} s to generate or reuse, with the model)")
     print(f"model: GRU(64) + logistic hazard (20 bins), trained 1 epoch on {train_patients:,} other patients; "
-          f"{args.workers} worker process(es), {threads} torch thread(s) per process, batch {args.batch_size}, "
-          f"{args.patients_per_chunk:,} patients per chunk; horizons {', '.join(f'{h:g}' for h in HORIZONS)} days")
+          f"{args.threads} torch thread(s) per process, batch {args.batch_size}, {args.patients_per_chunk:,} patients "
+          f"per chunk; horizons {', '.join(f'{h:g}' for h in HORIZONS)} days")
 
     sizes = sorted({n for n in (args.compare, args.patients) if n > 0})
     call = _in_process if args.quick else _in_child
-    rows, stages = [], {}
+    rows, results = [], {}
     for n in sizes:
         selected = [str(p) for p in paths[: -(-n // args.shard_patients)]]
-        out = scratch / f"predictions-{n}"
-        result = call(measure_run, str(model), selected, str(out), threads, args.workers, args.batch_size,
-                           args.patients_per_chunk)
-        totals = result["manifest"]["totals"]
-        patients = totals["patients_scored"]
-        rows.append([f"{patients:,}", f"{totals['rows_in']:,}", len(selected), f"{result['wall']:.1f}",
-                     f"{patients / result['wall']:,.0f}", f"{result['cpu']:.1f}", f"{patients / result['cpu']:,.0f}",
-                     f"{result['peak_rss'] / 2**20:,.0f}", f"{result['worker_peak_rss'] / 2**20:,.0f}"])
-        stages = {name: sum(r["stage_seconds"][name] for r in result["manifest"]["shards"].values())
-                  for name in ("read", "cohort", "predict", "write")}
-        shutil.rmtree(out, ignore_errors=True)
-    print(format_table(["patients", "visit rows", "shards", "wall s", "patients/s", "CPU s", "patients/CPU-s",
-                        "peak RSS MiB", "worker peak MiB"], rows))
+        for engine in args.engines:
+            out = scratch / f"predictions-{n}-{engine.replace(' ', '-')}"
+            workers = 0 if engine == "in-process" else args.workers
+            result = call(measure_run, engine, str(model), selected, str(out), args.threads, workers,
+                          args.batch_size, args.patients_per_chunk)
+            shutil.rmtree(out, ignore_errors=True)
+            results[n, engine] = result
+            totals = result["manifest"]["totals"]
+            patients = totals["patients_scored"]
+            label = engine if engine == "in-process" else f"{engine}, {workers} workers"
+            rows.append([f"{patients:,}", label, f"{totals['rows_in']:,}", len(selected), f"{result['wall']:.1f}",
+                         f"{patients / result['wall']:,.0f}", f"{result['cpu']:.1f}",
+                         f"{patients / result['cpu']:,.0f}", f"{result['peak_rss'] / 2**20:,.0f}",
+                         f"{result['worker_peak_rss'] / 2**20:,.0f}" if workers else "-"])
+    print(format_table(["patients", "engine", "visit rows", "shards", "wall s", "patients/s", "CPU s",
+                        "patients/CPU-s", "peak RSS MiB", "worker peak MiB"], rows))
+    largest = sizes[-1]
+    first = results[largest, args.engines[0]]
+    stages = {name: sum(r["stage_seconds"][name] for r in first["manifest"]["shards"].values())
+              for name in ("read", "cohort", "predict", "write")}
     spent = sum(stages.values())
-    print("time per stage, largest run (seconds summed over shards): "
+    print(f"time per stage, {args.engines[0]}, {largest:,} patients (seconds summed over shards): "
           + ", ".join(f"{name} {value:.1f} ({100 * value / spent:.0f} %)" for name, value in stages.items()))
 
+    def rate(n: int, engine: str) -> float:
+        result = results[n, engine]
+        return result["manifest"]["totals"]["patients_scored"] / result["wall"]
+
+    if {"dask", "process pool"} <= set(args.engines):
+        print(f"Dask vs process pool, {args.workers} workers: "
+              + ", ".join(f"{rate(n, 'dask') / rate(n, 'process pool'):.2f}x at {n:,} patients" for n in sizes))
+    if len(sizes) > 1:
+        print("memory from {:,} to {:,} patients: ".format(*sizes[::len(sizes) - 1]) + "; ".join(
+            f"{engine} {results[sizes[0], engine]['peak_rss'] / 2**20:,.0f} -> "
+            f"{results[largest, engine]['peak_rss'] / 2**20:,.0f} MiB"
+            + (f" (workers {results[sizes[0], engine]['worker_peak_rss'] / 2**20:,.0f} -> "
+               f"{results[largest, engine]['worker_peak_rss'] / 2**20:,.0f} MiB)" if engine != "in-process" else "")
+            for engine in args.engines))
+
+    totals = first["manifest"]["totals"]
     visits = round(totals["rows_in"] / max(totals["patients_in"], 1))
-    alone = call(recurrence_rate, str(model), threads, visits, args.batch_size, 200 if args.quick else 25_000)
-    processes = max(args.workers, 1)
-    print(f"yardstick: the GRU layer alone ([{args.batch_size}, {visits}, 64] random inputs, {threads} thread(s)) runs "
-          f"{alone:,.0f} patients/s per process, so at most {alone * processes:,.0f} patients/s with {processes} "
-          f"process(es); the scorer reaches {scored_rate(rows) / (alone * processes):.0%} of that")
+    alone = call(recurrence_rate, str(model), args.threads, visits, args.batch_size, 200 if args.quick else 25_000)
+    reached = []
+    for engine in args.engines:
+        processes = 1 if engine == "in-process" else args.workers
+        reached.append(f"{engine} {rate(largest, engine) / (alone * processes):.0%}")
+    print(f"yardstick: the GRU layer alone ([{args.batch_size}, {visits}, 64] random inputs, {args.threads} thread(s)) "
+          f"runs {alone:,.0f} patients/s per process; share of it reached per process at {largest:,} patients: "
+          + ", ".join(reached))
     if args.quick:
-        print("(--quick: scored in the benchmark process, so peak RSS includes the data generation; no baseline)")
+        print("(--quick: scored from the benchmark process, so peak RSS includes the data generation; no baseline)")
         return
-    rate, n = _in_child(baseline_rate, str(model), paths[0], threads)
+    baseline, n = _in_child(baseline_rate, str(model), paths[0], args.threads)
     print(f"baseline: estimator predict_risk + predict_survival + predict_median in memory on one shard "
-          f"({n:,} patients): {rate:,.0f} patients/s")
-    print(f"scorer vs baseline (patients/s, largest run): {scored_rate(rows) / rate:.1f}x")
-
-
-def scored_rate(rows: list[list[Any]]) -> float:
-    """Patients per second of the largest run, from the printed table's rows."""
-    return float(rows[-1][4].replace(",", ""))
+          f"({n:,} patients): {baseline:,.0f} patients/s")
+    if "in-process" in args.engines:
+        print(f"in-process scorer vs baseline (patients/s, {largest:,} patients): "
+              f"{rate(largest, 'in-process') / baseline:.1f}x")
