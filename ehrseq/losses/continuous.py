@@ -15,7 +15,6 @@ import torch
 
 from ehrseq.errors import ConfigError
 from ehrseq.losses import functional as LF
-from ehrseq.losses.functional.crps import DEFAULT_POINTS
 from ehrseq.losses.functional.multievent import Trajectory
 from ehrseq.losses.modules import _cause, _Loss
 from ehrseq.models.distributions import LogNormal, MultiEvent, SurvivalDistribution
@@ -55,9 +54,10 @@ class SurvivalNLLLoss(_DistributionLoss):
 
 
 class SurvivalCRPSLoss(_DistributionLoss):
-    """Survival-CRPS of any distribution by quadrature (:func:`~ehrseq.losses.functional.survival_crps`)."""
+    """Survival-CRPS of any distribution by quadrature (:func:`~ehrseq.losses.functional.survival_crps`;
+    ``points`` nodes per term, ``None`` = the family's default)."""
 
-    def __init__(self, *, points: int = DEFAULT_POINTS, cause: int | None = None, reduction: str = "mean",
+    def __init__(self, *, points: int | None = None, cause: int | None = None, reduction: str = "mean",
                  visit_weighting: str = "patient") -> None:
         super().__init__(cause, reduction, visit_weighting)
         _points(points)
