@@ -236,6 +236,52 @@ def test_the_cluster_needs_a_saved_model_and_one_engine(model, model_dir, shard_
     assert "not allowed with argument" in capsys.readouterr().err
 
 
+def _mapped_chunks_of_a_1_mib_malloc() -> int:
+    """How many chunks glibc maps afresh to serve one 1 MiB malloc in this process (1: mmap, 0: heap)."""
+    import ctypes
+
+    class Mallinfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                         "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = Mallinfo2
+    libc.malloc.restype = ctypes.c_void_p
+    before = libc.mallinfo2().hblks
+    pointer = libc.malloc(1 << 20)
+    after = libc.mallinfo2().hblks
+    libc.free(ctypes.c_void_p(pointer))
+    return after - before
+
+
+def _worker_settings() -> tuple[str | None, bool]:
+    import dask
+
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_"), dask.config.get("distributed.worker.profile.enabled")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_workers_serve_large_tensors_from_the_heap_and_do_not_sample_profiles(model_dir, cluster, tmp_path):
+    from ehrseq.scoring._engine import LoadModel, connect
+
+    # the run's own cluster: started without the nanny's trim threshold and without the sampling profiler
+    with connect(2, None, tmp_path) as client:
+        assert set(client.run(_worker_settings).values()) == {(None, False)}
+    # an existing cluster's workers (nannies set MALLOC_TRIM_THRESHOLD_, which pins glibc's mmap threshold
+    # at 128 KiB): the model-loading plugin raises the thresholds
+    with Client(cluster, set_as_default=False) as client:
+        assert {setting for setting, _ in client.run(_worker_settings).values()} == {"65536"}
+        client.register_plugin(LoadModel(str(model_dir)))
+        assert set(client.run(_mapped_chunks_of_a_1_mib_malloc).values()) == {0}
+    # what the plugin changes, in a fresh process with the nanny's variable: 1 MiB was mapped, now it is not
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); from test_score_dask import _mapped_chunks_of_a_1_mib_malloc"
+              " as mapped; from ehrseq.scoring._engine import _heap_for_large_allocations as heap; "
+              "before = mapped(); heap(); print(before, mapped())")
+    done = subprocess.run([sys.executable, "-c", script, str(Path(__file__).parent)], capture_output=True, text=True,
+                          env={**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536"}, check=True)
+    assert done.stdout.split() == ["1", "0"]
+
+
 # ---------------------------------------------------------------------------------------------- driver killed
 DRIVER = textwrap.dedent(
     """
