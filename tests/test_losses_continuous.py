@@ -465,10 +465,11 @@ def test_ladder_window_quadrature_equals_the_lognormal_specific_one():
     np.testing.assert_allclose(generic[large], specific[large], rtol=1e-9)
 
 
-@pytest.mark.parametrize("cls,outputs", [(LogisticHazard, 4), (PMF, 5), (PiecewiseLinearHazard, 5), (PiecewiseLinearDensity, 6)])
+@pytest.mark.parametrize("cls,outputs", [(LogisticHazard, 4), (PMF, 5), (PiecewiseConstantHazard, 4), (PiecewiseLinearHazard, 5),
+                                         (PiecewiseLinearDensity, 6)])
 def test_grid_survival_crps_against_quadrature_between_knots(cls, outputs):
     g = torch.Generator().manual_seed(12)
-    offset = -5.0 if cls is PiecewiseLinearHazard else 0.0
+    offset = -5.0 if cls in (PiecewiseConstantHazard, PiecewiseLinearHazard) else 0.0
     dist = cls(offset + torch.randn(6, outputs, generator=g, dtype=torch.float64), GRID)
     y = t64([5.0, 60.0, 200.0, 700.0, 1000.0, 3000.0])
     observed = torch.tensor([True, False, True, False, True, False])
@@ -489,6 +490,74 @@ def test_grid_survival_crps_against_quadrature_between_knots(cls, outputs):
             tail = integrate.quad(lambda x: survival(x) ** 2, start, far, points=[b for b in breaks if start < b < far] or None, limit=200)[0] if far > start else 0.0
             tail += integrate.quad(lambda x: survival(x) ** 2, far, np.inf, limit=200)[0]
         assert values[i] == pytest.approx(lower + tail, rel=1e-8)
+
+
+def _constant_hazard_case(cls, n, dtype=torch.float64, seed=0):
+    """Random logits and targets: y and interval bounds spread over 1 day … 60 years, some at the knots,
+    events, right-censored and interval-censored visits."""
+    g = torch.Generator().manual_seed(seed)
+    grid = [0.0, 30.0, 90.0, 180.0, 365.0, 730.0, 1095.0, 1825.0]
+    outputs = len(grid) - 1 + cls.extra_outputs
+    offset = -5.0 if cls is PiecewiseConstantHazard else 0.0
+    logits = (offset + 2.5 * torch.randn(n, outputs, generator=g, dtype=torch.float64)).to(dtype)
+    y = torch.exp(10.0 * torch.rand(n, generator=g, dtype=torch.float64))
+    y[: 2 * len(grid) - 2] = t64(grid[1:] * 2)
+    kind = torch.randint(0, 3, (n,), generator=g)
+    start = torch.where(kind == 0, y, torch.where(kind == 1, torch.inf, y * (1.0 + 5.0 * torch.rand(n, generator=g, dtype=torch.float64))))
+    return logits, y.to(dtype), start.to(dtype), grid
+
+
+@pytest.mark.parametrize("cls", [LogisticHazard, PMF, PiecewiseConstantHazard])
+def test_constant_hazard_closed_form_equals_the_bin_by_bin_integrals(cls):
+    """The constant-hazard families' own Survival-CRPS (closed form, gradient by hand) against the generic
+    bin-by-bin integration of GridDistribution in float64: values and gradients in the logits, y and the
+    bound (away from the knots, where the generic one's min/max split the derivative)."""
+    from ehrseq.models.distributions.grid import GridDistribution
+
+    logits, y, start, grid = _constant_hazard_case(cls, 3000)
+    weights = torch.rand(3000, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    results = []
+    for survival_crps in (cls.survival_crps, GridDistribution.survival_crps):
+        leaves = [value.clone().requires_grad_() for value in (logits, y, start)]
+        value = survival_crps(cls(leaves[0], grid), leaves[1], leaves[2])
+        results.append((value.detach(), torch.autograd.grad((value * weights).sum(), leaves)))
+    (fast, fast_grads), (generic, generic_grads) = results
+    # 𝓛 = ∫(1 − 2S + S²): both lose relative accuracy where F is tiny, so compare on the scale of y there
+    assert torch.all((fast - generic).abs() <= 1e-6 * generic.abs() + 1e-12 * y)
+    assert float(((fast - generic).abs() / generic)[generic > 1e-4 * y].max()) < 1e-9
+    away = ~torch.isin(y, t64(grid)) & ~torch.isin(start, t64(grid))
+    for got, expected in zip(fast_grads[:1], generic_grads[:1]):
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-12 * float(expected.abs().max()))
+    for got, expected in zip(fast_grads[1:], generic_grads[1:]):
+        torch.testing.assert_close(got[away], expected[away], rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("cls", [LogisticHazard, PMF, PiecewiseConstantHazard])
+def test_constant_hazard_gradcheck_and_derivatives_at_the_knots(cls):
+    """gradcheck (float64) in the logits, y and the interval bound, every kind of visit; at a knot the
+    derivatives in y and in the bound are F(y)² and −S(a)² (the curve is smooth there)."""
+    logits, y, start, grid = _constant_hazard_case(cls, 24, seed=2)
+    y, start = y * 1.001, start * 1.001  # off the knots: finite differences cross no kink of the closed form
+    inputs = tuple(value.clone().requires_grad_() for value in (logits, y, start))
+    assert torch.autograd.gradcheck(lambda z, a, b: cls(z, grid).survival_crps(a, b), inputs)
+    dist = cls(logits[:6], grid)
+    at_knots = t64(grid[1:7]).requires_grad_()
+    value = dist.survival_crps(at_knots, at_knots)
+    d_y, = torch.autograd.grad(value.sum(), at_knots)
+    with torch.no_grad():
+        survival = dist.survival(at_knots.unsqueeze(-1)).squeeze(-1)
+    torch.testing.assert_close(d_y, (1.0 - survival) ** 2 - survival**2, rtol=1e-10, atol=1e-12)
+
+
+def test_constant_hazard_crps_stays_finite_with_a_vanishing_tail_hazard():
+    """A last-bin hazard of e⁻³⁰ in float32: the tail term S(τ_L)²/(2λ) is huge but finite, as is its gradient."""
+    logits = torch.zeros(3, 4)
+    logits[:, -1] = -30.0
+    logits.requires_grad_()
+    value = LogisticHazard(logits, GRID).survival_crps(torch.tensor([10.0, 100.0, 3000.0]), torch.tensor([10.0, math.inf, 5000.0]))
+    value.sum().backward()
+    assert torch.isfinite(value).all() and torch.isfinite(logits.grad).all()
+    assert value[0] > 1e12 and value[1] < 1e3
 
 
 def test_interval_censoring_adds_the_mass_beyond_the_bound():

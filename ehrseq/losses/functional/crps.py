@@ -32,10 +32,11 @@ a censored visit (𝓣(∞) = 0). It is in days. Three implementations:
   still 0.5).
 * :func:`survival_crps` — any :class:`~ehrseq.models.distributions.SurvivalDistribution`: the
   log-location-scale families as above; grid families integrate bin by bin
-  (:meth:`~ehrseq.models.distributions.GridDistribution.crps_terms`:
-  closed forms for the constant-hazard and density families and the exponential tail, Gauss–Legendre
-  panels for the linear hazard — accurate but ~100× slower than the others), so their kinks cost no
-  accuracy. Other families (Weibull mixtures, log-logistic, ensembles, landmark views) use Gauss–Legendre
+  (:meth:`~ehrseq.models.distributions.GridDistribution.survival_crps`:
+  closed forms for the constant-hazard families — logistic hazard, PMF, piecewise constant hazard: from
+  their knot values, the gradient formed in the same pass — the density families and the exponential
+  tail, Gauss–Legendre panels for the linear hazard, accurate but several times slower), so their kinks
+  cost no accuracy. Other families (Weibull mixtures, log-logistic, ensembles, landmark views) use Gauss–Legendre
   in log time s = log z, through
   :meth:`~ehrseq.models.distributions.SurvivalDistribution.log_survival_log_time` and ``log_cdf_log_time``
   (closed forms in s for the Weibull mixture and the log-logistic), on the distribution's transition
@@ -416,15 +417,14 @@ def survival_crps_elementwise(
 ) -> torch.Tensor:
     """Survival-CRPS of any distribution per element (``y``, ``observed``, ``upper``: its batch shape).
 
-    Grid families integrate bin by bin (:meth:`GridDistribution.crps_terms`, ``points`` unused);
+    Grid families integrate bin by bin (:meth:`GridDistribution.survival_crps`, ``points`` unused);
     log-location-scale families (log-normal, Weibull) by :func:`location_scale_survival_crps_elementwise`;
     any other family by Gauss–Legendre in log time on its transition window (module doc). ``points``:
     nodes per term, by default the family's (32 log-normal, 40 Weibull, 64 otherwise).
     """
     if isinstance(distribution, GridDistribution):
         bound = torch.full_like(y, math.inf) if upper is None else upper
-        lower, tail = distribution.crps_terms(y, torch.where(observed, y, bound))
-        return lower + tail
+        return distribution.survival_crps(y, torch.where(observed, y, bound))
     form = location_scale_form(distribution)
     if form is not None:
         return location_scale_survival_crps_elementwise(*form, y, observed, upper, points=points)
