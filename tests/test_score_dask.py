@@ -261,10 +261,14 @@ def _worker_settings() -> tuple[str | None, bool]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
-def test_workers_serve_large_tensors_from_the_heap_and_do_not_sample_profiles(model_dir, cluster, tmp_path):
+def test_workers_serve_large_tensors_from_the_heap_and_do_not_sample_profiles(model_dir, cluster, tmp_path,
+                                                                              monkeypatch):
     from ehrseq.scoring._engine import LoadModel, connect
 
     # the run's own cluster: started without the nanny's trim threshold and without the sampling profiler
+    # (a LocalCluster started earlier in this process left the variable in os.environ, as Dask's nannies
+    # do: its workers would inherit it, and the plugin below covers them)
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     with connect(2, None, tmp_path) as client:
         assert set(client.run(_worker_settings).values()) == {(None, False)}
     # an existing cluster's workers (nannies set MALLOC_TRIM_THRESHOLD_, which pins glibc's mmap threshold

@@ -102,8 +102,9 @@ def _heap_for_large_allocations() -> None:
     Dask's nanny sets that variable (``distributed.nanny.pre-spawn-environ``) to return freed memory to
     the system early; glibc then stops raising its mmap threshold, and every tensor above 128 KiB is
     mapped and unmapped afresh, with its page faults: scoring took twice the CPU time. The local cluster
-    of ``num_workers`` is started without the variable; on an existing cluster both thresholds are set
-    here to the values glibc's own adjustment reaches (raising only the mmap threshold leaves the heap
+    of ``num_workers`` is started without the variable; on an existing cluster (and in the workers of a
+    local one when an earlier ``LocalCluster`` of the driver left the variable in its ``os.environ``, as
+    the nannies do) both thresholds are set here to the values glibc's own adjustment reaches (raising only the mmap threshold leaves the heap
     trimmed after every large tensor, which is as slow).
     """
     if TRIM not in os.environ or not sys.platform.startswith("linux"):
