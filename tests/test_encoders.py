@@ -517,3 +517,33 @@ def test_learns_a_label_that_depends_on_earlier_visits(kind, pooling):
         optimizer.step()
         losses.append(loss.item())
     assert losses[0] > 0.6 and losses[-1] < 0.1
+
+
+# ---------------------------------------------------------------------------------------------- GRU inference
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gru_inference_gives_the_states_of_nn_gru(layers, dtype):
+    from ehrseq.models.encoders.recurrent import gru_inference
+
+    torch.manual_seed(layers)
+    rnn = torch.nn.GRU(6, 6, num_layers=layers, batch_first=True, dropout=0.3 if layers > 1 else 0.0).to(dtype).eval()
+    visits = torch.randn(5, 9, 6, dtype=dtype) * 3
+    with torch.no_grad():
+        expected, _ = rnn(visits)
+        got = gru_inference(rnn, visits)
+    assert got.shape == expected.shape and got.dtype == dtype
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6 if dtype == torch.float32 else 1e-12)
+
+
+def test_the_recurrent_encoder_takes_the_inference_path_only_without_gradients(monkeypatch):
+    import ehrseq.models.encoders.recurrent as recurrent
+
+    encoder = build_encoder(EncoderConfig(kind="gru", d_model=8, n_layers=2)).eval()
+    visits, mask = torch.randn(3, 4, 8), torch.ones(3, 4, dtype=torch.bool)
+    calls = []
+    monkeypatch.setattr(recurrent, "gru_inference", lambda rnn, x: calls.append(x) or rnn(x)[0])
+    trained = encoder.contextualize(visits, mask)
+    assert not calls and trained.requires_grad
+    with torch.inference_mode():
+        encoder.contextualize(visits, mask)
+    assert len(calls) == 1

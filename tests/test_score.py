@@ -356,3 +356,24 @@ def test_workers_without_the_dask_extra_are_refused_before_any_work(model_dir, s
     with pytest.raises(ConfigError, match=r"scheduler= needs distributed"):
         ehrseq.score(model_dir, shard_dir, tmp_path / "out", HORIZONS, scheduler="tcp://127.0.0.1:1", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_scoring_and_predict_risk_equal_the_predictions_of_nn_gru(model_dir, model, cohort, shard_dir, tmp_path,
+                                                                   monkeypatch):
+    """The scorer's recurrence (:func:`ehrseq.models.encoders.recurrent.gru_inference`) gives the risks of
+    the GRU layer itself within 1e-5."""
+    import ehrseq.models.encoders.recurrent as recurrent
+
+    visits, _ = cohort
+    ehrseq.score(model_dir, shard_dir, tmp_path / "fast", HORIZONS, batch_size=5, patients_per_chunk=4,
+                 progress=False)
+    fast = model.predict_risk(visits, HORIZONS)
+    monkeypatch.setattr(recurrent, "gru_inference", lambda rnn, x: rnn(x)[0])
+    reference = model.predict_risk(visits, HORIZONS)
+    ehrseq.score(model_dir, shard_dir, tmp_path / "reference", HORIZONS, batch_size=5, patients_per_chunk=4,
+                 progress=False)
+    keys = ["patient_id", "visit_time", "horizon"]
+    scored, scored_reference = (_read(tmp_path / name).sort(keys) for name in ("fast", "reference"))
+    for got, expected in ((fast, reference), (scored, scored_reference), (scored, reference.sort(keys))):
+        assert got.select(keys).equals(expected.select(keys))
+        np.testing.assert_allclose(got["risk"].to_numpy(), expected["risk"].to_numpy(), rtol=0, atol=1e-5)
