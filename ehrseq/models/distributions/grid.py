@@ -507,13 +507,16 @@ class _ConstantHazardCRPS(torch.autograd.Function):
         score = torch.empty_like(y)
         grad = torch.empty_like(log_s) if gradients else None
         blocks = _row_blocks(log_s.shape[0], num_bins)
-        scratch = [log_s.new_empty(blocks[0].stop - blocks[0].start, num_bins) for _ in range(8)]
+        size = blocks[0].stop - blocks[0].start
+        scratch = [log_s.new_empty(size, num_bins) for _ in range(10)]
+        knots_scratch = log_s.new_empty(size, num_bins + 1)
         bins = torch.arange(num_bins, device=log_s.device, dtype=dtype)
+        cut = 1e-2 if dtype == torch.float32 else 1e-4  # of ψ (:func:`_psi`)
         for rows in blocks:
             n = rows.stop - rows.start
-            phi, decay, scaled, mass, squared, first, second, work = (t[:n] for t in scratch)
+            phi, decay, scaled, mass, squared, first, second, work, before, beyond = (t[:n] for t in scratch)
             block = log_s[rows]
-            knots = block.exp()
+            knots = torch.exp(block, out=knots_scratch[:n])
             left = knots[:, :-1]
             increments = torch.sub(block[:, :-1], block[:, 1:], out=work)
             torch.clamp_min(increments, 1e-30, out=second)  # φ = −expm1(−ΔH)/ΔH, e^{−ΔH} = 1 + expm1(−ΔH)
@@ -523,18 +526,19 @@ class _ConstantHazardCRPS(torch.autograd.Function):
             torch.mul(left, widths, out=scaled)  # Δτ S_l
             torch.mul(phi, scaled, out=mass)  # M_l
             torch.add(left, knots[:, 1:], out=squared).mul_(mass).mul_(0.5)  # Q_l
-            k, k_a = kappa[rows], kappa_a[rows]
-            full = torch.mul(mass, -2.0, out=first).add_(widths).add_(squared).cumsum_(dim=1)  # Σ_{j≤l} (Δτ − 2M + Q)
-            lower = full.gather(1, (k - 1).clamp_min(0).unsqueeze(1)).squeeze(1) * (k > 0).to(dtype)
-            after = squared.flip(1).cumsum_(dim=1)  # Σ_{j≥L−1−i} Q_j
-            tail = after.gather(1, (num_bins - 2 - k_a).clamp_min(0).unsqueeze(1)).squeeze(1) * (k_a < num_bins - 1).to(dtype)
-            score[rows] = lower + tail
+            torch.sub(kappa[rows].to(dtype).unsqueeze(1), bins, out=before).clamp_(0.0, 1.0)  # 1_{l<κ}
+            torch.sub(bins, kappa_a[rows].to(dtype).unsqueeze(1), out=beyond).clamp_(0.0, 1.0)  # 1_{l>κ_a}
+            # Σ_{l<κ} (Δτ − 2M + Q) + Σ_{l>κ_a} Q: sums of selected terms, no difference of two integrals
+            torch.mul(mass, -2.0, out=first).add_(widths).add_(squared).mul_(before).addcmul_(squared, beyond)
+            torch.sum(first, dim=1, out=score[rows])
             if not gradients:
                 continue
-            torch.mul(_psi(increments, phi, decay), scaled, out=first)  # W_l = ∂M_l/∂log S_{l+1}
+            # ψ(ΔH) (:func:`_psi`, on the scratch buffers), then W_l = Δτ S_l ψ(ΔH_l) = ∂M_l/∂log S_{l+1}
+            torch.clamp_min(increments, cut, out=second)
+            torch.sub(phi, decay, out=first).div_(second)
+            torch.div(increments, second, out=second).neg_().add_(1.0)
+            first.addcmul_(second, increments.mul_(-1.0 / 3.0).add_(0.5)).mul_(scaled)
             torch.add(decay, 1.0, out=second).mul_(first).addcmul_(decay, mass).mul_(left).mul_(0.5)  # R_l
-            before = torch.sub(k.to(dtype).unsqueeze(1), bins, out=phi).clamp_(0.0, 1.0)  # l < κ
-            beyond = torch.sub(bins, k_a.to(dtype).unsqueeze(1), out=decay).clamp_(0.0, 1.0)  # l > κ_a
             either = torch.add(before, beyond, out=scaled)
             out = grad[rows]
             # ∂/∂log S_l: 2[1_{l<κ}(Q + W − M) + 1_{l>κ_a} Q] − (1_{l<κ} + 1_{l>κ_a}) R
