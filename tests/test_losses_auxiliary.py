@@ -194,3 +194,31 @@ def test_next_visit_losses_match_loops(seed):
                 assert got.item() == pytest.approx(want, **APPROX)
                 got = LF.next_visit_code_loss(code_logits, codes, b.mask, **options)
                 assert got.item() == pytest.approx(ref_next_codes(code_logits, codes, b.mask, **options), **APPROX)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_next_visit_code_loss_from_indices_equals_the_multi_hot_one(seed):
+    """Padded code indices (duplicates and padding included) give the multi-hot loss, value and gradient, and
+    the BCE of both is torch's within rounding (float64)."""
+    from ehrseq.losses.functional.auxiliary import next_visit_code_loss_from_indices
+
+    b = random_batch(seed)
+    logits = b.logits(7).detach().requires_grad_()
+    codes = torch.randint(0, 7, (*logits.shape[:2], 4), generator=b.generator)
+    codes[..., -1] = codes[..., 0]  # a duplicate code
+    codes[:, ::2, 1] = 0  # padding
+    targets = LF.codes_to_multi_hot(codes, 7)
+    for options in ({}, {"weight": b.weight, "visit_weighting": "visit"}, {"reduction": "sum"}):
+        got = next_visit_code_loss_from_indices(logits, codes, b.mask, **options)
+        want = LF.next_visit_code_loss(logits, targets, b.mask, **options)
+        assert got.item() == pytest.approx(want.item(), rel=1e-12)
+        assert got.item() == pytest.approx(ref_next_codes(logits.detach(), targets, b.mask, **options), **APPROX)
+        torch.testing.assert_close(torch.autograd.grad(got, logits)[0], torch.autograd.grad(want, logits)[0], rtol=1e-12, atol=0)
+    # torch's BCE (reached when the targets require a gradient) agrees value and gradient
+    soft = targets.to(logits.dtype).requires_grad_()
+    got, want = LF.next_visit_code_loss(logits, targets, b.mask), LF.next_visit_code_loss(logits, soft, b.mask)
+    assert got.item() == pytest.approx(want.item(), rel=1e-12)
+    torch.testing.assert_close(torch.autograd.grad(got, logits)[0], torch.autograd.grad(want, logits)[0], rtol=1e-12, atol=1e-15)
+    assert torch.autograd.gradcheck(lambda z: next_visit_code_loss_from_indices(z, codes, b.mask), (logits,))
+    with pytest.raises(ValueError, match="vocabulary"):
+        next_visit_code_loss_from_indices(logits, codes + 7, b.mask)

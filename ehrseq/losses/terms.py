@@ -57,7 +57,7 @@ from ehrseq.losses.continuous import (
     SurvivalCRPSLoss,
     SurvivalNLLLoss,
 )
-from ehrseq.losses.functional.auxiliary import codes_to_multi_hot, next_visit_code_loss, next_visit_numeric_loss
+from ehrseq.losses.functional.auxiliary import next_visit_code_loss_from_indices, next_visit_numeric_loss
 from ehrseq.losses.functional.calibration import discrete_time_calibration, logistic_hazard_calibration
 from ehrseq.losses.functional.contrastive import supervised_contrastive_loss
 from ehrseq.losses.functional.crps import crps_log_time_normal, survival_crps, survival_crps_lognormal
@@ -360,8 +360,7 @@ def _next_visit(out: ModelOutput, batch: SequenceBatch, ctx: TermContext, opts: 
         total = total + next_visit_numeric_loss(out.next_numeric, batch.numeric, batch.numeric_missing, batch.mask,
                                                 **common, **opts)
     if out.next_code_logits is not None:
-        targets = codes_to_multi_hot(batch.codes, out.next_code_logits.shape[-1]).to(out.next_code_logits.dtype)
-        total = total + next_visit_code_loss(out.next_code_logits, targets, batch.mask, **common, **opts)
+        total = total + next_visit_code_loss_from_indices(out.next_code_logits, batch.codes, batch.mask, **common, **opts)
     return total
 
 

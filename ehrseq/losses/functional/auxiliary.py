@@ -7,10 +7,14 @@ terms, "patient" = mean over each patient's pairs then over patients with a pair
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from ehrseq.data.batch import PAD_INDEX
+from ehrseq.errors import ShapeError
 from ehrseq.losses.functional._aggregate import (
     Reduction,
     VisitWeighting,
@@ -24,12 +28,16 @@ from ehrseq.losses.functional._aggregate import (
 from ehrseq.losses.functional._labels import check_integer
 
 
-def codes_to_multi_hot(codes: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """Multi-hot targets ``[B, M, V]`` (bool) from padded code indices ``[B, M, K]``; the padding index is dropped."""
+def _check_codes(codes: torch.Tensor, vocab_size: int) -> None:
     check_shape(codes, (None, None, None), "codes")
     check_integer(codes, "codes")
     if torch.any((codes < 0) | (codes >= vocab_size)):
         raise ValueError(f"codes must be vocabulary indices in 0..{vocab_size - 1}")
+
+
+def codes_to_multi_hot(codes: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Multi-hot targets ``[B, M, V]`` (bool) from padded code indices ``[B, M, K]``; the padding index is dropped."""
+    _check_codes(codes, vocab_size)
     multi_hot = torch.zeros(*codes.shape[:2], vocab_size, dtype=torch.bool, device=codes.device)
     multi_hot.scatter_(-1, codes.long(), True)
     multi_hot[..., PAD_INDEX] = False
@@ -104,9 +112,65 @@ def next_visit_code_loss(
     check_reduction(reduction, visit_weighting)
     check_shape(codes, tuple(logits.shape), "codes")
     mask = check_mask(mask, logits.shape[:2])
+    return _code_loss(logits, lambda rows: gather_visits(codes, rows).to(logits.dtype), mask, weight, reduction,
+                      visit_weighting)
+
+
+def next_visit_code_loss_from_indices(
+    logits: torch.Tensor,
+    codes: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    weight: torch.Tensor | None = None,
+    reduction: Reduction = "mean",
+    visit_weighting: VisitWeighting = "patient",
+) -> torch.Tensor:
+    """:func:`next_visit_code_loss` with the visits' padded code indices ``codes [B, M, K]`` (as in a
+    :class:`~ehrseq.data.batch.SequenceBatch`) instead of multi-hot targets: equal to it on
+    :func:`codes_to_multi_hot` of them, with the targets formed only at the visits that follow a pair.
+    """
+    check_floating(logits, "logits")
+    check_shape(logits, (None, None, None), "logits")
+    check_reduction(reduction, visit_weighting)
+    vocab_size = logits.shape[-1]
+    _check_codes(codes, vocab_size)
+    mask = check_mask(mask, logits.shape[:2])
+    if codes.shape[:2] != logits.shape[:2]:
+        raise ShapeError(f"codes must have shape {list(logits.shape[:2])} + [K], got {list(codes.shape)}")
+
+    def targets(rows: torch.Tensor) -> torch.Tensor:
+        multi_hot = logits.new_zeros(rows.shape[0], vocab_size).scatter_(1, gather_visits(codes, rows).long(), 1.0)
+        multi_hot[:, PAD_INDEX] = 0.0
+        return multi_hot
+
+    return _code_loss(logits, targets, mask, weight, reduction, visit_weighting)
+
+
+class _RowMeanBCE(torch.autograd.Function):
+    """Mean over the last dim of BCE-with-logits(z, y) = softplus(z) − y·z, ``[P, V]`` → ``[P]``; the backward
+    pass is (σ(z) − y)/V times the incoming gradient (no graph of the ``[P, V]`` intermediates)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(logits, targets)
+        # softplus is linear beyond 40: e⁻⁴⁰ is below float64's resolution
+        return F.softplus(logits, threshold=40.0).addcmul_(targets, logits, value=-1.0).mean(dim=1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        logits, targets = ctx.saved_tensors
+        return torch.sigmoid(logits).sub_(targets).mul_(grad.unsqueeze(1) / logits.shape[1]), None
+
+
+def _code_loss(logits: torch.Tensor, targets: Callable[[torch.Tensor], torch.Tensor], mask: torch.Tensor,
+               weight: torch.Tensor | None, reduction: Reduction, visit_weighting: VisitWeighting) -> torch.Tensor:
+    """Per-pair mean BCE of the logits at t against ``targets(rows of t + 1)`` ``[P, V]``, aggregated."""
     pairs, index, now = _pairs(mask)
-    per_pair = F.binary_cross_entropy_with_logits(
-        gather_visits(logits, now), gather_visits(codes, now + 1).to(logits.dtype), reduction="none"
-    ).mean(dim=-1)
+    predicted, observed = gather_visits(logits, now), targets(now + 1)
+    if observed.requires_grad:
+        per_pair = F.binary_cross_entropy_with_logits(predicted, observed, reduction="none").mean(dim=-1)
+    else:
+        per_pair = _RowMeanBCE.apply(predicted, observed)
     dense = per_pair.new_zeros(pairs.shape).index_put(index, per_pair)
     return aggregate_visits(dense, pairs, weight=weight, reduction=reduction, visit_weighting=visit_weighting)
