@@ -272,18 +272,22 @@ def test_workers_serve_large_tensors_from_the_heap_and_do_not_sample_profiles(mo
     with connect(2, None, tmp_path) as client:
         assert set(client.run(_worker_settings).values()) == {(None, False)}
     # an existing cluster's workers (nannies set MALLOC_TRIM_THRESHOLD_, which pins glibc's mmap threshold
-    # at 128 KiB): the model-loading plugin raises the thresholds
+    # at 128 KiB): the model-loading plugin raises the thresholds (ehrseq.scoring._heap)
     with Client(cluster, set_as_default=False) as client:
         assert {setting for setting, _ in client.run(_worker_settings).values()} == {"65536"}
         client.register_plugin(LoadModel(str(model_dir)))
         assert set(client.run(_mapped_chunks_of_a_1_mib_malloc).values()) == {0}
-    # what the plugin changes, in a fresh process with the nanny's variable: 1 MiB was mapped, now it is not
+    # what the scorer changes in a fresh process, with and without the nanny's variable: 1 MiB was mapped,
+    # now it is not
     script = ("import sys; sys.path.insert(0, sys.argv[1]); from test_score_dask import _mapped_chunks_of_a_1_mib_malloc"
-              " as mapped; from ehrseq.scoring._engine import _heap_for_large_allocations as heap; "
+              " as mapped; from ehrseq.scoring._heap import keep_large_allocations_on_the_heap as heap; "
               "before = mapped(); heap(); print(before, mapped())")
-    done = subprocess.run([sys.executable, "-c", script, str(Path(__file__).parent)], capture_output=True, text=True,
-                          env={**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536"}, check=True)
-    assert done.stdout.split() == ["1", "0"]
+    for trim in ("65536", None):
+        env = {name: value for name, value in os.environ.items() if name != "MALLOC_TRIM_THRESHOLD_"}
+        done = subprocess.run([sys.executable, "-c", script, str(Path(__file__).parent)], capture_output=True,
+                              text=True, env=env if trim is None else {**env, "MALLOC_TRIM_THRESHOLD_": trim},
+                              check=True)
+        assert done.stdout.split() == ["1", "0"], trim
 
 
 # ---------------------------------------------------------------------------------------------- driver killed

@@ -17,11 +17,9 @@ This module imports ``distributed``; it is only imported when a run uses Dask (t
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import socket
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,13 +29,13 @@ import torch
 from distributed import Client, LocalCluster, WorkerPlugin
 
 from ehrseq.errors import ConfigError, option
+from ehrseq.scoring._heap import keep_large_allocations_on_the_heap
 from ehrseq.scoring._model import resolve_model
 from ehrseq.scoring._shard import score_shard
 from ehrseq.scoring._sources import Shard
 
-#: glibc's variable and mallopt parameters (see _heap_for_large_allocations)
+#: The variable Dask's nannies set for their workers (see ehrseq.scoring._heap)
 TRIM = "MALLOC_TRIM_THRESHOLD_"
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 #: How long to wait for an existing scheduler to answer, and for it to have a worker.
 CONNECT_TIMEOUT = "20s"
 WORKERS_TIMEOUT = 60.0
@@ -70,7 +68,7 @@ def connect(num_workers: int, scheduler: str | Client | None, scratch: Path) -> 
         return
     if scheduler is None:
         environ = {name: value for name, value in dask.config.get("distributed.nanny.pre-spawn-environ").items()
-                   if name != TRIM}  # see _heap_for_large_allocations
+                   if name != TRIM}  # see ehrseq.scoring._heap
         with dask.config.set({"temporary-directory": str(scratch),  # scheduler and workers alike
                               "distributed.nanny.pre-spawn-environ": environ,
                               # the workers' sampling profiler (every 10 ms) cost a third of their CPU time
@@ -95,28 +93,6 @@ def connect(num_workers: int, scheduler: str | Client | None, scratch: Path) -> 
         yield client
 
 
-def _heap_for_large_allocations() -> None:
-    """Serve allocations up to 32 MiB from the heap, and keep up to 64 MiB of freed heap, in a worker
-    whose nanny set ``MALLOC_TRIM_THRESHOLD_``.
-
-    Dask's nanny sets that variable (``distributed.nanny.pre-spawn-environ``) to return freed memory to
-    the system early; glibc then stops raising its mmap threshold, and every tensor above 128 KiB is
-    mapped and unmapped afresh, with its page faults: scoring took twice the CPU time. The local cluster
-    of ``num_workers`` is started without the variable; on an existing cluster (and in the workers of a
-    local one when an earlier ``LocalCluster`` of the driver left the variable in its ``os.environ``, as
-    the nannies do) both thresholds are set here to the values glibc's own adjustment reaches (raising only the mmap threshold leaves the heap
-    trimmed after every large tensor, which is as slow).
-    """
-    if TRIM not in os.environ or not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
-        libc.mallopt(M_TRIM_THRESHOLD, 64 << 20)
-    except (OSError, AttributeError):  # not glibc
-        pass
-
-
 class LoadModel(WorkerPlugin):
     """Load the saved model at ``path`` once in every worker process, with ``threads`` torch threads
     (``None``: the worker's own setting)."""
@@ -127,7 +103,7 @@ class LoadModel(WorkerPlugin):
         self.name = f"ehrseq-model-{path}"
 
     def setup(self, worker: Any) -> None:
-        _heap_for_large_allocations()
+        keep_large_allocations_on_the_heap()
         if self.threads is not None:
             torch.set_num_threads(self.threads)
         resolve_model(self.path)

@@ -227,7 +227,9 @@ def score(
 ) -> ScoreSummary:
     """Score every patient of ``visits`` into Parquet prediction shards under ``out_dir``.
 
-    See :mod:`ehrseq.scoring` for the input, output, memory, atomicity and resume rules.
+    See :mod:`ehrseq.scoring` for the input, output, memory, atomicity and resume rules. Every process
+    that scores (this one, or the workers) keeps tensors of up to 32 MiB on the heap and up to 64 MiB of
+    freed heap (glibc's thresholds, :mod:`ehrseq.scoring._heap`).
 
     Parameters
     ----------

@@ -25,6 +25,7 @@ from ehrseq.data import CohortReport
 from ehrseq.data.reader import read_table
 from ehrseq.errors import ConfigError, DataError
 from ehrseq.estimator import DynamicSurvival
+from ehrseq.scoring._heap import keep_large_allocations_on_the_heap
 from ehrseq.scoring._manifest import ScoreSettings, fsync_file, sha256_file
 from ehrseq.scoring._model import ModelIdentity, resolve_model
 from ehrseq.scoring._predict import DEFAULT_BATCH_SIZE, Request, finish, output_schema, predict_cohort
@@ -113,6 +114,7 @@ def _score_one(estimator: DynamicSurvival, identity: ModelIdentity, request: Req
                shard: Shard, out_dir: Path, outcomes: pl.DataFrame | None,
                on_chunk: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Score one shard into ``out_dir / shard.name`` atomically; return its manifest record."""
+    keep_large_allocations_on_the_heap()
     started = time.perf_counter()
     stages = dict.fromkeys(_STAGES, 0.0)
     ids = unique_ids(shard)
@@ -286,6 +288,7 @@ def score_frame(
     """
     estimator, identity, request, _, outcome_table = _prepare(model, ScoreOptions(
         horizons, at, landmark, cause, event, outcomes, batch_size, model_version=model_version))
+    keep_large_allocations_on_the_heap()
     frame = read_table(visits, "visits", null_values=estimator.cohort_settings.null_values)
     cohort = estimator.cohort(frame, outcome_table)
     schema = output_schema(cohort.patients.schema["patient_id"], cohort.clock_dtype, request,
