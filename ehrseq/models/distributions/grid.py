@@ -502,8 +502,11 @@ class _ConstantHazardCRPS(torch.autograd.Function):
         widths = grid[1:] - grid[:-1]
         has_tail = torch.isfinite(start)
         a = torch.where(has_tail, start, y)
-        kappa, kappa_a = ((torch.bucketize(v, grid, right=False) - 1).clamp(0, num_bins) for v in (y, a))
-        kappa_a = torch.where(has_tail, kappa_a, num_bins)  # no tail: no full bin after a
+        # the bins of y and of a (rows 0 and 1; κ = L: beyond the grid), both in each call
+        targets = torch.stack([y, a])
+        located = (torch.bucketize(targets, grid, right=False) - 1).clamp_(0, num_bins)
+        located[1].masked_fill_(~has_tail, num_bins)  # no tail: no full bin after a
+        kappa, kappa_a = located
         score = torch.empty_like(y)
         grad = torch.empty_like(log_s) if gradients else None
         blocks = _row_blocks(log_s.shape[0], num_bins)
@@ -548,43 +551,38 @@ class _ConstantHazardCRPS(torch.autograd.Function):
             # ∂/∂log S_{l+1}: (1_{l<κ} + 1_{l>κ_a}) R − 2·1_{l<κ} W
             out[:, 1:].addcmul_(second, either).addcmul_(before, first, value=-2.0)
 
-        def knot(k: torch.Tensor) -> torch.Tensor:
-            return log_s.gather(1, k.unsqueeze(1)).squeeze(1)
-
-        def bin_of(k: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-            """log S at knot k, the rate of bin min(k, L − 1), the offset of u from τ_k, and that bin."""
-            rate_bin = k.clamp_max(num_bins - 1)
-            rate = (knot(rate_bin) - knot(rate_bin + 1)) / widths[rate_bin]
-            return knot(k), rate, u - grid[k], rate_bin
-
-        # y's own bin (or the exponential tail): ∫_0^e (1 − S_κ e^{−rs})² ds
-        log_knot, rate, e, rate_bin = bin_of(kappa, y)
-        phi1, decay1 = _phi(rate * e)
-        phi2 = phi1 * (1.0 + decay1) * 0.5  # φ(2re)
-        s1, s2 = log_knot.exp() * e, (2.0 * log_knot).exp() * e
-        # a's own bin to its right knot, then (after the full bins) the exponential tail from max(a, τ_L)
-        log_knot_a, rate_a, e_a, rate_bin_a = bin_of(kappa_a, a)
+        # y's own bin (or the exponential tail): ∫_0^e (1 − S_κ e^{−rs})² ds; a's own bin to its right knot, then
+        # (after the full bins) the exponential tail from max(a, τ_L). Rows 0 (y) and 1 (a): log S at the knot κ,
+        # the rate r of bin min(κ, L − 1) and the offset e of the target from τ_κ
+        rate_bins = located.clamp_max(num_bins - 1)
+        at_knots = log_s.gather(1, torch.cat([located, rate_bins, rate_bins + 1]).T).T  # [6, N]
+        log_knots, rates = at_knots[:2], (at_knots[2:4] - at_knots[4:]) / widths[rate_bins]
+        offsets = targets - grid[located]
+        (log_knot, log_knot_a), (rate, rate_a), (e, e_a), (rate_bin, rate_bin_a) = log_knots, rates, offsets, rate_bins
         inside = has_tail & (kappa_a < num_bins)
         w = torch.where(inside, widths[rate_bin_a] - e_a, 0.0)
+        arguments = torch.stack([rate * e, 2.0 * rate_a * w])
+        phis, decays = _phi(arguments)
+        (phi1, phi_a), decay1 = phis, decays[0]
+        phi2 = phi1 * (1.0 + decay1) * 0.5  # φ(2re)
+        s1, s2 = log_knot.exp() * e, (2.0 * log_knot).exp() * e
         at_a = torch.where(has_tail, 2.0 * (log_knot_a - rate_a * e_a), -math.inf).exp()  # S(a)²
-        phi_a, decay_a = _phi(2.0 * rate_a * w)
         partial = at_a * w * phi_a
         beyond = torch.where(inside, 0.0, e_a)
         exponential = torch.where(has_tail, 2.0 * (log_s[:, -1] - log_rate.exp() * beyond) - log_rate - LOG_2,
                                   -math.inf).exp()
         score = score + e - 2.0 * s1 * phi1 + s2 * phi2 + partial + exponential
         if gradients:
-            psi1 = _psi(rate * e, phi1, decay1)
+            psi1, psi_a = _psi(arguments, phis, decays)
             psi2 = (psi1 * (1.0 + decay1) + decay1 * phi1) * 0.25  # ψ(2re)
-            last = torch.full_like(kappa, num_bins)
             # through the knots of y's and a's bins, and through the ΔH_k = log S_k − log S_{k+1} of their rates
             lower_dincrement = 2.0 * e * (s1 * psi1 - s2 * psi2) / widths[rate_bin]
-            partial_dincrement = -2.0 * at_a * w * (e_a * phi_a + w * _psi(2.0 * rate_a * w, phi_a, decay_a)) / widths[
-                rate_bin_a]
-            for index, value in ((kappa, 2.0 * (s2 * phi2 - s1 * phi1)), (rate_bin, lower_dincrement),
-                                 (rate_bin + 1, -lower_dincrement), (kappa_a, 2.0 * partial), (last, 2.0 * exponential),
-                                 (rate_bin_a, partial_dincrement), (rate_bin_a + 1, -partial_dincrement)):
-                grad.scatter_add_(1, index.unsqueeze(1), value.unsqueeze(1))
+            partial_dincrement = -2.0 * at_a * w * (e_a * phi_a + w * psi_a) / widths[rate_bin_a]
+            index = torch.stack([kappa, rate_bin, rate_bin + 1, kappa_a, torch.full_like(kappa, num_bins), rate_bin_a,
+                                 rate_bin_a + 1], dim=1)
+            value = torch.stack([2.0 * (s2 * phi2 - s1 * phi1), lower_dincrement, -lower_dincrement, 2.0 * partial,
+                                 2.0 * exponential, partial_dincrement, -partial_dincrement], dim=1)
+            grad.scatter_add_(1, index, value)
             # E = S(b)²/(2λ) with S(b) = S_L e^{−λ(b − τ_L)}: ∂E/∂log λ = −(2λ(b − τ_L) + 1)E; ∂/∂y = F(y)², ∂/∂a = −S(a)²
             rate_gradient = -(2.0 * log_rate.exp() * beyond + 1.0) * exponential
             ctx.save_for_backward(grad, rate_gradient, torch.expm1(log_knot - rate * e).square(), at_a)
