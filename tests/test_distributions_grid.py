@@ -341,3 +341,27 @@ def test_invalid_grids_and_parameters_are_named():
         Weibull(torch.zeros(2), torch.zeros(2)).quantile(1.0)
     with pytest.raises(ShapeError, match="bin indices"):
         PMF(torch.zeros(2, L + 1), GRID).log_mass(torch.zeros(3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("cls,outputs,offset", [(LogisticHazard, 4, 0.0), (PMF, 5, 0.0), (PiecewiseLinearHazard, 5, -5.0),
+                                                (PiecewiseLinearDensity, 6, 0.0)])
+def test_calls_sharing_their_knots_equal_separate_calls(cls, outputs, offset):
+    """Within sharing_knots, log S and log f of one duration tensor locate it once and gather each knot table
+    once: the same values and gradients as separate calls (float64)."""
+    from ehrseq.models.distributions.grid import sharing_knots
+
+    g = torch.Generator().manual_seed(5)
+    logits = offset + torch.randn(7, outputs, generator=g, dtype=torch.float64)
+    u = torch.tensor([[1.0], [60.0], [100.0], [365.0], [500.0], [730.0], [2000.0]], dtype=torch.float64)
+    results = []
+    for shared in (True, False):
+        z = logits.clone().requires_grad_()
+        dist = cls(z, [0.0, 60.0, 180.0, 365.0, 730.0])
+        if shared:
+            with sharing_knots(dist):
+                values = dist.log_survival(u) + 2.0 * dist.log_density(u)
+        else:
+            values = dist.log_survival(u) + 2.0 * dist.log_density(u)
+        results.append((values, torch.autograd.grad(values.sum(), z)[0]))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-14, atol=0.0)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-12, atol=1e-15)

@@ -157,7 +157,7 @@ class GridDistribution(SurvivalDistribution):
     #: Head outputs beyond one per inner bin: L + ``extra_outputs`` logits in the last dim.
     extra_outputs: int = 0
     grid: torch.Tensor
-    _memo: dict[str, torch.Tensor] | None = None
+    _memo: dict[str, Any] | None = None
 
     def __init__(self, logits: torch.Tensor, grid: GridLike) -> None:
         self.logits = check_parameters(logits, "logits")
@@ -174,6 +174,29 @@ class GridDistribution(SurvivalDistribution):
         if key not in self._memo:
             self._memo[key] = compute()
         return self._memo[key]
+
+    def _cached_for(self, name: str, inputs: tuple[torch.Tensor, ...], compute: Callable[[], Any]) -> Any:
+        """``compute()``, shared within the memo by the calls on the same input tensors (by identity: the memo
+        holds them, so that no other tensor can take their place)."""
+        if self._memo is None:
+            return compute()
+        key = f"{name}:" + ":".join(str(id(value)) for value in inputs)
+        entry = self._memo.get(key)
+        if entry is not None and all(a is b for a, b in zip(entry[0], inputs)):
+            return entry[1]
+        value = compute()
+        self._memo[key] = (inputs, value)
+        return value
+
+    def _knots(self, values: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(values[..., k], values[..., k + 1]) of a knot table ``[*S, L+1]`` (log S, knot logits) by one gather,
+        shared by the calls of one memo on the same ``k`` (one backward scatter instead of several)."""
+
+        def both() -> tuple[torch.Tensor, torch.Tensor]:
+            left, right = gather_last(values, torch.cat([k, k + 1], dim=-1)).split(k.shape[-1], dim=-1)
+            return left, right
+
+        return self._cached_for("knots", (values, k), both)
 
     def _after_index(self) -> None:
         self.grid = self.grid.to(device=self.logits.device, dtype=self.logits.dtype)
@@ -278,13 +301,18 @@ class GridDistribution(SurvivalDistribution):
 
     def _knot_logits(self, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The logits at the two knots of bin k (for families with one output per knot)."""
-        return gather_last(self.logits, k), gather_last(self.logits, k + 1)
+        return self._knots(self.logits, k)
 
     def _locate(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Bin (clamped to the last inner bin), offset within it (clamped to the bin), inside-grid flag."""
-        k = (torch.bucketize(u.contiguous(), self.grid, right=False) - 1).clamp(0, self.num_bins - 1)
-        t = torch.minimum((u - self.grid[k]).clamp_min(0.0), self.widths[k])
-        return k, t, u <= self.grid[-1]
+        """Bin (clamped to the last inner bin), offset within it (clamped to the bin), inside-grid flag; shared
+        by the calls of one memo on the same ``u`` (log S and log f of a likelihood)."""
+
+        def locate() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            k = (torch.bucketize(u.contiguous(), self.grid, right=False) - 1).clamp(0, self.num_bins - 1)
+            t = torch.minimum((u - self.grid[k]).clamp_min(0.0), self.widths[k])
+            return k, t, u <= self.grid[-1]
+
+        return self._cached_for("locate", (u,), locate)
 
     # ------------------------------------------------------------------ the distribution
     @within_call
@@ -292,7 +320,7 @@ class GridDistribution(SurvivalDistribution):
         u = self._durations(u)
         k, t, inside = self._locate(u)
         log_s = self.log_survival_at_grid()
-        left, right = gather_last(log_s, k), gather_last(log_s, k + 1)
+        left, right = self._knots(log_s, k)
         # rounding must not lift S above its knot values (S(0) = 1 exactly, S monotone across knots)
         segment = torch.maximum(torch.minimum(self._segment_log_survival(k, t), left), right)
         segment = torch.where(t > 0, segment, left)
@@ -616,7 +644,7 @@ class ConstantHazardGrid(GridDistribution):
 
     def _segment_log_survival(self, k: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         log_s = self.log_survival_at_grid()
-        left, right = gather_last(log_s, k), gather_last(log_s, k + 1)
+        left, right = self._knots(log_s, k)
         return left + (t / self.widths[k]) * (right - left)
 
     def _segment_log_density(self, k: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -628,7 +656,7 @@ class ConstantHazardGrid(GridDistribution):
 
     def _segment_quantile(self, k: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         log_s = self.log_survival_at_grid()
-        left, right = gather_last(log_s, k), gather_last(log_s, k + 1)
+        left, right = self._knots(log_s, k)
         drop = left - right
         safe = torch.where(drop > 0, drop, torch.ones_like(drop))
         fraction = torch.where(drop > 0, ((left - target) / safe).clamp(0.0, 1.0), torch.zeros_like(drop))

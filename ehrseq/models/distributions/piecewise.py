@@ -93,7 +93,7 @@ class PiecewiseLinearHazard(GridDistribution):
         half_w = 0.5 * t / self.widths[k]
         # H(τ_k + t) − H(τ_k) = t·[(1 − w/2)·h_k + (w/2)·h_{k+1}], a sum of non-negative terms
         segment = t * ((1.0 - half_w) * z_left.exp() + half_w * z_right.exp())
-        return gather_last(self.log_survival_at_grid(), k) - segment
+        return self._knots(self.log_survival_at_grid(), k)[0] - segment
 
     def _segment_log_hazard_between(self, k: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         # H(τ_k + b) − H(τ_k + a) = (b − a)·h at the midpoint (a + b)/2, the hazard being linear
@@ -115,7 +115,7 @@ class PiecewiseLinearHazard(GridDistribution):
 
     def _segment_quantile(self, k: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         z_left, z_right = self._knot_logits(k)
-        needed = (gather_last(self.log_survival_at_grid(), k) - target).clamp_min(0.0)
+        needed = (self._knots(self.log_survival_at_grid(), k)[0] - target).clamp_min(0.0)
         return self._offset_at(z_left, z_right, self.widths[k], needed)
 
     def _segment_integrals(self, lengths: torch.Tensor, power: int = 1) -> torch.Tensor:
@@ -182,7 +182,7 @@ class _DensityGrid(GridDistribution):
 
     def _with_remaining_mass(self, k: torch.Tensor, log_left_in_bin: torch.Tensor) -> torch.Tensor:
         """log S = log(mass left in bin k + S(τ_{k+1}))."""
-        return torch.logaddexp(gather_last(self.log_survival_at_grid(), k + 1), log_left_in_bin)
+        return torch.logaddexp(self._knots(self.log_survival_at_grid(), k)[1], log_left_in_bin)
 
 
 class PiecewiseConstantDensity(_DensityGrid):
@@ -207,7 +207,7 @@ class PiecewiseConstantDensity(_DensityGrid):
 
     def _segment_quantile(self, k: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         # the mass consumed from τ_k, S(τ_k) − e^target, divided by the constant density
-        log_left = gather_last(self.log_survival_at_grid(), k)
+        log_left = self._knots(self.log_survival_at_grid(), k)[0]
         log_used = log_left + log1mexp((target - log_left).clamp_max(0.0))
         return (log_used - self._segment_log_density(k, target)).exp().clamp(max=self.widths[k])
 
@@ -247,7 +247,7 @@ class PiecewiseLinearDensity(_DensityGrid):
         z_left, z_right = self._knot_logits(k)
         top = torch.maximum(z_left, z_right)
         width = self.widths[k]
-        log_left = gather_last(self.log_survival_at_grid(), k)
+        log_left = self._knots(self.log_survival_at_grid(), k)[0]
         log_used = log_left + log1mexp((target - log_left).clamp_max(0.0))
         needed = (log_used + self.log_normaliser().unsqueeze(-1) - top).exp()
         left, right = (z_left - top).exp(), (z_right - top).exp()
