@@ -64,7 +64,7 @@ class DynamicSurvival:
 
     Parameters
     ----------
-    encoder: ``"gru"``, ``"lstm"``, ``"transformer"``, or an :class:`EncoderConfig` / dict.
+    encoder: ``"gru"``, ``"lstm"``, ``"transformer"``, ``"landmark"`` (no history: the current visit only), or an :class:`EncoderConfig` / dict.
     head: a head kind (see :mod:`ehrseq.models.families`), or a :class:`HeadConfig` / dict.
     loss: a loss term name, a mapping ``{term: weight or {weight, options}}`` or an
         :class:`ObjectiveConfig` (see :mod:`ehrseq.objective`); default the head's own likelihood.

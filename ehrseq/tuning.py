@@ -185,12 +185,15 @@ Distribution = Choice | IntRange | FloatRange
 #: sizes (``d_model``, ``n_layers``, ``hidden``) and ``dropout`` apply to the encoder and head given by
 #: name; ``grid`` (bins of the horizon grid) matters to grid heads only. A new setting is one entry.
 SEARCH_SPACE: dict[str, Distribution] = {
-    "encoder": Choice(("gru", "lstm", "transformer")),
+    "encoder": Choice(("gru", "lstm", "transformer", "landmark")),  # landmark + hidden () + wide: the linear model
     "head": Choice(("logistic_hazard", "pmf", "piecewise_constant_hazard", "lognormal", "weibull")),
     "grid": IntRange(8, 32, step=4),
     "d_model": Choice((16, 32, 64, 128)),
     "n_layers": IntRange(1, 2),
-    "hidden": Choice(((32,), (64,), (128,), (64, 64))),
+    "hidden": Choice(((), (32,), (64,), (128,), (64, 64))),
+    "wide": Choice((True, False)),
+    "any_time": Choice(("auto", False)),
+    "steps": Choice((150, 300, 1000)),
     "dropout": FloatRange(0.0, 0.5),
     "lr": FloatRange(1e-4, 1e-2, log=True),
     "weight_decay": FloatRange(1e-6, 1e-1, log=True),

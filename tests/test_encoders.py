@@ -17,6 +17,7 @@ from ehrseq.models.encoders import (
     CausalTransformerEncoder,
     EmbeddingConfig,
     EncoderConfig,
+    LandmarkEncoder,
     RecurrentEncoder,
     TimeEncoding,
     VisitEmbedding,
@@ -27,7 +28,7 @@ from ehrseq.models.encoders import (
 )
 
 N_NUMERIC, CARDINALITIES, VOCAB, N_CODES = 3, (4, 6), 30, 5
-KINDS = ("gru", "lstm", "transformer")
+KINDS = ("gru", "lstm", "transformer", "landmark")
 ENCODER_CASES = [(kind, pooling) for kind in KINDS for pooling in ("mean", "attention")]
 
 
@@ -129,7 +130,7 @@ def test_invalid_config_names_the_field(changes, field):
 
 def test_build_encoder_dispatches_on_kind_and_accepts_dicts():
     expected = {"gru": (RecurrentEncoder, torch.nn.GRU), "lstm": (RecurrentEncoder, torch.nn.LSTM),
-                "transformer": (CausalTransformerEncoder, None)}
+                "transformer": (CausalTransformerEncoder, None), "landmark": (LandmarkEncoder, None)}
     for kind, (cls, cell) in expected.items():
         built = build_encoder(make_config(kind, d_model=24).to_dict())
         assert type(built) is cls and built.output_dim == 24

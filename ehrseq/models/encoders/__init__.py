@@ -14,6 +14,7 @@ from ehrseq.models.encoders.base import SequenceEncoder
 from ehrseq.models.encoders.config import ENCODER_KINDS, POOLINGS, EmbeddingConfig, EncoderConfig
 from ehrseq.models.encoders.embedding import VisitEmbedding, attention_pool_codes, mean_pool_codes
 from ehrseq.models.encoders.factory import ENCODERS, build_encoder
+from ehrseq.models.encoders.landmark import LandmarkEncoder
 from ehrseq.models.encoders.recurrent import RecurrentEncoder
 from ehrseq.models.encoders.time_encoding import TimeEncoding, signed_log1p, time_features
 from ehrseq.models.encoders.transformer import CausalTransformerBlock, CausalTransformerEncoder
@@ -26,6 +27,7 @@ __all__ = [
     "CausalTransformerEncoder",
     "EmbeddingConfig",
     "EncoderConfig",
+    "LandmarkEncoder",
     "RecurrentEncoder",
     "SequenceEncoder",
     "TimeEncoding",

@@ -21,10 +21,10 @@ from typing import Any, Literal, TypeVar
 from ehrseq.errors import ConfigError
 
 Pooling = Literal["mean", "attention"]
-EncoderKind = Literal["gru", "lstm", "transformer"]
+EncoderKind = Literal["gru", "lstm", "transformer", "landmark"]
 
 POOLINGS: tuple[str, ...] = ("mean", "attention")
-ENCODER_KINDS: tuple[str, ...] = ("gru", "lstm", "transformer")
+ENCODER_KINDS: tuple[str, ...] = ("gru", "lstm", "transformer", "landmark")
 
 #: Keys that other sequence libraries accept but that would break causality here, with the reason.
 _REFUSED_KEYS = {
@@ -154,7 +154,8 @@ class EncoderConfig(EmbeddingConfig):
     Fields (in addition to :class:`EmbeddingConfig`)
     ------------------------------------------------
     kind:
-        ``"gru"``, ``"lstm"`` (unidirectional recurrent) or ``"transformer"`` (causal, pre-norm).
+        ``"gru"``, ``"lstm"`` (unidirectional recurrent), ``"transformer"`` (causal, pre-norm) or
+        ``"landmark"`` (no sequence model: the current visit's embedding).
     n_layers:
         Number of recurrent or Transformer layers.
     n_heads:

@@ -7,6 +7,7 @@ from typing import Any
 from ehrseq.errors import ConfigError
 from ehrseq.models.encoders.base import SequenceEncoder
 from ehrseq.models.encoders.config import EncoderConfig
+from ehrseq.models.encoders.landmark import LandmarkEncoder
 from ehrseq.models.encoders.recurrent import RecurrentEncoder
 from ehrseq.models.encoders.transformer import CausalTransformerEncoder
 
@@ -15,11 +16,12 @@ ENCODERS: dict[str, type[SequenceEncoder]] = {
     "gru": RecurrentEncoder,
     "lstm": RecurrentEncoder,
     "transformer": CausalTransformerEncoder,
+    "landmark": LandmarkEncoder,
 }
 
 
 def build_encoder(config: EncoderConfig | dict[str, Any]) -> SequenceEncoder:
-    """The encoder named by ``config.kind`` (``"gru"``, ``"lstm"`` or ``"transformer"``).
+    """The encoder named by ``config.kind`` (``"gru"``, ``"lstm"``, ``"transformer"`` or ``"landmark"``).
 
     ``config`` may be an :class:`EncoderConfig` or its :meth:`~EncoderConfig.to_dict` form.
     """
