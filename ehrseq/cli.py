@@ -160,6 +160,11 @@ def _count(text: str) -> int:
     return value
 
 
+def _count_or_auto(text: str) -> int | str:
+    """A count, or the word ``auto``, for ``--n-models``."""
+    return "auto" if text.lower() == "auto" else _count(text)
+
+
 def _any_time(text: str) -> bool | str:
     """``on``/``off``/``auto`` (also true/false/yes/no/1/0) for ``--any-time``."""
     word = text.lower()
@@ -266,14 +271,15 @@ MODEL_FLAGS = (
     Flag("any_time", "predict at any time after a visit: the head reads the time elapsed since it, and training "
          "samples prediction times between visits (default: auto = on for heads in days)",
          {"type": _any_time, "metavar": "on|off|auto"}),
-    Flag("n_models", "a deep ensemble of N models whose survival curves are averaged (default: 1)",
-         {"type": _count, "metavar": "N"}),
+    Flag("n_models", "a deep ensemble of N models whose survival curves are averaged, or auto (default: auto = "
+         "5 for cohorts under 2,000 patients, else 1)", {"type": _count_or_auto, "metavar": "N|auto"}),
     Flag("cause", "single-event heads on K > 1 event types: the event type of interest", {"type": int, "metavar": "K"}),
     Flag("visit_weighting", "auto, visit or patient (default: auto)", {"choices": ("auto", "visit", "patient")}),
     Flag("epochs", "training epochs, or none for the budget of --steps (default: none)",
          {"type": _optional(_count), "metavar": "N"}),
     Flag("steps", "training budget in optimiser steps when --epochs is none (default: 300)",
          {"type": _count, "metavar": "N"}),
+    Flag("min_epochs", "... and at least N passes over the data (default: 10)", {"type": _count, "metavar": "N"}),
     Flag("batch_size", "patients per batch (default: 64)", {"type": int, "metavar": "N"}),
     Flag("lr", "learning rate (default: 0.001)", {"type": _positive, "metavar": "RATE"}),
     Flag("weight_decay", "AdamW weight decay (default: 0.0001)", {"type": _number, "metavar": "W"}),

@@ -86,13 +86,15 @@ class DynamicSurvival:
         not extrapolated from the visit's curve.
     n_models: a deep ensemble of this many models (seeds ``seed``, ``seed + 1``, …, each with its own
         validation split) whose survival curves are averaged; saved, loaded and scored as one model
-        (single-event heads in days). Default 1.
+        (single-event heads in days). Default ``"auto"``: 5 for cohorts under 2,000 patients (where the
+        variance of one fit dominates), else 1 (:meth:`EstimatorSettings.n_models_for`).
     cause: event type of interest for single-event heads on data with K > 1 types (others censored).
     visit_weighting: ``"auto"`` (default; unbiased per-visit weighting, see :mod:`ehrseq.objective`),
         ``"visit"`` or ``"patient"``.
-    epochs, steps: the training length: ``epochs`` when given, else (default) a budget of ``steps``
-        optimiser steps (300), whatever the cohort's size (:meth:`EstimatorSettings.training_length`);
-        early stopping with best-weights restore on the validation patients in both cases.
+    epochs, steps, min_epochs: the training length: ``epochs`` when given, else (default) a budget of
+        ``steps`` optimiser steps (300) and at least ``min_epochs`` passes over the data (10), whichever is
+        longer (:meth:`EstimatorSettings.training_length`); early stopping with best-weights restore on the
+        validation patients in both cases.
     batch_size, lr, weight_decay, patience, grad_clip, scheduler: optimisation (see
         :class:`ehrseq.train.TrainerConfig`).
 
@@ -199,9 +201,9 @@ class DynamicSurvival:
             encoder=encoder, head=head,
             next_visit=any(get_term(t.name).needs_next_visit for t in self.objective.terms),
             wide=self.settings.wide, any_time=self.settings.any_time_for(head.family),
-            n_models=self.settings.n_models)
+            n_models=self.settings.n_models_for(head.family, cohort.n_patients))
         members, records = [], []
-        for member in range(self.settings.n_models):
+        for member in range(self.model_config_.n_models):
             seed = self.settings.seed + member
             if explicit is not None:
                 train, val = cohort, explicit

@@ -70,6 +70,11 @@ class CohortSettings:
 COHORT_SETTINGS = tuple(f.name for f in fields(CohortSettings))
 
 
+#: ``n_models="auto"``: members of the ensemble for cohorts under :data:`AUTO_ENSEMBLE_COHORT` patients.
+AUTO_ENSEMBLE = 5
+AUTO_ENSEMBLE_COHORT = 2000
+
+
 @dataclass(frozen=True)
 class EstimatorSettings:
     """The parameters of :class:`~ehrseq.DynamicSurvival` (documented there), as given."""
@@ -95,11 +100,12 @@ class EstimatorSettings:
     locf: bool = True
     wide: bool = True
     any_time: bool | str = "auto"
-    n_models: int = 1
+    n_models: int | str = "auto"
     cause: int | None = None
     visit_weighting: str = "auto"
     epochs: int | None = None
     steps: int = 300
+    min_epochs: int = 10
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -113,8 +119,10 @@ class EstimatorSettings:
     progress: Progress = "auto"
 
     def __post_init__(self) -> None:
-        for name in ("n_models", "steps"):
+        for name in ("n_models", "steps", "min_epochs"):
             value = getattr(self, name)
+            if name == "n_models" and value == "auto":
+                continue
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
         if self.epochs is not None and (isinstance(self.epochs, bool) or not isinstance(self.epochs, numbers.Integral)
@@ -180,19 +188,35 @@ class EstimatorSettings:
         """(epochs, early-stopping patience in epochs) for ``steps_per_epoch`` optimiser steps per epoch.
 
         ``epochs`` given: those, with ``patience``. ``epochs=None`` (the default): a budget of ``steps``
-        optimiser steps, E = ⌈steps / steps_per_epoch⌉ epochs — a cohort of 100 patients gets as many
-        updates as one of 100,000, instead of two steps per epoch — and, when E > 50, ``patience`` counts
+        optimiser steps and ``min_epochs`` passes, E = max(min_epochs, ⌈steps / steps_per_epoch⌉) epochs —
+        a cohort of 100 patients gets 300 updates instead of two per epoch, and one of 15,000 patients
+        (200 steps per epoch) still sees its data 10 times — and, when E > 50, ``patience`` counts
         fiftieths of the run (⌈patience · E / 50⌉ epochs: the default 8 stops after 16 % of the run
         without improvement), so that early stopping does not act on the noise of a few validation
         patients' losses epoch to epoch.
         """
         if self.epochs is not None:
             return int(self.epochs), self.patience
-        epochs = max(1, math.ceil(self.steps / max(int(steps_per_epoch), 1)))
+        epochs = max(int(self.min_epochs), math.ceil(self.steps / max(int(steps_per_epoch), 1)))
         patience = self.patience
         if patience is not None and epochs > 50:
             patience = math.ceil(patience * epochs / 50)
         return epochs, patience
+
+    def n_models_for(self, family: Any, n_patients: int) -> int:
+        """The ensemble's size: ``n_models`` resolved (``"auto"``: :data:`AUTO_ENSEMBLE` members for a
+        cohort of fewer than :data:`AUTO_ENSEMBLE_COHORT` patients and a single-event head in days,
+        else one model).
+
+        An ensemble averages away the variance of fits — the seed, the early-stopping split — which
+        dominates on small cohorts (on the suite's cohorts of 100–700 patients, five members moved the
+        paired C against landmark Cox from −0.022 to +0.002 on epileptic and from +0.004 to +0.026 on
+        heart); on large cohorts one fit's variance is small and five members cost five trainings.
+        """
+        if self.n_models != "auto":
+            return int(self.n_models)
+        ensembles = not (family.competing or family.multi_event or not family.in_days)
+        return AUTO_ENSEMBLE if ensembles and n_patients < AUTO_ENSEMBLE_COHORT else 1
 
     def any_time_for(self, family: Any) -> bool:
         """Whether models of the head ``family`` get the elapsed-time input: ``any_time`` resolved

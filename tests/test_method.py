@@ -11,11 +11,12 @@ from ehrseq.data import SequenceBatch, sample_prediction_times, tensorize
 from ehrseq.datasets import simulate
 from ehrseq.errors import ConfigError
 from ehrseq.models.encoders import EncoderConfig
+from ehrseq.models.families import FAMILIES
 from ehrseq.models.heads import HeadConfig
 from ehrseq.models.model import DynamicSurvivalModel, ModelConfig
 from ehrseq.settings import EstimatorSettings
 
-TINY = dict(d_model=8, hidden=(8,), grid=6, batch_size=16, progress=False, device="cpu", origin="zero")
+TINY = dict(n_models=1, d_model=8, hidden=(8,), grid=6, batch_size=16, progress=False, device="cpu", origin="zero")
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +155,7 @@ def test_any_time_is_refused_where_it_has_no_meaning(cohort):
 # ---------------------------------------------------------------------------------------------- ensembles
 def test_an_ensemble_averages_its_members_and_saves_loads_and_scores_as_one_model(cohort, tmp_path):
     visits, outcomes = cohort
-    model = ehrseq.DynamicSurvival(n_models=3, epochs=2, **TINY).fit(visits, outcomes)
+    model = ehrseq.DynamicSurvival(epochs=2, **{**TINY, "n_models": 3}).fit(visits, outcomes)
     members = model.model_.members
     assert len(members) == 3
     weights = [m.head.net[0].weight for m in members]
@@ -196,23 +197,46 @@ def test_an_ensemble_averages_its_members_and_saves_loads_and_scores_as_one_mode
 
 def test_ensembles_of_heads_without_one_survival_curve_in_days_are_refused(cohort):
     with pytest.raises(ConfigError, match="ensemble"):
-        ehrseq.DynamicSurvival(head="visit_hazard", n_models=2, epochs=1, **TINY).fit(*cohort, validation=None)
+        ehrseq.DynamicSurvival(head="visit_hazard", epochs=1, **{**TINY, "n_models": 2}).fit(*cohort, validation=None)
     with pytest.raises(ConfigError, match="n_models must be"):
         ehrseq.DynamicSurvival(n_models=0)
 
 
 # ---------------------------------------------------------------------------------------------- step budget
-@pytest.mark.parametrize(("steps_per_epoch", "expected"), [(2, (500, 80)), (20, (50, 8)), (400, (3, 8))])
+@pytest.mark.parametrize(("steps_per_epoch", "expected"), [(2, (500, 80)), (20, (50, 8)), (400, (10, 8))])
 def test_the_step_budget_sets_epochs_and_patience(steps_per_epoch, expected):
+    """The longer of 1,000 steps and 10 epochs; patience in fiftieths of runs longer than 50 epochs."""
     settings = EstimatorSettings(steps=1000, patience=8)
     assert settings.training_length(steps_per_epoch) == expected
     assert settings.trainer(steps_per_epoch).epochs == expected[0]
     assert EstimatorSettings(epochs=7, patience=3).training_length(steps_per_epoch) == (7, 3)
     assert EstimatorSettings(steps=1000, patience=None).training_length(steps_per_epoch)[1] is None
+    assert EstimatorSettings(steps=1000, min_epochs=1).training_length(400) == (3, 8)
+
+
+def test_auto_ensembles_small_cohorts_of_single_event_heads_in_days():
+    settings = EstimatorSettings()
+    assert settings.n_models == "auto"
+    single, competing = FAMILIES.get("logistic_hazard"), FAMILIES.get("competing_pmf")
+    assert settings.n_models_for(single, 1999) == 5 and settings.n_models_for(single, 2000) == 1
+    assert settings.n_models_for(competing, 100) == 1
+    assert EstimatorSettings(n_models=3).n_models_for(single, 10**6) == 3
+    with pytest.raises(ConfigError, match="n_models"):
+        EstimatorSettings(n_models="many")
+
+
+def test_an_auto_ensemble_is_fitted_saved_and_loaded_as_one_model(cohort, tmp_path):
+    visits, outcomes = cohort  # 60 patients: five members
+    model = ehrseq.DynamicSurvival(epochs=1, **{**TINY, "n_models": "auto"}).fit(visits, outcomes)
+    assert model.model_config_.n_models == 5 and model.get_params()["n_models"] == "auto"
+    model.save(tmp_path / "m")
+    loaded = ehrseq.DynamicSurvival.load(tmp_path / "m")
+    assert loaded.model_config_.n_models == 5
+    assert loaded.predict_risk(visits, 100.0).equals(model.predict_risk(visits, 100.0))
 
 
 def test_a_small_cohort_trains_for_the_step_budget(cohort):
     visits, outcomes = cohort
-    model = ehrseq.DynamicSurvival(steps=30, patience=None, **TINY).fit(visits, outcomes, validation=None)
+    model = ehrseq.DynamicSurvival(steps=30, min_epochs=1, patience=None, **TINY).fit(visits, outcomes, validation=None)
     # 60 patients in batches of 16: 4 steps per epoch, 30 steps → 8 epochs
     assert len(model.history_.records) == 8

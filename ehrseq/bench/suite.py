@@ -749,8 +749,8 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"comma-separated subset of {','.join(MODELS)} (default every one of the default run: all "
                              "but tuned)")
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
-    parser.add_argument("--repeats", type=int, default=5,
-                        help=f"repeats of the folds for data sets under {SMALL_COHORT} patients (default 5)")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help=f"repeats of the folds for data sets under {SMALL_COHORT} patients (default 2)")
     parser.add_argument("--cache", type=Path, default=Path("outputs") / "suite-cache",
                         help="directory of the per-(dataset, repeat, fold, model) results and predictions, reused by "
                              "later runs (default outputs/suite-cache)")
