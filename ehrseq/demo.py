@@ -59,13 +59,15 @@ def run_demo(out_dir: str | Path = "outputs/demo", *, epochs: int | None = None,
     train = (visits.filter(pl.col("patient_id").is_in(train_ids)), outcomes.filter(pl.col("patient_id").is_in(train_ids)))
     test = (visits.filter(~pl.col("patient_id").is_in(train_ids)), outcomes.filter(~pl.col("patient_id").is_in(train_ids)))
     model = DynamicSurvival(epochs=epochs, seed=seed, progress=progress)
-    budget = f"{model.steps:,} optimiser steps" if epochs is None else f"{epochs} epochs"
+    budget = (f"the longer of {model.steps:,} optimiser steps and {model.min_epochs} epochs" if epochs is None
+              else f"{epochs} epochs")
     _say(f"4. Training the default model (GRU + logistic hazard, a linear path from the current visit, predictions "
-         f"at any time) on {train[1].height} patients (15 % of them for early stopping, at most {budget}) ...")
+         f"at any time; an ensemble of five under 2,000 patients) on {train[1].height} patients (15 % of them for "
+         f"early stopping, at most {budget} per model) ...")
     model.fit(*train)
-    history = model.history_
-    _say(f"   {len(history.records)} epochs, best epoch {history.best_epoch}, "
-         f"validation NLL {min(r['val_loss'] for r in history.records):.4f}\n")
+    history, members = model.history_, model.model_config_.n_models
+    _say(f"   {members} model(s), {len(history.records)} epochs in all; first model: best epoch {history.best_epoch}, "
+         f"validation NLL {min(r['val_loss'] for r in history.records if r.get('member', 0.0) == 0.0):.4f}\n")
 
     results = landmark(model, *test, LANDMARKS, HORIZONS, train)
     tables = [results.with_columns(pl.lit("ehrseq default").alias("model"))]

@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from ehrseq import settings
+
 
 @pytest.fixture(autouse=True, scope="session")
 def single_thread():
@@ -13,3 +15,13 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def single_model_by_default():
+    """``n_models="auto"`` fits one model in the tests, module fixtures included (five members per fit
+    would multiply the suite's time); the tests of ensembles ask for them, and the auto rule's own test
+    restores its size."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(settings, "AUTO_ENSEMBLE", 1)
+        yield

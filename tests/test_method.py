@@ -214,7 +214,8 @@ def test_the_step_budget_sets_epochs_and_patience(steps_per_epoch, expected):
     assert EstimatorSettings(steps=1000, min_epochs=1).training_length(400) == (3, 8)
 
 
-def test_auto_ensembles_small_cohorts_of_single_event_heads_in_days():
+def test_auto_ensembles_small_cohorts_of_single_event_heads_in_days(monkeypatch):
+    monkeypatch.setattr(ehrseq.settings, "AUTO_ENSEMBLE", 5)  # the tests' default is one model (conftest)
     settings = EstimatorSettings()
     assert settings.n_models == "auto"
     single, competing = FAMILIES.get("logistic_hazard"), FAMILIES.get("competing_pmf")
@@ -225,7 +226,8 @@ def test_auto_ensembles_small_cohorts_of_single_event_heads_in_days():
         EstimatorSettings(n_models="many")
 
 
-def test_an_auto_ensemble_is_fitted_saved_and_loaded_as_one_model(cohort, tmp_path):
+def test_an_auto_ensemble_is_fitted_saved_and_loaded_as_one_model(cohort, tmp_path, monkeypatch):
+    monkeypatch.setattr(ehrseq.settings, "AUTO_ENSEMBLE", 5)
     visits, outcomes = cohort  # 60 patients: five members
     model = ehrseq.DynamicSurvival(epochs=1, **{**TINY, "n_models": "auto"}).fit(visits, outcomes)
     assert model.model_config_.n_models == 5 and model.get_params()["n_models"] == "auto"

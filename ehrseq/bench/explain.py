@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     visits, outcomes = load_pbcseq(outcome="death")
     train, test = split_tables(visits, outcomes, (0.75, 0.25), seed=0)
     start = time.perf_counter()
-    model = DynamicSurvival(d_model=32, hidden=(32,), epochs=args.epochs, seed=0, progress=False).fit(*train)
+    model = DynamicSurvival(d_model=32, hidden=(32,), epochs=args.epochs, n_models=1, seed=0, progress=False).fit(*train)
     print(f"fitted a GRU(32) on {train[1].height} PBC patients in {time.perf_counter() - start:.1f} s")
 
     many, ids = _replicated(visits, outcomes, args.patients)

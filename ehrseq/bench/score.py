@@ -87,7 +87,7 @@ def train_model(directory: Path, n_patients: int = 2_000) -> Path:
     if not path.exists():
         visits, outcomes = simulated_patients(n_patients, seed=10_000)
         model = DynamicSurvival(encoder="gru", head="logistic_hazard", grid=20, d_model=64, hidden=(64,), epochs=1,
-                                batch_size=256, progress=False, device="cpu")
+                                n_models=1, batch_size=256, progress=False, device="cpu")
         model.fit(visits, outcomes, validation=None).save(path)
     return path
 

@@ -645,6 +645,9 @@ def write_report(summary: SuiteSummary, datasets: Mapping[str, SuiteData], model
     if started is not None:
         doc.started = started
     doc.add(f"Command: `{command}`")
+    if not quick:
+        doc.add("Why the former defaults failed on small cohorts, and what each change of the method did, measured: "
+                "[suite_diagnosis.md](suite_diagnosis.md).")
     doc.section("Protocol", (__doc__ or "").split("\n\n", 1)[1].strip())
     doc.add(f"{folds} folds; data sets under {SMALL_COHORT} patients cross-validated {repeats} times with different "
             f"shuffles; seed {seed}. Windows kept when every test fold has ≥ {summary.min_at_risk} patients at risk "
