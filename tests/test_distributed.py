@@ -121,7 +121,7 @@ FIT = textwrap.dedent(
         print("losses", [(r["train_loss"], r["val_loss"]) for r in model.history_.records])
     """
 )
-OPTIONS = dict(grid=6, d_model=16, hidden=(16,), dropout=0.0, batch_size=15, epochs=4, lr=5e-3, seed=0,
+OPTIONS = dict(n_models=1, grid=6, d_model=16, hidden=(16,), dropout=0.0, batch_size=15, epochs=4, lr=5e-3, seed=0,
                progress=False, device="cpu")
 WEIGHT_TOLERANCE = dict(atol=1e-5, rtol=1e-4)
 
@@ -170,7 +170,7 @@ def test_ehrseq_train_under_torchrun_gives_the_model_of_one_process(tmp_path, ca
     sim.visits.write_parquet(tmp_path / "visits.parquet")
     sim.outcomes.write_parquet(tmp_path / "outcomes.parquet")
     flags = ["--visits", "visits.parquet", "--outcomes", "outcomes.parquet", "--validation", "0.2", "--grid", "6",
-             "--d-model", "16", "--hidden", "16", "--dropout", "0", "--batch-size", "15", "--epochs", "4",
+             "--d-model", "16", "--hidden", "16", "--dropout", "0", "--batch-size", "15", "--epochs", "4", "--n-models", "1",
              "--lr", "0.005", "--seed", "0", "--device", "cpu", "--no-progress"]
     cwd = os.getcwd()
     os.chdir(tmp_path)
