@@ -215,14 +215,13 @@ class EstimatorSettings:
         """
         if self.n_models != "auto":
             return int(self.n_models)
-        ensembles = not (family.competing or family.multi_event or not family.in_days)
-        return AUTO_ENSEMBLE if ensembles and n_patients < AUTO_ENSEMBLE_COHORT else 1
+        return AUTO_ENSEMBLE if family.ensembles and n_patients < AUTO_ENSEMBLE_COHORT else 1
 
     def any_time_for(self, family: Any) -> bool:
         """Whether models of the head ``family`` get the elapsed-time input: ``any_time`` resolved
         (``"auto"``: for every single- or competing-event head with a time scale in days)."""
         if self.any_time == "auto":
-            return bool(family.in_days and not family.multi_event)
+            return family.any_time
         return bool(self.any_time)
 
     # ------------------------------------------------------------------------------------ parameters and JSON

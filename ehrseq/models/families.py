@@ -122,6 +122,18 @@ class HeadFamily:
     hazard_uncertainty: bool = False
     visit_weighting: str = "visit"
 
+    @property
+    def ensembles(self) -> bool:
+        """Whether a deep ensemble of this head is one model: single-event survival curves in days, which
+        average (:mod:`ehrseq.models.ensemble`)."""
+        return self.in_days and not (self.competing or self.multi_event)
+
+    @property
+    def any_time(self) -> bool:
+        """Whether this head can read the time elapsed since the visit: one remaining time in days (single-
+        or competing-event heads; :mod:`ehrseq.models.model`)."""
+        return self.in_days and not self.multi_event
+
     def validate(self, config: HeadConfig) -> None:
         """Raise :class:`ConfigError` when ``config`` does not define a head of this family."""
         if self.grid:

@@ -62,10 +62,10 @@ class ModelConfig:
         if isinstance(self.n_models, bool) or not isinstance(self.n_models, int) or self.n_models < 1:
             raise ConfigError(f"n_models must be an int >= 1, got {self.n_models!r}")
         family = self.head.family
-        if self.n_models > 1 and (family.competing or family.multi_event or not family.in_days):
+        if self.n_models > 1 and not family.ensembles:
             raise ConfigError(f"an ensemble (n_models > 1) averages single-event survival curves in days; the "
                               f"{self.head.kind} head is not one")
-        if self.any_time and (family.multi_event or not family.in_days):
+        if self.any_time and not family.any_time:
             raise ConfigError(f"the {self.head.kind} head cannot predict at any time (any_time): it has no single "
                               f"remaining time in days")
 
