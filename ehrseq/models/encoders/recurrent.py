@@ -55,15 +55,20 @@ class RecurrentEncoder(SequenceEncoder):
 
 def gru_inference(rnn: nn.GRU, visits: torch.Tensor) -> torch.Tensor:
     """The states of a batch-first ``rnn`` over ``visits`` ``[B, M, D]`` from a zero initial state, without
-    gradients: the recurrence of ``nn.GRU`` (the same values up to float rounding, ~1e-7), about 1.4× as
-    fast on CPU.
+    gradients: the recurrence of ``nn.GRU`` (the same values up to float rounding, ~1e-7), about 1.35× as
+    fast on one CPU thread (B = 1024, M = 20, D = 64).
 
-    Per layer, the input projections of every visit are one matrix product (the r and z biases of both
-    projections folded in); each step is then one product with the hidden state and four element-wise
-    kernels on ``[B, 3H]`` slices — r and z in one sigmoid, n = tanh(i_n + r ⊙ (W_hn h + b_hn)), and
-    h' = n + z ⊙ (h − n) as a ``lerp`` — written straight into a time-major output returned as a batch-first view (``nn.GRU`` on CPU
-    transposes its input and output, and runs six element-wise kernels per step). Between layers in eval
-    mode there is no dropout; this path is for inference (``torch.no_grad`` / ``inference_mode``).
+    Per layer, the input projections of every visit are one matrix product into a time-major
+    ``[M, B, 3H]`` buffer (the r and z biases of both projections folded in). Each step then adds
+    W_hr h and W_hz h to its r and z slice in place (one product, accumulated by the BLAS), applies one
+    sigmoid to both, and computes the candidate state as
+
+        n = tanh(a) = 2 σ(2a) − 1,   a = i_n + r ⊙ (W_hn h + b_hn),
+
+    with the factor 2 folded into W_in, b_in, W_hn and b_hn (a sigmoid costs a sixth of a tanh on CPU;
+    the absolute difference is a float rounding, ~1e-7 in float32), and h' = n + z ⊙ (h − n) as a
+    ``lerp`` written straight into the time-major output, returned as a batch-first view. Between layers
+    in eval mode there is no dropout; this path is for inference (``torch.no_grad`` / ``inference_mode``).
     """
     layer_input = visits
     b, m, _ = visits.shape
@@ -74,18 +79,20 @@ def gru_inference(rnn: nn.GRU, visits: torch.Tensor) -> torch.Tensor:
         b_hh = getattr(rnn, f"bias_hh_l{layer}", None)
         b_ih = w_ih.new_zeros(3 * hidden) if b_ih is None else b_ih
         b_hh = w_hh.new_zeros(3 * hidden) if b_hh is None else b_hh
-        input_bias = torch.cat([b_ih[:2 * hidden] + b_hh[:2 * hidden], b_ih[2 * hidden:]])
-        step_bias = torch.cat([b_hh.new_zeros(2 * hidden), b_hh[2 * hidden:]])
-        inputs = torch.addmm(input_bias, layer_input.reshape(b * m, -1), w_ih.t()).view(b, m, 3 * hidden)
-        w_step = w_hh.t().contiguous()
+        rz, n = slice(0, 2 * hidden), slice(2 * hidden, 3 * hidden)
+        input_weight = torch.cat([w_ih[rz], 2 * w_ih[n]])
+        input_bias = torch.cat([b_ih[rz] + b_hh[rz], 2 * b_ih[n]])
+        w_hrz, w_hn, b_hn = w_hh[rz].t().contiguous(), (2 * w_hh[n]).t().contiguous(), 2 * b_hh[n]
+        steps = layer_input.transpose(0, 1).reshape(m * b, -1)
+        inputs = torch.addmm(input_bias, steps, input_weight.t()).view(m, b, 3 * hidden)
         out = inputs.new_empty(m, b, hidden)  # time-major: each step writes one contiguous block
         h = inputs.new_zeros(b, hidden)
-        gates = inputs.new_empty(b, 3 * hidden)
+        hidden_n = inputs.new_empty(b, hidden)
         for t in range(m):
-            torch.addmm(step_bias, h, w_step, out=gates)
-            step = inputs[:, t]
-            rz = gates[:, :2 * hidden].add_(step[:, :2 * hidden]).sigmoid_()
-            n = torch.addcmul(step[:, 2 * hidden:], rz[:, :hidden], gates[:, 2 * hidden:]).tanh_()
-            h = torch.lerp(n, h, rz[:, hidden:], out=out[t])
+            step = inputs[t]
+            gates = step[:, rz].addmm_(h, w_hrz).sigmoid_()
+            torch.addmm(b_hn, h, w_hn, out=hidden_n)
+            candidate = torch.addcmul(step[:, n], gates[:, :hidden], hidden_n).sigmoid_().mul_(2).sub_(1)
+            h = torch.lerp(candidate, h, gates[:, hidden:], out=out[t])
         layer_input = out.transpose(0, 1)
     return layer_input
