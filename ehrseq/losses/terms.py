@@ -179,7 +179,7 @@ def _require(batch: SequenceBatch, *names: str) -> None:
 
 def _finite_upper(batch: SequenceBatch) -> torch.Tensor | None:
     upper = batch.upper
-    if upper is None or not bool(torch.isfinite(upper[batch.mask]).any()):
+    if upper is None or not bool((torch.isfinite(upper) & batch.mask).any()):
         return None
     return upper
 

@@ -27,6 +27,7 @@ from ehrseq.losses.functional._aggregate import (
     check_floating,
     check_mask,
     check_reduction,
+    gather_visits,
 )
 from ehrseq.losses.functional._labels import event_indicator
 from ehrseq.models.distributions.base import SurvivalDistribution
@@ -59,8 +60,12 @@ def check_targets(
     remaining: torch.Tensor,
     mask: torch.Tensor,
     upper: torch.Tensor | None,
-) -> torch.Tensor:
-    """Validate per-visit targets against a ``[B, M]`` distribution; return the mask as bool."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Validate per-visit targets against a ``[B, M]`` distribution.
+
+    Returns the mask as bool, the flat indices b·M + m of the N real visits ``[N]`` (row-major) and the
+    targets there: ``remaining [N]`` and ``upper [N]`` (``None`` if not given).
+    """
     shape = tuple(distribution.batch_shape)
     if len(shape) != 2:
         raise ShapeError(f"per-visit losses need a distribution of batch shape [B, M], got {list(shape)}")
@@ -68,17 +73,19 @@ def check_targets(
     check_floating(remaining, "remaining")
     if tuple(remaining.shape) != shape:
         raise ShapeError(f"remaining must have shape {list(shape)}, got {list(remaining.shape)}")
-    real = remaining[mask]
+    rows = mask.flatten().nonzero().squeeze(1).to(remaining.device)
+    real = gather_visits(remaining, rows)
     if not bool(torch.all(torch.isfinite(real) & (real > 0))):
         raise ValueError("remaining times must be finite and > 0 at every real visit")
+    bound = None
     if upper is not None:
         check_floating(upper, "upper")
         if tuple(upper.shape) != shape:
             raise ShapeError(f"upper must have shape {list(shape)}, got {list(upper.shape)}")
-        bounded = mask & torch.isfinite(upper)
-        if torch.any(upper[bounded] <= remaining[bounded]) or torch.any(torch.isnan(upper[mask])):
+        bound = gather_visits(upper, rows)
+        if torch.any((bound <= real) | torch.isnan(bound)):
             raise ValueError("upper (interval bound) must be > remaining (or inf) at every real visit")
-    return mask
+    return mask, rows, real, bound
 
 
 Score = Callable[[SurvivalDistribution, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
@@ -105,12 +112,12 @@ def per_visit_score(
     evaluated: their parameters may hold anything (NaN included) and get exactly zero gradients.
     """
     check_reduction(reduction, visit_weighting)
-    mask = check_targets(distribution, remaining, mask, upper)
-    observed = event_indicator(event, mask.shape[0], cause).unsqueeze(1).expand_as(mask)
+    mask, rows, y, bound = check_targets(distribution, remaining, mask, upper)
+    observed = gather_visits(event_indicator(event, mask.shape[0], cause).unsqueeze(1).expand_as(mask), rows)
     real = distribution[mask]
     with sharing_knots(real):
-        scores = score(real, remaining[mask], observed[mask], None if upper is None else upper[mask])
-    per_visit = scores.new_zeros(mask.shape).masked_scatter(mask, scores)
+        scores = score(real, y, observed, bound)
+    per_visit = scores.new_zeros(mask.numel()).index_copy(0, rows, scores).view(mask.shape)
     return aggregate_visits(per_visit, mask, weight=weight, reduction=reduction, visit_weighting=visit_weighting)
 
 
