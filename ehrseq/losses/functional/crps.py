@@ -71,7 +71,7 @@ from torch.special import log_ndtr
 
 from ehrseq.losses.functional._aggregate import Reduction, VisitWeighting
 from ehrseq.losses.functional.likelihood import per_visit_score
-from ehrseq.models.distributions._math import LOG_2, LOG_SQRT_2PI, gauss_legendre, std_normal_cdf
+from ehrseq.models.distributions._math import LOG_2, LOG_SQRT_2PI, exp_by_exp2, gauss_legendre, std_normal_cdf
 from ehrseq.models.distributions.base import SurvivalDistribution
 from ehrseq.models.distributions.grid import GridDistribution
 from ehrseq.models.distributions.parametric import LogNormal, Weibull
@@ -163,10 +163,10 @@ def _normal_logs(x: torch.Tensor, side: int) -> tuple[torch.Tensor, torch.Tensor
 
 def _min_gumbel_logs(x: torch.Tensor, side: int) -> tuple[torch.Tensor, torch.Tensor]:
     """G(x) = 1 − exp(−eˣ): log G = log(−expm1(−eˣ)) (exact where eˣ is tiny), log(1 − G) = −eˣ,
-    log g = x − eˣ. Arguments where exp or expm1 would underflow are clamped (exp and expm1 are several
-    times slower there; the clamped values leave G = 1 exactly, and G² ≤ tiny² where an integrand
-    vanishes anyway)."""
-    e = torch.exp(x.clamp_min(_log_tiny(x.dtype)))
+    log g = x − eˣ (eˣ by :func:`exp_by_exp2`). Arguments where eˣ or expm1 would underflow are clamped (expm1
+    is several times slower there; the clamped values leave G = 1 exactly, and G² ≤ tiny² where an
+    integrand vanishes anyway)."""
+    e = exp_by_exp2(x.clamp_min(_log_tiny(x.dtype)))
     log_p = torch.expm1(e.clamp_max(_GUMBEL_ONE).neg_()).neg_().log_() if side > 0 else -e
     return log_p, x - e
 
@@ -238,9 +238,9 @@ def _panel_moments(noise: StandardNoise, side: int, lo: torch.Tensor, hi: torch.
     x = torch.addcmul(lo.unsqueeze(-1), width.unsqueeze(-1), nodes)
     log_p, log_g = noise.log_probability_and_density(x, side)
     base = torch.addcmul(offset.unsqueeze(-1), sigma.unsqueeze(-1), x)
-    tiny = _log_tiny(x.dtype)  # exp is many times slower on arguments whose result underflows
-    squared = torch.add(base, log_p, alpha=2.0).clamp_min_(tiny).exp_()
-    product = base.add_(log_p).add_(log_g).clamp_min_(tiny).exp_()
+    tiny = _log_tiny(x.dtype)  # no subnormal results: arithmetic on them is many times slower
+    squared = exp_by_exp2(torch.add(base, log_p, alpha=2.0).clamp_min_(tiny))
+    product = exp_by_exp2(base.add_(log_p).add_(log_g).clamp_min_(tiny), out=base)
     first = torch.mv(product, weights)
     return width * torch.mv(squared, weights), width * first, width * torch.mv(product.mul_(x), weights)
 

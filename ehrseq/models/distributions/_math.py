@@ -18,6 +18,19 @@ from ehrseq.errors import ShapeError
 
 LOG_2 = math.log(2.0)
 LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+LOG2_E = 1.0 / LOG_2
+
+
+def exp_by_exp2(x: torch.Tensor, *, out: torch.Tensor | None = None) -> torch.Tensor:
+    """eˣ as 2^{x·log₂ e} (into ``out`` if given), for code without an autograd graph (the power is in place).
+
+    On CPU torch's ``exp2`` is several times faster than ``exp``, which also slows down tenfold or more
+    where its result underflows; ``exp2`` has no such path. The rounding of x·log₂ e adds a relative
+    error of at most |x|·ε (2e-13 in float64 at |x| = 745; in float32 comparable to the rounding of x
+    itself, which carries an absolute error of |x|·ε).
+    """
+    result = torch.mul(x, LOG2_E, out=out) if out is not None else x * LOG2_E
+    return result.exp2_()
 
 
 def std_normal_cdf(x: torch.Tensor) -> torch.Tensor:

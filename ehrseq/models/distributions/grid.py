@@ -42,6 +42,7 @@ from torch.autograd.function import once_differentiable
 from ehrseq.errors import ConfigError, ShapeError
 from ehrseq.models.distributions._math import (
     LOG_2,
+    exp_by_exp2,
     gauss_legendre,
     log_one_minus_exp_neg,
     log_positive,
@@ -525,29 +526,24 @@ class _ConstantHazardCRPS(torch.autograd.Function):
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, log_s: torch.Tensor, log_rate: torch.Tensor, grid: torch.Tensor,
                 y: torch.Tensor, start: torch.Tensor, gradients: bool) -> torch.Tensor:
-        num_bins = log_s.shape[1] - 1
+        rows_total, num_bins = log_s.shape[0], log_s.shape[1] - 1
         dtype = log_s.dtype
         widths = grid[1:] - grid[:-1]
         has_tail = torch.isfinite(start)
-        a = torch.where(has_tail, start, y)
-        # the bins of y and of a (rows 0 and 1; κ = L: beyond the grid), both in each call
-        targets = torch.stack([y, a])
-        located = (torch.bucketize(targets, grid, right=False) - 1).clamp_(0, num_bins)
-        located[1].masked_fill_(~has_tail, num_bins)  # no tail: no full bin after a
-        kappa, kappa_a = located
+        # per row, #{l: τ_{l+1} < y} = κ (the bin of y, L beyond the grid) and #{l < L: τ_l ≥ a} (a = ∞: none)
+        counts = y.new_empty(2, rows_total)
         score = torch.empty_like(y)
         grad = torch.empty_like(log_s) if gradients else None
-        blocks = _row_blocks(log_s.shape[0], num_bins)
+        blocks = _row_blocks(rows_total, num_bins)
         size = blocks[0].stop - blocks[0].start
         scratch = [log_s.new_empty(size, num_bins) for _ in range(10)]
         knots_scratch = log_s.new_empty(size, num_bins + 1)
-        bins = torch.arange(num_bins, device=log_s.device, dtype=dtype)
         cut = 1e-2 if dtype == torch.float32 else 1e-4  # of ψ (:func:`_psi`)
         for rows in blocks:
             n = rows.stop - rows.start
             phi, decay, scaled, mass, squared, first, second, work, before, beyond = (t[:n] for t in scratch)
             block = log_s[rows]
-            knots = torch.exp(block, out=knots_scratch[:n])
+            knots = exp_by_exp2(block, out=knots_scratch[:n])
             left = knots[:, :-1]
             increments = torch.sub(block[:, :-1], block[:, 1:], out=work)
             torch.clamp_min(increments, 1e-30, out=second)  # φ = −expm1(−ΔH)/ΔH, e^{−ΔH} = 1 + expm1(−ΔH)
@@ -557,8 +553,10 @@ class _ConstantHazardCRPS(torch.autograd.Function):
             torch.mul(left, widths, out=scaled)  # Δτ S_l
             torch.mul(phi, scaled, out=mass)  # M_l
             torch.add(left, knots[:, 1:], out=squared).mul_(mass).mul_(0.5)  # Q_l
-            torch.sub(kappa[rows].to(dtype).unsqueeze(1), bins, out=before).clamp_(0.0, 1.0)  # 1_{l<κ}
-            torch.sub(bins, kappa_a[rows].to(dtype).unsqueeze(1), out=beyond).clamp_(0.0, 1.0)  # 1_{l>κ_a}
+            torch.gt(y[rows].unsqueeze(1), grid[1:], out=before)  # 1_{l<κ} = 1_{τ_{l+1} < y}
+            torch.ge(grid[:-1], start[rows].unsqueeze(1), out=beyond)  # 1_{l>κ_a} = 1_{τ_l ≥ a}
+            torch.sum(before, dim=1, out=counts[0, rows])
+            torch.sum(beyond, dim=1, out=counts[1, rows])
             # Σ_{l<κ} (Δτ − 2M + Q) + Σ_{l>κ_a} Q: sums of selected terms, no difference of two integrals
             torch.mul(mass, -2.0, out=first).add_(widths).add_(squared).mul_(before).addcmul_(squared, beyond)
             torch.sum(first, dim=1, out=score[rows])
@@ -580,39 +578,51 @@ class _ConstantHazardCRPS(torch.autograd.Function):
             out[:, 1:].addcmul_(second, either).addcmul_(before, first, value=-2.0)
 
         # y's own bin (or the exponential tail): ∫_0^e (1 − S_κ e^{−rs})² ds; a's own bin to its right knot, then
-        # (after the full bins) the exponential tail from max(a, τ_L). Rows 0 (y) and 1 (a): log S at the knot κ,
-        # the rate r of bin min(κ, L − 1) and the offset e of the target from τ_κ
+        # (after the full bins) the exponential tail from max(a, τ_L). Rows 0 (y) and 1 (a) of [2, N]: the bin κ
+        # (κ_a = L − 1 − #{l < L: τ_l ≥ a} when τ_0 < a ≤ τ_L, else L), log S at the knot κ, the rate r of bin
+        # min(κ, L − 1) and the offset e of the target from τ_κ
+        inside = has_tail & (start <= grid[-1])
+        located = counts.to(torch.long)
+        located[1] = torch.where(inside, num_bins - 1 - located[1], num_bins)
+        kappa, kappa_a = located
+        targets = torch.stack([y, torch.where(has_tail, start, y)])
         rate_bins = located.clamp_max(num_bins - 1)
-        at_knots = log_s.gather(1, torch.cat([located, rate_bins, rate_bins + 1]).T).T  # [6, N]
-        log_knots, rates = at_knots[:2], (at_knots[2:4] - at_knots[4:]) / widths[rate_bins]
-        offsets = targets - grid[located]
-        (log_knot, log_knot_a), (rate, rate_a), (e, e_a), (rate_bin, rate_bin_a) = log_knots, rates, offsets, rate_bins
-        inside = has_tail & (kappa_a < num_bins)
-        w = torch.where(inside, widths[rate_bin_a] - e_a, 0.0)
+        flat = torch.cat([located, rate_bins, rate_bins + 1]).add_(
+            torch.arange(0, rows_total * (num_bins + 1), num_bins + 1, device=y.device))  # [6, N] into log_s
+        at_knots = log_s.reshape(-1).index_select(0, flat.view(-1)).view(6, rows_total)
+        bin_widths = widths.index_select(0, rate_bins.view(-1)).view(2, rows_total)
+        log_knots, rates = at_knots[:2], (at_knots[2:4] - at_knots[4:]) / bin_widths
+        offsets = targets - grid.index_select(0, located.view(-1)).view(2, rows_total)
+        (log_knot, log_knot_a), (rate, rate_a), (e, e_a), (width, width_a) = log_knots, rates, offsets, bin_widths
+        w = torch.where(inside, width_a - e_a, 0.0)
         arguments = torch.stack([rate * e, 2.0 * rate_a * w])
         phis, decays = _phi(arguments)
         (phi1, phi_a), decay1 = phis, decays[0]
         phi2 = phi1 * (1.0 + decay1) * 0.5  # φ(2re)
-        s1, s2 = log_knot.exp() * e, (2.0 * log_knot).exp() * e
-        at_a = torch.where(has_tail, 2.0 * (log_knot_a - rate_a * e_a), -math.inf).exp()  # S(a)²
-        partial = at_a * w * phi_a
+        rate_tail = exp_by_exp2(log_rate)
         beyond = torch.where(inside, 0.0, e_a)
-        exponential = torch.where(has_tail, 2.0 * (log_s[:, -1] - log_rate.exp() * beyond) - log_rate - LOG_2,
-                                  -math.inf).exp()
+        # S_κ, S_κ², S(a)² and E = S(max(a, τ_L))²/(2λ), whose exponents are ≤ 0 but the last one's (finite:
+        # the tail of a row without one holds −∞ and is 0)
+        powers = exp_by_exp2(torch.stack([
+            log_knot, 2.0 * log_knot, torch.where(has_tail, 2.0 * (log_knot_a - rate_a * e_a), -math.inf),
+            torch.where(has_tail, 2.0 * (log_s[:, -1] - rate_tail * beyond) - log_rate - LOG_2, -math.inf)]))
+        s1, s2, at_a, exponential = powers[0] * e, powers[1] * e, powers[2], powers[3]
+        partial = at_a * w * phi_a
         score = score + e - 2.0 * s1 * phi1 + s2 * phi2 + partial + exponential
         if gradients:
             psi1, psi_a = _psi(arguments, phis, decays)
             psi2 = (psi1 * (1.0 + decay1) + decay1 * phi1) * 0.25  # ψ(2re)
             # through the knots of y's and a's bins, and through the ΔH_k = log S_k − log S_{k+1} of their rates
-            lower_dincrement = 2.0 * e * (s1 * psi1 - s2 * psi2) / widths[rate_bin]
-            partial_dincrement = -2.0 * at_a * w * (e_a * phi_a + w * psi_a) / widths[rate_bin_a]
-            index = torch.stack([kappa, rate_bin, rate_bin + 1, kappa_a, torch.full_like(kappa, num_bins), rate_bin_a,
-                                 rate_bin_a + 1], dim=1)
-            value = torch.stack([2.0 * (s2 * phi2 - s1 * phi1), lower_dincrement, -lower_dincrement, 2.0 * partial,
-                                 2.0 * exponential, partial_dincrement, -partial_dincrement], dim=1)
-            grad.scatter_add_(1, index, value)
+            lower_dincrement = 2.0 * e * (s1 * psi1 - s2 * psi2) / width
+            partial_dincrement = -2.0 * at_a * w * (e_a * phi_a + w * psi_a) / width_a
+            # the knots κ, κ_a, min(κ, L−1), min(κ_a, L−1), their right neighbours (the rows of ``flat``) and L
+            last = flat[0] - located[0] + num_bins
+            index = torch.cat([flat.view(-1), last])
+            value = torch.cat([2.0 * (s2 * phi2 - s1 * phi1), 2.0 * partial, lower_dincrement, partial_dincrement,
+                               -lower_dincrement, -partial_dincrement, 2.0 * exponential])
+            grad.view(-1).index_add_(0, index, value)
             # E = S(b)²/(2λ) with S(b) = S_L e^{−λ(b − τ_L)}: ∂E/∂log λ = −(2λ(b − τ_L) + 1)E; ∂/∂y = F(y)², ∂/∂a = −S(a)²
-            rate_gradient = -(2.0 * log_rate.exp() * beyond + 1.0) * exponential
+            rate_gradient = -(2.0 * rate_tail * beyond + 1.0) * exponential
             ctx.save_for_backward(grad, rate_gradient, torch.expm1(log_knot - rate * e).square(), at_a)
         return score
 
