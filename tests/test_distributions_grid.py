@@ -365,3 +365,22 @@ def test_calls_sharing_their_knots_equal_separate_calls(cls, outputs, offset):
         results.append((values, torch.autograd.grad(values.sum(), z)[0]))
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-14, atol=0.0)
     torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-13), (torch.float32, 2e-6)])
+def test_logistic_hazard_knot_log_survival_and_its_gradient_are_the_logsigmoid_cumulative_sum(dtype, rtol):
+    """The one-pass log S(τ_l) of the logistic hazard (and its hand-written backward) against autograd through
+    cat(0, cumsum(logsigmoid(−z))), for logits of every size (±60 included)."""
+    g = torch.Generator().manual_seed(4)
+    logits = 6.0 * torch.randn(50, 3, 9, generator=g, dtype=torch.float64)
+    logits[0, 0] = torch.tensor([-60.0, 60.0, 0.0, -1e-8, 1e-8, 30.0, -30.0, 5.0, -5.0], dtype=torch.float64)
+    weights = torch.randn(50, 3, 10, generator=g, dtype=torch.float64).to(dtype)
+    fast, slow = (logits.to(dtype).clone().requires_grad_() for _ in range(2))
+    got = LogisticHazard(fast, GRID + [1000.0, 1500.0, 2000.0, 3000.0, 5000.0]).log_survival_at_grid()
+    steps = torch.nn.functional.logsigmoid(-slow).cumsum(dim=-1)
+    expected = torch.cat([torch.zeros_like(steps[..., :1]), steps], dim=-1)
+    torch.testing.assert_close(got, expected, rtol=rtol, atol=rtol)
+    (d_fast,), (d_slow,) = (torch.autograd.grad((value * weights).sum(), leaf) for value, leaf in ((got, fast), (expected, slow)))
+    torch.testing.assert_close(d_fast, d_slow, rtol=rtol, atol=rtol * float(d_slow.abs().max()))
+    z = torch.randn(4, 2, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: LogisticHazard(x, GRID).log_survival_at_grid(), (z,))
