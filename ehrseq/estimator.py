@@ -76,7 +76,8 @@ class DynamicSurvival:
         feature columns are those of the fitted model (their roles are not inferred again).
     locf: carry the last observed numeric value forward instead of imputing the training mean.
     wide: add a linear path from the current visit's inputs (values carried forward, missingness,
-        categories, codes, visit time) to the head's outputs, beside the sequence path (default on): the
+        categories, codes, visit time) and from the codes recorded at any visit so far (each once, from its
+        first record) to the head's outputs, beside the sequence path (default on): the
         model then nests the landmark linear model a statistician would fit, and starts from it (the
         sequence path's last layer starts at zero). See :mod:`ehrseq.models.model`.
     any_time: predict at any time after a visit, not only at visits (default ``"auto"``: on for every
@@ -201,7 +202,8 @@ class DynamicSurvival:
             encoder=encoder, head=head,
             next_visit=any(get_term(t.name).needs_next_visit for t in self.objective.terms),
             wide=self.settings.wide, any_time=self.settings.any_time_for(head.family),
-            n_models=self.settings.n_models_for(head.family, cohort.n_patients))
+            n_models=self.settings.n_models_for(head.family, cohort.n_patients),
+            code_history=self.settings.wide and encoder.code_vocab_size > 0)
         members, records = [], []
         for member in range(self.model_config_.n_models):
             seed = self.settings.seed + member

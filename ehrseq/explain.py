@@ -15,7 +15,9 @@ grouped per visit into:
   given for a feature that was not measured;
 * **categorical** column j: its embedding E_j[c_j]. Baseline: the embedding of the most frequent
   training level (the population's typical value);
-* **codes**: the pooled embedding of the codes recorded at the visit. Baseline: no code recorded;
+* **codes**: the pooled embedding of the codes recorded at the visit and, in models whose linear path
+  reads the coded history (:attr:`~ehrseq.models.model.ModelConfig.code_history`), the increment of that
+  history at the visit (the terms of the codes first recorded there). Baseline: no code recorded;
 * **time**: the visit time and the gap since the previous visit — their continuous-time encodings
   [φ(t) ; φ(g)] (interpolated as encodings: along raw times the sinusoids would oscillate faster than
   any quadrature can follow) and the ``elapsed_years`` / ``log_gap`` features. Baseline: 0 days since
@@ -45,6 +47,7 @@ is besides the interpolated embeddings, and a model that reads the batch elsewhe
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -214,6 +217,7 @@ class _Explainer:
         self.device = device
         self.model = network.to(self.device).eval()
         self.embedding = self.model.encoder.embedding
+        self.history = getattr(self.model, "code_history", None) is not None
         self.horizon, self.cause, self.event, self.view, self.n_steps = horizon, cause, event, view, n_steps
         self.time_columns = [features.numeric_names.index(name) for name in TIME_FEATURES
                              if name in features.numeric_names]
@@ -221,14 +225,19 @@ class _Explainer:
         self.method.gradient_func = _gradients_of_total
 
     # ---------------------------------------------------------------- forward pass
-    def _forward(self, sums: torch.Tensor, batch: SequenceBatch, offsets: torch.Tensor) -> torch.Tensor:
-        """Risk ``[R]`` at the last visit of histories whose embedding sums are ``sums [R, L, D]`` (``batch``:
-        the ``[N, L]`` histories, repeated to R = N × steps rows in Captum's layout)."""
+    def _forward(self, sums: torch.Tensor, *rest: Any) -> torch.Tensor:
+        """Risk ``[R]`` at the last visit of histories whose embedding sums are ``sums [R, L, D]`` and, in
+        models with a code history, whose history increments are ``rest[0]`` ``[R, L, P]``; then ``batch``
+        (the ``[N, L]`` histories, repeated to R = N × steps rows in Captum's layout) and ``offsets``."""
+        history, (batch, offsets) = (rest[0], rest[1:]) if self.history else (None, rest)
         repeat = sums.shape[0] // batch.batch_size
         expanded = _repeat(batch, repeat) if repeat > 1 else batch
         rows = torch.arange(sums.shape[0], device=sums.device)
-        with self.embedding.replaced(sums):
+        with self.embedding.replaced(sums), self._history_replaced(history):
             return self._prediction_risk(expanded, (rows, torch.full_like(rows, sums.shape[1] - 1)), offsets)
+
+    def _history_replaced(self, history: torch.Tensor | None) -> Any:
+        return contextlib.nullcontext() if history is None else self.model.replaced_new_code_terms(history)
 
     def _prediction_risk(self, batch: SequenceBatch, index: tuple[torch.Tensor, torch.Tensor],
                          offsets: torch.Tensor) -> torch.Tensor:
@@ -259,6 +268,8 @@ class _Explainer:
         offset = torch.as_tensor(offsets, dtype=torch.float64, device=self.device)
         with torch.no_grad():
             parts = self.embedding.parts(batch)
+            if self.history:
+                parts["code_history"] = self.model.new_code_terms(batch)
             uninformed = self._uninformed(parts, batch.mask)
             risk = self._prediction_risk(batch, (row, position), offset)
             self._check_embedding_only(batch, parts, (row, position), offset, risk)
@@ -297,7 +308,8 @@ class _Explainer:
                               categorical=torch.where(real, UNKNOWN_INDEX, PAD_INDEX).expand_as(batch.categorical),
                               codes=torch.full_like(batch.codes, PAD_INDEX), time=torch.zeros_like(batch.time),
                               gap=torch.zeros_like(batch.gap))
-        with self.embedding.replaced(self.embedding.sum_parts(parts)):
+        with self.embedding.replaced(self.embedding.sum_parts(parts)), \
+                self._history_replaced(parts.get("code_history")):
             blanked = self._prediction_risk(blank, index, offset)
         if not torch.allclose(blanked, risk, rtol=1e-4, atol=1e-6):
             raise ConfigError("this model reads inputs outside the visit embedding (its risk changes with the "
@@ -313,15 +325,24 @@ class _Explainer:
         x0 = self._baseline(x, {name: uninformed[name][rows, :length] for name in _PART_NAMES})
         with torch.no_grad():
             sums, baseline = self.embedding.sum_parts(x), self.embedding.sum_parts(x0)
-            reference = self._forward(baseline, target, offsets)
-        gradient = self.method.attribute(sums, baselines=baseline, additional_forward_args=(target, offsets),
-                                         n_steps=self.n_steps, method="gausslegendre",
-                                         internal_batch_size=max(rows.numel(), _VISIT_ROWS // length))
+        inputs, baselines = (sums,), (baseline,)
+        if self.history:  # no code is new at an uninformed visit, nor at a repeat of the visit before
+            history = parts["code_history"][rows, :length]
+            past = history[:, :-1] if self.view == "change" else torch.zeros_like(history[:, :-1])
+            inputs, baselines = (sums, history), (baseline, torch.cat([past, torch.zeros_like(history[:, -1:])], 1))
+        with torch.no_grad():
+            reference = self._forward(*baselines, target, offsets)
+        gradients = self.method.attribute(inputs, baselines=baselines, additional_forward_args=(target, offsets),
+                                          n_steps=self.n_steps, method="gausslegendre",
+                                          internal_batch_size=max(rows.numel(), _VISIT_ROWS // length))
+        gradient = gradients[0]
         leaves = {name: value.detach().requires_grad_() for name, value in x.items()}
         # W_iᵀ G for every part i: the vector-Jacobian product of the affine sum
         pulled = torch.autograd.grad(self.embedding.sum_parts(leaves), list(leaves.values()), grad_outputs=gradient,
                                      allow_unused=True, materialize_grads=True)
         attributions = {name: g.detach() * (x[name] - x0[name]) for name, g in zip(leaves, pulled)}
+        if self.history:
+            attributions["code_history"] = gradients[1].detach() * (inputs[1] - baselines[1])
         return attributions, reference.double().cpu().numpy()
 
     # ---------------------------------------------------------------- baselines
@@ -377,10 +398,13 @@ class _Explainer:
         keep = [f for f in range(numeric.shape[-1]) if f not in self.time_columns]
         if self.time_columns:
             time = time + numeric[..., self.time_columns].sum(dim=-1)
+        codes = attributions["codes"].double().sum(dim=-1)
+        if "code_history" in attributions:
+            codes = codes + attributions["code_history"].double().sum(dim=-1)
         return {
             "numeric": numeric[..., keep].cpu().numpy(),
             "categorical": attributions["categorical"].double().sum(dim=-1).cpu().numpy(),
-            "codes": attributions["codes"].double().sum(dim=-1).cpu().numpy(),
+            "codes": codes.cpu().numpy(),
             "time": time.cpu().numpy(),
         }
 

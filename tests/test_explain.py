@@ -168,8 +168,9 @@ def test_attributions_of_a_linear_model_are_its_known_contributions(small):
 
 
 def test_attributions_equal_captum_over_every_part_of_full_histories(small):
-    """The reference: Captum's integrated gradients over the five parts themselves (its own gradient
-    function, one output at a time), each prediction on its patient's full padded history."""
+    """The reference: Captum's integrated gradients over the five parts themselves and the code history's
+    increments per visit (its own gradient function, one output at a time), each prediction on its
+    patient's full padded history."""
     from captum.attr import IntegratedGradients
 
     model, data = small
@@ -182,27 +183,31 @@ def test_attributions_equal_captum_over_every_part_of_full_histories(small):
     time_columns = [names.index("elapsed_years"), names.index("log_gap")]
     cohort = model.cohort(subset)
     batch = tensorize(cohort, model.features_, None).batch(list(range(cohort.n_patients)))
+    assert net.code_history is not None  # the default model's linear path reads the coded history
     with torch.no_grad():
         parts = embedding.parts(batch)
+        history = net.new_code_terms(batch)
     base = _documented_baseline(embedding, parts, time_columns)
     rows, positions = (torch.as_tensor(a) for a in np.nonzero(batch.mask.numpy()))
     keys = ("values", "missing", "categorical", "codes", "time")
+    parts["code_history"], base["code_history"] = history, torch.zeros_like(history)  # no code recorded
 
-    def risk(values, missing, categorical, codes, time):
+    def risk(values, missing, categorical, codes, time, code_history):
         repeat = values.shape[0] // rows.numel()
         expanded = batch.replace(**{k: torch.cat([v[rows]] * repeat) for k, v in batch.tensors().items()})
         sums = embedding.sum_parts(dict(zip(keys, (values, missing, categorical, codes, time))))
-        with embedding.replaced(sums):
+        with embedding.replaced(sums), net.replaced_new_code_terms(code_history):
             distribution = net.distribution_at(expanded, (torch.arange(values.shape[0]), positions.repeat(repeat)))
         return distribution.risk(torch.tensor([HORIZON]))[:, 0]
 
-    attributions = IntegratedGradients(risk).attribute(tuple(parts[k][rows] for k in keys),
-                                                       baselines=tuple(base[k][rows] for k in keys), n_steps=16)
-    a = dict(zip(keys, (t.double() for t in attributions)))
+    attributions = IntegratedGradients(risk).attribute(tuple(parts[k][rows] for k in (*keys, "code_history")),
+                                                       baselines=tuple(base[k][rows] for k in (*keys, "code_history")),
+                                                       n_steps=16)
+    a = dict(zip((*keys, "code_history"), (t.double() for t in attributions)))
     numeric = a["values"] + a["missing"]
     time = a["time"].sum(-1) + numeric[..., time_columns].sum(-1)
     categorical = a["categorical"].sum(-1)
-    codes = a["codes"].sum(-1)
+    codes = a["codes"].sum(-1) + a["code_history"].sum(-1)
     row_of = {pid: i for i, pid in enumerate(cohort.patients["patient_id"].to_list())}
     prediction = {(int(b), int(m)): i for i, (b, m) in enumerate(zip(rows, positions))}
     checked = 0

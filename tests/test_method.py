@@ -13,7 +13,7 @@ from ehrseq.errors import ConfigError
 from ehrseq.models.encoders import EncoderConfig
 from ehrseq.models.families import FAMILIES
 from ehrseq.models.heads import HeadConfig
-from ehrseq.models.model import DynamicSurvivalModel, ModelConfig
+from ehrseq.models.model import DynamicSurvivalModel, ModelConfig, first_records, new_code_terms
 from ehrseq.settings import EstimatorSettings
 
 TINY = dict(n_models=1, d_model=8, hidden=(8,), grid=6, batch_size=16, progress=False, device="cpu", origin="zero")
@@ -26,11 +26,12 @@ def cohort():
 
 
 # ---------------------------------------------------------------------------------------------- wide path
-def _model(wide=True, any_time=False, n_numeric=3):
+def _model(wide=True, any_time=False, n_numeric=3, code_history=False):
     encoder = EncoderConfig(kind="gru", d_model=8, n_numeric=n_numeric, categorical_cardinalities=(4,),
                             code_vocab_size=6)
     head = HeadConfig(kind="logistic_hazard", grid=(0.0, 50.0, 100.0, 200.0), hidden=(8,), time_scale=100.0)
-    return DynamicSurvivalModel(ModelConfig(encoder=encoder, head=head, wide=wide, any_time=any_time)).eval()
+    config = ModelConfig(encoder=encoder, head=head, wide=wide, any_time=any_time, code_history=code_history)
+    return DynamicSurvivalModel(config).eval()
 
 
 def _batch(generator, b=3, m=4, f=3):
@@ -65,6 +66,61 @@ def test_a_fresh_wide_model_is_the_bias_and_the_wide_path_is_a_linear_model_of_t
     outputs = [model(step).raw for step in steps]
     torch.testing.assert_close(outputs[2] - outputs[1], outputs[1] - outputs[0], rtol=1e-4, atol=1e-5)
     assert not torch.allclose(outputs[1], outputs[0])
+
+
+def test_first_records_keep_each_code_at_its_first_visit_only():
+    codes = torch.tensor([[[2, 3], [3, 0], [4, 2], [5, 5]],
+                          [[3, 3], [2, 0], [3, 4], [0, 0]]])
+    mask = torch.tensor([[True, True, True, False], [True, True, True, True]])
+    expected = torch.tensor([[[2, 3], [0, 0], [4, 0], [0, 0]],  # padding (the 4th visit) counts nothing
+                             [[3, 0], [2, 0], [0, 4], [0, 0]]])  # a repeat within one visit counts once
+    assert torch.equal(first_records(codes, mask), expected)
+
+
+def test_the_code_history_term_sums_the_codes_recorded_so_far_each_once():
+    codes = torch.tensor([[[2, 3], [3, 0], [4, 2]]])
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    weight = torch.zeros(6, 2)
+    weight[2], weight[3], weight[4] = torch.tensor([1.0, -1.0]), torch.tensor([10.0, 0.0]), torch.tensor([100.0, 1.0])
+    expected = torch.tensor([[[11.0, -1.0], [11.0, -1.0], [111.0, 0.0]]])
+    assert torch.equal(new_code_terms(codes, mask, weight).cumsum(dim=1), expected)
+
+
+def test_with_code_history_the_linear_path_reads_the_codes_recorded_so_far_and_nothing_later():
+    generator = torch.Generator().manual_seed(1)
+    model = _model(code_history=True)
+    batch = _batch(generator)
+    raw = model(batch).raw
+    assert torch.allclose(raw, model.head.net[-1].bias.expand_as(raw))  # zero-initialised like the wide path
+    with torch.no_grad():
+        model.code_history.weight[1:].normal_(generator=generator)
+    raw = model(batch).raw
+    # a code first recorded at visit 1 (in a free slot) moves the predictions from visit 1 on, by its vector
+    codes = torch.cat([torch.where(batch.codes == 5, 0, batch.codes), torch.zeros(3, 4, 1, dtype=torch.int64)], dim=2)
+    base = batch.replace(codes=codes)
+    later_codes = codes.clone()
+    later_codes[:, 1, 2] = 5
+    later_codes[:, 3, 2] = 5  # recorded again later: counted once
+    before, after = model(base).raw, model(batch.replace(codes=later_codes)).raw
+    assert torch.allclose(before[:, :1], after[:, :1], atol=1e-6)
+    shift = after[:, 1:] - before[:, 1:]
+    assert torch.allclose(shift, model.code_history.weight[5].expand_as(shift), atol=1e-5)
+    # a saved configuration without the field loads with the term off; it needs the linear path and codes
+    values = model.config.to_dict()
+    assert ModelConfig.from_dict(values).code_history
+    del values["code_history"]
+    assert not ModelConfig.from_dict(values).code_history
+    with pytest.raises(ConfigError, match="code_history"):
+        ModelConfig(encoder=model.config.encoder, head=model.config.head, code_history=True)
+
+
+def test_the_estimator_adds_the_code_history_when_the_tables_have_codes(cohort):
+    visits, outcomes = cohort
+    fitted = ehrseq.DynamicSurvival(epochs=1, **TINY).fit(visits, outcomes)
+    assert fitted.model_config_.code_history == (fitted.model_config_.encoder.code_vocab_size > 0)
+    assert fitted.model_config_.code_history
+    plain = ehrseq.DynamicSurvival(epochs=1, wide=False, **TINY).fit(visits, outcomes)
+    assert not plain.model_config_.code_history
 
 
 def test_without_the_wide_path_the_head_reads_the_sequence_only():
@@ -112,6 +168,47 @@ def test_sampled_prediction_times_lie_before_the_next_visit_and_the_outcome_with
     still = sample_prediction_times(batch, generator, cuts=cuts, share=0.0)
     assert torch.all(still.elapsed == 0) and torch.equal(still.remaining, batch.remaining)
     assert torch.equal(still.bin, batch.bin)
+
+
+def test_before_entry_a_visit_is_history_and_its_target_moves_to_entry_or_later():
+    """Left truncation: patient 0 (visits at days 0, 100, 250, event at 400) entered the risk set at day 150."""
+    batch = _patient().replace(entry=torch.tensor([150.0, 0.0]))
+    # without prediction times, the visits before entry are no targets; the padded visits never are
+    assert torch.equal(batch.targets, torch.tensor([[False, False, True], [True, False, False]]))
+    cuts = torch.tensor([0.0, 50.0, 100.0, 200.0, 1000.0], dtype=torch.float64)
+    generator = torch.Generator().manual_seed(0)
+    draws = [sample_prediction_times(batch, generator, cuts=cuts, share=0.5) for _ in range(400)]
+    elapsed = torch.stack([d.elapsed[0] for d in draws])
+    # visit 0: its next visit (day 100) is before entry too, so it stays history only
+    assert torch.all(elapsed[:, 0] == 0) and not any(bool(d.targets[0, 0]) for d in draws)
+    # visit 1: a prediction time between entry (50 days on) and the next visit (150 days on), at entry
+    # itself for the targets that are not moved: the landmark target at entry, R − e
+    assert torch.all((elapsed[:, 1] >= 50.0) & (elapsed[:, 1] < 150.0))
+    assert 0.4 < (elapsed[:, 1] == 50.0).float().mean() < 0.6
+    assert all(bool(d.targets[0, 1]) and d.remaining[0, 1] == 300.0 - d.elapsed[0, 1] for d in draws)
+    # visit 2 (after entry) as without entry
+    assert torch.all(elapsed[:, 2] < 150.0) and 0.4 < (elapsed[:, 2] == 0).float().mean() < 0.6
+
+
+@pytest.mark.parametrize("terms", ["nll", "crps", "focal", "calibration", "ranking_at_last_visit"])
+def test_a_target_before_entry_does_not_enter_the_objective(terms):
+    from ehrseq.objective import Objective, ObjectiveConfig
+
+    model = _model(n_numeric=0)
+    with torch.no_grad():
+        model.head.net[-1].weight.normal_(generator=torch.Generator().manual_seed(0))
+    batch = _patient().replace(entry=torch.tensor([150.0, 0.0]), weight=torch.ones(2),
+                               categorical=torch.full((2, 3, 1), 2, dtype=torch.int64))
+    spec = {"ranking": {"horizon": 100.0}} if terms == "ranking_at_last_visit" else terms  # the last visit is after entry
+    objective = Objective(ObjectiveConfig.parse(spec), model.config, 2.0)
+    output = model(batch)
+    loss = objective(output, batch).total
+    other = batch.replace(bin=torch.tensor([[0, 1, 2], [1, -1, -1]]),  # other targets before entry
+                          remaining=torch.tensor([[30.0, 80.0, 150.0], [80.0, 1.0, 1.0]]))
+    assert torch.equal(objective(output, other).total, loss)
+    if terms != "ranking_at_last_visit":
+        without_entry = objective(output, other.replace(entry=None)).total
+        assert not torch.equal(without_entry, objective(output, batch.replace(entry=None)).total)
 
 
 def test_a_landmark_prediction_reads_the_time_elapsed_since_the_visit(cohort):

@@ -68,7 +68,9 @@ class SequenceBatch:
         samples them, :func:`ehrseq.data.sample_prediction_times`); ``None`` means 0: predictions at the
         visits. Read by models with an elapsed-time input only.
     entry: ``[B]`` float32 or None
-        Left-truncation (risk-set entry) time in days since origin; ``None`` when not given.
+        Left-truncation (risk-set entry) time in days since origin; ``None`` when not given. The patient is
+        known to survive to it, so a target whose prediction time is before it is no observation of the
+        remaining time (:attr:`targets` leaves it out).
     event_times: ``[B, E]`` float32 or None
         Multi-event data: time of each event (or censoring) in days since origin.
     event_flags: ``[B, E]`` bool or None
@@ -112,6 +114,21 @@ class SequenceBatch:
     def lengths(self) -> torch.Tensor:
         """Number of real visits per patient, ``[B]`` int64."""
         return self.mask.sum(dim=1)
+
+    @property
+    def targets(self) -> torch.Tensor:
+        """``[B, M]`` bool: the real visits whose survival target the losses read — those whose prediction
+        time v_m + e_m (``time`` + ``elapsed``) is at or after the patient's ``entry`` (all real visits
+        without ``entry``). Before entry the patient is not yet at risk: survival to entry is guaranteed
+        (the patient was selected for having reached it), so R_m would count immortal time. Such visits
+        stay in the history the encoder reads; with prediction times sampled after the visits
+        (:func:`~ehrseq.data.sample_prediction_times`) their targets move to entry or later instead. The
+        comparison allows float32 rounding (10⁻⁶ of the entry time, at least 10⁻⁶ days)."""
+        if self.entry is None:
+            return self.mask
+        at = self.time if self.elapsed is None else self.time + self.elapsed
+        entry = self.entry.unsqueeze(1)
+        return self.mask & (at >= entry - 1e-6 * entry.abs().clamp_min(1.0))
 
     @property
     def has_targets(self) -> bool:

@@ -14,6 +14,16 @@ with the same event indicator (interval-censored upper ends shift alike, bins ar
 horizon grid). The prediction time never passes the next visit (the history at s would then include
 it) nor the outcome (the patient must be at risk at s), so every sampled target is a valid landmark
 observation of the same patient.
+
+Left truncation. A patient with an entry time (``entry_time`` of the outcome table: known alive and at
+risk from then on, e.g. an index date after a recorded history) is no observation of survival before it.
+A visit before entry, a_m = entry − v_m > 0 days earlier, gets its prediction time in [a_m, w_m) instead:
+
+    e_m = a_m with probability 1 − p,   e_m ~ Uniform(a_m, w_m) with probability p,
+
+when a_m < w_m (the last visit before entry predicts from entry on: the landmark target at entry); when
+the next visit is also before entry (a_m ≥ w_m) the visit keeps e_m = 0 and is no target
+(:attr:`SequenceBatch.targets`), only history.
 """
 
 from __future__ import annotations
@@ -42,7 +52,12 @@ def sample_prediction_times(batch: SequenceBatch, generator: torch.Generator, *,
     window = torch.where(has_next, torch.minimum(following.to(remaining.dtype), remaining), remaining)
     uniform = torch.rand(mask.shape, generator=generator).to(remaining.device)
     moved = torch.rand(mask.shape, generator=generator).to(remaining.device) < share
-    elapsed = torch.where(mask & moved, uniform.to(remaining.dtype) * window, 0.0)
+    start = torch.zeros_like(remaining)
+    if batch.entry is not None:
+        start = (batch.entry.unsqueeze(1).to(remaining.dtype) - batch.time.to(remaining.dtype)).clamp_min(0.0)
+    usable = mask & (start < window)
+    drawn = start + torch.where(moved, uniform.to(remaining.dtype) * (window - start), 0.0)
+    elapsed = torch.where(usable, drawn, 0.0)
     shifted = remaining - elapsed
     # the draws are in [0, 1): R − e > 0 in exact arithmetic; keep it so in floating point
     elapsed = torch.where(shifted > 0, elapsed, 0.0)

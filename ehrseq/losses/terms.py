@@ -210,27 +210,27 @@ def _visit_sequence_nll(out: ModelOutput, batch: SequenceBatch, ctx: TermContext
     logits = ctx.family.hazard_logit(out.raw, ctx.head)
     scale = ctx.family.hazard_logit_scale(out.raw, ctx.head)
     if scale is not None:
-        return logit_normal_hazard_nll(logits, scale, batch.event, batch.event_visit, batch.mask, cause=ctx.cause,
+        return logit_normal_hazard_nll(logits, scale, batch.event, batch.event_visit, batch.targets, cause=ctx.cause,
                                        **ctx.per_visit_options(batch), **opts)
-    return discrete_time_nll(logits, batch.event, batch.event_visit, batch.mask, cause=ctx.cause,
+    return discrete_time_nll(logits, batch.event, batch.event_visit, batch.targets, cause=ctx.cause,
                              **ctx.per_visit_options(batch), **opts)
 
 
 def _hazard_grid_nll(out: ModelOutput, batch: SequenceBatch, ctx: TermContext, opts: dict[str, Any]) -> torch.Tensor:
     _require(batch, "event", "remaining", "bin")
-    return logistic_hazard_nll(ctx.family.hazard_logit(out.raw, ctx.head), batch.bin, batch.event, batch.mask,
+    return logistic_hazard_nll(ctx.family.hazard_logit(out.raw, ctx.head), batch.bin, batch.event, batch.targets,
                                cause=ctx.cause, **ctx.per_visit_options(batch), **opts)
 
 
 def _mass_grid_nll(out: ModelOutput, batch: SequenceBatch, ctx: TermContext, opts: dict[str, Any]) -> torch.Tensor:
     _require(batch, "event", "remaining", "bin")
     causes, event = _causes_and_event(batch, ctx)
-    return pmf_nll(out.raw, batch.bin, event, batch.mask, num_causes=causes, **ctx.per_visit_options(batch), **opts)
+    return pmf_nll(out.raw, batch.bin, event, batch.targets, num_causes=causes, **ctx.per_visit_options(batch), **opts)
 
 
 def _duration_nll(out: ModelOutput, batch: SequenceBatch, ctx: TermContext, opts: dict[str, Any]) -> torch.Tensor:
     _require(batch, "event", "remaining")
-    return survival_nll(out.distribution, batch.remaining, batch.event, batch.mask, upper=_finite_upper(batch),
+    return survival_nll(out.distribution, batch.remaining, batch.event, batch.targets, upper=_finite_upper(batch),
                         cause=ctx.cause, **ctx.per_visit_options(batch), **opts)
 
 
@@ -260,16 +260,16 @@ def _nll(out: ModelOutput, batch: SequenceBatch, ctx: TermContext, opts: dict[st
 # ------------------------------------------------------------------------------------------ other terms
 def _mle_right(out: ModelOutput, batch: SequenceBatch, ctx: TermContext, opts: dict[str, Any]) -> torch.Tensor:
     _require(batch, "event", "remaining")
-    return survival_nll(out.distribution, batch.remaining, batch.event, batch.mask, cause=ctx.cause,
+    return survival_nll(out.distribution, batch.remaining, batch.event, batch.targets, cause=ctx.cause,
                         **ctx.per_visit_options(batch), **opts)
 
 
 def _crps_with(upper: torch.Tensor | None, out: ModelOutput, batch: SequenceBatch, ctx: TermContext,
                opts: dict[str, Any]) -> torch.Tensor:
     if isinstance(out.distribution, LogNormal):
-        return survival_crps_lognormal(out.distribution, batch.remaining, batch.event, batch.mask, upper=upper,
+        return survival_crps_lognormal(out.distribution, batch.remaining, batch.event, batch.targets, upper=upper,
                                        cause=ctx.cause, **ctx.per_visit_options(batch), **opts)
-    return survival_crps(out.distribution, batch.remaining, batch.event, batch.mask, upper=upper, cause=ctx.cause,
+    return survival_crps(out.distribution, batch.remaining, batch.event, batch.targets, upper=upper, cause=ctx.cause,
                          **ctx.per_visit_options(batch), **opts)
 
 
@@ -285,7 +285,7 @@ def _crps_right(out: ModelOutput, batch: SequenceBatch, ctx: TermContext, opts: 
 
 def _crps_log_time(out: ModelOutput, batch: SequenceBatch, ctx: TermContext, opts: dict[str, Any]) -> torch.Tensor:
     _require(batch, "event", "remaining")
-    return crps_log_time_normal(out.distribution, batch.remaining, batch.event, batch.mask,
+    return crps_log_time_normal(out.distribution, batch.remaining, batch.event, batch.targets,
                                 upper=_finite_upper(batch), cause=ctx.cause, **ctx.per_visit_options(batch), **opts)
 
 
@@ -293,10 +293,10 @@ def _focal(out: ModelOutput, batch: SequenceBatch, ctx: TermContext, opts: dict[
     logits = ctx.family.hazard_logit(out.raw, ctx.head)
     if not ctx.family.in_days:
         _require(batch, "event", "event_visit")
-        return discrete_time_focal_loss(logits, batch.event, batch.event_visit, batch.mask,
+        return discrete_time_focal_loss(logits, batch.event, batch.event_visit, batch.targets,
                                         cause=ctx.cause, **ctx.per_visit_options(batch), **opts)
     _require(batch, "event", "bin")
-    return logistic_hazard_focal_loss(logits, batch.bin, batch.event, batch.mask, cause=ctx.cause,
+    return logistic_hazard_focal_loss(logits, batch.bin, batch.event, batch.targets, cause=ctx.cause,
                                       **ctx.per_visit_options(batch), **opts)
 
 
@@ -304,10 +304,10 @@ def _calibration(out: ModelOutput, batch: SequenceBatch, ctx: TermContext, opts:
     logits = ctx.family.hazard_logit(out.raw, ctx.head)
     if not ctx.family.in_days:
         _require(batch, "event", "event_visit")
-        return discrete_time_calibration(logits, batch.event, batch.event_visit, batch.mask,
+        return discrete_time_calibration(logits, batch.event, batch.event_visit, batch.targets,
                                          cause=ctx.cause, weight=batch.weight, **opts)
     _require(batch, "event", "bin")
-    return logistic_hazard_calibration(logits, batch.bin, batch.event, batch.mask, cause=ctx.cause,
+    return logistic_hazard_calibration(logits, batch.bin, batch.event, batch.targets, cause=ctx.cause,
                                        weight=batch.weight, **opts)
 
 
@@ -329,14 +329,15 @@ def _ranking(out: ModelOutput, batch: SequenceBatch, ctx: TermContext, opts: dic
             risk = distribution.risk(horizon, ctx.cause or 1)[..., 0]
         else:
             risk = distribution.risk(horizon)[..., 0]
-    return ranking_loss(risk, _last_visit(batch.remaining, batch), batch.event, mask=has_visit,
+    at_risk = has_visit & _last_visit(batch.targets, batch)  # a last visit before entry counts immortal time
+    return ranking_loss(risk, _last_visit(batch.remaining, batch), batch.event, mask=at_risk,
                         cause=ctx.cause, weight=batch.weight, **opts)
 
 
 def _deephit_ranking(out: ModelOutput, batch: SequenceBatch, ctx: TermContext, opts: dict[str, Any]) -> torch.Tensor:
     _require(batch, "event", "remaining", "bin", "event_visit")
     causes, event = _causes_and_event(batch, ctx)
-    return deephit_ranking_loss(out.raw, batch.bin, batch.remaining, event, batch.mask,
+    return deephit_ranking_loss(out.raw, batch.bin, batch.remaining, event, batch.targets,
                                 event_visit=batch.event_visit, num_causes=causes, weight=batch.weight, **opts)
 
 

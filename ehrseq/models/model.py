@@ -6,7 +6,8 @@ One prediction path serves training, evaluation and scoring: ``model(batch)`` re
 
 The head's raw outputs at visit m (P of them, :mod:`ehrseq.models.families`) are
 
-    raw_m = head(h_m ; φ(e_m)) + A [s_m ; φ(e_m)]        (the second term with ``wide``)
+    raw_m = head(h_m ; φ(e_m)) + A [s_m ; φ(e_m)] + Σ_{c ∈ C_m} u_c
+                                   (the second term with ``wide``, the third with ``code_history``)
 
 * h_m the encoder's state (the sequence path, "deep");
 * s_m the visit embedding's sum before its normalisation (:meth:`VisitEmbedding.sums`), affine in the
@@ -14,6 +15,11 @@ The head's raw outputs at visit m (P of them, :mod:`ehrseq.models.families`) are
   categorical levels, codes, visit time and gap — so ``A s_m`` is a linear model of the current visit
   ("wide"): the model nests the landmark linear model (Cox-like on the last observed covariates), and
   attributions over the embedding's inputs (:mod:`ehrseq.explain`) cover both paths;
+* C_m the codes recorded at any visit up to and including m (each counted once, from its first record),
+  u_c ∈ R^P a learned vector per code: the linear path's view of the coded history (comorbidities,
+  procedures) that the current visit alone does not show, as a landmark model's "ever recorded up to s"
+  indicators; computed as a cumulative sum over visits, so causal (:func:`new_code_terms` gives its
+  increments, which attributions split as inputs of their own and add to the codes of their visits);
 * φ(e) = [log(1 + e/τ) ; e/τ] the time e elapsed since the visit, in units of the head's time scale τ
   (with ``any_time``; e = 0 at a visit): the distribution is that of the remaining time after the
   prediction time v_m + e given survival to it, so a landmark prediction between visits is learned
@@ -26,6 +32,8 @@ the (zero) linear model, and the history's contribution grows from there.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -33,7 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ehrseq.data.batch import SequenceBatch
+from ehrseq.data.batch import PAD_INDEX, SequenceBatch
 from ehrseq.errors import ConfigError
 from ehrseq.models.encoders import EncoderConfig, build_encoder
 from ehrseq.models.families import Prediction
@@ -44,8 +52,9 @@ from ehrseq.models.heads import HeadConfig, SurvivalHead
 class ModelConfig:
     """Fully describes a :class:`DynamicSurvivalModel` (JSON round trip with :meth:`to_dict`/:meth:`from_dict`).
 
-    ``wide`` adds the linear path from the current visit's inputs and ``any_time`` the elapsed-time
-    input (module docstring); models saved without them load with both off. ``n_models`` > 1 makes a
+    ``wide`` adds the linear path from the current visit's inputs, ``code_history`` (with ``wide`` and codes
+    only) its terms for the codes recorded so far, and ``any_time`` the elapsed-time input (module
+    docstring); models saved without them load with them off. ``n_models`` > 1 makes a
     deep ensemble of that many such models (:mod:`ehrseq.models.ensemble`).
     ``next_visit`` adds an auxiliary predictor of the next visit's numeric features and codes
     (trained by the ``next_visit`` loss term; [catalogue] §9, monograph §6.2.3).
@@ -57,10 +66,14 @@ class ModelConfig:
     wide: bool = False
     any_time: bool = False
     n_models: int = 1
+    code_history: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.n_models, bool) or not isinstance(self.n_models, int) or self.n_models < 1:
             raise ConfigError(f"n_models must be an int >= 1, got {self.n_models!r}")
+        if self.code_history and not (self.wide and self.encoder.code_vocab_size):
+            raise ConfigError("code_history is a term of the linear path over codes: it needs wide=True and a "
+                              "code vocabulary")
         family = self.head.family
         if self.n_models > 1 and not family.ensembles:
             raise ConfigError(f"an ensemble (n_models > 1) averages single-event survival curves in days; the "
@@ -71,11 +84,13 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"encoder": self.encoder.to_dict(), "head": self.head.to_dict(), "next_visit": self.next_visit,
-                "wide": self.wide, "any_time": self.any_time, "n_models": self.n_models}
+                "wide": self.wide, "any_time": self.any_time, "n_models": self.n_models,
+                "code_history": self.code_history}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
-        unknown = set(values) - {"encoder", "head", "next_visit", "wide", "any_time", "n_models"}
+        unknown = set(values) - {"encoder", "head", "next_visit", "wide", "any_time", "n_models",
+                                  "code_history"}
         if unknown:
             raise ConfigError(f"unknown model settings: {sorted(unknown)}")
         if "encoder" not in values or "head" not in values:
@@ -87,6 +102,7 @@ class ModelConfig:
             wide=bool(values.get("wide", False)),
             any_time=bool(values.get("any_time", False)),
             n_models=int(values.get("n_models", 1)),
+            code_history=bool(values.get("code_history", False)),
         )
 
 
@@ -135,6 +151,30 @@ def elapsed_features(elapsed: torch.Tensor, time_scale: float) -> torch.Tensor:
     return torch.stack([torch.log1p(scaled), scaled], dim=-1)
 
 
+def first_records(codes: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The codes ``[B, M, K]`` of real visits (``mask`` ``[B, M]``) at their first record in each patient's
+    history, every later record of the same code (and padding) replaced by :data:`PAD_INDEX`: one stable
+    sort of each patient's ``M·K`` codes, whose order keeps earlier visits first."""
+    b, m, k = codes.shape
+    flat = torch.where(mask.unsqueeze(-1), codes, PAD_INDEX).reshape(b, m * k)
+    ordered, order = torch.sort(flat, dim=1, stable=True)
+    first = torch.ones_like(ordered, dtype=torch.bool)
+    first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    keep = torch.empty_like(first).scatter_(1, order, first)
+    return torch.where(keep, flat, PAD_INDEX).view(b, m, k)
+
+
+def new_code_terms(codes: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Σ_{c first recorded at visit m} u_c ``[B, M, P]``: the sum of ``weight`` ``[V, P]`` rows over the codes
+    of visit m recorded at no earlier visit (``weight[PAD_INDEX]`` must be 0), from codes ``[B, M, K]`` and
+    ``mask`` ``[B, M]``. Its cumulative sum over visits is the code-history term Σ_{c ∈ C_m} u_c."""
+    b, m, k = codes.shape
+    if k == 0:  # no visit of the batch records a code
+        return weight.new_zeros(b, m, weight.shape[1])
+    new = first_records(codes, mask).reshape(b * m, k)
+    return nn.functional.embedding_bag(new, weight, mode="sum", padding_idx=PAD_INDEX).view(b, m, -1)
+
+
 class DynamicSurvivalModel(nn.Module):
     """``forward(batch) -> ModelOutput``; causal by construction (the encoders never look ahead)."""
 
@@ -149,6 +189,12 @@ class DynamicSurvivalModel(nn.Module):
             self.wide = nn.Linear(self.encoder.embedding.output_dim + extra, config.head.num_outputs, bias=False)
             nn.init.zeros_(self.wide.weight)
             nn.init.zeros_(self.head.net[-1].weight)
+        self.code_history = None
+        self._new_code_replacement: torch.Tensor | None = None
+        if config.code_history:
+            self.code_history = nn.Embedding(config.encoder.code_vocab_size, config.head.num_outputs,
+                                             padding_idx=PAD_INDEX)
+            nn.init.zeros_(self.code_history.weight)
         self.next_visit = (
             NextVisitPredictor(self.encoder.output_dim, config.encoder.n_numeric, config.encoder.code_vocab_size)
             if config.next_visit
@@ -161,14 +207,40 @@ class DynamicSurvivalModel(nn.Module):
         the prediction time, not at the visit)."""
         return self.config.any_time
 
-    def _encode(self, batch: SequenceBatch, check_values: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Embedding sums ``[B, M, D]`` and encoder states ``[B, M, D]``."""
+    def _encode(self, batch: SequenceBatch, check_values: bool
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Embedding sums ``[B, M, D]``, encoder states ``[B, M, D]`` and the code-history terms ``[B, M, P]``
+        (``None`` without :attr:`ModelConfig.code_history`)."""
         embedding = self.encoder.embedding
         sums = embedding.sums(batch, check_values=check_values)
-        return sums, self.encoder.contextualize(embedding.normalise(sums), batch.mask)
+        history = None
+        if self.code_history is not None:
+            history = self.new_code_terms(batch).cumsum(dim=1)
+        return sums, self.encoder.contextualize(embedding.normalise(sums), batch.mask), history
 
-    def _raw(self, states: torch.Tensor, sums: torch.Tensor, elapsed: torch.Tensor | None) -> torch.Tensor:
-        """Head outputs ``[..., P]`` from states and sums ``[..., D]`` and elapsed days ``[...]`` (None: 0)."""
+    def new_code_terms(self, batch: SequenceBatch) -> torch.Tensor:
+        """The code-history term's increments per visit ``[B, M, P]`` (:func:`new_code_terms`; within
+        :meth:`replaced_new_code_terms`, the tensor given there). Models with :attr:`ModelConfig.code_history` only."""
+        if self._new_code_replacement is not None:
+            return self._new_code_replacement
+        if self.code_history is None:
+            raise ConfigError("this model has no code-history term")
+        return new_code_terms(batch.codes, batch.mask, self.code_history.weight)
+
+    @contextmanager
+    def replaced_new_code_terms(self, terms: torch.Tensor) -> Iterator[None]:
+        """Within the block the code-history increments are ``terms`` ``[B, M, P]`` (e.g. interpolated by an
+        attribution method, as :meth:`VisitEmbedding.replaced` does for the embedding sums)."""
+        self._new_code_replacement = terms
+        try:
+            yield
+        finally:
+            self._new_code_replacement = None
+
+    def _raw(self, states: torch.Tensor, sums: torch.Tensor, history: torch.Tensor | None,
+             elapsed: torch.Tensor | None) -> torch.Tensor:
+        """Head outputs ``[..., P]`` from states and sums ``[..., D]``, code-history terms ``[..., P]`` (or None)
+        and elapsed days ``[...]`` (None: 0)."""
         if self.config.any_time:
             if elapsed is None:
                 elapsed = states.new_zeros(states.shape[:-1])
@@ -177,11 +249,13 @@ class DynamicSurvivalModel(nn.Module):
         raw = self.head(states)
         if self.wide is not None:
             raw = raw + self.wide(sums)
+        if history is not None:
+            raw = raw + history.to(raw.dtype)
         return raw.float()
 
     def forward(self, batch: SequenceBatch) -> ModelOutput:
-        sums, states = self._encode(batch, True)
-        raw = self._raw(states, sums, batch.elapsed)
+        sums, states, history = self._encode(batch, True)
+        raw = self._raw(states, sums, history, batch.elapsed)
         next_numeric = next_codes = None
         if self.next_visit is not None:
             next_numeric, next_codes = self.next_visit(states)
@@ -197,8 +271,9 @@ class DynamicSurvivalModel(nn.Module):
         ``check_values``: see :class:`~ehrseq.models.encoders.embedding.VisitEmbedding`."""
         if elapsed is not None and not self.config.any_time:
             raise ConfigError("this model has no elapsed-time input; condition its visit distribution instead")
-        sums, states = self._encode(batch, check_values)
-        return self.head.distribution(self._raw(states[index], sums[index], elapsed))
+        sums, states, history = self._encode(batch, check_values)
+        return self.head.distribution(self._raw(states[index], sums[index],
+                                                None if history is None else history[index], elapsed))
 
     @torch.no_grad()
     def predict(self, batch: SequenceBatch) -> Prediction:
