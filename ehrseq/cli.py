@@ -272,7 +272,7 @@ MODEL_FLAGS = (
          "samples prediction times between visits (default: auto = on for heads in days)",
          {"type": _any_time, "metavar": "on|off|auto"}),
     Flag("n_models", "a deep ensemble of N models whose survival curves are averaged, or auto (default: auto = "
-         "5 for cohorts under 2,000 patients, else 1)", {"type": _count_or_auto, "metavar": "N|auto"}),
+         "5 for cohorts under 10,000 patients, else 1)", {"type": _count_or_auto, "metavar": "N|auto"}),
     Flag("cause", "single-event heads on K > 1 event types: the event type of interest", {"type": int, "metavar": "K"}),
     Flag("visit_weighting", "auto, visit or patient (default: auto)", {"choices": ("auto", "visit", "patient")}),
     Flag("epochs", "training epochs, or none for the budget of --steps (default: none)",

@@ -62,7 +62,7 @@ def run_demo(out_dir: str | Path = "outputs/demo", *, epochs: int | None = None,
     budget = (f"the longer of {model.steps:,} optimiser steps and {model.min_epochs} epochs" if epochs is None
               else f"{epochs} epochs")
     _say(f"4. Training the default model (GRU + logistic hazard, a linear path from the current visit, predictions "
-         f"at any time; an ensemble of five under 2,000 patients) on {train[1].height} patients (15 % of them for "
+         f"at any time; an ensemble of five under 10,000 patients) on {train[1].height} patients (15 % of them for "
          f"early stopping, at most {budget} per model) ...")
     model.fit(*train)
     history, members = model.history_, model.model_config_.n_models

@@ -87,7 +87,7 @@ class DynamicSurvival:
         not extrapolated from the visit's curve.
     n_models: a deep ensemble of this many models (seeds ``seed``, ``seed + 1``, …, each with its own
         validation split) whose survival curves are averaged; saved, loaded and scored as one model
-        (single-event heads in days). Default ``"auto"``: 5 for cohorts under 2,000 patients (where the
+        (single-event heads in days). Default ``"auto"``: 5 for cohorts under 10,000 patients (where the
         variance of one fit dominates), else 1 (:meth:`EstimatorSettings.n_models_for`).
     cause: event type of interest for single-event heads on data with K > 1 types (others censored).
     visit_weighting: ``"auto"`` (default; unbiased per-visit weighting, see :mod:`ehrseq.objective`),

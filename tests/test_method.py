@@ -316,7 +316,7 @@ def test_auto_ensembles_small_cohorts_of_single_event_heads_in_days(monkeypatch)
     settings = EstimatorSettings()
     assert settings.n_models == "auto"
     single, competing = FAMILIES.get("logistic_hazard"), FAMILIES.get("competing_pmf")
-    assert settings.n_models_for(single, 1999) == 5 and settings.n_models_for(single, 2000) == 1
+    assert settings.n_models_for(single, 9_999) == 5 and settings.n_models_for(single, 10_000) == 1
     assert settings.n_models_for(competing, 100) == 1
     assert EstimatorSettings(n_models=3).n_models_for(single, 10**6) == 3
     with pytest.raises(ConfigError, match="n_models"):
