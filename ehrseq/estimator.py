@@ -48,7 +48,13 @@ from ehrseq.models.families import HeadFamily, get_family
 from ehrseq.models.heads import HeadConfig
 from ehrseq.models.model import DynamicSurvivalModel, ModelConfig
 from ehrseq.objective import Objective, ObjectiveConfig
-from ehrseq.settings import COHORT_SETTINGS, TRAINER_SETTINGS, CohortSettings, EstimatorSettings
+from ehrseq.settings import (
+    COHORT_SETTINGS,
+    REFERENCE_TIME_SCALE,
+    TRAINER_SETTINGS,
+    CohortSettings,
+    EstimatorSettings,
+)
 from ehrseq.train import Trainer, TrainerConfig, TrainingHistory, distributed_context, init_distributed, on_rank_zero
 
 TablePair = tuple[Any, Any]
@@ -188,8 +194,10 @@ class DynamicSurvival:
         else:
             raise ConfigError("validation must be a fraction, a (visits, outcomes) pair or None")
 
-        self.features_ = FeaturePipeline(codes=self.settings.codes is not None, locf=self.settings.locf).fit(cohort)
         head = self._head_config(cohort)
+        time_unit = head.time_scale / REFERENCE_TIME_SCALE  # the clock's units per day of the model
+        self.features_ = FeaturePipeline(codes=self.settings.codes is not None, locf=self.settings.locf,
+                                         time_unit=time_unit).fit(cohort)
         self.grid_ = TimeGrid.manual(head.grid) if head.grid is not None else None
         self.reach_ = predict.Reach.of(cohort, self.grid_)
         encoder = EncoderConfig.from_dict({
@@ -197,6 +205,7 @@ class DynamicSurvival:
             "n_numeric": len(self.features_.numeric_names),
             "categorical_cardinalities": list(self.features_.categorical_cardinalities),
             "code_vocab_size": self.features_.code_vocab_size,
+            "time_unit": time_unit,
         })
         self.model_config_ = ModelConfig(
             encoder=encoder, head=head,

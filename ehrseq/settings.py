@@ -70,6 +70,12 @@ class CohortSettings:
 COHORT_SETTINGS = tuple(f.name for f in fields(CohortSettings))
 
 
+#: The model's clock: the median remaining time of the training visits (the head's time scale) is this many
+#: days of the visit embedding's time encoding and time features, whatever the unit of the data's clock (days,
+#: weeks, years): the same data on another clock give the same model. 1,000 is about the geometric mean of the
+#: suite's day-clock cohorts (105–3,138 days), so a day clock is read roughly as days.
+REFERENCE_TIME_SCALE = 1000.0
+
 #: ``n_models="auto"``: members of the ensemble for cohorts under :data:`AUTO_ENSEMBLE_COHORT` patients.
 AUTO_ENSEMBLE = 5
 AUTO_ENSEMBLE_COHORT = 10_000

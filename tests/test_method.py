@@ -339,3 +339,23 @@ def test_a_small_cohort_trains_for_the_step_budget(cohort):
     model = ehrseq.DynamicSurvival(steps=30, min_epochs=1, patience=None, **TINY).fit(visits, outcomes, validation=None)
     # 60 patients in batches of 16: 4 steps per epoch, 30 steps → 8 epochs
     assert len(model.history_.records) == 8
+
+
+def test_the_same_data_on_another_clock_unit_give_the_same_predictions(cohort):
+    """The clock's unit is read from the data (the median remaining time is the model's 1,000 days): weeks
+    written as days, times × 7, give the same model and the same risks at the same horizons."""
+    visits, outcomes = cohort
+    settings = dict(TINY, epochs=3, n_models=1, seed=3)
+    days = ehrseq.DynamicSurvival(**settings).fit(visits, outcomes)
+    scaled_visits = visits.with_columns(pl.col("time") * 7.0)
+    scaled_outcomes = outcomes.with_columns(pl.col("time") * 7.0)
+    weeks = ehrseq.DynamicSurvival(**settings).fit(scaled_visits, scaled_outcomes)
+    assert weeks.features_.time_unit == pytest.approx(7 * days.features_.time_unit)
+    assert weeks.model_config_.encoder.time_unit == pytest.approx(7 * days.model_config_.encoder.time_unit)
+    horizon = float(outcomes["time"].median())
+    expected = days.predict_risk(visits, horizon, landmark=horizon / 2)
+    got = weeks.predict_risk(scaled_visits, 7 * horizon, landmark=7 * horizon / 2)
+    risk_columns = [c for c in expected.columns if c.startswith("risk")]
+    assert risk_columns
+    for column in risk_columns:
+        np.testing.assert_allclose(got[column].to_numpy(), expected[column].to_numpy(), atol=1e-4)

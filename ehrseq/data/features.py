@@ -8,8 +8,10 @@ Numeric features
     ``locf=True``, with the patient's last observed value (never another patient's), and 0 before
     the first observation.
 Time features (``time_features=True``, appended to the numeric columns, never missing)
-    ``elapsed_years`` = (v_m − origin) / 365.25 and ``log_gap`` = log1p(gap days) / log1p(365.25)
-    (0 at the first visit, 1 for a one-year gap).
+    ``elapsed_years`` = (v_m − origin) / (365.25 u) and ``log_gap`` = log1p(gap / u) / log1p(365.25)
+    (0 at the first visit, 1 for a gap of 365.25 u), with u = ``time_unit``, the clock's days per day of
+    the model (1: the clock is read as days; :class:`ehrseq.DynamicSurvival` sets it from the data, so that
+    the features do not depend on the unit of the clock).
 Categorical features
     One vocabulary per column (values compared as strings; null is a level of its own), most
     frequent first: index 0 = padding (:data:`PAD_INDEX`), 1 = unknown (:data:`UNKNOWN_INDEX`,
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -80,6 +83,8 @@ class FeaturePipeline:
         Keep codes seen at least ``code_min_count`` times, at most ``code_max_size`` codes.
     time_features:
         Append ``elapsed_years`` and ``log_gap`` to the numeric features.
+    time_unit:
+        u > 0, the clock's units per day of the time features (module docstring).
     """
 
     def __init__(
@@ -92,6 +97,7 @@ class FeaturePipeline:
         code_min_count: int = 1,
         code_max_size: int | None = None,
         time_features: bool = True,
+        time_unit: float = 1.0,
     ) -> None:
         if not isinstance(code_min_count, int) or code_min_count < 1:
             raise ConfigError(f"code_min_count must be a positive int, got {code_min_count!r}")
@@ -104,6 +110,10 @@ class FeaturePipeline:
         self.code_min_count = code_min_count
         self.code_max_size = code_max_size
         self.time_features = bool(time_features)
+        if isinstance(time_unit, bool) or not isinstance(time_unit, (int, float)) or not (
+                math.isfinite(time_unit) and time_unit > 0):
+            raise ConfigError(f"time_unit must be a positive number, got {time_unit!r}")
+        self.time_unit = float(time_unit)
         # fitted state
         self.numeric_columns: tuple[str, ...] = ()
         self.categorical_columns: tuple[str, ...] = ()
@@ -233,8 +243,9 @@ class FeaturePipeline:
 
         def time_features() -> None:
             f = len(self.numeric_columns)
-            np.divide(visits.get_column("elapsed").to_numpy(), DAYS_PER_YEAR, out=values[f], casting="same_kind")
-            np.log1p(visits.get_column("gap").to_numpy(), out=values[f + 1], casting="same_kind")
+            unit = self.time_unit
+            np.divide(visits.get_column("elapsed").to_numpy(), DAYS_PER_YEAR * unit, out=values[f], casting="same_kind")
+            np.log1p(visits.get_column("gap").to_numpy() / unit, out=values[f + 1], casting="same_kind")
             values[f + 1] /= np.float32(np.log1p(DAYS_PER_YEAR))
 
         jobs: list[Callable[[], None]] = [functools.partial(encode, j) for j in range(len(self.numeric_columns))]
@@ -263,7 +274,8 @@ class FeaturePipeline:
             "format": _FORMAT,
             "version": 1,
             "options": {"locf": self.locf, "code_min_count": self.code_min_count,
-                        "code_max_size": self.code_max_size, "time_features": self.time_features},
+                        "code_max_size": self.code_max_size, "time_features": self.time_features,
+                        "time_unit": self.time_unit},
             "numeric": [{"name": c, "mean": float(m), "std": float(s)}
                         for c, m, s in zip(self.numeric_columns, np.asarray(self.means), self.stds)],
             "categorical": [{"name": c, "levels": self.levels[c]} for c in self.categorical_columns],

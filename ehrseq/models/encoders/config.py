@@ -75,6 +75,10 @@ class EmbeddingConfig:
         Shortest and longest sinusoid period, in days; periods are spaced geometrically between them.
     learnable_time_frequencies:
         Learn the sinusoid frequencies (initialised at the geometric grid) instead of fixing them.
+    time_unit:
+        u > 0, the clock's units per day of the encoding: ``time`` and ``gap`` are encoded as t / u and g / u
+        (1: the clock is read as days; :class:`ehrseq.DynamicSurvival` sets it from the data, so that the
+        encoding does not depend on the unit of the clock).
     """
 
     n_numeric: int = 0
@@ -87,6 +91,7 @@ class EmbeddingConfig:
     time_min_period: float = 1.0
     time_max_period: float = 3652.5
     learnable_time_frequencies: bool = False
+    time_unit: float = 1.0
 
     def __post_init__(self) -> None:
         if isinstance(self.categorical_cardinalities, list):
@@ -116,6 +121,7 @@ class EmbeddingConfig:
             raise ConfigError(
                 f"time_max_period ({self.time_max_period}) must be >= time_min_period ({self.time_min_period})"
             )
+        _check_positive_float("time_unit", self.time_unit)
         if not isinstance(self.learnable_time_frequencies, bool):
             raise ConfigError(f"learnable_time_frequencies must be a bool, got {self.learnable_time_frequencies!r}")
 

@@ -10,7 +10,8 @@ For visit m of a patient (D = ``d_model``):
 * pool(codes_m) the codes recorded at the visit, pooled by :func:`mean_pool_codes` or
   :func:`attention_pool_codes`; a visit without codes gets a learned "no codes" vector;
 * φ the continuous-time encoding (:mod:`~ehrseq.models.encoders.time_encoding`) of the visit time
-  t_m (days since origin) and the gap g_m (days since the previous visit).
+  t_m (days since origin) and the gap g_m (days since the previous visit), both divided by the config's
+  ``time_unit`` first (the clock's units per day of the model).
 
 Padded visits (``mask == False``) are neutralised before anything is computed — their numeric
 values, times and indices may hold any garbage, NaN included — so their embeddings are finite and
@@ -131,6 +132,7 @@ class VisitEmbedding(nn.Module):
         else:
             self.codes = None
             self.code_query = None
+        self.time_unit = float(config.time_unit)
         self.time_encoding = TimeEncoding(
             config.time_frequencies, config.time_min_period, config.time_max_period, config.learnable_time_frequencies
         )
@@ -223,6 +225,8 @@ class VisitEmbedding(nn.Module):
         dtype = self.time.weight.dtype
         times = torch.stack([time, gap], dim=-1).reshape(-1, 2)
         times = torch.where(real, times.to(torch.promote_types(dtype, torch.float32)), 0.0)
+        if self.time_unit != 1.0:
+            times = times / self.time_unit
         return self.time_encoding(times).flatten(-2).to(dtype)
 
     def _pooled_codes(self, codes: torch.Tensor) -> torch.Tensor:
