@@ -324,13 +324,12 @@ class _Explainer:
         x = {name: parts[name][rows, :length] for name in _PART_NAMES}
         x0 = self._baseline(x, {name: uninformed[name][rows, :length] for name in _PART_NAMES})
         with torch.no_grad():
-            sums, baseline = self.embedding.sum_parts(x), self.embedding.sum_parts(x0)
-        inputs, baselines = (sums,), (baseline,)
-        if self.history:  # no code is new at an uninformed visit, nor at a repeat of the visit before
-            history = parts["code_history"][rows, :length]
-            past = history[:, :-1] if self.view == "change" else torch.zeros_like(history[:, :-1])
-            inputs, baselines = (sums, history), (baseline, torch.cat([past, torch.zeros_like(history[:, -1:])], 1))
-        with torch.no_grad():
+            inputs, baselines = (self.embedding.sum_parts(x),), (self.embedding.sum_parts(x0),)
+            if self.history:  # no code is new at an uninformed visit, nor at a repeat of the visit before
+                history = parts["code_history"][rows, :length]
+                past = history[:, :-1] if self.view == "change" else torch.zeros_like(history[:, :-1])
+                inputs = (*inputs, history)
+                baselines = (*baselines, torch.cat([past, torch.zeros_like(history[:, -1:])], dim=1))
             reference = self._forward(*baselines, target, offsets)
         gradients = self.method.attribute(inputs, baselines=baselines, additional_forward_args=(target, offsets),
                                           n_steps=self.n_steps, method="gausslegendre",

@@ -224,9 +224,7 @@ class VisitEmbedding(nn.Module):
         """[φ(t) ; φ(g)] ``[B·M, 2T]`` of the visit times and gaps (0 at padding)."""
         dtype = self.time.weight.dtype
         times = torch.stack([time, gap], dim=-1).reshape(-1, 2)
-        times = torch.where(real, times.to(torch.promote_types(dtype, torch.float32)), 0.0)
-        if self.time_unit != 1.0:
-            times = times / self.time_unit
+        times = torch.where(real, times.to(torch.promote_types(dtype, torch.float32)), 0.0) / self.time_unit
         return self.time_encoding(times).flatten(-2).to(dtype)
 
     def _pooled_codes(self, codes: torch.Tensor) -> torch.Tensor:
