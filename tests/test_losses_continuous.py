@@ -549,6 +549,48 @@ def test_constant_hazard_gradcheck_and_derivatives_at_the_knots(cls):
     torch.testing.assert_close(d_y, (1.0 - survival) ** 2 - survival**2, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_logistic_hazard_crps_from_its_own_steps_equals_the_crps_from_its_knots(monkeypatch, dtype):
+    """The logistic hazard hands the Survival-CRPS −ΔH = −softplus(z) and 1 − e^{−ΔH} = σ(z) of its knot table;
+    the knot-difference path (as for the other constant-hazard families) gives the same values and
+    gradients, with logits from ordinary to extreme (where both steps underflow: φ → 1, finite)."""
+    logits, y, start, grid = _constant_hazard_case(LogisticHazard, 2000, dtype=dtype, seed=3)
+    logits[:50, :-1] *= 40.0  # inner bins' z down to about −300 and up to +300 (the tail rate stays in range)
+    results = []
+    for own_steps in (True, False):
+        if not own_steps:
+            monkeypatch.setattr(LogisticHazard, "_bin_steps", lambda self: None)
+        leaves = [value.clone().requires_grad_() for value in (logits, y, start)]
+        value = LogisticHazard(leaves[0], grid).survival_crps(leaves[1], leaves[2])
+        results.append((value.detach(), torch.autograd.grad(value.sum(), leaves)))
+    (steps, steps_grads), (knots, knots_grads) = results
+    assert torch.isfinite(steps).all() and all(torch.isfinite(g).all() for g in steps_grads)
+    tolerance = 1e-9 if dtype == torch.float64 else 2e-4
+    torch.testing.assert_close(steps, knots, rtol=tolerance, atol=tolerance * float(y.max()) * 1e-3)
+    for got, expected in zip(steps_grads, knots_grads):
+        torch.testing.assert_close(got, expected, rtol=tolerance, atol=tolerance * float(expected.abs().max()))
+
+
+def test_constant_hazard_crps_does_not_depend_on_its_row_blocks(monkeypatch):
+    """Blocks of equal size cover every row once, and the score and its gradient do not depend on them."""
+    from ehrseq.models.distributions import grid as grid_module
+
+    for rows, width in ((0, 8), (1, 8), (1000, 8), (33_000, 32), (40_000, 33)):
+        blocks = grid_module._row_blocks(rows, width)
+        covered = [i for block in blocks for i in range(block.start, block.stop)]
+        assert covered == list(range(rows))
+        assert max(b.stop - b.start for b in blocks) - min(b.stop - b.start for b in blocks) <= 1 if rows else True
+    logits, y, start, grid = _constant_hazard_case(LogisticHazard, 3000, seed=4)
+    results = []
+    for block in (grid_module._BLOCK_ELEMENTS, 700):
+        monkeypatch.setattr(grid_module, "_BLOCK_ELEMENTS", block)
+        leaf = logits.clone().requires_grad_()
+        value = LogisticHazard(leaf, grid).survival_crps(y, start)
+        results.append((value.detach(), torch.autograd.grad(value.sum(), leaf)[0]))
+    assert len(grid_module._row_blocks(3000, 7)) > 20
+    torch.testing.assert_close(results[0], results[1], rtol=1e-12, atol=0.0)
+
+
 def test_constant_hazard_crps_stays_finite_with_a_vanishing_tail_hazard():
     """A last-bin hazard of e⁻³⁰ in float32: the tail term S(τ_L)²/(2λ) is huge but finite, as is its gradient."""
     logits = torch.zeros(3, 4)

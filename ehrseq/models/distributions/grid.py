@@ -467,14 +467,16 @@ class GridDistribution(SurvivalDistribution):
         return f"{type(self).__name__}(batch_shape={list(self.batch_shape)}, bins={self.num_bins})"
 
 
-#: Elements per row block of the Survival-CRPS of constant-hazard grids: a block's eight temporaries (8 MB in
+#: Elements per row block of the Survival-CRPS of constant-hazard grids: a block's scratch buffers (1 MB each in
 #: float32) stay in cache; on a 2-core EPYC a block of 2^18 was about 1.8× faster than one of 2^20 or 2^14.
 _BLOCK_ELEMENTS = 1 << 18
 
 
 def _row_blocks(rows: int, width: int) -> list[slice]:
-    """Slices of about :data:`_BLOCK_ELEMENTS` elements over ``rows`` rows of ``width`` columns."""
-    step = max(1, _BLOCK_ELEMENTS // max(width, 1))
+    """Slices of about :data:`_BLOCK_ELEMENTS` elements over ``rows`` rows of ``width`` columns, of equal
+    sizes (a remainder block of a few rows would cost a block's dozens of operations for nothing)."""
+    count = max(1, round(rows * max(width, 1) / _BLOCK_ELEMENTS))
+    step = max(1, -(-rows // count))
     return [slice(i, min(i + step, rows)) for i in range(0, rows, step)]
 
 
@@ -520,12 +522,15 @@ class _ConstantHazardCRPS(torch.autograd.Function):
     ∂Q_l/∂log S_l = 2Q_l − R_l, over the bins l < κ (of 𝓛) and κ_a < l (of 𝓣; ψ: :func:`_psi`); the
     partial bins and the exponential tail likewise in closed form (the tail's derivative in log λ apart).
     The ``[N, L]`` work runs in row blocks of :data:`_BLOCK_ELEMENTS` on scratch buffers reused from block to
-    block, with no autograd graph of intermediates.
+    block, with no autograd graph of intermediates. ``steps``: (−ΔH, 1 − e^{−ΔH}) ``[N, L]`` each when the family
+    has them directly (:meth:`ConstantHazardGrid._bin_steps`; the logistic hazard's −softplus(z) and σ(z)),
+    else ``None`` and they are formed from the knots (a difference and an ``expm1``).
     """
 
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, log_s: torch.Tensor, log_rate: torch.Tensor, grid: torch.Tensor,
-                y: torch.Tensor, start: torch.Tensor, gradients: bool) -> torch.Tensor:
+                y: torch.Tensor, start: torch.Tensor, gradients: bool,
+                steps: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         rows_total, num_bins = log_s.shape[0], log_s.shape[1] - 1
         dtype = log_s.dtype
         widths = grid[1:] - grid[:-1]
@@ -536,18 +541,23 @@ class _ConstantHazardCRPS(torch.autograd.Function):
         grad = torch.empty_like(log_s) if gradients else None
         blocks = _row_blocks(rows_total, num_bins)
         size = blocks[0].stop - blocks[0].start
-        scratch = [log_s.new_empty(size, num_bins) for _ in range(10)]
+        scratch = [log_s.new_empty(size, num_bins) for _ in range(11)]
         knots_scratch = log_s.new_empty(size, num_bins + 1)
         cut = 1e-2 if dtype == torch.float32 else 1e-4  # of ψ (:func:`_psi`)
         for rows in blocks:
             n = rows.stop - rows.start
-            phi, decay, scaled, mass, squared, first, second, drop, before, beyond = (t[:n] for t in scratch)
+            phi, decay, scaled, mass, squared, first, second, drop, before, beyond, third = (t[:n] for t in scratch)
             block = log_s[rows]
             knots = exp_by_exp2(block, out=knots_scratch[:n])
             left = knots[:, :-1]
-            torch.sub(block[:, 1:], block[:, :-1], out=drop)  # −ΔH_l ≤ 0
-            torch.clamp_max(drop, -1e-30, out=second)  # φ(ΔH) = expm1(−ΔH)/(−ΔH)
-            torch.expm1(second, out=decay)
+            if steps is None:
+                torch.sub(block[:, 1:], block[:, :-1], out=drop)  # −ΔH_l ≤ 0
+                torch.clamp_max(drop, -1e-30, out=second)  # φ(ΔH) = expm1(−ΔH)/(−ΔH)
+                torch.expm1(second, out=decay)
+            else:  # the family's own −ΔH and 1 − e^{−ΔH}, both floored as above (φ → 1 where both underflow)
+                drop = steps[0][rows]
+                torch.clamp_max(drop, -1e-30, out=second)
+                torch.neg(steps[1][rows], out=decay).clamp_max_(-1e-30)
             torch.div(decay, second, out=phi)
             torch.mul(left, widths, out=scaled)  # Δτ S_l
             torch.mul(phi, scaled, out=mass)  # M_l
@@ -566,7 +576,7 @@ class _ConstantHazardCRPS(torch.autograd.Function):
             decay.add_(1.0)  # e^{−ΔH}
             torch.clamp_max(drop, -cut, out=second)  # −c'
             torch.sub(drop, second, out=first)  # c' − ΔH
-            phi.sub_(decay).addcmul_(first, drop.mul_(1.0 / 3.0).add_(0.5)).mul_(scaled).div_(second)  # −W
+            phi.sub_(decay).addcmul_(first, torch.mul(drop, 1.0 / 3.0, out=third).add_(0.5)).mul_(scaled).div_(second)  # −W
             # 2R_l = S_l((1 + e^{−ΔH})W + e^{−ΔH}M) = S_l(W + e^{−ΔH}(M + W))
             torch.sub(mass, phi, out=second).mul_(decay).sub_(phi).mul_(left)
             either = torch.add(before, beyond, out=scaled)
@@ -643,7 +653,7 @@ class _ConstantHazardCRPS(torch.autograd.Function):
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_score: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         grad, rate_gradient, cdf_squared, at_a = ctx.saved_tensors
         return (grad * grad_score.unsqueeze(1), rate_gradient * grad_score, None, grad_score * cdf_squared,
-                -grad_score * at_a, None)
+                -grad_score * at_a, None, None)
 
 
 class ConstantHazardGrid(GridDistribution):
@@ -663,6 +673,11 @@ class ConstantHazardGrid(GridDistribution):
 
     def _log_tail_rate(self) -> torch.Tensor:
         return self.log_hazard_increments()[..., -1] - torch.log(self.widths[-1])
+
+    def _bin_steps(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(−ΔH_l, 1 − e^{−ΔH_l}) ``[*S, L]`` without gradient, when the family has them directly (the
+        logistic hazard: −softplus(z_l) and σ(z_l)); ``None``: the Survival-CRPS forms them from log S."""
+        return None
 
     def _segment_log_survival(self, k: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         log_s = self.log_survival_at_grid()
@@ -691,7 +706,11 @@ class ConstantHazardGrid(GridDistribution):
         log_s = self.log_survival_at_grid().reshape(-1, self.num_bins + 1)
         log_rate = self._cached("log_tail_rate", self._log_tail_rate).reshape(-1)
         gradients = torch.is_grad_enabled() and any(v.requires_grad for v in (log_s, log_rate, y, start))
-        score = _ConstantHazardCRPS.apply(log_s, log_rate, self.grid, y.reshape(-1), start.reshape(-1), gradients)
+        steps = self._bin_steps()
+        if steps is not None:
+            steps = tuple(t.reshape(-1, self.num_bins) for t in steps)
+        score = _ConstantHazardCRPS.apply(log_s, log_rate, self.grid, y.reshape(-1), start.reshape(-1), gradients,
+                                          steps)
         return score.reshape(y.shape)
 
     def _segment_integrals(self, lengths: torch.Tensor, power: int = 1) -> torch.Tensor:
@@ -704,27 +723,31 @@ class ConstantHazardGrid(GridDistribution):
 class _LogisticLogSurvival(torch.autograd.Function):
     """log S(τ_l) = −Σ_{j<l} softplus(z_j) for l = 0..L from logits ``[*S, L]`` → ``[*S, L+1]``, in one pass.
 
-    softplus(z) = max(z, 0) + log1p(e^{−|z|}) (e^{−|z|} by :func:`exp_by_exp2`), summed into the knot table
-    with its leading 0; the backward pass is ∂/∂z_j = −σ(z_j) Σ_{l>j} g_l (a reverse cumulative sum), without
-    the graph of ``logsigmoid``, ``cumsum`` and ``cat`` (about half their time on CPU, fewer buffers).
+    The steps −softplus(z_l) = −ΔH_l are summed into the knot table with its leading 0; the backward pass is
+    ∂/∂z_j = −σ(z_j) Σ_{l>j} g_l (a reverse cumulative sum), without the graph of ``logsigmoid``, ``cumsum``
+    and ``cat`` (about half their time on CPU, fewer buffers). Also returned, without gradient: the steps
+    ``[*S, L]`` and, when the logits require a gradient, the hazards h_l = σ(z_l) = 1 − e^{−ΔH_l} ``[*S, L]``
+    that the backward pass uses (an empty tensor otherwise) — the Survival-CRPS reads both.
     """
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, logits: torch.Tensor) -> torch.Tensor:
-        steps = exp_by_exp2(logits.abs().neg_()).log1p_().add_(logits.clamp_min(0.0)).neg_()
+    def forward(ctx: torch.autograd.function.FunctionCtx, logits: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        steps = exp_by_exp2(logits.abs().neg_()).log1p_().add_(logits.clamp_min(0.0)).neg_()  # −softplus(z)
         log_s = logits.new_empty(*logits.shape[:-1], logits.shape[-1] + 1)
         log_s[..., 0] = 0.0
         torch.cumsum(steps, dim=-1, out=log_s[..., 1:])
-        ctx.save_for_backward(logits)
-        return log_s
+        hazards = torch.sigmoid(logits) if ctx.needs_input_grad[0] else logits.new_empty(0)
+        ctx.save_for_backward(hazards)
+        ctx.mark_non_differentiable(steps, hazards)
+        return log_s, steps, hazards
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
-        (logits,) = ctx.saved_tensors
-        reversed_sums = grad[..., 1:].flip(-1).cumsum_(dim=-1)
-        after = reversed_sums.flip(-1)
-        return after.mul_(torch.sigmoid(logits, out=reversed_sums)).neg_()
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor, *unused: torch.Tensor) -> torch.Tensor:
+        (hazards,) = ctx.saved_tensors
+        after = grad[..., 1:].flip(-1).cumsum_(dim=-1).flip(-1)
+        return after.mul_(hazards).neg_()
 
 
 class LogisticHazard(ConstantHazardGrid):
@@ -741,8 +764,16 @@ class LogisticHazard(ConstantHazardGrid):
     last bin's hazard. Every quantity is computed from the logits with ``logsigmoid``/``softplus``.
     """
 
+    def _knot_table(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(log S at the knots, −ΔH, σ(z) or empty) of :class:`_LogisticLogSurvival`, once per memo."""
+        return self._cached("knot_table", lambda: _LogisticLogSurvival.apply(self.logits))
+
     def _log_survival_grid(self) -> torch.Tensor:
-        return _LogisticLogSurvival.apply(self.logits)
+        return self._knot_table()[0]
+
+    def _bin_steps(self) -> tuple[torch.Tensor, torch.Tensor]:
+        _, steps, hazards = self._knot_table()
+        return steps, hazards if hazards.numel() else torch.sigmoid(self.logits.detach())
 
     def _log_mass_grid(self) -> torch.Tensor:
         log_s = self.log_survival_at_grid()
