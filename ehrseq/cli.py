@@ -266,6 +266,8 @@ MODEL_FLAGS = (
     Flag("hidden", "hidden layer widths of the head (default: 64)", {"nargs": "+", "type": int, "metavar": "N"}),
     Flag("locf", "carry the last observed value forward instead of the training mean (default: on)",
          {"action": argparse.BooleanOptionalAction}),
+    Flag("measurement_history", "for each numeric feature with missing values, also the time since it was last "
+         "measured and whether it ever was (default: on)", {"action": argparse.BooleanOptionalAction}),
     Flag("wide", "a linear path from the current visit's inputs to the head, beside the sequence path (default: on)",
          {"action": argparse.BooleanOptionalAction}),
     Flag("any_time", "predict at any time after a visit: the head reads the time elapsed since it, and training "

@@ -81,6 +81,9 @@ class DynamicSurvival:
         tables are read (see :func:`ehrseq.data.build_cohort`); kept with the model for prediction, where the
         feature columns are those of the fitted model (their roles are not inferred again).
     locf: carry the last observed numeric value forward instead of imputing the training mean.
+    measurement_history: for each numeric feature with missing values, add how long ago it was last measured
+        and whether it ever was (default on; :class:`~ehrseq.data.FeaturePipeline`): the age of a value
+        carried forward, and a never-measured value told apart from the training mean.
     wide: add a linear path from the current visit's inputs (values carried forward, missingness,
         categories, codes, visit time) and from the codes recorded at any visit so far (each once, from its
         first record) to the head's outputs, beside the sequence path (default on): the
@@ -197,7 +200,8 @@ class DynamicSurvival:
         head = self._head_config(cohort)
         time_unit = head.time_scale / REFERENCE_TIME_SCALE  # the clock's units per day of the model
         self.features_ = FeaturePipeline(codes=self.settings.codes is not None, locf=self.settings.locf,
-                                         time_unit=time_unit).fit(cohort)
+                                         time_unit=time_unit,
+                                         measurement_history=self.settings.measurement_history).fit(cohort)
         self.grid_ = TimeGrid.manual(head.grid) if head.grid is not None else None
         self.reach_ = predict.Reach.of(cohort, self.grid_)
         encoder = EncoderConfig.from_dict({

@@ -12,7 +12,9 @@ grouped per visit into:
 
 * **numeric** feature f: its standardised value x̃_f and its missingness flag r_f. Baseline: *not
   measured* — value at the training mean (x̃ = 0), flagged missing (r = 1), which is what the model is
-  given for a feature that was not measured;
+  given for a feature that was not measured; its measurement-history columns (``<f>:since_measured``,
+  ``<f>:ever_measured``, :class:`~ehrseq.data.FeaturePipeline`) are inputs of their own, never missing,
+  with baseline 0 (never measured);
 * **categorical** column j: its embedding E_j[c_j]. Baseline: the embedding of the most frequent
   training level (the population's typical value);
 * **codes**: the pooled embedding of the codes recorded at the visit and, in models whose linear path
@@ -59,7 +61,7 @@ import torch
 from ehrseq import predict
 from ehrseq.data import tensorize
 from ehrseq.data.batch import PAD_INDEX, UNKNOWN_INDEX, SequenceBatch
-from ehrseq.data.features import TIME_FEATURES
+from ehrseq.data.features import HISTORY_SUFFIXES, TIME_FEATURES
 from ehrseq.device import select_device
 from ehrseq.errors import ConfigError
 from ehrseq.models.distributions import CompetingRisksDistribution
@@ -221,6 +223,8 @@ class _Explainer:
         self.horizon, self.cause, self.event, self.view, self.n_steps = horizon, cause, event, view, n_steps
         self.time_columns = [features.numeric_names.index(name) for name in TIME_FEATURES
                              if name in features.numeric_names]
+        derived = set(TIME_FEATURES) | {f"{c}{suffix}" for c in features.history_columns for suffix in HISTORY_SUFFIXES}
+        self.never_missing = [i for i, name in enumerate(features.numeric_names) if name in derived]
         self.method = method(self._forward, multiply_by_inputs=False)
         self.method.gradient_func = _gradients_of_total
 
@@ -349,8 +353,7 @@ class _Explainer:
         """The level view's baseline of every visit ``[B, M, …]``: nothing measured, typical categories,
         no codes, at the origin without a gap."""
         missing = torch.ones_like(parts["missing"])
-        if self.time_columns:
-            missing[..., self.time_columns] = 0.0  # time features are never missing
+        missing[..., self.never_missing] = 0.0  # nothing measured, so never measured: history columns 0 too
         zero = torch.zeros(mask.shape, dtype=parts["time"].dtype, device=mask.device)
         return {"values": torch.zeros_like(parts["values"]), "missing": missing,
                 "categorical": self._modal_categories(parts["categorical"]), "codes": self._no_codes(parts["codes"]),

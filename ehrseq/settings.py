@@ -104,6 +104,7 @@ class EstimatorSettings:
     event_types: Sequence[str] | int | None = None
     null_values: Sequence[str] | str | None = None
     locf: bool = True
+    measurement_history: bool = True
     wide: bool = True
     any_time: bool | str = "auto"
     n_models: int | str = "auto"

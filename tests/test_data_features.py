@@ -77,6 +77,36 @@ def test_locf_equals_a_forward_fill_over_each_patient(patients):
     assert pipe.transform(cohort).numeric[:, 0].tolist() == expected.tolist()
 
 
+def test_measurement_history_gives_the_age_of_the_last_observation_within_a_patient():
+    # x: patient 1 measured at 0 and 30 (not 10); patient 2 not at 0 (NaN), at 365.25; patient 3 at 0
+    cohort = _cohort()
+    pipe = FeaturePipeline(numeric=["x", "k"], categorical=[], codes=False, locf=True, time_features=False,
+                           measurement_history=True).fit(cohort)
+    assert pipe.numeric_names == ("x", "k", "x:since_measured", "x:ever_measured")  # k is never missing
+    enc = pipe.transform(cohort)
+    year = math.log1p(365.25)
+    assert enc.numeric[:, 2].tolist() == pytest.approx([0.0, math.log1p(10.0) / year, 0.0, 0.0, 0.0, 0.0])
+    assert enc.numeric[:, 3].tolist() == [1.0, 1.0, 1.0, 0.0, 1.0, 1.0]  # patient 2 inherits nothing
+    assert not enc.numeric_missing[:, 2:].any()
+    # the age reads the clock in days of the model: a clock in weeks with time_unit = 1/7 gives the same
+    weeks = _cohort(time=[0.0, 10 / 7, 30 / 7, 0.0, 365.25 / 7, 0.0])
+    in_weeks = FeaturePipeline(numeric=["x"], categorical=[], codes=False, time_features=False, time_unit=1 / 7,
+                               measurement_history=True).fit(weeks).transform(weeks)
+    assert in_weeks.numeric[:, 1] == pytest.approx(enc.numeric[:, 2], rel=1e-6)
+
+
+def test_measurement_history_is_saved_and_pipelines_saved_without_it_load_unchanged():
+    cohort = _cohort()
+    pipe = FeaturePipeline(locf=True, measurement_history=True).fit(cohort)
+    restored = FeaturePipeline.from_json(pipe.to_json())
+    assert restored.history_columns == pipe.history_columns == ("x", "e")
+    assert np.array_equal(restored.transform(cohort).numeric, pipe.transform(cohort).numeric)
+    older = FeaturePipeline(locf=True).fit(cohort).to_dict()
+    del older["options"]["measurement_history"], older["history_columns"]
+    loaded = FeaturePipeline.from_dict(older)
+    assert loaded.history_columns == () and loaded.numeric_names == ("x", "k", "e", "elapsed_years", "log_gap")
+
+
 def test_time_features_are_years_and_log_gap():
     cohort = _cohort()
     enc = FeaturePipeline(numeric=[], categorical=[], codes=False).fit(cohort).transform(cohort)

@@ -41,12 +41,12 @@ def test_assembled_parts_are_the_visit_embedding(small):
     assert torch.equal(embedding(batch), embedding(batch))
 
 
-def _documented_baseline(embedding, parts, time_columns):
+def _documented_baseline(embedding, parts, time_columns, history_columns=()):
     """The level view's x' as the module docstring defines it: values 0 and flagged missing (time features
-    0, never missing), the most frequent level (index 2) of every categorical column, no codes, visits at
-    the origin without a gap."""
+    and measurement history 0, never missing), the most frequent level (index 2) of every categorical
+    column, no codes, visits at the origin without a gap."""
     missing = torch.ones_like(parts["missing"])
-    missing[..., time_columns] = 0.0
+    missing[..., [*time_columns, *history_columns]] = 0.0
     modes = embedding.categorical[embedding.categorical_offsets + 2].detach()
     zero = torch.zeros(parts["time"].shape[:2])
     return {"values": torch.zeros_like(parts["values"]), "missing": missing,
@@ -134,7 +134,9 @@ def test_attributions_of_a_linear_model_are_its_known_contributions(small):
              parts["time"].shape[-1]]
     w_values, w_missing, w_categorical, w_codes, w_time = torch.split(w, sizes)
     time_columns = [names.index("elapsed_years"), names.index("log_gap")]
-    base = {k: v.double() for k, v in _documented_baseline(real, parts, time_columns).items()}
+    history_columns = [i for i, name in enumerate(names) if name.endswith((":since_measured", ":ever_measured"))]
+    assert history_columns  # the data have missing values: the default model reads their measurement history
+    base = {k: v.double() for k, v in _documented_baseline(real, parts, time_columns, history_columns).items()}
     delta = {k: parts[k].double() - base[k] for k in parts}
     numeric = w_values * delta["values"] + w_missing * delta["missing"]
     categorical = (delta["categorical"] * w_categorical.view(delta["categorical"].shape[-2:])).sum(-1)
@@ -187,7 +189,8 @@ def test_attributions_equal_captum_over_every_part_of_full_histories(small):
     with torch.no_grad():
         parts = embedding.parts(batch)
         history = net.new_code_terms(batch)
-    base = _documented_baseline(embedding, parts, time_columns)
+    history_columns = [i for i, name in enumerate(names) if name.endswith((":since_measured", ":ever_measured"))]
+    base = _documented_baseline(embedding, parts, time_columns, history_columns)
     rows, positions = (torch.as_tensor(a) for a in np.nonzero(batch.mask.numpy()))
     keys = ("values", "missing", "categorical", "codes", "time")
     parts["code_history"], base["code_history"] = history, torch.zeros_like(history)  # no code recorded
@@ -279,8 +282,16 @@ def test_change_view_gives_unchanged_inputs_exactly_zero(small):
     repeated = pl.concat([visits.head(2), visits.head(2).tail(1).with_columns(pl.col("time") + 30.0)])
     changes = explain(model, repeated, HORIZON, view="change", n_steps=16)
     third = changes.attributions.filter(pl.col("visit") == 3)
-    assert (third.filter(pl.col("kind") != "time")["attribution"] == 0).all()
+    # the age of a value measured before visit 2 but not at it grows by the 30 days, as the time does
+    aging = third["input"].str.ends_with(":since_measured")
+    assert (third.filter((pl.col("kind") != "time") & ~aging)["attribution"] == 0).all()
     assert (third.filter(pl.col("kind") == "time")["attribution"].abs() > 0).all()
+    first, second = visits.row(0, named=True), visits.row(1, named=True)
+    stale = {f"{c}:since_measured" for c in model.features_.history_columns
+             if second[c] is None and first[c] is not None}
+    assert stale  # the patient chosen has such a value
+    ages = third.filter(aging).filter(pl.col("input_visit") == 3)
+    assert set(ages.filter(pl.col("attribution") != 0)["input"]) == stale
 
 
 def test_bad_arguments_are_config_errors(small):

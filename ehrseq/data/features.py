@@ -12,6 +12,12 @@ Time features (``time_features=True``, appended to the numeric columns, never mi
     (0 at the first visit, 1 for a gap of 365.25 u), with u = ``time_unit``, the clock's days per day of
     the model (1: the clock is read as days; :class:`ehrseq.DynamicSurvival` sets it from the data, so that
     the features do not depend on the unit of the clock).
+Measurement history (``measurement_history=True``, after the time features, never missing)
+    For each numeric column with missing training values, ``<column>:since_measured`` = log1p(d / u) /
+    log1p(365.25), d the time since the patient's last observation of it (0 at a visit that measures it,
+    1 a year later; 0 before any), and ``<column>:ever_measured`` (1 once observed): with ``locf``, a value
+    carried forward says how old it is, and a never-measured value (the training mean) is told apart from
+    a measured one — what the per-visit missing flag ("not measured at this visit") does not say.
 Categorical features
     One vocabulary per column (values compared as strings; null is a level of its own), most
     frequent first: index 0 = padding (:data:`PAD_INDEX`), 1 = unknown (:data:`UNKNOWN_INDEX`,
@@ -45,6 +51,8 @@ if TYPE_CHECKING:
 
 #: Names of the time features appended to the numeric columns.
 TIME_FEATURES = ("elapsed_years", "log_gap")
+#: Suffixes of the measurement-history columns of a numeric feature with missing training values.
+HISTORY_SUFFIXES = (":since_measured", ":ever_measured")
 DAYS_PER_YEAR = 365.25
 _FIRST_INDEX = max(PAD_INDEX, UNKNOWN_INDEX) + 1
 _FORMAT = "ehrseq.FeaturePipeline"
@@ -85,6 +93,8 @@ class FeaturePipeline:
         Append ``elapsed_years`` and ``log_gap`` to the numeric features.
     time_unit:
         u > 0, the clock's units per day of the time features (module docstring).
+    measurement_history:
+        Append the measurement-history columns of the numeric features with missing values (module docstring).
     """
 
     def __init__(
@@ -98,6 +108,7 @@ class FeaturePipeline:
         code_max_size: int | None = None,
         time_features: bool = True,
         time_unit: float = 1.0,
+        measurement_history: bool = False,
     ) -> None:
         if not isinstance(code_min_count, int) or code_min_count < 1:
             raise ConfigError(f"code_min_count must be a positive int, got {code_min_count!r}")
@@ -114,7 +125,9 @@ class FeaturePipeline:
                 math.isfinite(time_unit) and time_unit > 0):
             raise ConfigError(f"time_unit must be a positive number, got {time_unit!r}")
         self.time_unit = float(time_unit)
+        self.measurement_history = bool(measurement_history)
         # fitted state
+        self.history_columns: tuple[str, ...] = ()
         self.numeric_columns: tuple[str, ...] = ()
         self.categorical_columns: tuple[str, ...] = ()
         self.codes_column: str | None = None
@@ -134,9 +147,10 @@ class FeaturePipeline:
 
     @property
     def numeric_names(self) -> tuple[str, ...]:
-        """Names of the F numeric columns (features, then time features)."""
+        """Names of the F numeric columns (features, then time features, then measurement history)."""
         self._require_fitted()
-        return self.numeric_columns + (TIME_FEATURES if self.time_features else ())
+        history = tuple(f"{c}{suffix}" for c in self.history_columns for suffix in HISTORY_SUFFIXES)
+        return self.numeric_columns + (TIME_FEATURES if self.time_features else ()) + history
 
     @property
     def categorical_names(self) -> tuple[str, ...]:
@@ -190,6 +204,10 @@ class FeaturePipeline:
                 table = table.head(self.code_max_size)
             self.code_vocabulary = table.get_column("code").to_list()
         self.numeric_columns, self.categorical_columns = tuple(numeric), tuple(categorical)
+        self.history_columns = ()
+        if self.measurement_history and numeric:
+            nulls = visits.select(pl.col(c).is_null().any() for c in numeric).row(0)
+            self.history_columns = tuple(c for c, null in zip(numeric, nulls) if null)
         self.codes_column = codes
         self.means, self.stds = means, stds
         return self
@@ -248,9 +266,18 @@ class FeaturePipeline:
             np.log1p(visits.get_column("gap").to_numpy() / unit, out=values[f + 1], casting="same_kind")
             values[f + 1] /= np.float32(np.log1p(DAYS_PER_YEAR))
 
+        first_history = len(self.numeric_columns) + (len(TIME_FEATURES) if self.time_features else 0)
+        patient_first_rows = _first_rows(visits.get_column("patient_index").to_numpy()) if self.history_columns else None
+
+        def history(k: int) -> None:
+            since, ever = values[first_history + 2 * k], values[first_history + 2 * k + 1]
+            _measurement_history(visits.get_column(self.history_columns[k]), visits.get_column("elapsed").to_numpy(),
+                                 patient_first_rows, self.time_unit, since=since, ever=ever)
+
         jobs: list[Callable[[], None]] = [functools.partial(encode, j) for j in range(len(self.numeric_columns))]
         if self.time_features:
             jobs.append(time_features)
+        jobs.extend(functools.partial(history, k) for k in range(len(self.history_columns)))
         return jobs, values.T, missing.T
 
     def _encode_codes(self, visits: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -275,7 +302,8 @@ class FeaturePipeline:
             "version": 1,
             "options": {"locf": self.locf, "code_min_count": self.code_min_count,
                         "code_max_size": self.code_max_size, "time_features": self.time_features,
-                        "time_unit": self.time_unit},
+                        "time_unit": self.time_unit, "measurement_history": self.measurement_history},
+            "history_columns": list(self.history_columns),
             "numeric": [{"name": c, "mean": float(m), "std": float(s)}
                         for c, m, s in zip(self.numeric_columns, np.asarray(self.means), self.stds)],
             "categorical": [{"name": c, "levels": self.levels[c]} for c in self.categorical_columns],
@@ -297,6 +325,7 @@ class FeaturePipeline:
         pipeline.levels = {c["name"]: list(c["levels"]) for c in data["categorical"]}
         pipeline.code_vocabulary = list(data["codes"]["vocabulary"])
         pipeline.numeric_columns, pipeline.categorical_columns = tuple(numeric), tuple(categorical)
+        pipeline.history_columns = tuple(data.get("history_columns", ()))
         pipeline.codes_column = codes
         return pipeline
 
@@ -365,6 +394,22 @@ def _carry_forward(values: np.ndarray, missing: np.ndarray, first_rows: np.ndarr
     np.maximum(source, 0, out=source)
     np.take(values, source, out=values)
     _zero_where(values, unfilled)
+
+
+def _measurement_history(column: pl.Series, elapsed: np.ndarray, first_rows: np.ndarray, time_unit: float, *,
+                         since: np.ndarray, ever: np.ndarray) -> None:
+    """Write the measurement history of one numeric column in place: ``ever`` = 1 where the patient's value
+    was observed at this visit or before, and ``since`` = log1p(d / u) / log1p(365.25) with d the time
+    from that last observation to this visit in the clock's units and u = ``time_unit`` (0 at a visit
+    that measures it, 1 one year later; 0 where never observed). Visits are grouped by patient in time
+    order and ``first_rows`` is :func:`_first_rows` of their patient index (as :func:`_carry_forward`)."""
+    rows = np.arange(column.len(), dtype=np.int64)
+    source = np.where(column.is_not_null().to_numpy(), rows, -1)
+    np.maximum.accumulate(source, out=source)
+    observed = source >= first_rows
+    age = np.where(observed, elapsed - elapsed[np.maximum(source, 0)], 0.0)
+    np.divide(np.log1p(age / time_unit), np.log1p(DAYS_PER_YEAR), out=since, casting="same_kind")
+    np.copyto(ever, observed, casting="unsafe")
 
 
 def _zero_where(values: np.ndarray, mask: np.ndarray) -> None:
