@@ -420,6 +420,29 @@ def test_weibull_mixture_is_the_weighted_sum_of_its_components():
     assert torch.allclose(dist.components().log_survival(u)[:, 1], Weibull(log_scales[:, 1], log_shapes[:, 1]).log_survival(u))
 
 
+def test_packed_weibull_mixture_equals_the_mixture_of_its_chunks_selected_and_masked():
+    """A head's packed [gates ; log λ − offset ; log k] gives the mixture of its chunks: values, selections of
+    batch elements by a mask (one gather), masked copies and gradients."""
+    from ehrseq.errors import ShapeError
+    from ehrseq.models.distributions.mixture import PackedWeibullMixture
+
+    g = torch.Generator().manual_seed(5)
+    packed = torch.randn(6, 4, 9, generator=g, dtype=torch.float64).requires_grad_()
+    keep = torch.rand(6, 4, generator=g) < 0.6
+    u = torch.tensor([1.0, 30.0, 400.0], dtype=torch.float64)
+    results = []
+    for build in (lambda p: PackedWeibullMixture(p, 5.0),
+                  lambda p: WeibullMixture(p[..., :3], p[..., 3:6] + 5.0, p[..., 6:])):
+        dist = build(packed)
+        selected, masked = dist[keep], dist.masked(keep)
+        value = selected.log_survival(u).sum() + masked.log_density(u).sum() + dist.mean().sum()
+        results.append((selected.log_survival(u).detach(), torch.autograd.grad(value, packed)[0]))
+        assert tuple(selected.batch_shape) == (int(keep.sum()),) and selected.num_components == 3
+    torch.testing.assert_close(results[0], results[1], rtol=1e-12, atol=0.0)
+    with pytest.raises(ShapeError, match="3·C"):
+        PackedWeibullMixture(torch.zeros(2, 4))  # not 3·C parameters
+
+
 def test_weibull_density_limit_at_zero():
     dist = Weibull(torch.zeros(3, dtype=torch.float64), torch.tensor([0.5, 0.0, -0.5], dtype=torch.float64))
     assert dist.log_density(0.0)[:, 0].tolist() == [-math.inf, 0.0, math.inf]

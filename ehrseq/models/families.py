@@ -74,6 +74,7 @@ from ehrseq.models.distributions import (
     Weibull,
     WeibullMixture,
 )
+from ehrseq.models.distributions.mixture import PackedWeibullMixture
 from ehrseq.models.distributions._math import logit_normal_log_probabilities
 from ehrseq.models.distributions.base import CompetingRisksDistribution
 from ehrseq.registry import Registry
@@ -421,8 +422,7 @@ class WeibullMixtureFamily(HeadFamily):
         return 3 * config.num_components
 
     def distribution(self, raw: torch.Tensor, config: HeadConfig, grid: torch.Tensor | None) -> WeibullMixture:
-        gates, scales, shapes = raw.chunk(3, dim=-1)
-        return WeibullMixture(gates, scales + math.log(config.time_scale), shapes)
+        return PackedWeibullMixture(raw, math.log(config.time_scale))
 
 
 class MultiEventFamily(HeadFamily):
@@ -443,9 +443,7 @@ class MultiEventFamily(HeadFamily):
 
     def distribution(self, raw: torch.Tensor, config: HeadConfig, grid: torch.Tensor | None) -> MultiEvent:
         per_event = raw.unflatten(-1, (len(config.event_names), 3 * config.num_components))
-        gates, scales, shapes = per_event.chunk(3, dim=-1)
-        mixture = WeibullMixture(gates, scales + math.log(config.time_scale), shapes)
-        return MultiEvent.stacked(mixture, config.event_names)
+        return MultiEvent.stacked(PackedWeibullMixture(per_event, math.log(config.time_scale)), config.event_names)
 
 
 for _family in (

@@ -139,3 +139,33 @@ class WeibullMixture(SurvivalDistribution):
             lo = torch.where(go_right, mid, lo)
             hi = torch.where(go_right, hi, mid)
         return hi.exp()
+
+
+class PackedWeibullMixture(WeibullMixture):
+    """A :class:`WeibullMixture` whose parameters are the three chunks of one tensor, as a head outputs them.
+
+    ``packed [*batch, 3C]`` = [gate logits ; log λ_c − ``log_scale_offset`` ; log k_c]. It is the only batched
+    field, so selecting batch elements (a loss keeping the real visits) gathers one contiguous tensor and
+    scatters one gradient, where three strided views would cost three of each and the gradient of the split.
+    """
+
+    batched_fields = ("packed",)
+
+    def __init__(self, packed: torch.Tensor, log_scale_offset: float = 0.0) -> None:
+        check_parameters(packed, "packed")
+        if packed.dim() == 0 or packed.shape[-1] % 3 or packed.shape[-1] == 0:
+            raise ShapeError(f"packed must have 3·C parameters in its last dim, got shape {list(packed.shape)}")
+        self.packed, self.log_scale_offset = packed, float(log_scale_offset)
+
+    @property
+    def gate_logits(self) -> torch.Tensor:  # type: ignore[override]
+        return self.packed[..., : self.packed.shape[-1] // 3]
+
+    @property
+    def log_scales(self) -> torch.Tensor:  # type: ignore[override]
+        c = self.packed.shape[-1] // 3
+        return self.packed[..., c : 2 * c] + self.log_scale_offset
+
+    @property
+    def log_shapes(self) -> torch.Tensor:  # type: ignore[override]
+        return self.packed[..., 2 * self.packed.shape[-1] // 3 :]
