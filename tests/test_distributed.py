@@ -117,8 +117,11 @@ FIT = textwrap.dedent(
         sim = simulate(45, seed=3, n_codes=10)
         model = ehrseq.DynamicSurvival(**{OPTIONS})
         model.fit(sim.visits, sim.outcomes, validation=0.2)
-        print("saved to", model.save(sys.argv[1]))
-        print("losses", [(r["train_loss"], r["val_loss"]) for r in model.history_.records])
+        path = model.save(sys.argv[1])
+        losses = [(r["train_loss"], r["val_loss"]) for r in model.history_.records]
+        # one write per rank (atomic on a pipe): the two ranks' lines never interleave
+        sys.stdout.write(f"saved to {path}\\nlosses {losses}\\n")
+        sys.stdout.flush()
     """
 )
 OPTIONS = dict(n_models=1, grid=6, d_model=16, hidden=(16,), dropout=0.0, batch_size=15, epochs=4, lr=5e-3, seed=0,
@@ -156,10 +159,12 @@ def test_estimator_fit_under_torchrun_gives_the_weights_of_one_process_and_saves
     _same_weights(tmp_path / "single", tmp_path / "ddp")
     loaded = ehrseq.load(tmp_path / "ddp")  # checksums verified
     assert loaded.model_config_.any_time and loaded.model_config_.wide
-    losses = ast.literal_eval(run.stdout.split("losses", 1)[1].splitlines()[0].strip())
+    reports = [ast.literal_eval(line[len("losses "):]) for line in run.stdout.splitlines() if line.startswith("losses ")]
     expected = [(r["train_loss"], r["val_loss"]) for r in single.history_.records]
-    assert len(losses) == len(expected)
-    assert [x for pair in losses for x in pair] == pytest.approx([x for pair in expected for x in pair], rel=1e-5)
+    assert len(reports) == 2  # the rank-averaged losses, reported by both ranks
+    for losses in reports:
+        assert len(losses) == len(expected)
+        assert [x for pair in losses for x in pair] == pytest.approx([x for pair in expected for x in pair], rel=1e-5)
 
 
 def test_ehrseq_train_under_torchrun_gives_the_model_of_one_process(tmp_path, capsys):
