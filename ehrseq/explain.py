@@ -61,7 +61,7 @@ import torch
 from ehrseq import predict
 from ehrseq.data import tensorize
 from ehrseq.data.batch import PAD_INDEX, UNKNOWN_INDEX, SequenceBatch
-from ehrseq.data.features import HISTORY_SUFFIXES, TIME_FEATURES
+from ehrseq.data.features import TIME_FEATURES
 from ehrseq.device import select_device
 from ehrseq.errors import ConfigError
 from ehrseq.models.distributions import CompetingRisksDistribution
@@ -223,7 +223,7 @@ class _Explainer:
         self.horizon, self.cause, self.event, self.view, self.n_steps = horizon, cause, event, view, n_steps
         self.time_columns = [features.numeric_names.index(name) for name in TIME_FEATURES
                              if name in features.numeric_names]
-        derived = set(TIME_FEATURES) | {f"{c}{suffix}" for c in features.history_columns for suffix in HISTORY_SUFFIXES}
+        derived = {*TIME_FEATURES, *features.history_names}
         self.never_missing = [i for i, name in enumerate(features.numeric_names) if name in derived]
         self.method = method(self._forward, multiply_by_inputs=False)
         self.method.gradient_func = _gradients_of_total

@@ -149,8 +149,13 @@ class FeaturePipeline:
     def numeric_names(self) -> tuple[str, ...]:
         """Names of the F numeric columns (features, then time features, then measurement history)."""
         self._require_fitted()
-        history = tuple(f"{c}{suffix}" for c in self.history_columns for suffix in HISTORY_SUFFIXES)
-        return self.numeric_columns + (TIME_FEATURES if self.time_features else ()) + history
+        return self.numeric_columns + (TIME_FEATURES if self.time_features else ()) + self.history_names
+
+    @property
+    def history_names(self) -> tuple[str, ...]:
+        """Names of the measurement-history columns, ``<column>:since_measured`` then ``:ever_measured`` for
+        each column of :attr:`history_columns` (the last 2·H numeric columns)."""
+        return tuple(f"{c}{suffix}" for c in self.history_columns for suffix in HISTORY_SUFFIXES)
 
     @property
     def categorical_names(self) -> tuple[str, ...]:
@@ -244,18 +249,35 @@ class FeaturePipeline:
         values = np.zeros((len(names), n), dtype=np.float32)
         missing = np.zeros((len(names), n), dtype=bool)
         means = np.asarray(self.means)
-        first_rows = _first_rows(visits.get_column("patient_index").to_numpy()) if self.locf else None
+        first_history = len(self.numeric_columns) + (len(TIME_FEATURES) if self.time_features else 0)
+        # the row of each history column's ``since_measured`` column, by numeric column
+        history_rows = {self.numeric_columns.index(c): first_history + 2 * k for k, c in enumerate(self.history_columns)}
+        patients = visits.get_column("patient_index").to_numpy()
+        first_rows = _first_rows(patients) if self.locf or history_rows else None
+        elapsed = visits.get_column("elapsed").to_numpy() if history_rows else None
 
         def encode(j: int) -> None:
             column = visits.get_column(self.numeric_columns[j])
             _missing_column(column, out=missing[j])
+            history = history_rows.get(j)
             if column.null_count() == n:
-                return
+                return  # the training mean, never measured: its history columns stay 0
             with np.errstate(all="ignore"):  # null slots hold arbitrary values; they are zeroed below
                 centred = np.subtract(_float_values(column), means[j])
                 np.divide(centred, self.stds[j], out=values[j], casting="same_kind")
-            if first_rows is not None and column.null_count():
-                _carry_forward(values[j], missing[j], first_rows)
+            if not column.null_count():
+                if history is not None:
+                    values[history + 1] = 1.0  # measured at every visit: since_measured 0, ever_measured 1
+                return
+            if first_rows is None:
+                _zero_where(values[j], missing[j])
+                return
+            source, observed = _last_observation(missing[j], first_rows)
+            if history is not None:
+                _measurement_history(elapsed, source, observed, self.time_unit,
+                                     since=values[history], ever=values[history + 1])
+            if self.locf:
+                _carry_forward(values[j], source, observed)
             else:
                 _zero_where(values[j], missing[j])
 
@@ -266,18 +288,9 @@ class FeaturePipeline:
             np.log1p(visits.get_column("gap").to_numpy() / unit, out=values[f + 1], casting="same_kind")
             values[f + 1] /= np.float32(np.log1p(DAYS_PER_YEAR))
 
-        first_history = len(self.numeric_columns) + (len(TIME_FEATURES) if self.time_features else 0)
-        patient_first_rows = _first_rows(visits.get_column("patient_index").to_numpy()) if self.history_columns else None
-
-        def history(k: int) -> None:
-            since, ever = values[first_history + 2 * k], values[first_history + 2 * k + 1]
-            _measurement_history(visits.get_column(self.history_columns[k]), visits.get_column("elapsed").to_numpy(),
-                                 patient_first_rows, self.time_unit, since=since, ever=ever)
-
         jobs: list[Callable[[], None]] = [functools.partial(encode, j) for j in range(len(self.numeric_columns))]
         if self.time_features:
             jobs.append(time_features)
-        jobs.extend(functools.partial(history, k) for k in range(len(self.history_columns)))
         return jobs, values.T, missing.T
 
     def _encode_codes(self, visits: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -380,34 +393,33 @@ def _first_rows(patient_index: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(first, out=first)
 
 
-def _carry_forward(values: np.ndarray, missing: np.ndarray, first_rows: np.ndarray) -> None:
-    """Last observation carried forward within each patient, in place; 0 before a patient's first
-    observation. ``values [N]`` hold arbitrary numbers where ``missing``; visits are grouped by patient
-    in time order and ``first_rows`` is :func:`_first_rows` of their patient index.
-
-    The source row of visit r is the last observed row at or before r (a running maximum of the
-    observed row numbers); it is used when it belongs to r's patient (≥ ``first_rows[r]``).
-    """
-    source = np.where(missing, -1, np.arange(values.size, dtype=np.int64))
+def _last_observation(missing: np.ndarray, first_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(source, observed) ``[N]`` of one column: the last row at or before each visit r where it was
+    observed (a running maximum of the observed row numbers), and whether that row is r's patient's (≥
+    ``first_rows[r]``); where not, ``source`` is any valid row. Visits are grouped by patient in time order
+    and ``first_rows`` is :func:`_first_rows` of their patient index."""
+    source = np.where(missing, -1, np.arange(missing.size, dtype=np.int64))
     np.maximum.accumulate(source, out=source)
-    unfilled = source < first_rows
+    observed = source >= first_rows
     np.maximum(source, 0, out=source)
+    return source, observed
+
+
+def _carry_forward(values: np.ndarray, source: np.ndarray, observed: np.ndarray) -> None:
+    """Last observation carried forward within each patient, in place (``values [N]`` hold arbitrary numbers
+    where missing); 0 before a patient's first observation. ``source``, ``observed``: :func:`_last_observation`."""
     np.take(values, source, out=values)
-    _zero_where(values, unfilled)
+    _zero_where(values, ~observed)
 
 
-def _measurement_history(column: pl.Series, elapsed: np.ndarray, first_rows: np.ndarray, time_unit: float, *,
+def _measurement_history(elapsed: np.ndarray, source: np.ndarray, observed: np.ndarray, time_unit: float, *,
                          since: np.ndarray, ever: np.ndarray) -> None:
     """Write the measurement history of one numeric column in place: ``ever`` = 1 where the patient's value
     was observed at this visit or before, and ``since`` = log1p(d / u) / log1p(365.25) with d the time
-    from that last observation to this visit in the clock's units and u = ``time_unit`` (0 at a visit
-    that measures it, 1 one year later; 0 where never observed). Visits are grouped by patient in time
-    order and ``first_rows`` is :func:`_first_rows` of their patient index (as :func:`_carry_forward`)."""
-    rows = np.arange(column.len(), dtype=np.int64)
-    source = np.where(column.is_not_null().to_numpy(), rows, -1)
-    np.maximum.accumulate(source, out=source)
-    observed = source >= first_rows
-    age = np.where(observed, elapsed - elapsed[np.maximum(source, 0)], 0.0)
+    from that last observation to this visit in the clock's units (``elapsed [N]``) and u = ``time_unit``
+    (0 at a visit that measures it, 1 one year later; 0 where never observed). ``source``, ``observed``:
+    :func:`_last_observation`."""
+    age = np.where(observed, elapsed - elapsed[source], 0.0)
     np.divide(np.log1p(age / time_unit), np.log1p(DAYS_PER_YEAR), out=since, casting="same_kind")
     np.copyto(ever, observed, casting="unsafe")
 
