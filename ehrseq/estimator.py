@@ -88,7 +88,9 @@ class DynamicSurvival:
         categories, codes, visit time) and from the codes recorded at any visit so far (each once, from its
         first record) to the head's outputs, beside the sequence path (default on): the
         model then nests the landmark linear model a statistician would fit, and starts from it (the
-        sequence path's last layer starts at zero). See :mod:`ehrseq.models.model`.
+        sequence path's last layer starts at zero). With a hazard head (logistic or piecewise hazards) the
+        path also has a proportional term, one linear predictor that scales every bin's hazard alike as a
+        Cox model's does, beside the per-bin effects. See :mod:`ehrseq.models.model`.
     any_time: predict at any time after a visit, not only at visits (default ``"auto"``: on for every
         single- or competing-event head in days): the head reads the time elapsed since the visit, and
         training samples prediction times between visits with their landmark targets
@@ -216,7 +218,8 @@ class DynamicSurvival:
             next_visit=any(get_term(t.name).needs_next_visit for t in self.objective.terms),
             wide=self.settings.wide, any_time=self.settings.any_time_for(head.family),
             n_models=self.settings.n_models_for(head.family, cohort.n_patients),
-            code_history=self.settings.wide and encoder.code_vocab_size > 0)
+            code_history=self.settings.wide and encoder.code_vocab_size > 0,
+            proportional=self.settings.wide and head.family.risk_direction(head) is not None)
         members, records = [], []
         for member in range(self.model_config_.n_models):
             seed = self.settings.seed + member

@@ -26,11 +26,12 @@ def cohort():
 
 
 # ---------------------------------------------------------------------------------------------- wide path
-def _model(wide=True, any_time=False, n_numeric=3, code_history=False):
+def _model(wide=True, any_time=False, n_numeric=3, code_history=False, proportional=False):
     encoder = EncoderConfig(kind="gru", d_model=8, n_numeric=n_numeric, categorical_cardinalities=(4,),
                             code_vocab_size=6)
     head = HeadConfig(kind="logistic_hazard", grid=(0.0, 50.0, 100.0, 200.0), hidden=(8,), time_scale=100.0)
-    config = ModelConfig(encoder=encoder, head=head, wide=wide, any_time=any_time, code_history=code_history)
+    config = ModelConfig(encoder=encoder, head=head, wide=wide, any_time=any_time, code_history=code_history,
+                         proportional=proportional)
     return DynamicSurvivalModel(config).eval()
 
 
@@ -66,6 +67,78 @@ def test_a_fresh_wide_model_is_the_bias_and_the_wide_path_is_a_linear_model_of_t
     outputs = [model(step).raw for step in steps]
     torch.testing.assert_close(outputs[2] - outputs[1], outputs[1] - outputs[0], rtol=1e-4, atol=1e-5)
     assert not torch.allclose(outputs[1], outputs[0])
+
+
+@pytest.mark.parametrize("kind", ["logistic_hazard", "piecewise_constant_hazard", "piecewise_linear_hazard"])
+def test_the_risk_direction_of_a_hazard_grid_head_scales_every_hazard_alike(kind):
+    family = FAMILIES[kind]
+    config = HeadConfig(kind=kind, grid=(0.0, 30.0, 100.0, 250.0), time_scale=80.0)
+    generator = torch.Generator().manual_seed(2)
+    raw = torch.randn(5, family.num_outputs(config), generator=generator, dtype=torch.float64)
+    eta = torch.randn(5, 1, generator=generator, dtype=torch.float64)
+    direction = family.risk_direction(config).double()
+    grid = torch.tensor(config.grid, dtype=torch.float64)
+    before, after = (family.distribution(r, config, grid) for r in (raw, raw + eta * direction))
+    if kind == "logistic_hazard":  # the odds of every bin's hazard, exactly e^η
+        torch.testing.assert_close(family.hazard_logit(raw + eta * direction, config) - family.hazard_logit(raw, config),
+                                   eta.expand_as(raw))
+        return
+    # every hazard rate, inside the bins, at a knot and beyond the grid, e^η times the other's
+    times = torch.tensor([1.0, 29.0, 30.0, 64.5, 180.0, 249.0, 400.0], dtype=torch.float64)
+    ratio = after.log_hazard(times.expand(5, -1)) - before.log_hazard(times.expand(5, -1))
+    torch.testing.assert_close(ratio, eta.expand_as(ratio))
+
+
+def test_the_risk_direction_of_the_visit_hazard_is_its_logit_and_other_heads_have_none():
+    plain, uncertain = (HeadConfig(kind="visit_hazard", hazard_uncertainty=flag) for flag in (False, True))
+    family = FAMILIES["visit_hazard"]
+    assert torch.equal(family.risk_direction(plain), torch.tensor([1.0]))
+    assert torch.equal(family.risk_direction(uncertain), torch.tensor([1.0, 0.0]))  # not the logit's log-scale
+    for kind in ("pmf", "piecewise_constant_density", "lognormal", "weibull", "competing_pmf"):
+        config = HeadConfig(kind=kind, grid=(0.0, 1.0, 2.0)) if FAMILIES[kind].grid else HeadConfig(kind=kind)
+        assert FAMILIES[kind].risk_direction(config) is None
+
+
+def test_the_proportional_term_moves_every_output_by_one_linear_predictor_of_the_current_visit():
+    generator = torch.Generator().manual_seed(3)
+    model = _model(proportional=True)
+    batch = _batch(generator)
+    raw = model(batch).raw
+    bias = model.head.net[-1].bias
+    assert torch.allclose(raw, bias.expand_as(raw))  # zero-initialised like the rest of the linear path
+    with torch.no_grad():
+        model.proportional.weight.normal_(generator=generator)
+    shift = model(batch).raw - bias
+    # one linear predictor η per visit, added to every bin's hazard logit ...
+    assert torch.allclose(shift, shift[..., :1].expand_as(shift), atol=1e-6) and shift.abs().max() > 0.1
+    # ... read from that visit's inputs only, and affine in them
+    earlier = batch.replace(numeric=batch.numeric.clone())
+    earlier.numeric[:, :2] += 5.0
+    changed = model(earlier).raw - bias
+    assert torch.allclose(changed[:, 2:], shift[:, 2:], atol=1e-6) and not torch.allclose(changed[:, :2], shift[:, :2])
+    steps = [model(batch.replace(numeric=batch.numeric + k * torch.tensor([0.5, 0.0, 0.0]))).raw for k in range(3)]
+    torch.testing.assert_close(steps[2] - steps[1], steps[1] - steps[0], rtol=1e-4, atol=1e-5)
+
+
+def test_the_proportional_term_is_saved_in_the_config_and_needs_the_linear_path_and_a_hazard_head():
+    model = _model(proportional=True)
+    values = model.config.to_dict()
+    assert ModelConfig.from_dict(values).proportional
+    del values["proportional"]  # a model saved before the term: loads without it
+    assert not ModelConfig.from_dict(values).proportional
+    with pytest.raises(ConfigError, match="needs wide=True"):
+        ModelConfig(encoder=model.config.encoder, head=model.config.head, proportional=True)
+    pmf = HeadConfig(kind="pmf", grid=(0.0, 50.0, 100.0), hidden=(8,))
+    with pytest.raises(ConfigError, match="pmf head has no risk direction"):
+        ModelConfig(encoder=model.config.encoder, head=pmf, wide=True, proportional=True)
+
+
+def test_the_estimator_adds_the_proportional_term_to_hazard_heads(cohort):
+    visits, outcomes = cohort
+    fitted = ehrseq.DynamicSurvival(epochs=1, **TINY).fit(visits, outcomes)
+    assert fitted.model_config_.proportional and fitted.model_.proportional is not None
+    assert not ehrseq.DynamicSurvival(epochs=1, head="pmf", **TINY).fit(visits, outcomes).model_config_.proportional
+    assert not ehrseq.DynamicSurvival(epochs=1, wide=False, **TINY).fit(visits, outcomes).model_config_.proportional
 
 
 def test_first_records_keep_each_code_at_its_first_visit_only():

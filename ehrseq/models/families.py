@@ -14,7 +14,10 @@ a family's capabilities):
   family but the visit-indexed one), ``grid`` (needs horizon cut points), ``competing`` (K causes),
   ``multi_event`` (E non-exclusive events), ``hazard_logits`` (raw outputs are hazard logits),
   ``hazard_uncertainty`` (accepts the logit-normal hazard option), and ``visit_weighting`` (the
-  unbiased default aggregation of its likelihood, see :mod:`ehrseq.objective`).
+  unbiased default aggregation of its likelihood, see :mod:`ehrseq.objective`);
+* :meth:`~HeadFamily.risk_direction` — the direction of the raw outputs along which every hazard of the
+  head rises proportionally (the hazard heads; ``None`` for the others): the model's linear path has a
+  proportional term along it, as a Cox model's linear predictor (:mod:`ehrseq.models.model`).
 
 =============================  ============  ===============================================================
 kind                           outputs       distribution (``ehrseq.models.distributions``)
@@ -179,6 +182,13 @@ class HeadFamily:
         """log σ of a logit-normal hazard (``hazard_uncertainty``), ``None`` for a point hazard."""
         return None
 
+    def risk_direction(self, config: HeadConfig) -> torch.Tensor | None:
+        """A direction r ``[P]`` of the raw outputs along which every hazard of the head rises together, or
+        ``None`` (the default) when the family has none: raw + η r multiplies the hazard odds of every bin
+        (``logistic_hazard``, ``visit_hazard``) or every hazard rate (the piecewise hazards) by e^η — the
+        proportional effect of a Cox-like linear predictor η (:mod:`ehrseq.models.model`)."""
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.kind!r})"
 
@@ -275,6 +285,12 @@ class VisitHazardFamily(HeadFamily):
     def hazard_logit_scale(self, raw: torch.Tensor, config: HeadConfig) -> torch.Tensor | None:
         return raw[..., 1] if config.hazard_uncertainty else None
 
+    def risk_direction(self, config: HeadConfig) -> torch.Tensor:
+        """The hazard logit (not the log-scale of its uncertainty)."""
+        direction = torch.zeros(self.num_outputs(config))
+        direction[0] = 1.0
+        return direction
+
 
 class GridFamily(HeadFamily):
     """A head on the horizon grid τ_0 = 0 < … < τ_L; its bias reproduces the pooled life table."""
@@ -282,9 +298,16 @@ class GridFamily(HeadFamily):
     grid = True
     #: extra outputs beyond L per cause-free head (the tail mass, the last knot, ...)
     extra_outputs = 0
+    #: every raw output is a log hazard odds or log hazard rate (of a bin or a knot), so adding η to all of
+    #: them scales every hazard alike (:meth:`risk_direction`)
+    hazard_outputs = False
 
     def num_outputs(self, config: HeadConfig) -> int:
         return config.num_bins + self.extra_outputs
+
+    def risk_direction(self, config: HeadConfig) -> torch.Tensor | None:
+        """Every output, for the families whose outputs are all log hazards or log hazard odds."""
+        return torch.ones(self.num_outputs(config)) if self.hazard_outputs else None
 
     def initial_bias(self, config: HeadConfig, remaining: np.ndarray, event: np.ndarray,
                      last_visit: np.ndarray) -> np.ndarray:
@@ -296,6 +319,7 @@ class GridFamily(HeadFamily):
 
 class LogisticHazardFamily(GridFamily):
     kind = "logistic_hazard"
+    hazard_outputs = True
     distribution_class = LogisticHazard
     likelihood = Likelihood.HAZARD_GRID
     hazard_logits = True
@@ -361,6 +385,7 @@ class PiecewiseFamily(GridFamily):
 
 class PiecewiseConstantHazardFamily(PiecewiseFamily):
     kind = "piecewise_constant_hazard"
+    hazard_outputs = True
     distribution_class = PiecewiseConstantHazard
     rates = True
 
@@ -370,6 +395,7 @@ class PiecewiseConstantHazardFamily(PiecewiseFamily):
 
 class PiecewiseLinearHazardFamily(PiecewiseFamily):
     kind = "piecewise_linear_hazard"
+    hazard_outputs = True
     distribution_class = PiecewiseLinearHazard
     extra_outputs = 1
     rates = True

@@ -6,8 +6,8 @@ One prediction path serves training, evaluation and scoring: ``model(batch)`` re
 
 The head's raw outputs at visit m (P of them, :mod:`ehrseq.models.families`) are
 
-    raw_m = head(h_m ; φ(e_m)) + A [s_m ; φ(e_m)] + Σ_{c ∈ C_m} u_c
-                                   (the second term with ``wide``, the third with ``code_history``)
+    raw_m = head(h_m ; φ(e_m)) + A [s_m ; φ(e_m)] + (b · [s_m ; φ(e_m)]) r + Σ_{c ∈ C_m} u_c
+              (the second term with ``wide``, the third with ``proportional``, the last with ``code_history``)
 
 * h_m the encoder's state (the sequence path, "deep");
 * s_m the visit embedding's sum before its normalisation (:meth:`VisitEmbedding.sums`), affine in the
@@ -15,6 +15,14 @@ The head's raw outputs at visit m (P of them, :mod:`ehrseq.models.families`) are
   categorical levels, codes, visit time and gap — so ``A s_m`` is a linear model of the current visit
   ("wide"): the model nests the landmark linear model (Cox-like on the last observed covariates), and
   attributions over the embedding's inputs (:mod:`ehrseq.explain`) cover both paths;
+* r ``[P]`` the head family's risk direction (:meth:`~ehrseq.models.families.HeadFamily.risk_direction`:
+  every output of the logistic and piecewise hazards, the hazard logit of the visit hazard), along which
+  the linear predictor η_m = b · [s_m ; φ(e_m)] scales every hazard of the head alike — the hazard odds of
+  every bin, or every hazard rate, by e^η, as a Cox model's linear predictor does. A + b rᵀ spans the same
+  linear maps as A alone: the term adds no capacity, it changes what an early-stopped fit on a small
+  cohort learns first. Each of A's P·D weights moves only with the events and exposure of its own bin,
+  while b gets the gradient of all bins at once, so the few optimiser steps a small cohort affords learn
+  a covariate's proportional effect first, and A's per-bin departures from it as the data support them;
 * C_m the codes recorded at any visit up to and including m (each counted once, from its first record),
   u_c ∈ R^P a learned vector per code: the linear path's view of the coded history (comorbidities,
   procedures) that the current visit alone does not show, as a landmark model's "ever recorded up to s"
@@ -52,9 +60,10 @@ from ehrseq.models.heads import HeadConfig, SurvivalHead
 class ModelConfig:
     """Fully describes a :class:`DynamicSurvivalModel` (JSON round trip with :meth:`to_dict`/:meth:`from_dict`).
 
-    ``wide`` adds the linear path from the current visit's inputs, ``code_history`` (with ``wide`` and codes
-    only) its terms for the codes recorded so far, and ``any_time`` the elapsed-time input (module
-    docstring); models saved without them load with them off. ``n_models`` > 1 makes a
+    ``wide`` adds the linear path from the current visit's inputs, ``proportional`` (with ``wide`` and a head
+    that has a risk direction) its proportional term, ``code_history`` (with ``wide`` and codes only) its
+    terms for the codes recorded so far, and ``any_time`` the elapsed-time input (module docstring); models
+    saved without them load with them off. ``n_models`` > 1 makes a
     deep ensemble of that many such models (:mod:`ehrseq.models.ensemble`).
     ``next_visit`` adds an auxiliary predictor of the next visit's numeric features and codes
     (trained by the ``next_visit`` loss term; [catalogue] §9, monograph §6.2.3).
@@ -67,6 +76,7 @@ class ModelConfig:
     any_time: bool = False
     n_models: int = 1
     code_history: bool = False
+    proportional: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.n_models, bool) or not isinstance(self.n_models, int) or self.n_models < 1:
@@ -75,6 +85,10 @@ class ModelConfig:
             raise ConfigError("code_history is a term of the linear path over codes: it needs wide=True and a "
                               "code vocabulary")
         family = self.head.family
+        if self.proportional and not (self.wide and family.risk_direction(self.head) is not None):
+            raise ConfigError(f"proportional is a term of the linear path along the head's risk direction: it needs "
+                              f"wide=True and a hazard head (the {self.head.kind} head has no risk direction)"
+                              if self.wide else "proportional is a term of the linear path: it needs wide=True")
         if self.n_models > 1 and not family.ensembles:
             raise ConfigError(f"an ensemble (n_models > 1) averages single-event survival curves in days; the "
                               f"{self.head.kind} head is not one")
@@ -85,12 +99,12 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"encoder": self.encoder.to_dict(), "head": self.head.to_dict(), "next_visit": self.next_visit,
                 "wide": self.wide, "any_time": self.any_time, "n_models": self.n_models,
-                "code_history": self.code_history}
+                "code_history": self.code_history, "proportional": self.proportional}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
         unknown = set(values) - {"encoder", "head", "next_visit", "wide", "any_time", "n_models",
-                                  "code_history"}
+                                  "code_history", "proportional"}
         if unknown:
             raise ConfigError(f"unknown model settings: {sorted(unknown)}")
         if "encoder" not in values or "head" not in values:
@@ -103,6 +117,7 @@ class ModelConfig:
             any_time=bool(values.get("any_time", False)),
             n_models=int(values.get("n_models", 1)),
             code_history=bool(values.get("code_history", False)),
+            proportional=bool(values.get("proportional", False)),
         )
 
 
@@ -189,6 +204,11 @@ class DynamicSurvivalModel(nn.Module):
             self.wide = nn.Linear(self.encoder.embedding.output_dim + extra, config.head.num_outputs, bias=False)
             nn.init.zeros_(self.wide.weight)
             nn.init.zeros_(self.head.net[-1].weight)
+        self.proportional = None
+        if config.proportional:
+            self.proportional = nn.Linear(self.encoder.embedding.output_dim + extra, 1, bias=False)
+            nn.init.zeros_(self.proportional.weight)
+            self.register_buffer("risk_direction", config.head.family.risk_direction(config.head), persistent=False)
         self.code_history = None
         self._new_code_replacement: torch.Tensor | None = None
         if config.code_history:
@@ -249,6 +269,8 @@ class DynamicSurvivalModel(nn.Module):
         raw = self.head(states)
         if self.wide is not None:
             raw = raw + self.wide(sums)
+        if self.proportional is not None:
+            raw = raw + self.proportional(sums) * self.risk_direction
         if history is not None:
             raw = raw + history.to(raw.dtype)
         return raw.float()
