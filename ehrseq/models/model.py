@@ -85,10 +85,11 @@ class ModelConfig:
             raise ConfigError("code_history is a term of the linear path over codes: it needs wide=True and a "
                               "code vocabulary")
         family = self.head.family
-        if self.proportional and not (self.wide and family.risk_direction(self.head) is not None):
+        if self.proportional and not self.wide:
+            raise ConfigError("proportional is a term of the linear path: it needs wide=True")
+        if self.proportional and family.risk_direction(self.head) is None:
             raise ConfigError(f"proportional is a term of the linear path along the head's risk direction: it needs "
-                              f"wide=True and a hazard head (the {self.head.kind} head has no risk direction)"
-                              if self.wide else "proportional is a term of the linear path: it needs wide=True")
+                              f"a hazard head (the {self.head.kind} head has no risk direction)")
         if self.n_models > 1 and not family.ensembles:
             raise ConfigError(f"an ensemble (n_models > 1) averages single-event survival curves in days; the "
                               f"{self.head.kind} head is not one")
@@ -200,13 +201,14 @@ class DynamicSurvivalModel(nn.Module):
         extra = ELAPSED_FEATURES if config.any_time else 0
         self.head = SurvivalHead(config.head, self.encoder.output_dim + extra)
         self.wide = None
+        linear_inputs = self.encoder.embedding.output_dim + extra  # [s_m ; φ(e_m)], read by the linear path
         if config.wide:
-            self.wide = nn.Linear(self.encoder.embedding.output_dim + extra, config.head.num_outputs, bias=False)
+            self.wide = nn.Linear(linear_inputs, config.head.num_outputs, bias=False)
             nn.init.zeros_(self.wide.weight)
             nn.init.zeros_(self.head.net[-1].weight)
         self.proportional = None
         if config.proportional:
-            self.proportional = nn.Linear(self.encoder.embedding.output_dim + extra, 1, bias=False)
+            self.proportional = nn.Linear(linear_inputs, 1, bias=False)
             nn.init.zeros_(self.proportional.weight)
             self.register_buffer("risk_direction", config.head.family.risk_direction(config.head), persistent=False)
         self.code_history = None
