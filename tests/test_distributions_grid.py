@@ -111,10 +111,12 @@ def test_pmf_remaining_mass_and_last_bin_hazard_beyond_the_grid():
 
 
 # ---------------------------------------------------------------------- piecewise models (A16, corrected)
-def test_piecewise_constant_hazard_formula():
-    z = logits((3, L), 2, offset=-5.0)
-    dist = PiecewiseConstantHazard(z, GRID)
-    h = z.exp().numpy()
+@pytest.mark.parametrize("unit", [1.0, 365.25])
+def test_piecewise_constant_hazard_formula(unit):
+    """h_l = e^{z_l}/u per day, with the outputs per ``rate_unit`` u days (as the family builds them)."""
+    z = logits((3, L), 2, offset=-5.0 + math.log(unit))
+    dist = PiecewiseConstantHazard(z, GRID, rate_unit=unit)
+    h = z.exp().numpy() / unit
 
     def cumulative(b: int, u: float) -> float:
         k, t = segment(u)
@@ -123,10 +125,11 @@ def test_piecewise_constant_hazard_formula():
     check_against(dist, lambda b, u: -cumulative(b, u), lambda b, u: math.log(h[b, min(segment(u)[0], L - 1)]) - cumulative(b, u))
 
 
-def test_piecewise_linear_hazard_formula():
-    z = logits((3, L + 1), 3, offset=-5.0)
-    dist = PiecewiseLinearHazard(z, GRID)
-    h = z.exp().numpy()
+@pytest.mark.parametrize("unit", [1.0, 365.25])
+def test_piecewise_linear_hazard_formula(unit):
+    z = logits((3, L + 1), 3, offset=-5.0 + math.log(unit))
+    dist = PiecewiseLinearHazard(z, GRID, rate_unit=unit)
+    h = z.exp().numpy() / unit
 
     def cumulative(b: int, u: float) -> float:
         k, t = segment(u)
@@ -140,6 +143,43 @@ def test_piecewise_linear_hazard_formula():
         return h[b, L] if k == L else h[b, k] + t / WIDTH[k] * (h[b, k + 1] - h[b, k])
 
     check_against(dist, lambda b, u: -cumulative(b, u), lambda b, u: math.log(hazard(b, u)) - cumulative(b, u))
+
+
+@pytest.mark.parametrize("cls", [PiecewiseConstantHazard, PiecewiseLinearHazard])
+def test_rates_per_unit_equal_the_per_day_rates_of_shifted_logits(cls):
+    """Outputs per ``rate_unit`` u days are the per-day model of z − log u in every quantity, after indexing,
+    masking and a device move too, and in the Survival-CRPS and its gradient."""
+    unit = 365.25
+    z = logits((4, L + cls.extra_outputs), 7, offset=-1.0).requires_grad_()
+    per_unit, per_day = cls(z, GRID, rate_unit=unit), cls(z - math.log(unit), GRID)
+    y, start = t64([5.0, 100.0, 700.0, 900.0]), t64([5.0, math.inf, 800.0, 900.0])
+    keep = torch.tensor([True, False, True, True])
+    everything = torch.ones(4, dtype=torch.bool)
+    for a, b, rows in [(per_unit, per_day, everything), (per_unit[1:3], per_day[1:3], everything[1:3]),
+                       (per_unit.masked(keep), per_day.masked(keep), keep),  # the fill is a raw output: kept rows only
+                       (per_unit.to("cpu"), per_day.to("cpu"), everything)]:
+        n = a.batch_shape[0]
+        for name, call in [("log_survival", lambda d: d.log_survival(t64(U))), ("log_density", lambda d: d.log_density(t64(U[1:]))),
+                           ("quantile", lambda d: d.quantile(t64([0.1, 0.5, 0.9]))), ("mean", lambda d: d.mean()),
+                           ("log_mass", lambda d: d.log_mass()),
+                           ("survival_crps", lambda d: d.survival_crps(y[:n], start[:n]))]:
+            np.testing.assert_allclose(call(a).detach()[rows].numpy(), call(b).detach()[rows].numpy(), rtol=1e-11,
+                                       atol=1e-13, err_msg=name)
+    (gradient_unit,) = torch.autograd.grad(per_unit.survival_crps(y, start).sum(), z)
+    (gradient_day,) = torch.autograd.grad(per_day.survival_crps(y, start).sum(), z)
+    np.testing.assert_allclose(gradient_unit.numpy(), gradient_day.numpy(), rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("size", [1, 5, 64, 65, 130])
+@pytest.mark.parametrize("negate", [False, True])
+def test_suffix_sums_are_the_sums_of_the_later_columns(size, negate):
+    from ehrseq.models.distributions.grid import _suffix_sums
+
+    x = logits((3, 2, size), size)
+    x[0, 0, size // 2] = 0.0
+    expected = np.array([[[x[i, j, k:].sum().item() for k in range(size)] for j in range(2)] for i in range(3)])
+    np.testing.assert_allclose(_suffix_sums(x, negate=negate).numpy(), -expected if negate else expected,
+                               rtol=1e-12, atol=1e-12)
 
 
 def _density_tail_rate(log_s_before: float, log_s_end: float) -> float:
@@ -331,6 +371,9 @@ def test_invalid_grids_and_parameters_are_named():
         PMF(torch.zeros(2, 4), GRID)
     with pytest.raises(ShapeError, match="floating-point"):
         PiecewiseConstantHazard(torch.zeros(2, L, dtype=torch.long), GRID)
+    for unit in (0.0, -1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match="rate_unit"):
+            PiecewiseLinearHazard(torch.zeros(2, L + 1), GRID, rate_unit=unit)
     with pytest.raises(ShapeError, match="same shape"):
         LogNormal(torch.zeros(3), torch.zeros(2))
     with pytest.raises(ShapeError, match="same shape"):

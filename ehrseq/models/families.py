@@ -375,12 +375,14 @@ class CompetingPMFFamily(GridFamily):
 
 class PiecewiseFamily(GridFamily):
     """The piecewise families of [piecewise]: ``distribution_class(raw, grid)``; hazard rates (``rates``)
-    are offset by −log(time_scale), so that a zero output is one event per ``time_scale`` days."""
+    are per ``time_scale`` days (``rate_unit``), so that a zero output is one event per ``time_scale`` days."""
 
     rates = False
 
     def distribution(self, raw: torch.Tensor, config: HeadConfig, grid: torch.Tensor | None) -> SurvivalDistribution:
-        return self.distribution_class(raw - math.log(config.time_scale) if self.rates else raw, grid)
+        if self.rates:
+            return self.distribution_class(raw, grid, rate_unit=config.time_scale)
+        return self.distribution_class(raw, grid)
 
 
 class PiecewiseConstantHazardFamily(PiecewiseFamily):

@@ -20,6 +20,7 @@ are the generic MLE of :func:`ehrseq.losses.functional.likelihood.survival_nll` 
 
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 
 import torch
@@ -35,6 +36,8 @@ from ehrseq.models.distributions._math import (
 from ehrseq.models.distributions.grid import (
     ConstantHazardGrid,
     GridDistribution,
+    GridLike,
+    _KnotLogSurvival,
     gather_last,
     reverse_logcumsumexp,
 )
@@ -44,18 +47,64 @@ _HAZARD_LEVELS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 _PANEL_NODES = 16
 
 
-class PiecewiseConstantHazard(ConstantHazardGrid):
-    """Constant hazard h_l = e^{z_l} on each bin; ``logits`` ``[*batch, L]``, ``grid`` ``[L+1]``.
+class _PerUnitRates:
+    """Hazard rates given per ``rate_unit`` days: the logits z are log rates per ``rate_unit`` days, so the rate
+    per day is e^{z}/``rate_unit``; every method reads the per-day log rates z − log(``rate_unit``) through
+    :meth:`_log_rates`, or folds −log(``rate_unit``) into a per-bin constant.
+
+    The families' heads give rates per ``time_scale`` days (a zero output is one event per ``time_scale`` days);
+    taking the unit here instead of subtracting log(``time_scale``) from the head's outputs ``[B, M, P]`` leaves
+    the padded visits untouched (a loss selects the real visits first) and costs no pass over the outputs where
+    the unit is folded (the knots of log S, the tail rate).
+    """
+
+    rate_unit: float = 1.0
+
+    def __init__(self, logits: torch.Tensor, grid: GridLike, *, rate_unit: float = 1.0) -> None:
+        super().__init__(logits, grid)
+        if not (math.isfinite(rate_unit) and rate_unit > 0):
+            raise ValueError(f"rate_unit must be a positive number of days, got {rate_unit}")
+        self.rate_unit = float(rate_unit)
+
+    @property
+    def _log_unit(self) -> float:
+        return math.log(self.rate_unit)
+
+    def _log_rates(self) -> torch.Tensor:
+        """log h per day at each output, ``[*S, P]`` (the logits themselves when the unit is a day)."""
+        if self.rate_unit == 1.0:
+            return self.logits
+        return self._cached("log_rates", lambda: self.logits - self._log_unit)
+
+
+class PiecewiseConstantHazard(_PerUnitRates, ConstantHazardGrid):
+    """Constant hazard h_l = e^{z_l}/u on each bin; ``logits`` ``[*batch, L]``, ``grid`` ``[L+1]``, u =
+    ``rate_unit`` (days, default 1: :class:`_PerUnitRates`).
 
     Beyond τ_L the last hazard h_{L−1} continues.
     """
 
+    def _log_widths_per_unit(self) -> torch.Tensor:
+        """log(Δτ_l/u) ``[L]``: ΔH_l = e^{z_l} Δτ_l/u."""
+        return torch.log(self.widths) - self._log_unit
+
     def _log_increments(self) -> torch.Tensor:
-        return self.logits + torch.log(self.widths)
+        return self.logits + self._log_widths_per_unit()
+
+    def _knot_table(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(log S at the knots, −ΔH, ΔH or empty) of :class:`~ehrseq.models.distributions.grid._KnotLogSurvival`,
+        once per memo."""
+        return self._cached("knot_table", lambda: _KnotLogSurvival.apply(self.logits, self._log_widths_per_unit()))
 
     def _log_survival_grid(self) -> torch.Tensor:
-        cumulative = self.log_hazard_increments().exp().cumsum(dim=-1)
-        return torch.cat([torch.zeros_like(cumulative[..., :1]), -cumulative], dim=-1)
+        return self._knot_table()[0]
+
+    def _bin_steps(self) -> tuple[torch.Tensor, torch.Tensor]:
+        steps = self._knot_table()[1]
+        return steps, torch.expm1(steps).neg_()
+
+    def _log_tail_rate(self) -> torch.Tensor:
+        return self.logits[..., -1] - self._log_unit  # h_{L−1} per day, without the other bins' increments
 
     def _log_mass_grid(self) -> torch.Tensor:
         log_s = self.log_survival_at_grid()
@@ -63,8 +112,9 @@ class PiecewiseConstantHazard(ConstantHazardGrid):
         return torch.cat([inner, log_s[..., -1:]], dim=-1)
 
 
-class PiecewiseLinearHazard(GridDistribution):
-    """Hazard linear between knot values h_j = e^{z_j}; ``logits`` ``[*batch, L+1]``, ``grid`` ``[L+1]``.
+class PiecewiseLinearHazard(_PerUnitRates, GridDistribution):
+    """Hazard linear between knot values h_j = e^{z_j}/u; ``logits`` ``[*batch, L+1]``, ``grid`` ``[L+1]``, u =
+    ``rate_unit`` (days, default 1: :class:`_PerUnitRates`).
 
     Beyond τ_L the hazard stays at h_L (continuous hazard).
     """
@@ -74,7 +124,7 @@ class PiecewiseLinearHazard(GridDistribution):
     def _increments(self) -> torch.Tensor:
         """ΔH_l = Δτ_l (h_l + h_{l+1}) / 2, ``[*S, L]``."""
         z = self.logits
-        return (torch.log(self.widths) - LOG_2 + torch.logaddexp(z[..., :-1], z[..., 1:])).exp()
+        return (torch.log(self.widths) - (LOG_2 + self._log_unit) + torch.logaddexp(z[..., :-1], z[..., 1:])).exp()
 
     def _log_survival_grid(self) -> torch.Tensor:
         cumulative = self._increments().cumsum(dim=-1)
@@ -86,7 +136,10 @@ class PiecewiseLinearHazard(GridDistribution):
         return torch.cat([inner, log_s[..., -1:]], dim=-1)
 
     def _log_tail_rate(self) -> torch.Tensor:
-        return self.logits[..., -1]
+        return self.logits[..., -1] - self._log_unit
+
+    def _knot_logits(self, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._knots(self._log_rates(), k)
 
     def _segment_log_survival(self, k: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         z_left, z_right = self._knot_logits(k)
@@ -121,7 +174,7 @@ class PiecewiseLinearHazard(GridDistribution):
     def _segment_integrals(self, lengths: torch.Tensor, power: int = 1) -> torch.Tensor:
         # S^p is exp(−p·quadratic) inside a bin, as steep as the hazard makes it: Gauss–Legendre on panels
         # where p·H grows by 0, ½, 1, 2, … 64, beyond which S^p falls below e⁻⁶⁴ of its value at τ_k
-        z = self.logits
+        z = self._log_rates()
         levels = torch.tensor(_HAZARD_LEVELS, dtype=self.dtype, device=self.device)
         width = self.widths.unsqueeze(-1)
         z_left, z_right = z[..., :-1].unsqueeze(-1), z[..., 1:].unsqueeze(-1)
