@@ -170,6 +170,16 @@ def test_rates_per_unit_equal_the_per_day_rates_of_shifted_logits(cls):
     np.testing.assert_allclose(gradient_unit.numpy(), gradient_day.numpy(), rtol=1e-10, atol=1e-13)
 
 
+@pytest.mark.parametrize("cls", [LogisticHazard, PiecewiseConstantHazard, PiecewiseLinearHazard])
+@pytest.mark.parametrize("bins", [4, 70])
+def test_knot_log_survival_gradients_by_hand_pass_gradcheck(cls, bins):
+    """The hand-written backward passes of log S at the knots (both suffix-sum paths: up to 64 bins and beyond)."""
+    grid = torch.linspace(0.0, 700.0, bins + 1, dtype=torch.float64)
+    z = logits((2, 3, bins + cls.extra_outputs), bins, scale=1.0, offset=-3.0).requires_grad_()
+    options = {} if cls is LogisticHazard else {"rate_unit": 30.0}
+    assert torch.autograd.gradcheck(lambda z: cls(z, grid, **options).log_survival_at_grid(), (z,))
+
+
 @pytest.mark.parametrize("size", [1, 5, 64, 65, 130])
 @pytest.mark.parametrize("negate", [False, True])
 def test_suffix_sums_are_the_sums_of_the_later_columns(size, negate):
