@@ -605,8 +605,9 @@ class _ConstantHazardCRPS(torch.autograd.Function):
             either = torch.add(before, beyond, out=scaled)
             out = grad[rows]
             # ∂/∂log S_l: 2[1_{l<κ}(Q + W − M) + 1_{l>κ_a} Q] − (1_{l<κ} + 1_{l>κ_a}) R
-            torch.add(squared, phi, alpha=-2.0, out=out[:, :-1]).add_(mass, alpha=-2.0).mul_(before)
-            out[:, :-1].addcmul_(squared, beyond).addcmul_(either, second, value=-0.5)
+            #           = (1_{l<κ} + 1_{l>κ_a})(2Q − R) − 2·1_{l<κ}(M − W)
+            torch.add(squared, second, alpha=-0.5, out=out[:, :-1]).mul_(either)
+            out[:, :-1].addcmul_(before, torch.add(mass, phi, out=first), value=-2.0)
             out[:, -1] = 0.0
             # ∂/∂log S_{l+1}: (1_{l<κ} + 1_{l>κ_a}) R − 2·1_{l<κ} W
             out[:, 1:].addcmul_(second, either, value=0.5).addcmul_(before, phi, value=2.0)
