@@ -561,6 +561,9 @@ class _ConstantHazardCRPS(torch.autograd.Function):
         widths = grid[1:] - grid[:-1]
         double_widths = widths * 2.0
         has_tail = torch.isfinite(start)
+        # per row, #{l: τ_{l+1} < y} = κ (the bin of y, L beyond the grid) and #{l < L: τ_l ≥ a} (a = ∞: none), as
+        # sums of the masks each block forms anyway (cheaper on CPU than a searchsorted of the rows in the grid)
+        counts = y.new_empty(2, rows_total)
         score = torch.empty_like(y)
         grad = torch.empty_like(log_s) if gradients else None
         blocks = _row_blocks(rows_total, num_bins)
@@ -588,6 +591,8 @@ class _ConstantHazardCRPS(torch.autograd.Function):
             torch.add(left, knots[:, 1:], out=squared).mul_(mass)  # 2Q_l
             torch.gt(y[rows].unsqueeze(1), grid[1:], out=before)  # 1_{l<κ} = 1_{τ_{l+1} < y}
             torch.ge(grid[:-1], start[rows].unsqueeze(1), out=beyond)  # 1_{l>κ_a} = 1_{τ_l ≥ a}
+            torch.sum(before, dim=1, out=counts[0, rows])
+            torch.sum(beyond, dim=1, out=counts[1, rows])
             # 2[Σ_{l<κ} (Δτ − 2M + Q) + Σ_{l>κ_a} Q]: sums of selected terms, no difference of two integrals
             torch.add(squared, mass, alpha=-4.0, out=first).add_(double_widths).mul_(before).addcmul_(squared, beyond)
             torch.sum(first, dim=1, out=score[rows])
@@ -623,10 +628,8 @@ class _ConstantHazardCRPS(torch.autograd.Function):
         # knot indices κ, κ_a, min(κ, L−1), min(κ_a, L−1), their right neighbours and L, then flat in [N, L+1]
         index = torch.empty(7, rows_total, dtype=torch.long, device=y.device)
         located, rate_bins = index[:2], index[2:4]
-        # κ = #{l: τ_{l+1} < y} (L beyond the grid), κ_a = #{l < L: τ_l < a} − 1: the bins of the masks above
-        torch.searchsorted(grid[1:], y, out=located[0])
-        torch.searchsorted(grid[:-1], start, out=located[1])
-        located[1] = torch.where(inside, located[1] - 1, num_bins)
+        located.copy_(counts)
+        located[1] = torch.where(inside, num_bins - 1 - located[1], num_bins)
         torch.clamp_max(located, num_bins - 1, out=rate_bins)
         torch.add(rate_bins, 1, out=index[4:6])
         index[6] = num_bins
@@ -669,7 +672,7 @@ class _ConstantHazardCRPS(torch.autograd.Function):
             torch.mul(e_a, phi_a, out=value[3]).addcmul_(w, psi_a).mul_(at_a).mul_(w).mul_(-2.0).div_(width_a)
             torch.neg(value[2:4], out=value[4:6])
             torch.mul(exponential, 2.0, out=value[6])
-            grad.view(-1).index_add_(0, index.view(-1), value.view(-1))
+            grad.view(-1).scatter_add_(0, index.view(-1), value.view(-1))
             # E = S(b)²/(2λ) with S(b) = S_L e^{−λ(b − τ_L)}: ∂E/∂log λ = −(2λ(b − τ_L) + 1)E; ∂/∂y = F(y)², ∂/∂a = −S(a)²
             rate_gradient = -(2.0 * rate_tail * beyond + 1.0) * exponential
             ctx.save_for_backward(grad, rate_gradient, torch.expm1(log_knot - rate * e).square(), at_a)
