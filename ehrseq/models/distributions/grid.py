@@ -675,15 +675,19 @@ class _ConstantHazardCRPS(torch.autograd.Function):
             grad.view(-1).scatter_add_(0, index.view(-1), value.view(-1))
             # E = S(b)²/(2λ) with S(b) = S_L e^{−λ(b − τ_L)}: ∂E/∂log λ = −(2λ(b − τ_L) + 1)E; ∂/∂y = F(y)², ∂/∂a = −S(a)²
             rate_gradient = -(2.0 * rate_tail * beyond + 1.0) * exponential
-            ctx.save_for_backward(grad, rate_gradient, torch.expm1(log_knot - rate * e).square(), at_a)
+            # F(y)² only when y itself wants a gradient (the targets of a loss do not)
+            cdf_squared = torch.expm1(log_knot - rate * e).square() if ctx.needs_input_grad[3] else None
+            ctx.save_for_backward(grad, rate_gradient, cdf_squared, at_a)
         return score
 
     @staticmethod
     @once_differentiable
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_score: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         grad, rate_gradient, cdf_squared, at_a = ctx.saved_tensors
-        return (grad * grad_score.unsqueeze(1), rate_gradient * grad_score, None, grad_score * cdf_squared,
-                -grad_score * at_a, None, None)
+        wanted = ctx.needs_input_grad
+        return (grad * grad_score.unsqueeze(1) if wanted[0] else None, rate_gradient * grad_score if wanted[1] else None,
+                None, grad_score * cdf_squared if wanted[3] else None, -grad_score * at_a if wanted[4] else None, None,
+                None)
 
 
 class ConstantHazardGrid(GridDistribution):
