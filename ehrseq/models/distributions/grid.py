@@ -625,7 +625,7 @@ class _ConstantHazardCRPS(torch.autograd.Function):
         # and its terms are masked). Tables of rows are filled in place: no stacks of [N] vectors.
         inside = has_tail & (start <= grid[-1])
         tail_mask, inside_mask = has_tail.to(dtype), inside.to(dtype)
-        # knot indices κ, κ_a, min(κ, L−1), min(κ_a, L−1), their right neighbours and L, then flat in [N, L+1]
+        # knot indices κ, κ_a, min(κ, L−1), min(κ_a, L−1), their right neighbours and L: columns of [N, L+1]
         index = torch.empty(7, rows_total, dtype=torch.long, device=y.device)
         located, rate_bins = index[:2], index[2:4]
         located.copy_(counts)
@@ -638,8 +638,7 @@ class _ConstantHazardCRPS(torch.autograd.Function):
         offsets[0] = y
         torch.where(has_tail, start, grid[-1], out=offsets[1])
         offsets.sub_(grid.index_select(0, located.reshape(-1)).view(2, rows_total))
-        index.add_(torch.arange(0, rows_total * (num_bins + 1), num_bins + 1, device=y.device))
-        at_knots = log_s.reshape(-1).index_select(0, index[:6].reshape(-1)).view(6, rows_total)
+        at_knots = log_s.gather(1, index[:6].t()).t().contiguous()  # [6, N], gathered by rows of the [N, 6] view
         rates = torch.sub(at_knots[2:4], at_knots[4:], out=at_knots[4:]).div_(bin_widths)
         (log_knot, log_knot_a), (rate, rate_a), (e, e_a), (width, width_a) = at_knots[:2], rates, offsets, bin_widths
         w = torch.sub(width_a, e_a).mul_(inside_mask)
@@ -672,7 +671,7 @@ class _ConstantHazardCRPS(torch.autograd.Function):
             torch.mul(e_a, phi_a, out=value[3]).addcmul_(w, psi_a).mul_(at_a).mul_(w).mul_(-2.0).div_(width_a)
             torch.neg(value[2:4], out=value[4:6])
             torch.mul(exponential, 2.0, out=value[6])
-            grad.view(-1).scatter_add_(0, index.view(-1), value.view(-1))
+            grad.scatter_add_(1, index.t(), value.t())
             # E = S(b)²/(2λ) with S(b) = S_L e^{−λ(b − τ_L)}: ∂E/∂log λ = −(2λ(b − τ_L) + 1)E; ∂/∂y = F(y)², ∂/∂a = −S(a)²
             rate_gradient = -(2.0 * rate_tail * beyond + 1.0) * exponential
             # F(y)² only when y itself wants a gradient (the targets of a loss do not)
