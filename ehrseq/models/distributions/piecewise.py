@@ -40,6 +40,7 @@ from ehrseq.models.distributions.grid import (
     GridDistribution,
     GridLike,
     _KnotLogSurvival,
+    _knots_from_steps,
     _suffix_sums,
     gather_last,
     reverse_logcumsumexp,
@@ -130,11 +131,8 @@ class _LinearHazardLogSurvival(torch.autograd.Function):
     def forward(ctx: torch.autograd.function.FunctionCtx, logits: torch.Tensor, half_widths: torch.Tensor) -> torch.Tensor:
         rates = exp_by_exp2(logits)
         steps = torch.add(rates[..., :-1], rates[..., 1:]).mul_(half_widths).neg_()  # −ΔH_l
-        log_s = torch.empty_like(logits)
-        log_s[..., 0] = 0.0
-        torch.cumsum(steps, dim=-1, out=log_s[..., 1:])
         ctx.save_for_backward(rates, half_widths)
-        return log_s
+        return _knots_from_steps(steps)
 
     @staticmethod
     @once_differentiable
