@@ -174,10 +174,13 @@ class KillDuringFirstShard(WorkerPlugin):
         shard_module.read_chunks = read_chunks
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_a_worker_killed_during_a_shard_is_replaced_and_nothing_is_lost_or_duplicated(model_dir, shard_dir,
-                                                                                       reference, tmp_path):
+                                                                                       reference, tmp_path, workers):
+    """Also with a single worker: what the tasks share (the options and outcome table) must survive the death of
+    every worker that held it, which data scattered to the workers does not."""
     marker = tmp_path / "killed"
-    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None, silence_logs=50,
+    with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None, silence_logs=50,
                       local_directory=str(tmp_path / "dask")) as local, Client(local, set_as_default=False) as client:
         client.register_plugin(KillDuringFirstShard(str(marker)))
         summary = ehrseq.score(model_dir, shard_dir, tmp_path / "out", HORIZONS, scheduler=client, **OPTIONS)

@@ -21,7 +21,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from distributed import Client, as_completed
+import dask.config
+from distributed import Client, Future, as_completed
 
 from ehrseq.scoring._engine import score_on_worker
 from ehrseq.scoring._run import ScorePlan
@@ -33,6 +34,19 @@ def _absolute(shard: Shard) -> Shard:
     return shard if shard.path is None else replace(shard, path=shard.path.resolve())
 
 
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _shared(client: Client, value: Any, key: str) -> Future:
+    """``value`` (the options, with the outcome table) as the result of one task that every shard's task reads:
+    sent to the cluster once, and recomputed by the scheduler from the task itself if every worker holding it
+    dies — data scattered to the workers would be lost with them, and the run with it (a cluster of one worker
+    whose process is killed). Its size is expected, so Dask's large-graph warning is not raised for it."""
+    with dask.config.set({"distributed.admin.large-graph-warning-threshold": "1TiB"}):
+        return client.submit(_identity, value, key=key, pure=False)
+
+
 def _window(client: Client) -> int:
     """Shards kept submitted at a time: two per worker thread of the cluster as it is now."""
     return max(2, 2 * sum(client.nthreads().values()))
@@ -42,8 +56,8 @@ def run_plan(client: Client, prepared: ScorePlan, model_path: str, model_id: str
     """Score ``prepared.pending`` on the cluster of ``client``, recording each shard as it completes and
     advancing ``bar`` by its patients; raise the first error after the shards under way have completed."""
     out_dir = str(prepared.out_dir.resolve())
-    (options,) = client.scatter([prepared.options], broadcast=True, hash=False)  # the outcome table is sent once
     run = uuid.uuid4().hex[:8]
+    options = _shared(client, prepared.options, f"ehrseq-options-{run}")
     waiting = iter(prepared.pending)
     running = as_completed(loop=client.loop)
     error: BaseException | None = None
