@@ -569,7 +569,7 @@ class _ConstantHazardCRPS(torch.autograd.Function):
         dtype = log_s.dtype
         widths = grid[1:] - grid[:-1]
         double_widths = widths * 2.0
-        has_tail = torch.isfinite(start)
+        has_tail = start.abs() < math.inf  # isfinite, in two fast kernels instead of its several
         # per row, #{l: τ_{l+1} < y} = κ (the bin of y, L beyond the grid) and #{l < L: τ_l ≥ a} (a = ∞: none), as
         # sums of the masks each block forms anyway (cheaper on CPU than a searchsorted of the rows in the grid)
         counts = y.new_empty(2, rows_total)
@@ -647,7 +647,7 @@ class _ConstantHazardCRPS(torch.autograd.Function):
         offsets[0] = y
         torch.where(has_tail, start, grid[-1], out=offsets[1])
         offsets.sub_(grid.index_select(0, located.reshape(-1)).view(2, rows_total))
-        at_knots = log_s.gather(1, index[:6].t()).t().contiguous()  # [6, N], gathered by rows of the [N, 6] view
+        at_knots = log_s.t().gather(0, index[:6])  # [6, N], from the columns of log S (no transposed copy)
         rates = torch.sub(at_knots[2:4], at_knots[4:], out=at_knots[4:]).div_(bin_widths)
         (log_knot, log_knot_a), (rate, rate_a), (e, e_a), (width, width_a) = at_knots[:2], rates, offsets, bin_widths
         w = torch.sub(width_a, e_a).mul_(inside_mask)
@@ -680,7 +680,7 @@ class _ConstantHazardCRPS(torch.autograd.Function):
             torch.mul(e_a, phi_a, out=value[3]).addcmul_(w, psi_a).mul_(at_a).mul_(w).mul_(-2.0).div_(width_a)
             torch.neg(value[2:4], out=value[4:6])
             torch.mul(exponential, 2.0, out=value[6])
-            grad.scatter_add_(1, index.t(), value.t())
+            grad.t().scatter_add_(0, index, value)
             # E = S(b)²/(2λ) with S(b) = S_L e^{−λ(b − τ_L)}: ∂E/∂log λ = −(2λ(b − τ_L) + 1)E; ∂/∂y = F(y)², ∂/∂a = −S(a)²
             rate_gradient = -(2.0 * rate_tail * beyond + 1.0) * exponential
             # F(y)² only when y itself wants a gradient (the targets of a loss do not)
