@@ -46,7 +46,7 @@ from ehrseq.models.encoders import EncoderConfig
 from ehrseq.models.ensemble import EnsembleModel, build_model
 from ehrseq.models.families import HeadFamily, get_family
 from ehrseq.models.heads import HeadConfig
-from ehrseq.models.model import DynamicSurvivalModel, ModelConfig
+from ehrseq.models.model import LINEAR_MEMBER_LR_FACTOR, DynamicSurvivalModel, ModelConfig
 from ehrseq.objective import Objective, ObjectiveConfig
 from ehrseq.settings import (
     COHORT_SETTINGS,
@@ -100,6 +100,11 @@ class DynamicSurvival:
         validation split) whose survival curves are averaged; saved, loaded and scored as one model
         (single-event heads in days). Default ``"auto"``: 5 for cohorts under 10,000 patients (where the
         variance of one fit dominates), else 1 (:meth:`EstimatorSettings.n_models_for`).
+    linear_members: linear models of the same inputs added to the ensemble (the current visit's embedding and a
+        head without hidden layers beside the linear path, trained at 10 × ``lr``:
+        :meth:`ehrseq.models.model.ModelConfig.member`), their curves averaged with the networks'. Default
+        ``"auto"``: as many as the networks when ``n_models="auto"`` (else 0;
+        :meth:`EstimatorSettings.linear_members_for`).
     cause: event type of interest for single-event heads on data with K > 1 types (others censored).
     visit_weighting: ``"auto"`` (default; unbiased per-visit weighting, see :mod:`ehrseq.objective`),
         ``"visit"`` or ``"patient"``.
@@ -213,11 +218,13 @@ class DynamicSurvival:
             "code_vocab_size": self.features_.code_vocab_size,
             "time_unit": time_unit,
         })
+        networks = self.settings.n_models_for(head.family, cohort.n_patients)
+        linear = self.settings.linear_members_for(head.family, networks)
         self.model_config_ = ModelConfig(
             encoder=encoder, head=head,
             next_visit=any(get_term(t.name).needs_next_visit for t in self.objective.terms),
             wide=self.settings.wide, any_time=self.settings.any_time_for(head.family),
-            n_models=self.settings.n_models_for(head.family, cohort.n_patients),
+            n_models=networks + linear, linear_members=linear,
             code_history=self.settings.wide and encoder.code_vocab_size > 0,
             proportional=self.settings.wide and head.family.risk_direction(head) is not None)
         members, records = [], []
@@ -229,7 +236,8 @@ class DynamicSurvival:
                 train, val = cohort, None
             else:
                 train, val = split_patients(cohort, (1 - float(validation), float(validation)), seed=seed)
-            model, history = self._train_member(train, val, seed)
+            model, history = self._train_member(train, val, seed, self.model_config_.member(member),
+                                                LINEAR_MEMBER_LR_FACTOR if member >= networks else 1.0)
             members.append(model)
             records += [{**record, "member": float(member)} for record in history.records]
             if member == 0:
@@ -242,12 +250,14 @@ class DynamicSurvival:
                                             stopped_early=self.history_.stopped_early)
         return self
 
-    def _train_member(self, train: Cohort, val: Cohort | None, seed: int) -> tuple[DynamicSurvivalModel, TrainingHistory]:
-        """One model of :attr:`model_config_` trained from ``seed`` on ``train`` (early stopping on ``val``)."""
+    def _train_member(self, train: Cohort, val: Cohort | None, seed: int, config: ModelConfig, lr_factor: float
+                      ) -> tuple[DynamicSurvivalModel, TrainingHistory]:
+        """One model of ``config`` (a member of :attr:`model_config_`) trained from ``seed`` on ``train`` at
+        ``lr_factor`` × the learning rate (early stopping on ``val``)."""
         torch.manual_seed(seed)
-        model = DynamicSurvivalModel(self.model_config_)
+        model = DynamicSurvivalModel(config)
         model.head.initialize_bias(*_visit_targets(train, self.objective.cause))
-        objective = Objective(self.objective, self.model_config_, visits_per_patient=train.n_visits / train.n_patients)
+        objective = Objective(self.objective, config, visits_per_patient=train.n_visits / train.n_patients)
 
         train_data = tensorize(train, self.features_, self.grid_)
         # Training batches are drawn at random, not bucketed by history length: history length is
@@ -265,7 +275,8 @@ class DynamicSurvival:
         val_loader = None
         if val is not None:
             val_loader = make_loader(tensorize(val, self.features_, self.grid_), self.settings.batch_size, shuffle=False)
-        trainer = Trainer(dataclasses.replace(self.settings.trainer(len(train_loader)), seed=seed))
+        trainer_config = self.settings.trainer(len(train_loader))
+        trainer = Trainer(dataclasses.replace(trainer_config, seed=seed, lr=trainer_config.lr * lr_factor))
         history = trainer.fit(model, objective, train_loader, val_loader)
         return model.to("cpu"), history
 

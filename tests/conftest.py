@@ -19,9 +19,10 @@ def single_thread():
 
 @pytest.fixture(autouse=True, scope="session")
 def single_model_by_default():
-    """``n_models="auto"`` fits one model in the tests, module fixtures included (five members per fit
-    would multiply the suite's time); the tests of ensembles ask for them, and the auto rule's own test
-    restores its size."""
+    """``n_models="auto"`` fits one model in the tests, module fixtures included (five networks and five linear
+    members per fit would multiply the suite's time); the tests of ensembles ask for them, and the auto rules'
+    own tests restore their sizes."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(settings, "AUTO_ENSEMBLE", 1)
+        patch.setattr(settings, "AUTO_LINEAR_PER_NETWORK", 0)
         yield

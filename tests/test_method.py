@@ -398,13 +398,63 @@ def test_auto_ensembles_small_cohorts_of_single_event_heads_in_days(monkeypatch)
 
 def test_an_auto_ensemble_is_fitted_saved_and_loaded_as_one_model(cohort, tmp_path, monkeypatch):
     monkeypatch.setattr(ehrseq.settings, "AUTO_ENSEMBLE", 5)
-    visits, outcomes = cohort  # 60 patients: five members
+    monkeypatch.setattr(ehrseq.settings, "AUTO_LINEAR_PER_NETWORK", 1)
+    visits, outcomes = cohort  # 60 patients: five networks and five linear members
     model = ehrseq.DynamicSurvival(epochs=1, **{**TINY, "n_models": "auto"}).fit(visits, outcomes)
-    assert model.model_config_.n_models == 5 and model.get_params()["n_models"] == "auto"
+    config = model.model_config_
+    assert (config.n_models, config.linear_members) == (10, 5) and model.get_params()["n_models"] == "auto"
     model.save(tmp_path / "m")
     loaded = ehrseq.DynamicSurvival.load(tmp_path / "m")
-    assert loaded.model_config_.n_models == 5
+    assert (loaded.model_config_.n_models, loaded.model_config_.linear_members) == (10, 5)
     assert loaded.predict_risk(visits, 100.0).equals(model.predict_risk(visits, 100.0))
+
+
+def test_auto_linear_members_match_the_networks_of_an_auto_ensemble(monkeypatch):
+    monkeypatch.setattr(ehrseq.settings, "AUTO_LINEAR_PER_NETWORK", 1)
+    single, competing = FAMILIES.get("logistic_hazard"), FAMILIES.get("competing_pmf")
+    assert EstimatorSettings().linear_members_for(single, 5) == 5
+    assert EstimatorSettings().linear_members_for(single, 1) == 1  # a large cohort: one network, one linear model
+    assert EstimatorSettings().linear_members_for(competing, 1) == 0  # curves that are not averaged
+    assert EstimatorSettings(n_models=3).linear_members_for(single, 3) == 0  # an explicit ensemble: networks only
+    assert EstimatorSettings(n_models=3, linear_members=2).linear_members_for(single, 3) == 2
+    for bad in (-1, True, "some", 1.5):
+        with pytest.raises(ConfigError, match="linear_members must be"):
+            EstimatorSettings(linear_members=bad)
+
+
+def test_linear_members_are_the_linear_model_of_the_same_inputs_trained_faster(cohort, tmp_path, monkeypatch):
+    """The last members read the current visit's embedding (no sequence model, no sinusoids of the visit time)
+    through a head without hidden layers, beside the same linear path; they are trained at 10 × lr, saved and
+    loaded with the networks, and the ensemble's curve is the average of all members'."""
+    visits, outcomes = cohort
+    seen = []
+    original = ehrseq.estimator.Trainer.__init__
+
+    def record(self, config=None):
+        seen.append(config.lr)
+        original(self, config)
+
+    monkeypatch.setattr(ehrseq.estimator.Trainer, "__init__", record)
+    model = ehrseq.DynamicSurvival(epochs=2, lr=2e-3, **{**TINY, "n_models": 2, "linear_members": 1}).fit(visits, outcomes)
+    assert seen == [2e-3, 2e-3, 2e-2]
+    network, *_, linear = model.model_.members
+    assert len(model.model_.members) == 3 and model.model_config_.linear_members == 1
+    assert type(network.encoder).__name__ == "RecurrentEncoder" and network.wide is not None
+    assert type(linear.encoder).__name__ == "LandmarkEncoder" and linear.wide is not None
+    assert len(linear.head.net) == 1 and linear.encoder.embedding.time_encoding.output_dim == 1
+    times = [50.0, 200.0]
+    cohort_ = model.cohort(visits)
+    batch = tensorize(cohort_, model.features_, None).batch(np.arange(cohort_.n_patients))
+    index = (torch.arange(batch.batch_size), batch.lengths - 1)
+    with torch.no_grad():
+        curves = torch.stack([m.eval().distribution_at(batch, index, elapsed=torch.zeros(batch.batch_size))
+                              .survival(torch.tensor(times)) for m in model.model_.members]).mean(dim=0)
+        together = model.model_.distribution_at(batch, index, elapsed=torch.zeros(batch.batch_size))
+    torch.testing.assert_close(together.survival(torch.tensor(times)), curves, rtol=1e-5, atol=1e-6)
+    loaded = ehrseq.load(model.save(tmp_path / "mixed"))
+    assert loaded.predict_survival(visits, times).equals(model.predict_survival(visits, times))
+    with pytest.raises(ConfigError, match="linear_members must be an int in"):
+        ModelConfig.from_dict({**model.model_config_.to_dict(), "linear_members": 3})
 
 
 def test_a_small_cohort_trains_for_the_step_budget(cohort):

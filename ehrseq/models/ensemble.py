@@ -1,4 +1,5 @@
-"""Deep ensembles: K models of one configuration whose survival curves are averaged.
+"""Deep ensembles: K models whose survival curves are averaged (networks of one configuration and, with
+``ModelConfig.linear_members``, linear models of the same inputs: :meth:`ModelConfig.member`).
 
 :class:`EnsembleModel` holds the members (trained one after the other by
 :meth:`ehrseq.DynamicSurvival.fit` from seeds seed, seed + 1, … and their own validation splits) and
@@ -22,12 +23,12 @@ from ehrseq.models.model import DynamicSurvivalModel, ModelConfig
 
 
 class EnsembleModel(nn.Module):
-    """K :class:`DynamicSurvivalModel` members of one configuration; predictions average their curves."""
+    """K :class:`DynamicSurvivalModel` members (of :meth:`ModelConfig.member`); predictions average their curves."""
 
     def __init__(self, config: ModelConfig, members: Sequence[DynamicSurvivalModel] | None = None) -> None:
         super().__init__()
         if members is None:
-            members = [DynamicSurvivalModel(config) for _ in range(config.n_models)]
+            members = [DynamicSurvivalModel(config.member(k)) for k in range(config.n_models)]
         if len(members) != config.n_models:
             raise ConfigError(f"an ensemble of n_models={config.n_models} got {len(members)} members")
         self.config = config

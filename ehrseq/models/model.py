@@ -40,6 +40,7 @@ the (zero) linear model, and the history's contribution grows from there.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -64,7 +65,8 @@ class ModelConfig:
     that has a risk direction) its proportional term, ``code_history`` (with ``wide`` and codes only) its
     terms for the codes recorded so far, and ``any_time`` the elapsed-time input (module docstring); models
     saved without them load with them off. ``n_models`` > 1 makes a
-    deep ensemble of that many such models (:mod:`ehrseq.models.ensemble`).
+    deep ensemble of that many such models (:mod:`ehrseq.models.ensemble`), of which the last ``linear_members``
+    are the linear model of the same inputs (:meth:`member`).
     ``next_visit`` adds an auxiliary predictor of the next visit's numeric features and codes
     (trained by the ``next_visit`` loss term; [catalogue] §9, monograph §6.2.3).
     """
@@ -77,10 +79,15 @@ class ModelConfig:
     n_models: int = 1
     code_history: bool = False
     proportional: bool = False
+    linear_members: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.n_models, bool) or not isinstance(self.n_models, int) or self.n_models < 1:
             raise ConfigError(f"n_models must be an int >= 1, got {self.n_models!r}")
+        if (isinstance(self.linear_members, bool) or not isinstance(self.linear_members, int)
+                or not 0 <= self.linear_members < self.n_models):
+            raise ConfigError(f"linear_members must be an int in [0, n_models - 1] = [0, {self.n_models - 1}] (an "
+                              f"ensemble keeps at least one network), got {self.linear_members!r}")
         if self.code_history and not (self.wide and self.encoder.code_vocab_size):
             raise ConfigError("code_history is a term of the linear path over codes: it needs wide=True and a "
                               "code vocabulary")
@@ -100,12 +107,13 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"encoder": self.encoder.to_dict(), "head": self.head.to_dict(), "next_visit": self.next_visit,
                 "wide": self.wide, "any_time": self.any_time, "n_models": self.n_models,
-                "code_history": self.code_history, "proportional": self.proportional}
+                "code_history": self.code_history, "proportional": self.proportional,
+                "linear_members": self.linear_members}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
         unknown = set(values) - {"encoder", "head", "next_visit", "wide", "any_time", "n_models",
-                                  "code_history", "proportional"}
+                                  "code_history", "proportional", "linear_members"}
         if unknown:
             raise ConfigError(f"unknown model settings: {sorted(unknown)}")
         if "encoder" not in values or "head" not in values:
@@ -119,7 +127,29 @@ class ModelConfig:
             n_models=int(values.get("n_models", 1)),
             code_history=bool(values.get("code_history", False)),
             proportional=bool(values.get("proportional", False)),
+            linear_members=int(values.get("linear_members", 0)),
         )
+
+    def member(self, k: int) -> ModelConfig:
+        """The configuration of member ``k`` of the ensemble (one model). The last :attr:`linear_members` members
+        are the linear model of the same inputs: the current visit's embedding (encoder ``"landmark"``) without the
+        sinusoids of the visit time and gap, and a head without hidden layers, beside the same linear path — a
+        model that reads what the landmark Cox model reads and, trained fast, estimates its effects
+        (``DynamicSurvival`` trains these members at :data:`LINEAR_MEMBER_LR_FACTOR` × the learning rate)."""
+        if not 0 <= k < self.n_models:
+            raise ConfigError(f"member {k} of an ensemble of {self.n_models}")
+        single = dataclasses.replace(self, n_models=1, linear_members=0)
+        if k < self.n_models - self.linear_members:
+            return single
+        encoder = EncoderConfig.from_dict({**self.encoder.to_dict(), "kind": "landmark", "time_frequencies": 0})
+        head = HeadConfig.from_dict({**self.head.to_dict(), "hidden": []})
+        return dataclasses.replace(single, encoder=encoder, head=head)
+
+
+#: ``DynamicSurvival`` trains the linear members of an ensemble (:meth:`ModelConfig.member`) at this many times the
+#: learning rate: their weights start at zero and move about lr per step, and at the default 1e-3 the step budget
+#: of a small cohort leaves them far from fitted (suite diagnosis, section 8).
+LINEAR_MEMBER_LR_FACTOR = 10.0
 
 
 @dataclass
