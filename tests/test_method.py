@@ -453,6 +453,11 @@ def test_linear_members_are_the_linear_model_of_the_same_inputs_trained_faster(c
     torch.testing.assert_close(together.survival(torch.tensor(times)), curves, rtol=1e-5, atol=1e-6)
     loaded = ehrseq.load(model.save(tmp_path / "mixed"))
     assert loaded.predict_survival(visits, times).equals(model.predict_survival(visits, times))
+    visits.write_parquet(tmp_path / "visits.parquet")
+    ehrseq.score(tmp_path / "mixed", tmp_path / "visits.parquet", tmp_path / "scores", times, progress=False)
+    scored = pl.read_parquet(tmp_path / "scores" / "visits.parquet").sort("patient_id", "horizon")
+    np.testing.assert_allclose(scored["risk"], model.predict_risk(visits, times).sort("patient_id", "horizon")["risk"],
+                               rtol=1e-5, atol=1e-6)
     with pytest.raises(ConfigError, match="linear_members must be an int in"):
         ModelConfig.from_dict({**model.model_config_.to_dict(), "linear_members": 3})
 
