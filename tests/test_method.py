@@ -15,6 +15,7 @@ from ehrseq.models.families import FAMILIES
 from ehrseq.models.heads import HeadConfig
 from ehrseq.models.model import DynamicSurvivalModel, ModelConfig, first_records, new_code_terms
 from ehrseq.settings import EstimatorSettings
+from ehrseq.train import Trainer
 
 TINY = dict(n_models=1, d_model=8, hidden=(8,), grid=6, batch_size=16, progress=False, device="cpu", origin="zero")
 
@@ -428,13 +429,13 @@ def test_linear_members_are_the_linear_model_of_the_same_inputs_trained_faster(c
     loaded with the networks, and the ensemble's curve is the average of all members'."""
     visits, outcomes = cohort
     seen = []
-    original = ehrseq.estimator.Trainer.__init__
+    original = Trainer.__init__
 
     def record(self, config=None):
         seen.append(config.lr)
         original(self, config)
 
-    monkeypatch.setattr(ehrseq.estimator.Trainer, "__init__", record)
+    monkeypatch.setattr(Trainer, "__init__", record)
     model = ehrseq.DynamicSurvival(epochs=2, lr=2e-3, **{**TINY, "n_models": 2, "linear_members": 1}).fit(visits, outcomes)
     assert seen == [2e-3, 2e-3, 2e-2]
     network, *_, linear = model.model_.members
