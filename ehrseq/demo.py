@@ -62,11 +62,13 @@ def run_demo(out_dir: str | Path = "outputs/demo", *, epochs: int | None = None,
     budget = (f"the longer of {model.steps:,} optimiser steps and {model.min_epochs} epochs" if epochs is None
               else f"{epochs} epochs")
     _say(f"4. Training the default model (GRU + logistic hazard, a linear path from the current visit, predictions "
-         f"at any time; an ensemble of five under 10,000 patients) on {train[1].height} patients (15 % of them for "
+         f"at any time; an ensemble of five such networks and five linear models under 10,000 patients) on "
+         f"{train[1].height} patients (15 % of them for "
          f"early stopping, at most {budget} per model) ...")
     model.fit(*train)
     history, members = model.history_, model.model_config_.n_models
-    _say(f"   {members} model(s), {len(history.records)} epochs in all; first model: best epoch {history.best_epoch}, "
+    _say(f"   {members} model(s) ({model.model_config_.linear_members} linear), {len(history.records)} epochs in all; "
+         f"first model: best epoch {history.best_epoch}, "
          f"validation NLL {min(r['val_loss'] for r in history.records if r.get('member', 0.0) == 0.0):.4f}\n")
 
     results = landmark(model, *test, LANDMARKS, HORIZONS, train)
