@@ -46,7 +46,7 @@ from ehrseq.models.encoders import EncoderConfig
 from ehrseq.models.ensemble import EnsembleModel, build_model
 from ehrseq.models.families import HeadFamily, get_family
 from ehrseq.models.heads import HeadConfig
-from ehrseq.models.model import LINEAR_MEMBER_LR_FACTOR, DynamicSurvivalModel, ModelConfig
+from ehrseq.models.model import LINEAR_MEMBER_LR, DynamicSurvivalModel, ModelConfig
 from ehrseq.objective import Objective, ObjectiveConfig
 from ehrseq.settings import (
     COHORT_SETTINGS,
@@ -101,7 +101,7 @@ class DynamicSurvival:
         (single-event heads in days). Default ``"auto"``: 5 for cohorts under 10,000 patients (where the
         variance of one fit dominates), else 1 (:meth:`EstimatorSettings.n_models_for`).
     linear_members: linear models of the same inputs added to the ensemble (the current visit's embedding and a
-        head without hidden layers beside the linear path, trained at 10 × ``lr``:
+        head without hidden layers beside the linear path, trained at max(``lr``, 1e-2):
         :meth:`ehrseq.models.model.ModelConfig.member`), their curves averaged with the networks'. Default
         ``"auto"``: as many as the networks when ``n_models="auto"`` (else 0;
         :meth:`EstimatorSettings.linear_members_for`).
@@ -237,7 +237,7 @@ class DynamicSurvival:
             else:
                 train, val = split_patients(cohort, (1 - float(validation), float(validation)), seed=seed)
             model, history = self._train_member(train, val, seed, self.model_config_.member(member),
-                                                LINEAR_MEMBER_LR_FACTOR if member >= networks else 1.0)
+                                                LINEAR_MEMBER_LR if member >= networks else None)
             members.append(model)
             records += [{**record, "member": float(member)} for record in history.records]
             if member == 0:
@@ -250,10 +250,10 @@ class DynamicSurvival:
                                             stopped_early=self.history_.stopped_early)
         return self
 
-    def _train_member(self, train: Cohort, val: Cohort | None, seed: int, config: ModelConfig, lr_factor: float
+    def _train_member(self, train: Cohort, val: Cohort | None, seed: int, config: ModelConfig, lr_floor: float | None
                       ) -> tuple[DynamicSurvivalModel, TrainingHistory]:
         """One model of ``config`` (a member of :attr:`model_config_`) trained from ``seed`` on ``train`` at
-        ``lr_factor`` × the learning rate (early stopping on ``val``)."""
+        a learning rate of at least ``lr_floor`` (when given; early stopping on ``val``)."""
         torch.manual_seed(seed)
         model = DynamicSurvivalModel(config)
         model.head.initialize_bias(*_visit_targets(train, self.objective.cause))
@@ -276,7 +276,8 @@ class DynamicSurvival:
         if val is not None:
             val_loader = make_loader(tensorize(val, self.features_, self.grid_), self.settings.batch_size, shuffle=False)
         trainer_config = self.settings.trainer(len(train_loader))
-        trainer = Trainer(dataclasses.replace(trainer_config, seed=seed, lr=trainer_config.lr * lr_factor))
+        lr = trainer_config.lr if lr_floor is None else max(trainer_config.lr, lr_floor)
+        trainer = Trainer(dataclasses.replace(trainer_config, seed=seed, lr=lr))
         history = trainer.fit(model, objective, train_loader, val_loader)
         return model.to("cpu"), history
 

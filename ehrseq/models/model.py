@@ -135,7 +135,7 @@ class ModelConfig:
         are the linear model of the same inputs: the current visit's embedding (encoder ``"landmark"``) without the
         sinusoids of the visit time and gap, and a head without hidden layers, beside the same linear path — a
         model that reads what the landmark Cox model reads and, trained fast, estimates its effects
-        (``DynamicSurvival`` trains these members at :data:`LINEAR_MEMBER_LR_FACTOR` × the learning rate)."""
+        (``DynamicSurvival`` trains these members at a learning rate of at least :data:`LINEAR_MEMBER_LR`)."""
         if not 0 <= k < self.n_models:
             raise ConfigError(f"member {k} of an ensemble of {self.n_models}")
         single = dataclasses.replace(self, n_models=1, linear_members=0)
@@ -146,10 +146,11 @@ class ModelConfig:
         return dataclasses.replace(single, encoder=encoder, head=head)
 
 
-#: ``DynamicSurvival`` trains the linear members of an ensemble (:meth:`ModelConfig.member`) at this many times the
-#: learning rate: their weights start at zero and move about lr per step, and at the default 1e-3 the step budget
-#: of a small cohort leaves them far from fitted (suite diagnosis, section 8).
-LINEAR_MEMBER_LR_FACTOR = 10.0
+#: ``DynamicSurvival`` trains the linear members of an ensemble (:meth:`ModelConfig.member`) at a learning rate of
+#: max(lr, this): their weights start at zero and move about lr per step, and at the default 1e-3 the step budget of a
+#: small cohort leaves them far from fitted (suite diagnosis, section 8); a floor, not a factor, so that a large lr
+#: (a tuning trial's 1e-2) is not multiplied into a diverging one.
+LINEAR_MEMBER_LR = 1e-2
 
 
 @dataclass
