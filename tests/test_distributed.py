@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -200,6 +201,40 @@ def test_ehrseq_train_under_torchrun_gives_the_model_of_one_process(tmp_path, ca
     assert [node.returncode for node in nodes] == [0, 0], [err[-2000:] for _, err in outputs]
     assert sum(out.count("model saved to") for out, _ in outputs) == 1
     _same_weights(tmp_path / "single", tmp_path / "nodes")
+
+
+# ---------------------------------------------------------------------------------------------- exit
+EXIT = textwrap.dedent(
+    """
+    import sys, time
+    import torch
+    import torch.distributed as dist
+    from ehrseq.train import init_distributed
+
+    if __name__ == "__main__":
+        rank, world = init_distributed()
+        if sys.argv[1] == "fail" and rank == 1:
+            raise RuntimeError("rank 1 fails alone")
+        total = torch.ones(1)
+        dist.all_reduce(total)  # rank 0 waits here for a rank that has failed
+        time.sleep(0.2 * rank)  # the ranks reach the exit at different times
+        print(f"rank {rank} done {total.item():g}", flush=True)
+    """
+)
+
+
+def test_ranks_leave_the_process_group_together_and_a_failing_rank_does_not_wait_for_the_others(tmp_path):
+    script = tmp_path / "exit.py"
+    script.write_text(EXIT)
+    for _ in range(2):  # the exit is where an intermittent abort was seen
+        run = _torchrun(str(script), "clean")
+        assert sorted(run.stdout.split("\n")[:2]) == ["rank 0 done 2", "rank 1 done 2"]
+    started = time.monotonic()
+    failed = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
+                             f"--master_port={_free_port()}", str(script), "fail"], capture_output=True, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=150)
+    assert failed.returncode != 0 and "rank 1 fails alone" in failed.stderr
+    assert time.monotonic() - started < 120  # not the process group's 30-minute timeout of a barrier never joined
 
 
 # ---------------------------------------------------------------------------------------------- shares
