@@ -165,6 +165,19 @@ def _count_or_auto(text: str) -> int | str:
     return "auto" if text.lower() == "auto" else _count(text)
 
 
+def _share_or_auto(text: str) -> float | str:
+    """A number in [0, 1], or the word ``auto``, for ``--linear-weight``."""
+    if text.lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number in [0, 1] or auto") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number in [0, 1] or auto")
+    return value
+
+
 def _any_time(text: str) -> bool | str:
     """``on``/``off``/``auto`` (also true/false/yes/no/1/0) for ``--any-time``."""
     word = text.lower()
@@ -278,6 +291,8 @@ MODEL_FLAGS = (
     Flag("linear_members", "linear models of the same inputs added to the ensemble, trained at a learning rate of at least 0.01, or auto "
          "(default: auto = as many as the networks when --n-models is auto, else 0)",
          {"type": _count_or_auto, "metavar": "N|auto"}),
+    Flag("linear_weight", "the linear members' share of the ensemble's average, or auto (default: auto = the share "
+         "that maximises the likelihood of the validation patients)", {"type": _share_or_auto, "metavar": "W|auto"}),
     Flag("cause", "single-event heads on K > 1 event types: the event type of interest", {"type": int, "metavar": "K"}),
     Flag("visit_weighting", "auto, visit or patient (default: auto)", {"choices": ("auto", "visit", "patient")}),
     Flag("epochs", "training epochs, or none for the budget of --steps (default: none)",

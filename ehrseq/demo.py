@@ -67,7 +67,9 @@ def run_demo(out_dir: str | Path = "outputs/demo", *, epochs: int | None = None,
          f"early stopping, at most {budget} per model) ...")
     model.fit(*train)
     history, members = model.history_, model.model_config_.n_models
-    _say(f"   {members} model(s) ({model.model_config_.linear_members} linear), {len(history.records)} epochs in all; "
+    share = model.model_config_.linear_weight
+    linear = f"{model.model_config_.linear_members} linear" + ("" if share is None else f", weighing {share:.0%}")
+    _say(f"   {members} model(s) ({linear}), {len(history.records)} epochs in all; "
          f"first model: best epoch {history.best_epoch}, "
          f"validation NLL {min(r['val_loss'] for r in history.records if r.get('member', 0.0) == 0.0):.4f}\n")
 

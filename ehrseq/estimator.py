@@ -43,7 +43,7 @@ from ehrseq.losses.terms import get_term
 from ehrseq.models.distributions import MultiEvent, SurvivalDistribution
 from ehrseq.models.distributions.ensemble import EnsembleAverage
 from ehrseq.models.encoders import EncoderConfig
-from ehrseq.models.ensemble import EnsembleModel, build_model
+from ehrseq.models.ensemble import EnsembleModel, build_model, linear_weight_by_likelihood
 from ehrseq.models.families import HeadFamily, get_family
 from ehrseq.models.heads import HeadConfig
 from ehrseq.models.model import LINEAR_MEMBER_LR, DynamicSurvivalModel, ModelConfig
@@ -93,9 +93,10 @@ class DynamicSurvival:
         Cox model's does, beside the per-bin effects. See :mod:`ehrseq.models.model`.
     any_time: predict at any time after a visit, not only at visits (default ``"auto"``: on for every
         single- or competing-event head in days): the head reads the time elapsed since the visit, and
-        training samples prediction times between visits with their landmark targets
-        (:mod:`ehrseq.data.prediction_times`), so a landmark prediction from an older visit is learned,
-        not extrapolated from the visit's curve.
+        training samples prediction times between visits with their landmark targets (after the last visit
+        from one exponential distribution for every patient, of mean the median remaining time of the
+        training visits: :mod:`ehrseq.data.prediction_times`), so a landmark prediction from an older visit
+        is learned, not extrapolated from the visit's curve.
     n_models: a deep ensemble of this many models (seeds ``seed``, ``seed + 1``, …, each with its own
         validation split) whose survival curves are averaged; saved, loaded and scored as one model
         (single-event heads in days). Default ``"auto"``: 5 for cohorts under 10,000 patients (where the
@@ -105,6 +106,11 @@ class DynamicSurvival:
         :meth:`ehrseq.models.model.ModelConfig.member`), their curves averaged with the networks'. Default
         ``"auto"``: as many as the networks when ``n_models="auto"`` (else 0;
         :meth:`EstimatorSettings.linear_members_for`).
+    linear_weight: the linear members' share of the ensemble's average, a number in [0, 1] (the networks share
+        the rest). Default ``"auto"``: linear member j is validated on the patients of network j, and the share
+        is the one (0 to 1 in steps of 0.05) under which the mixture of the two kinds gives those held-out
+        patients' visits the highest likelihood (:func:`ehrseq.models.ensemble.linear_weight_by_likelihood`);
+        with ``validation=None`` every member weighs alike.
     cause: event type of interest for single-event heads on data with K > 1 types (others censored).
     visit_weighting: ``"auto"`` (default; unbiased per-visit weighting, see :mod:`ehrseq.objective`),
         ``"visit"`` or ``"patient"``.
@@ -227,21 +233,27 @@ class DynamicSurvival:
             n_models=networks + linear, linear_members=linear,
             code_history=self.settings.wide and encoder.code_vocab_size > 0,
             proportional=self.settings.wide and head.family.risk_direction(head) is not None)
-        members, records = [], []
+        members, records, held_out = [], [], []
         for member in range(self.model_config_.n_models):
             seed = self.settings.seed + member
+            split = member if member < networks else (member - networks) % networks  # linear j: network j's split
             if explicit is not None:
                 train, val = cohort, explicit
             elif validation is None:
                 train, val = cohort, None
             else:
-                train, val = split_patients(cohort, (1 - float(validation), float(validation)), seed=seed)
+                train, val = split_patients(cohort, (1 - float(validation), float(validation)),
+                                            seed=self.settings.seed + split)
             model, history = self._train_member(train, val, seed, self.model_config_.member(member),
                                                 LINEAR_MEMBER_LR if member >= networks else None)
             members.append(model)
+            held_out.append((0 if explicit is not None else split, val))
             records += [{**record, "member": float(member)} for record in history.records]
             if member == 0:
                 self.history_ = history
+        if linear:
+            weight = self._linear_weight(members, held_out, networks)
+            self.model_config_ = dataclasses.replace(self.model_config_, linear_weight=weight)
         if len(members) == 1:
             self.model_ = members[0]
         else:
@@ -249,6 +261,44 @@ class DynamicSurvival:
             self.history_ = TrainingHistory(records=records, best_epoch=self.history_.best_epoch,
                                             stopped_early=self.history_.stopped_early)
         return self
+
+    def _linear_weight(self, members: list[DynamicSurvivalModel], held_out: list[tuple[int, Cohort | None]],
+                       networks: int) -> float | None:
+        """The linear members' share of the average: ``linear_weight`` when a number; for ``"auto"`` the share
+        of :func:`~ehrseq.models.ensemble.linear_weight_by_likelihood` on the validation patients (each linear
+        member held out the patients of a network member), or ``None`` (equal weights) without validation."""
+        if self.settings.linear_weight != "auto":
+            return float(self.settings.linear_weight)
+        splits: dict[int, tuple[Cohort, list[np.ndarray], list[np.ndarray]]] = {}
+        for k, (member, (split, val)) in enumerate(zip(members, held_out)):
+            if val is None:
+                return None
+            _, scored_networks, scored_linear = splits.setdefault(split, (val, [], []))
+            (scored_linear if k >= networks else scored_networks).append(self._log_likelihoods(member, val))
+        return linear_weight_by_likelihood([(np.stack(net), np.stack(lin)) for _, net, lin in splits.values()
+                                            if net and lin])
+
+    def _log_likelihoods(self, model: DynamicSurvivalModel, cohort: Cohort) -> np.ndarray:
+        """log f(R) of each visit of ``cohort`` whose patient has the event after R, log S(R) of each visit
+        censored after R (R the remaining time), at every visit at or after the patient's entry ``[V]``
+        (visits before entry are history: no loss reads them), in the order of the cohort's visit rows."""
+        remaining, event, _ = _visit_targets(cohort, self.objective.cause)
+        at_risk = np.ones(remaining.size, dtype=bool)
+        if "entry_time" in cohort.patients.columns:
+            entry = np.nan_to_num(cohort.patients["entry_time"].to_numpy()[cohort.visits["patient_index"].to_numpy()],
+                                  nan=-np.inf)
+            elapsed = cohort.visits["elapsed"].to_numpy()
+            at_risk = elapsed >= entry - 1e-6 * np.maximum(np.abs(entry), 1.0)
+        values = np.full(remaining.size, np.nan)
+        for selection in predict.predictions(model, self.features_, cohort, at="all", batch_size=512,
+                                             device=select_device(self.trainer_config.device)):
+            [(_, distribution)] = selection.marginals()
+            rows = selection.visit_row
+            u = _tensor(remaining[rows], distribution).unsqueeze(-1)  # [n, 1]: one duration per visit
+            happened = torch.as_tensor(event[rows] > 0, device=distribution.device)
+            values[rows] = torch.where(happened, distribution.log_density(u)[:, 0],
+                                       distribution.log_survival(u)[:, 0]).cpu().numpy()
+        return values[at_risk]
 
     def _train_member(self, train: Cohort, val: Cohort | None, seed: int, config: ModelConfig, lr_floor: float | None
                       ) -> tuple[DynamicSurvivalModel, TrainingHistory]:
@@ -268,7 +318,8 @@ class DynamicSurvival:
                                    bucket_by_length=False)
         if self.model_config_.any_time:
             cuts = torch.tensor(np.asarray(self.grid_.cuts, dtype=np.float64)) if self.grid_ is not None else None
-            train_loader = PredictionTimeLoader(train_loader, seed, cuts=cuts)
+            horizon = float(np.median(train.visits["remaining"].to_numpy()))  # the last visits' mean offset
+            train_loader = PredictionTimeLoader(train_loader, seed, cuts=cuts, horizon=horizon)
         rank, world = distributed_context()
         if world > 1:  # under torchrun: each rank trains on its rows of the batches of one process
             train_loader = RankSlices(train_loader, rank, world)
@@ -660,7 +711,8 @@ def _cat(distributions: list[Any]) -> Any:
     if len(distributions) == 1:
         return first
     if isinstance(first, EnsembleAverage):
-        return EnsembleAverage([_cat([d.members[k] for d in distributions]) for k in range(len(first.members))])
+        return EnsembleAverage([_cat([d.members[k] for d in distributions]) for k in range(len(first.members))],
+                               first.weights)
     if isinstance(first, MultiEvent):
         return MultiEvent({name: _cat([d[name] for d in distributions]) for name in first.names})
     merged = copy.copy(first)

@@ -111,6 +111,7 @@ class EstimatorSettings:
     any_time: bool | str = "auto"
     n_models: int | str = "auto"
     linear_members: int | str = "auto"
+    linear_weight: float | str = "auto"
     cause: int | None = None
     visit_weighting: str = "auto"
     epochs: int | None = None
@@ -137,6 +138,10 @@ class EstimatorSettings:
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
                 also = " or 'auto'" if automatic else ""
                 raise ConfigError(f"{name} must be an int >= {low}{also}, got {value!r}")
+        if self.linear_weight != "auto" and (isinstance(self.linear_weight, bool)
+                                             or not isinstance(self.linear_weight, numbers.Real)
+                                             or not 0.0 <= self.linear_weight <= 1.0):
+            raise ConfigError(f"linear_weight must be a number in [0, 1] or 'auto', got {self.linear_weight!r}")
         if self.epochs is not None and (isinstance(self.epochs, bool) or not isinstance(self.epochs, numbers.Integral)
                                         or self.epochs < 1):
             raise ConfigError(f"epochs must be >= 1 (an int), or None for a budget of steps, got {self.epochs!r}")

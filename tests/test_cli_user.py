@@ -252,3 +252,13 @@ def test_a_configuration_turns_settings_off_with_false(tmp_path):
     assert options == {"patience": None, "codes": None, "locf": False} and fit == {"validation": None}
     with pytest.raises(ConfigError, match="unknown setting"):
         _split_config({"learning_rate": 1}, "c.json")
+
+
+def test_linear_weight_flag_reads_a_share_or_auto(capsys):
+    argv = ["train", "--visits", "v.csv", "--outcomes", "o.csv", "--out", "m", "--linear-weight"]
+    assert build_parser().parse_args([*argv, "0.3"]).option_linear_weight == 0.3
+    assert build_parser().parse_args([*argv, "AUTO"]).option_linear_weight == "auto"
+    for bad in ("1.5", "half"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([*argv, bad])
+        assert f"'{bad}' is not a number in [0, 1] or auto" in capsys.readouterr().err

@@ -1,6 +1,8 @@
 """The default method's parts: the wide (linear) path, prediction at any time with sampled prediction
 times, deep ensembles and the training budget in optimiser steps."""
 
+import math
+
 import numpy as np
 import polars as pl
 import pytest
@@ -450,11 +452,15 @@ def test_linear_members_are_the_linear_model_of_the_same_inputs_trained_faster(c
     cohort_ = model.cohort(visits)
     batch = tensorize(cohort_, model.features_, None).batch(np.arange(cohort_.n_patients))
     index = (torch.arange(batch.batch_size), batch.lengths - 1)
+    weights = torch.tensor(model.model_config_.member_weights())
+    assert weights.tolist() == pytest.approx([(1 - model.model_config_.linear_weight) / 2] * 2
+                                             + [model.model_config_.linear_weight])
     with torch.no_grad():
         curves = torch.stack([m.eval().distribution_at(batch, index, elapsed=torch.zeros(batch.batch_size))
-                              .survival(torch.tensor(times)) for m in model.model_.members]).mean(dim=0)
+                              .survival(torch.tensor(times)) for m in model.model_.members])
         together = model.model_.distribution_at(batch, index, elapsed=torch.zeros(batch.batch_size))
-    torch.testing.assert_close(together.survival(torch.tensor(times)), curves, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(together.survival(torch.tensor(times)), (weights[:, None, None] * curves).sum(dim=0),
+                               rtol=1e-5, atol=1e-6)
     loaded = ehrseq.load(model.save(tmp_path / "mixed"))
     assert loaded.predict_survival(visits, times).equals(model.predict_survival(visits, times))
     visits.write_parquet(tmp_path / "visits.parquet")
@@ -491,3 +497,133 @@ def test_the_same_data_on_another_clock_unit_give_the_same_predictions(cohort):
     assert risk_columns
     for column in risk_columns:
         np.testing.assert_allclose(got[column].to_numpy(), expected[column].to_numpy(), atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------- linear weight
+def _mixture_log_likelihood(splits, w):
+    """Σ over splits and visits of log[(1 − w) mean_k exp ℓ_net + w mean_j exp ℓ_lin], term by term."""
+    total = 0.0
+    for net, lin in splits:
+        for v in range(len(net[0])):
+            network = sum(math.exp(row[v]) for row in net) / len(net)
+            linear = sum(math.exp(row[v]) for row in lin) / len(lin)
+            total += math.log((1 - w) * network + w * linear) if (1 - w) * network + w * linear > 0 else -math.inf
+    return total
+
+
+def test_the_linear_weight_maximises_the_held_out_likelihood_of_the_mixture():
+    from ehrseq.models.ensemble import LINEAR_WEIGHT_GRID, linear_weight_by_likelihood
+
+    good, bad = 0.0, -30.0
+    # the networks explain three visits, the linear member one: L(w) ∝ (1 − w)³ w, largest at w = 1/4
+    one = [(np.array([[good, good, good, bad]]), np.array([[bad, bad, bad, good]]))]
+    assert linear_weight_by_likelihood(one) == 0.25
+    # a second split the networks explain: (1 − w)⁷ w, whose largest value on the grid is at 0.15 (1/8 between)
+    two = one + [(np.array([[good] * 4]), np.array([[bad] * 4]))]
+    assert linear_weight_by_likelihood(two) == 0.15
+    assert linear_weight_by_likelihood([(np.array([[bad, bad]]), np.array([[good, good]]))]) == 1.0
+    assert linear_weight_by_likelihood([(np.array([[good, good]]), np.array([[bad, bad]]))]) == 0.0
+    # several members of a kind on one split enter through the mean of their likelihoods; random values agree
+    # with the term-by-term definition
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        splits = [(rng.normal(-1, 1, (rng.integers(1, 3), n)), rng.normal(-1, 1, (rng.integers(1, 3), n)))
+                  for n in rng.integers(1, 6, size=rng.integers(1, 4))]
+        brute = max(LINEAR_WEIGHT_GRID, key=lambda w: _mixture_log_likelihood(splits, w))
+        assert linear_weight_by_likelihood(splits) == brute
+    with pytest.raises(ConfigError, match="same visits"):
+        linear_weight_by_likelihood([(np.zeros((1, 3)), np.zeros((1, 2)))])
+    with pytest.raises(ConfigError, match="at least one"):
+        linear_weight_by_likelihood([])
+
+
+def test_the_linear_weight_is_chosen_on_the_patients_the_members_held_out(cohort, tmp_path, monkeypatch):
+    """Linear member j is validated on network j's patients; the choice reads each member's log-likelihood of
+    those patients' visits (log S(R) of a visit censored after R), and its share weighs the ensemble's average."""
+    from ehrseq.data import split_patients
+    import ehrseq.estimator as estimator
+
+    visits, outcomes = cohort
+    seen = []
+    chosen = estimator.linear_weight_by_likelihood
+    monkeypatch.setattr(estimator, "linear_weight_by_likelihood", lambda splits: seen.append(splits) or chosen(splits))
+    model = ehrseq.DynamicSurvival(epochs=2, **{**TINY, "n_models": 2, "linear_members": 2, "origin": "zero"}
+                                   ).fit(visits, outcomes)
+    [splits] = seen
+    cohort_ = model.cohort(visits, outcomes)
+    assert len(splits) == 2
+    for j, (networks, linear) in enumerate(splits):
+        _, val = split_patients(cohort_, (0.85, 0.15), seed=j)
+        assert networks.shape == linear.shape == (1, val.n_visits)
+        # the censored visits of the linear member j, recomputed through the public prediction
+        member = ehrseq.DynamicSurvival(**TINY)
+        member.__dict__.update(features_=model.features_, grid_=model.grid_, reach_=model.reach_,
+                               model_config_=model.model_config_.member(2 + j), model_=model.model_.members[2 + j])
+        ids = val.patients["patient_id"].to_list()
+        mine = visits.filter(pl.col("patient_id").is_in(ids))
+        remaining = val.visits["remaining"].to_numpy().copy()
+        censored = ~val.patients["event"].to_numpy().astype(bool)[val.visits["patient_index"].to_numpy()]
+        survival = member.predict_survival(mine, remaining, at="all").sort("patient_id", "visit_time", "horizon")
+        table = survival["survival"].to_numpy().reshape(val.n_visits, val.n_visits)  # visits × sorted horizons
+        own = table[np.arange(val.n_visits), np.searchsorted(np.sort(remaining), remaining)]  # S(R) of each visit
+        assert censored.sum() > 5
+        np.testing.assert_allclose(linear[0][censored], np.log(own)[censored], rtol=1e-4, atol=1e-5)
+    assert model.model_config_.linear_weight == chosen(splits)
+    loaded = ehrseq.load(model.save(tmp_path / "weighed"))
+    assert loaded.model_config_.linear_weight == model.model_config_.linear_weight
+    # a weight given is used as given; without validation patients the members weigh alike
+    fixed = ehrseq.DynamicSurvival(epochs=1, **{**TINY, "n_models": 1, "linear_members": 1, "linear_weight": 0.0}
+                                   ).fit(visits, outcomes)
+    assert fixed.model_config_.member_weights() == [1.0, 0.0]
+    alone = ehrseq.DynamicSurvival(**TINY)
+    alone.__dict__.update(features_=fixed.features_, grid_=fixed.grid_, reach_=fixed.reach_,
+                          model_config_=fixed.model_config_.member(0), model_=fixed.model_.members[0])
+    assert fixed.predict_risk(visits, 100.0).equals(alone.predict_risk(visits, 100.0))
+    unvalidated = ehrseq.DynamicSurvival(epochs=1, **{**TINY, "n_models": 1, "linear_members": 1}
+                                         ).fit(visits, outcomes, validation=None)
+    assert unvalidated.model_config_.linear_weight is None and unvalidated.model_config_.member_weights() == [0.5, 0.5]
+    for bad in (-0.1, 1.5, True, "half"):
+        with pytest.raises(ConfigError, match="linear_weight must be"):
+            EstimatorSettings(linear_weight=bad)
+    with pytest.raises(ConfigError, match="linear_weight must be None or a number"):
+        ModelConfig.from_dict({**model.model_config_.to_dict(), "linear_members": 0, "n_models": 2})
+
+
+def test_with_a_horizon_the_last_visits_prediction_time_does_not_depend_on_the_patients_own_outcome():
+    """Two one-visit patients, one dying at day 100, one censored at day 1,000. Drawn up to the outcome
+    (no horizon), the one dying early gets ten times as many targets at every elapsed time e < 100 as the
+    other: the patients at risk at e are not weighed alike and the risk at a landmark is over-predicted. With
+    a horizon h the last visit's prediction time is exponential of mean h for every patient and is no target
+    when it falls at or after the outcome: both patients are drawn alike at every e < 100."""
+    mask = torch.ones(2, 1, dtype=torch.bool)
+    batch = SequenceBatch(
+        numeric=torch.zeros(2, 1, 0), numeric_missing=torch.zeros(2, 1, 0, dtype=torch.bool),
+        categorical=torch.zeros(2, 1, 0, dtype=torch.int64), codes=torch.zeros(2, 1, 0, dtype=torch.int64),
+        time=torch.zeros(2, 1), gap=torch.zeros(2, 1), mask=mask, patient_index=torch.arange(2),
+        remaining=torch.tensor([[100.0], [1000.0]]), event=torch.tensor([1, 0]), event_visit=torch.tensor([0, 0]))
+    generator = torch.Generator().manual_seed(0)
+
+    def early_targets(horizon, n=4000):
+        draws = [sample_prediction_times(batch, generator, horizon=horizon) for _ in range(n)]
+        elapsed = torch.stack([d.elapsed[:, 0] for d in draws])
+        kept = torch.stack([d.targets[:, 0] for d in draws])
+        for d in draws[:100]:
+            assert torch.all(d.remaining[d.targets] > 0)
+            assert torch.equal(d.remaining, batch.remaining - d.elapsed)
+        return ((elapsed > 0) & (elapsed < 100.0) & kept).sum(dim=0).float(), kept
+
+    outcome_bound, kept = early_targets(None)
+    assert kept.all() and 8 < outcome_bound[0] / outcome_bound[1] < 12  # 1/100 against 1/1,000 per day
+    independent, kept = early_targets(300.0)
+    assert 0.85 < independent[0] / independent[1] < 1.15
+    # the share of moved draws kept: 1 − exp(−R/h) (0.28 for R = 100, 0.96 for R = 1,000), at rate 1/2
+    moved_and_dropped = (~kept).float().mean(dim=0)
+    assert abs(moved_and_dropped[0] - 0.5 * math.exp(-100 / 300)) < 0.03
+    assert abs(moved_and_dropped[1] - 0.5 * math.exp(-1000 / 300)) < 0.01
+    # a last visit before entry: its draws start at entry, and a dropped draw is left at entry (never before it)
+    late = batch.replace(entry=torch.tensor([50.0, 0.0]))
+    for _ in range(200):
+        d = sample_prediction_times(late, generator, horizon=300.0)
+        assert d.elapsed[0, 0] >= 50.0 and d.remaining[0, 0] == 100.0 - d.elapsed[0, 0]
+        if d.dropped[0, 0]:
+            assert d.elapsed[0, 0] == 50.0 and not d.targets[0, 0]

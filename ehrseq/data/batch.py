@@ -71,6 +71,10 @@ class SequenceBatch:
         Left-truncation (risk-set entry) time in days since origin; ``None`` when not given. The patient is
         known to survive to it, so a target whose prediction time is before it is no observation of the
         remaining time (:attr:`targets` leaves it out).
+    dropped: ``[B, M]`` bool or None
+        Visits whose sampled prediction time fell at or after the outcome
+        (:func:`~ehrseq.data.sample_prediction_times` with a horizon): no target this time (:attr:`targets`
+        leaves them out); ``None`` when no time was sampled so.
     event_times: ``[B, E]`` float32 or None
         Multi-event data: time of each event (or censoring) in days since origin.
     event_flags: ``[B, E]`` bool or None
@@ -97,6 +101,7 @@ class SequenceBatch:
     weight: torch.Tensor | None = None
     elapsed: torch.Tensor | None = None
     entry: torch.Tensor | None = None
+    dropped: torch.Tensor | None = None
     event_times: torch.Tensor | None = None
     event_flags: torch.Tensor | None = None
     event_at_risk: torch.Tensor | None = None
@@ -117,18 +122,19 @@ class SequenceBatch:
 
     @property
     def targets(self) -> torch.Tensor:
-        """``[B, M]`` bool: the real visits whose survival target the losses read — those whose prediction
-        time v_m + e_m (``time`` + ``elapsed``) is at or after the patient's ``entry`` (all real visits
-        without ``entry``). Before entry the patient is not yet at risk: survival to entry is guaranteed
+        """``[B, M]`` bool: the real visits whose survival target the losses read — those not ``dropped``
+        whose prediction time v_m + e_m (``time`` + ``elapsed``) is at or after the patient's ``entry`` (all
+        such visits without ``entry``). Before entry the patient is not yet at risk: survival to entry is guaranteed
         (the patient was selected for having reached it), so R_m would count immortal time. Such visits
         stay in the history the encoder reads; with prediction times sampled after the visits
         (:func:`~ehrseq.data.sample_prediction_times`) their targets move to entry or later instead. The
         comparison allows float32 rounding (10⁻⁶ of the entry time, at least 10⁻⁶ days)."""
+        mask = self.mask if self.dropped is None else self.mask & ~self.dropped
         if self.entry is None:
-            return self.mask
+            return mask
         at = self.time if self.elapsed is None else self.time + self.elapsed
         entry = self.entry.unsqueeze(1)
-        return self.mask & (at >= entry - 1e-6 * entry.abs().clamp_min(1.0))
+        return mask & (at >= entry - 1e-6 * entry.abs().clamp_min(1.0))
 
     @property
     def has_targets(self) -> bool:
@@ -181,6 +187,7 @@ class SequenceBatch:
             "weight": ((b,), (torch.float32, torch.float64)),
             "elapsed": ((b, m), (torch.float32, torch.float64)),
             "entry": ((b,), (torch.float32, torch.float64)),
+            "dropped": ((b, m), (torch.bool,)),
             "event_times": ((b, None), (torch.float32, torch.float64)),
             "event_flags": ((b, None), (torch.bool,)),
             "event_at_risk": ((b, None), (torch.bool,)),

@@ -5,7 +5,7 @@ A model that only ever saw targets at its visits (e = 0) has to extrapolate such
 visit's curve, S_m(e + Δ) / S_m(e); a model with an elapsed-time input
 (:class:`~ehrseq.models.model.DynamicSurvivalModel` with ``any_time``) learns them from targets at
 sampled prediction times. For visit m of a training patient with remaining time R_m (to the event or
-censoring) and the next visit w_m days later (w_m = R_m at the last visit):
+censoring) and the next visit w_m days later:
 
     e_m = 0 with probability 1 − p,   e_m ~ Uniform(0, w_m) with probability p,
 
@@ -14,6 +14,20 @@ with the same event indicator (interval-censored upper ends shift alike, bins ar
 horizon grid). The prediction time never passes the next visit (the history at s would then include
 it) nor the outcome (the patient must be at risk at s), so every sampled target is a valid landmark
 observation of the same patient.
+
+The last visit. Its window would end at the outcome, w_m = R_m, and a draw Uniform(0, R_m) depends on
+the patient's own outcome: at every elapsed time e a patient at risk is drawn with density p / R_m, so
+those who die soon weigh more than those who live long, and the risk the model learns for a landmark
+after the last visit is too high (on SurvSet ``oldmort``, mostly one visit per patient, the default
+model predicted a 2.5-year risk of 0.137 where 0.101 was observed; suite diagnosis, section 9). With a
+``horizon`` h the last visit's offset is drawn from one distribution for every patient,
+
+    e_m ~ Exponential(mean h) with probability p,
+
+and a draw at or after the outcome (e_m ≥ R_m: not at risk there) is no target (``dropped``; the visit
+stays in the history): every patient at risk at e is then drawn with the same density p e^{−e/h} / h,
+as a landmark model fitted at every e weighs the patients at risk. ``DynamicSurvival`` takes h = the
+median remaining time of its training visits.
 
 Left truncation. A patient with an entry time (``entry_time`` of the outcome table: known alive and at
 risk from then on, e.g. an index date after a recorded history) is no observation of survival before it.
@@ -37,9 +51,11 @@ SHARE = 0.5
 
 
 def sample_prediction_times(batch: SequenceBatch, generator: torch.Generator, *, cuts: torch.Tensor | None = None,
-                            share: float = SHARE) -> SequenceBatch:
+                            share: float = SHARE, horizon: float | None = None) -> SequenceBatch:
     """``batch`` with ``elapsed`` ``[B, M]`` sampled as in the module docstring and the targets
-    ``remaining``, ``upper`` and (with the horizon grid's ``cuts`` ``[L + 1]``) ``bin`` after it.
+    ``remaining``, ``upper`` and (with the horizon grid's ``cuts`` ``[L + 1]``) ``bin`` after it; with a
+    ``horizon`` (days) the last visits' offsets are exponential of that mean and ``dropped`` ``[B, M]``
+    marks the draws past the outcome (no target; their elapsed time and target are left unmoved).
 
     ``generator`` (a CPU :class:`torch.Generator`) makes the draws reproducible; padded visits keep e = 0.
     """
@@ -56,13 +72,22 @@ def sample_prediction_times(batch: SequenceBatch, generator: torch.Generator, *,
     if batch.entry is not None:
         start = (batch.entry.unsqueeze(1).to(remaining.dtype) - batch.time.to(remaining.dtype)).clamp_min(0.0)
     usable = mask & (start < window)
-    drawn = start + torch.where(moved, uniform.to(remaining.dtype) * (window - start), 0.0)
+    offset = uniform.to(remaining.dtype) * (window - start)
+    if horizon is not None:  # the last visit: an exponential draw of mean `horizon`, the same for every patient
+        offset = torch.where(has_next, offset, -horizon * torch.log1p(-uniform.to(remaining.dtype)))
+    drawn = start + torch.where(moved, offset, 0.0)
     elapsed = torch.where(usable, drawn, 0.0)
+    dropped = None
+    if horizon is not None:
+        dropped = mask & (elapsed >= remaining)
+        elapsed = torch.where(dropped, start, elapsed)  # its unmoved prediction time (entry, if later than the visit)
     shifted = remaining - elapsed
     # the draws are in [0, 1): R − e > 0 in exact arithmetic; keep it so in floating point
     elapsed = torch.where(shifted > 0, elapsed, 0.0)
     shifted = remaining - elapsed
     changes = {"elapsed": elapsed.to(torch.float32), "remaining": shifted}
+    if dropped is not None:
+        changes["dropped"] = dropped
     if batch.upper is not None:
         changes["upper"] = batch.upper - elapsed
     if cuts is not None and batch.bin is not None:
@@ -80,15 +105,16 @@ class PredictionTimeLoader:
     """
 
     def __init__(self, loader: torch.utils.data.DataLoader, seed: int, *, cuts: torch.Tensor | None = None,
-                 share: float = SHARE) -> None:
+                 share: float = SHARE, horizon: float | None = None) -> None:
         self.loader = loader
         self.cuts = cuts
         self.share = share
+        self.horizon = horizon
         self.generator = torch.Generator().manual_seed(seed)
 
     def __iter__(self):
         for batch in self.loader:
-            yield sample_prediction_times(batch, self.generator, cuts=self.cuts, share=self.share)
+            yield sample_prediction_times(batch, self.generator, cuts=self.cuts, share=self.share, horizon=self.horizon)
 
     def __len__(self) -> int:
         return len(self.loader)

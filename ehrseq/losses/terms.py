@@ -337,7 +337,10 @@ def _ranking(out: ModelOutput, batch: SequenceBatch, ctx: TermContext, opts: dic
 def _deephit_ranking(out: ModelOutput, batch: SequenceBatch, ctx: TermContext, opts: dict[str, Any]) -> torch.Tensor:
     _require(batch, "event", "remaining", "bin", "event_visit")
     causes, event = _causes_and_event(batch, ctx)
-    return deephit_ranking_loss(out.raw, batch.bin, batch.remaining, event, batch.targets,
+    # compared at the event visit: a visit whose sampled prediction time fell past the outcome (``dropped``) is
+    # compared at its unmoved prediction time (the visit, or entry), whose target it keeps, not left out
+    compared = batch.targets if batch.dropped is None else batch.targets | batch.dropped
+    return deephit_ranking_loss(out.raw, batch.bin, batch.remaining, event, compared,
                                 event_visit=batch.event_visit, num_causes=causes, weight=batch.weight, **opts)
 
 

@@ -66,7 +66,8 @@ class ModelConfig:
     terms for the codes recorded so far, and ``any_time`` the elapsed-time input (module docstring); models
     saved without them load with them off. ``n_models`` > 1 makes a
     deep ensemble of that many such models (:mod:`ehrseq.models.ensemble`), of which the last ``linear_members``
-    are the linear model of the same inputs (:meth:`member`).
+    are the linear model of the same inputs (:meth:`member`); ``linear_weight`` is their share of the average
+    (``None``: every member weighs 1 / ``n_models``; :meth:`member_weights`).
     ``next_visit`` adds an auxiliary predictor of the next visit's numeric features and codes
     (trained by the ``next_visit`` loss term; [catalogue] §9, monograph §6.2.3).
     """
@@ -80,6 +81,7 @@ class ModelConfig:
     code_history: bool = False
     proportional: bool = False
     linear_members: int = 0
+    linear_weight: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.n_models, bool) or not isinstance(self.n_models, int) or self.n_models < 1:
@@ -88,6 +90,11 @@ class ModelConfig:
                 or not 0 <= self.linear_members < self.n_models):
             raise ConfigError(f"linear_members must be an int in [0, n_models - 1] = [0, {self.n_models - 1}] (an "
                               f"ensemble keeps at least one network), got {self.linear_members!r}")
+        if self.linear_weight is not None and (
+                isinstance(self.linear_weight, bool) or not isinstance(self.linear_weight, (int, float))
+                or not 0.0 <= self.linear_weight <= 1.0 or not self.linear_members):
+            raise ConfigError(f"linear_weight must be None or a number in [0, 1] with linear_members > 0, got "
+                              f"{self.linear_weight!r} with linear_members={self.linear_members}")
         if self.code_history and not (self.wide and self.encoder.code_vocab_size):
             raise ConfigError("code_history is a term of the linear path over codes: it needs wide=True and a "
                               "code vocabulary")
@@ -108,12 +115,12 @@ class ModelConfig:
         return {"encoder": self.encoder.to_dict(), "head": self.head.to_dict(), "next_visit": self.next_visit,
                 "wide": self.wide, "any_time": self.any_time, "n_models": self.n_models,
                 "code_history": self.code_history, "proportional": self.proportional,
-                "linear_members": self.linear_members}
+                "linear_members": self.linear_members, "linear_weight": self.linear_weight}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
         unknown = set(values) - {"encoder", "head", "next_visit", "wide", "any_time", "n_models",
-                                  "code_history", "proportional", "linear_members"}
+                                  "code_history", "proportional", "linear_members", "linear_weight"}
         if unknown:
             raise ConfigError(f"unknown model settings: {sorted(unknown)}")
         if "encoder" not in values or "head" not in values:
@@ -128,7 +135,18 @@ class ModelConfig:
             code_history=bool(values.get("code_history", False)),
             proportional=bool(values.get("proportional", False)),
             linear_members=int(values.get("linear_members", 0)),
+            linear_weight=None if values.get("linear_weight") is None else float(values["linear_weight"]),
         )
+
+    def member_weights(self) -> list[float]:
+        """The weight of each member in the ensemble's average (K numbers ≥ 0 summing to 1): 1 / K each without
+        :attr:`linear_weight`, else (1 − linear_weight) shared equally by the networks and linear_weight by the
+        linear members."""
+        if self.linear_weight is None:
+            return [1.0 / self.n_models] * self.n_models
+        networks = self.n_models - self.linear_members
+        return ([(1.0 - self.linear_weight) / networks] * networks
+                + [self.linear_weight / self.linear_members] * self.linear_members)
 
     def member(self, k: int) -> ModelConfig:
         """The configuration of member ``k`` of the ensemble (one model). The last :attr:`linear_members` members
@@ -138,7 +156,7 @@ class ModelConfig:
         (``DynamicSurvival`` trains these members at a learning rate of at least :data:`LINEAR_MEMBER_LR`)."""
         if not 0 <= k < self.n_models:
             raise ConfigError(f"member {k} of an ensemble of {self.n_models}")
-        single = dataclasses.replace(self, n_models=1, linear_members=0)
+        single = dataclasses.replace(self, n_models=1, linear_members=0, linear_weight=None)
         if k < self.n_models - self.linear_members:
             return single
         encoder = EncoderConfig.from_dict({**self.encoder.to_dict(), "kind": "landmark", "time_frequencies": 0})
