@@ -36,6 +36,7 @@ import torch
 from ehrseq import predict
 from ehrseq.checkpoint import load_checkpoint, save_checkpoint
 from ehrseq.data import Cohort, FeaturePipeline, PredictionTimeLoader, TimeGrid, make_loader, split_patients, tensorize
+from ehrseq.data.batch import reached_entry
 from ehrseq.data.sharding import RankSlices
 from ehrseq.device import select_device
 from ehrseq.errors import CheckpointError, ConfigError, option
@@ -269,13 +270,13 @@ class DynamicSurvival:
         member held out the patients of a network member), or ``None`` (equal weights) without validation."""
         if self.settings.linear_weight != "auto":
             return float(self.settings.linear_weight)
-        splits: dict[int, tuple[Cohort, list[np.ndarray], list[np.ndarray]]] = {}
+        splits: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {}
         for k, (member, (split, val)) in enumerate(zip(members, held_out)):
             if val is None:
                 return None
-            _, scored_networks, scored_linear = splits.setdefault(split, (val, [], []))
+            scored_networks, scored_linear = splits.setdefault(split, ([], []))
             (scored_linear if k >= networks else scored_networks).append(self._log_likelihoods(member, val))
-        return linear_weight_by_likelihood([(np.stack(net), np.stack(lin)) for _, net, lin in splits.values()
+        return linear_weight_by_likelihood([(np.stack(net), np.stack(lin)) for net, lin in splits.values()
                                             if net and lin])
 
     def _log_likelihoods(self, model: DynamicSurvivalModel, cohort: Cohort) -> np.ndarray:
@@ -285,10 +286,8 @@ class DynamicSurvival:
         remaining, event, _ = _visit_targets(cohort, self.objective.cause)
         at_risk = np.ones(remaining.size, dtype=bool)
         if "entry_time" in cohort.patients.columns:
-            entry = np.nan_to_num(cohort.patients["entry_time"].to_numpy()[cohort.visits["patient_index"].to_numpy()],
-                                  nan=-np.inf)
-            elapsed = cohort.visits["elapsed"].to_numpy()
-            at_risk = elapsed >= entry - 1e-6 * np.maximum(np.abs(entry), 1.0)
+            entry = cohort.patients["entry_time"].to_numpy()[cohort.visits["patient_index"].to_numpy()]
+            at_risk = reached_entry(torch.tensor(cohort.visits["elapsed"].to_numpy()), torch.tensor(entry)).numpy()
         values = np.full(remaining.size, np.nan)
         for selection in predict.predictions(model, self.features_, cohort, at="all", batch_size=512,
                                              device=select_device(self.trainer_config.device)):

@@ -22,6 +22,13 @@ PAD_INDEX = 0
 UNKNOWN_INDEX = 1
 
 
+def reached_entry(at: torch.Tensor, entry: torch.Tensor) -> torch.Tensor:
+    """Whether prediction times ``at`` are at or after the patients' risk-set ``entry`` (broadcast shapes), with
+    float32 rounding allowed: at ≥ entry − 10⁻⁶ · max(|entry|, 1). The one rule of left truncation, read by
+    :attr:`SequenceBatch.targets` (which targets the losses read) and by anything that scores targets likewise."""
+    return at >= entry - 1e-6 * entry.abs().clamp_min(1.0)
+
+
 @dataclass
 class SequenceBatch:
     """A batch of visit sequences with optional survival targets.
@@ -133,8 +140,7 @@ class SequenceBatch:
         if self.entry is None:
             return mask
         at = self.time if self.elapsed is None else self.time + self.elapsed
-        entry = self.entry.unsqueeze(1)
-        return mask & (at >= entry - 1e-6 * entry.abs().clamp_min(1.0))
+        return mask & reached_entry(at, self.entry.unsqueeze(1))
 
     @property
     def has_targets(self) -> bool:
