@@ -80,8 +80,9 @@ def next_visit_numeric_loss(
     mask = check_mask(mask, prediction.shape[:2])
     pairs, index, now = _pairs(mask)
     observed = ~gather_visits(numeric_missing, now + 1).bool()
-    difference = gather_visits(prediction, now) - gather_visits(numeric, now + 1).to(prediction.dtype)
-    squared = torch.where(observed, difference, 0.0).square()  # missing targets may hold NaN: selected away
+    # missing targets may hold NaN: replaced before the difference, whose missing entries the mask zeroes
+    target = torch.where(observed, gather_visits(numeric, now + 1).to(prediction.dtype), 0.0)
+    squared = gather_visits(prediction, now).sub(target).mul_(observed).square()
     counts = observed.sum(dim=-1)
     per_pair = squared.sum(dim=-1) / counts.clamp_min(1).to(prediction.dtype)
     dense = per_pair.new_zeros(pairs.shape).index_put(index, per_pair)
@@ -138,12 +139,43 @@ def next_visit_code_loss_from_indices(
     if codes.shape[:2] != logits.shape[:2]:
         raise ShapeError(f"codes must have shape {list(logits.shape[:2])} + [K], got {list(codes.shape)}")
 
-    def targets(rows: torch.Tensor) -> torch.Tensor:
-        multi_hot = logits.new_zeros(rows.shape[0], vocab_size).scatter_(1, gather_visits(codes, rows).long(), 1.0)
-        multi_hot[:, PAD_INDEX] = 0.0
-        return multi_hot
+    pairs, index, now = _pairs(mask)
+    following = gather_visits(codes, now + 1).long().sort(dim=1).values  # [P, K]
+    distinct = following != PAD_INDEX  # a code counts once however often it is listed; padding never
+    distinct[:, 1:] &= following[:, 1:] != following[:, :-1]
+    per_pair = _PairCodeBCE.apply(logits.flatten(0, 1), now, following, distinct.to(logits.dtype))
+    dense = per_pair.new_zeros(pairs.shape).index_put(index, per_pair)
+    return aggregate_visits(dense, pairs, weight=weight, reduction=reduction, visit_weighting=visit_weighting)
 
-    return _code_loss(logits, targets, mask, weight, reduction, visit_weighting)
+
+class _PairCodeBCE(torch.autograd.Function):
+    """Mean BCE-with-logits over the vocabulary of the logits of visit rows ``rows [P]`` of ``logits [R, V]``
+    against the codes ``codes [P, K]`` that ``keep [P, K]`` (0/1) counts:
+
+        ℓ_p = (1/V) [Σ_v softplus(z_{r_p v}) − Σ_k keep_{pk} z_{r_p, codes_pk}]
+
+    (softplus(z) − y·z summed with y multi-hot, without forming y). The backward pass writes (σ(z) − y)/V times
+    the incoming gradient into the rows r_p of a ``[R, V]`` gradient (zero elsewhere), with no ``[P, V]`` targets.
+    """
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, logits: torch.Tensor, rows: torch.Tensor, codes: torch.Tensor,
+                keep: torch.Tensor) -> torch.Tensor:
+        z = logits.index_select(0, rows)
+        ctx.save_for_backward(z, rows, codes, keep)
+        ctx.total_rows = logits.shape[0]
+        # softplus is linear beyond 40: e⁻⁴⁰ is below float64's resolution
+        listed = z.gather(1, codes).mul_(keep).sum(dim=1)
+        return F.softplus(z, threshold=40.0).sum(dim=1).sub_(listed).div_(z.shape[1])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        z, rows, codes, keep = ctx.saved_tensors
+        scale = (grad / z.shape[1]).unsqueeze(1)
+        rows_gradient = torch.sigmoid(z).mul_(scale).scatter_add_(1, codes, keep.mul(scale).neg_())
+        full = z.new_zeros(ctx.total_rows, z.shape[1])
+        return full.index_copy_(0, rows, rows_gradient), None, None, None
 
 
 class _RowMeanBCE(torch.autograd.Function):
