@@ -376,13 +376,34 @@ def typical_weibull_inputs(n: int, seed: int):
 
 
 def test_weibull_survival_crps_against_quadrature():
-    """Events, right- and interval-censored visits; 48 nodes per term: documented error ≤ 2e-10."""
+    """Events, right- and interval-censored visits; 32 nodes per term and the series below x = −3: documented
+    error ≤ 1e-11."""
     log_scale, log_shape, y, observed, upper = typical_weibull_inputs(60, 4)
     values = survival_crps_elementwise(Weibull(t64(log_scale), t64(log_shape)), t64(y), torch.tensor(observed),
                                        t64(upper)).numpy()
     for i in range(60):
         start = y[i] if observed[i] else upper[i]
-        assert values[i] == pytest.approx(weibull_crps_quad(log_scale[i], log_shape[i], y[i], start), rel=1e-9, abs=1e-12)
+        assert values[i] == pytest.approx(weibull_crps_quad(log_scale[i], log_shape[i], y[i], start), rel=2e-11, abs=1e-12)
+
+
+@pytest.mark.parametrize("side", ["lower", "tail"])
+def test_weibull_series_moments_equal_fine_quadrature_below_their_end(side):
+    """The three moments of the series below x = −3 (p², p·g and x·p·g against e^{c+σx}) against 400-node
+    Gauss–Legendre of the same integrands from their closed forms, on [low, −3] (the lower term from −60)."""
+    from ehrseq.losses.functional.crps import MIN_GUMBEL, _series_moments
+    sigma, offset = t64([0.125, 0.5, 1.0, 2.0, 4.0]), t64([5.0, 6.0, 7.0, 8.0, 3.0])
+    low, high = t64([-40.0, -8.0, -4.0, -3.5, -12.0]), torch.full((5,), MIN_GUMBEL.series.end, dtype=torch.float64)
+    nodes, weights = np.polynomial.legendre.leggauss(400)
+    x = low.numpy()[:, None] + (high - low).numpy()[:, None] * (nodes + 1) / 2
+    t = np.exp(x)
+    p = -np.expm1(-t) if side == "lower" else np.exp(-t)
+    g = t * np.exp(-t)
+    base = np.exp(offset.numpy()[:, None] + sigma.numpy()[:, None] * x) * (high - low).numpy()[:, None] / 2
+    expected = [(base * p * p) @ weights, (base * p * g) @ weights, (base * x * p * g) @ weights]
+    coefficients = MIN_GUMBEL.series.lower if side == "lower" else MIN_GUMBEL.series.tail
+    got = _series_moments(coefficients, low, high, offset, sigma)
+    for value, reference in zip(got, expected):
+        np.testing.assert_allclose(value.numpy(), reference, rtol=1e-12)
 
 
 def brute_force_crps(distribution, y, start):
