@@ -75,7 +75,7 @@ from ehrseq.losses.functional._aggregate import Reduction, VisitWeighting
 from ehrseq.losses.functional.likelihood import per_visit_score
 from ehrseq.models.distributions._math import LOG_2, LOG_SQRT_2PI, exp_by_exp2, gauss_legendre, std_normal_cdf
 from ehrseq.models.distributions.base import SurvivalDistribution
-from ehrseq.models.distributions.grid import GridDistribution
+from ehrseq.models.distributions.grid import GridDistribution, _row_blocks
 from ehrseq.models.distributions.parametric import LogNormal, Weibull
 
 Rule = Literal["gauss-legendre", "trapezoid"]
@@ -126,8 +126,7 @@ def _log_std_normal_cdf(x: torch.Tensor, sign: float, *, out: torch.Tensor | Non
     and erfc is several times slower on arguments it underflows.
     """
     cap = _ERFC_CAP.get(x.dtype, 9.0)
-    scaled = torch.mul(x, -sign * math.sqrt(0.5), out=out) if out is not None else x.mul(-sign * math.sqrt(0.5))
-    return scaled.clamp_max_(cap).erfc_().log_().sub_(LOG_2)
+    return torch.mul(x, -sign * math.sqrt(0.5), out=out).clamp_max_(cap).erfc_().log_().sub_(LOG_2)
 
 
 def _interval_target(y: torch.Tensor, observed: torch.Tensor, upper: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -226,6 +225,8 @@ def _normal_tail_window(x_a: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.T
 
 #: log R ~ N(μ, σ²) (:class:`LogNormal`).
 NORMAL = StandardNoise(_normal_logs, _normal_lower_window, _normal_tail_window, LOGNORMAL_POINTS)
+
+
 def _gumbel_series(terms: int) -> LeftSeries:
     """G = 1 − e^{−t}, g = t e^{−t} (t = eˣ): G² = 1 − 2e^{−t} + e^{−2t} = Σ_n [(−2)ⁿ − 2(−1)ⁿ]/n! tⁿ (n ≥ 2),
     G·g = t(e^{−t} − e^{−2t}) = Σ_n [(−1)^{n−1} − (−2)^{n−1}]/(n − 1)! tⁿ; (1 − G)² = e^{−2t} = Σ_n (−2)ⁿ/n! tⁿ,
@@ -262,24 +263,20 @@ def location_scale_form(distribution: SurvivalDistribution) -> tuple[torch.Tenso
     return None
 
 
-#: Elements per row block of the Gauss–Legendre panels: each block's buffers (three of [rows, nodes]) stay in
-#: cache and are reused from block to block, instead of a new tensor per operation.
-_PANEL_BLOCK_ELEMENTS = 1 << 18
-
-
 def _panel_moments(noise: StandardNoise, side: int, lo: torch.Tensor, hi: torch.Tensor, offset: torch.Tensor,
                    sigma: torch.Tensor, points: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gauss–Legendre on [lo, hi] ``[N]`` of I₀ = ∫ e^{c+σx} p², I₁ = ∫ e^{c+σx} p g and I₂ = ∫ x e^{c+σx} p g
-    (c = ``offset``); one pass of ``points`` nodes per element, in row blocks of
-    :data:`_PANEL_BLOCK_ELEMENTS` nodes on three buffers reused from block to block."""
+    (c = ``offset``); one pass of ``points`` nodes per element, in the row blocks of the constant-hazard grids'
+    Survival-CRPS (:func:`~ehrseq.models.distributions.grid._row_blocks`) on three buffers reused from block to
+    block, instead of a new tensor per operation."""
     nodes, weights = gauss_legendre(points, lo.dtype, lo.device)
     width = (hi - lo).clamp_min(0.0)
     moments = lo.new_empty(3, lo.shape[0])
     tiny = _log_tiny(lo.dtype)  # no subnormal results: arithmetic on them is many times slower
-    step = max(1, _PANEL_BLOCK_ELEMENTS // points)
-    buffers = [lo.new_empty(min(step, lo.shape[0]), points) for _ in range(3)]
-    for begin in range(0, lo.shape[0], step):
-        rows = slice(begin, min(begin + step, lo.shape[0]))
+    blocks = _row_blocks(lo.shape[0], points)
+    largest = blocks[0].stop - blocks[0].start if blocks else 0
+    buffers = [lo.new_empty(largest, points) for _ in range(3)]
+    for rows in blocks:
         x, log_p, log_g = (buffer[: rows.stop - rows.start] for buffer in buffers)
         torch.addcmul(lo[rows].unsqueeze(-1), width[rows].unsqueeze(-1), nodes, out=x)
         noise.log_probability_and_density(x, side, (log_p, log_g))
