@@ -540,8 +540,8 @@ def test_the_linear_weight_maximises_the_held_out_likelihood_of_the_mixture():
 def test_the_linear_weight_is_chosen_on_the_patients_the_members_held_out(cohort, tmp_path, monkeypatch):
     """Linear member j is validated on network j's patients; the choice reads each member's log-likelihood of
     those patients' visits (log S(R) of a visit censored after R), and its share weighs the ensemble's average."""
-    from ehrseq.data import split_patients
     import ehrseq.estimator as estimator
+    from ehrseq.data import split_patients
 
     visits, outcomes = cohort
     seen = []
