@@ -41,6 +41,7 @@ from ehrseq.models.distributions import (
     PiecewiseLinearHazard,
     Weibull,
     WeibullMixture,
+    _native,
 )
 
 GRID = [0.0, 60.0, 180.0, 365.0, 730.0]
@@ -570,11 +571,15 @@ def test_constant_hazard_gradcheck_and_derivatives_at_the_knots(cls):
     torch.testing.assert_close(d_y, (1.0 - survival) ** 2 - survival**2, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("native", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_logistic_hazard_crps_from_its_own_steps_equals_the_crps_from_its_knots(monkeypatch, dtype):
+def test_logistic_hazard_crps_from_its_own_steps_equals_the_crps_from_its_knots(monkeypatch, dtype, native):
     """The logistic hazard hands the Survival-CRPS −ΔH = −softplus(z) and 1 − e^{−ΔH} = σ(z) of its knot table;
     the knot-difference path (as for the other constant-hazard families) gives the same values and
-    gradients, with logits from ordinary to extreme (where both steps underflow: φ → 1, finite)."""
+    gradients, with logits from ordinary to extreme (where both steps underflow: φ → 1, finite); with the
+    native kernel and with the PyTorch implementation."""
+    if not native:
+        monkeypatch.setattr(_native, "available", lambda: False)
     logits, y, start, grid = _constant_hazard_case(LogisticHazard, 2000, dtype=dtype, seed=3)
     logits[:50, :-1] *= 40.0  # inner bins' z down to about −300 and up to +300 (the tail rate stays in range)
     results = []
@@ -593,9 +598,11 @@ def test_logistic_hazard_crps_from_its_own_steps_equals_the_crps_from_its_knots(
 
 
 def test_constant_hazard_crps_does_not_depend_on_its_row_blocks(monkeypatch):
-    """Blocks of equal size cover every row once, and the score and its gradient do not depend on them."""
+    """Blocks of equal size cover every row once, and the score and its gradient of the PyTorch implementation
+    do not depend on them."""
     from ehrseq.models.distributions import grid as grid_module
 
+    monkeypatch.setattr(_native, "available", lambda: False)
     for rows, width in ((0, 8), (1, 8), (1000, 8), (33_000, 32), (40_000, 33)):
         blocks = grid_module._row_blocks(rows, width)
         covered = [i for block in blocks for i in range(block.start, block.stop)]

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from ehrseq.errors import ConfigError, ShapeError
+from ehrseq.models.distributions import _native
 from ehrseq.models.distributions._math import (
     LOG_2,
     exp_by_exp2,
@@ -535,6 +536,83 @@ def _psi(increments: torch.Tensor, phi: torch.Tensor, decay: torch.Tensor) -> to
     return psi.addcmul_(share, increments.mul(-1.0 / 3.0).add_(0.5))
 
 
+def _full_bins(log_s: torch.Tensor, grid: torch.Tensor, y: torch.Tensor, start: torch.Tensor, gradients: bool,
+               steps: tuple[torch.Tensor, torch.Tensor] | None, located: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The ``[N, L]`` part of :class:`_ConstantHazardCRPS` as whole-tensor operations (any device; the reference of
+    the native kernel, :func:`~ehrseq.models.distributions._native.grid_crps_bins`, which returns the same):
+    ½ Σ_l [1_{l<κ}(2Δτ_l − 4M_l + 2Q_l) + 1_{l>κ_a} 2Q_l] ``[N]`` and, if ``gradients``, its gradient in log S
+    ``[N, L+1]``; #{l: τ_{l+1} < y} and #{l < L: τ_l ≥ a} are written into ``located`` (int64 ``[2, N]``).
+
+    Runs in row blocks of :data:`_BLOCK_ELEMENTS` on scratch buffers reused from block to block.
+    """
+    rows_total, num_bins = log_s.shape[0], log_s.shape[1] - 1
+    dtype = log_s.dtype
+    widths = grid[1:] - grid[:-1]
+    double_widths = widths * 2.0
+    # per row, #{l: τ_{l+1} < y} = κ (the bin of y, L beyond the grid) and #{l < L: τ_l ≥ a} (a = ∞: none), as
+    # sums of the masks each block forms anyway (cheaper on CPU than a searchsorted of the rows in the grid)
+    counts = y.new_empty(2, rows_total)
+    score = torch.empty_like(y)
+    grad = torch.empty_like(log_s) if gradients else None
+    blocks = _row_blocks(rows_total, num_bins)
+    if not blocks:  # no rows
+        return score, grad
+    size = blocks[0].stop - blocks[0].start
+    scratch = [log_s.new_empty(size, num_bins) for _ in range(11)]
+    knots_scratch = log_s.new_empty(size, num_bins + 1)
+    cut = 1e-2 if dtype == torch.float32 else 1e-4  # of ψ (:func:`_psi`)
+    for rows in blocks:
+        n = rows.stop - rows.start
+        phi, decay, scaled, mass, squared, first, second, drop, before, beyond, third = (t[:n] for t in scratch)
+        block = log_s[rows]
+        knots = exp_by_exp2(block, out=knots_scratch[:n])
+        left = knots[:, :-1]
+        if steps is None:
+            torch.sub(block[:, 1:], block[:, :-1], out=drop)  # −ΔH_l ≤ 0
+            torch.clamp_max(drop, -1e-30, out=second)  # φ(ΔH) = expm1(−ΔH)/(−ΔH)
+            torch.expm1(second, out=decay)
+        else:  # the family's own −ΔH and 1 − e^{−ΔH}, both floored as above (φ → 1 where both underflow)
+            drop = steps[0][rows]
+            torch.clamp_max(drop, -1e-30, out=second)
+            torch.neg(steps[1][rows], out=decay).clamp_max_(-1e-30)
+        torch.div(decay, second, out=phi)
+        torch.mul(left, widths, out=scaled)  # Δτ S_l
+        torch.mul(phi, scaled, out=mass)  # M_l
+        torch.add(left, knots[:, 1:], out=squared).mul_(mass)  # 2Q_l
+        torch.gt(y[rows].unsqueeze(1), grid[1:], out=before)  # 1_{l<κ} = 1_{τ_{l+1} < y}
+        torch.ge(grid[:-1], start[rows].unsqueeze(1), out=beyond)  # 1_{l>κ_a} = 1_{τ_l ≥ a}
+        torch.sum(before, dim=1, out=counts[0, rows])
+        torch.sum(beyond, dim=1, out=counts[1, rows])
+        # 2[Σ_{l<κ} (Δτ − 2M + Q) + Σ_{l>κ_a} Q]: sums of selected terms, no difference of two integrals
+        torch.add(squared, mass, alpha=-4.0, out=first).add_(double_widths).mul_(before).addcmul_(squared, beyond)
+        torch.sum(first, dim=1, out=score[rows])
+        if not gradients:
+            continue
+        # ψ(ΔH) (:func:`_psi`: with c' = max(ΔH, c), ψ = [φ − e^{−ΔH} + (c' − ΔH)(½ − ΔH/3)]/c'), then
+        # −W_l = −Δτ S_l ψ(ΔH_l) = −∂M_l/∂log S_{l+1}
+        decay.add_(1.0)  # e^{−ΔH}
+        torch.clamp_max(drop, -cut, out=second)  # −c'
+        torch.sub(drop, second, out=first)  # c' − ΔH
+        torch.add(drop, 1.5, out=third)  # 3(½ − ΔH/3)
+        phi.sub_(decay).addcmul_(first, third, value=1.0 / 3.0).mul_(scaled).div_(second)  # −W
+        # 2R_l = S_l((1 + e^{−ΔH})W + e^{−ΔH}M) = S_l(W + e^{−ΔH}(M + W))
+        torch.sub(mass, phi, out=second).mul_(decay).sub_(phi).mul_(left)
+        either = torch.add(before, beyond, out=scaled)
+        out = grad[rows]
+        # ∂/∂log S_l: 2[1_{l<κ}(Q + W − M) + 1_{l>κ_a} Q] − (1_{l<κ} + 1_{l>κ_a}) R
+        #           = (1_{l<κ} + 1_{l>κ_a})(2Q − R) − 2·1_{l<κ}(M − W)
+        torch.add(squared, second, alpha=-0.5, out=out[:, :-1]).mul_(either)
+        out[:, :-1].addcmul_(before, torch.add(mass, phi, out=first), value=-2.0)
+        out[:, -1] = 0.0
+        # ∂/∂log S_{l+1}: (1_{l<κ} + 1_{l>κ_a}) R − 2·1_{l<κ} W
+        out[:, 1:].addcmul_(second, either, value=0.5).addcmul_(before, phi, value=2.0)
+
+    score.mul_(0.5)  # the blocks summed twice the terms
+    located.copy_(counts)
+    return score, grad
+
+
 class _ConstantHazardCRPS(torch.autograd.Function):
     """The Survival-CRPS of a constant-hazard grid from its knot values log S(τ_l), differentiated by hand.
 
@@ -555,8 +633,9 @@ class _ConstantHazardCRPS(torch.autograd.Function):
     ∂Q_l/∂log S_{l+1} = R_l = Δτ S_l²(ψ(ΔH)(1 + e^{−ΔH}) + e^{−ΔH}φ(ΔH))/2 (= 2Δτ S_l² ψ(2ΔH)),
     ∂Q_l/∂log S_l = 2Q_l − R_l, over the bins l < κ (of 𝓛) and κ_a < l (of 𝓣; ψ: :func:`_psi`); the
     partial bins and the exponential tail likewise in closed form (the tail's derivative in log λ apart).
-    The ``[N, L]`` work runs in row blocks of :data:`_BLOCK_ELEMENTS` on scratch buffers reused from block to
-    block, with no autograd graph of intermediates. ``steps``: (−ΔH, 1 − e^{−ΔH}) ``[N, L]`` each when the family
+    The ``[N, L]`` work has no autograd graph of intermediates: on CPU it runs in the native kernel
+    (:func:`~ehrseq.models.distributions._native.grid_crps_bins`, one fused pass per row) where the package
+    was built with it, else as whole-tensor operations in row blocks (:func:`_full_bins`). ``steps``: (−ΔH, 1 − e^{−ΔH}) ``[N, L]`` each when the family
     has them directly (:meth:`ConstantHazardGrid._bin_steps`; the logistic and piecewise-constant hazards),
     else ``None`` and they are formed from the knots (a difference and an ``expm1``).
     """
@@ -568,65 +647,17 @@ class _ConstantHazardCRPS(torch.autograd.Function):
         rows_total, num_bins = log_s.shape[0], log_s.shape[1] - 1
         dtype = log_s.dtype
         widths = grid[1:] - grid[:-1]
-        double_widths = widths * 2.0
         has_tail = start.abs() < math.inf  # isfinite, in two fast kernels instead of its several
-        # per row, #{l: τ_{l+1} < y} = κ (the bin of y, L beyond the grid) and #{l < L: τ_l ≥ a} (a = ∞: none), as
-        # sums of the masks each block forms anyway (cheaper on CPU than a searchsorted of the rows in the grid)
-        counts = y.new_empty(2, rows_total)
-        score = torch.empty_like(y)
-        grad = torch.empty_like(log_s) if gradients else None
-        blocks = _row_blocks(rows_total, num_bins)
-        size = blocks[0].stop - blocks[0].start
-        scratch = [log_s.new_empty(size, num_bins) for _ in range(11)]
-        knots_scratch = log_s.new_empty(size, num_bins + 1)
-        cut = 1e-2 if dtype == torch.float32 else 1e-4  # of ψ (:func:`_psi`)
-        for rows in blocks:
-            n = rows.stop - rows.start
-            phi, decay, scaled, mass, squared, first, second, drop, before, beyond, third = (t[:n] for t in scratch)
-            block = log_s[rows]
-            knots = exp_by_exp2(block, out=knots_scratch[:n])
-            left = knots[:, :-1]
+        # knot indices κ, κ_a, min(κ, L−1), min(κ_a, L−1), their right neighbours and L: columns of [N, L+1]; the
+        # full bins give the first two rows as #{l: τ_{l+1} < y} and #{l < L: τ_l ≥ a}
+        index = torch.empty(7, rows_total, dtype=torch.long, device=y.device)
+        native = None
+        if log_s.device.type == "cpu" and _native.available():
             if steps is None:
-                torch.sub(block[:, 1:], block[:, :-1], out=drop)  # −ΔH_l ≤ 0
-                torch.clamp_max(drop, -1e-30, out=second)  # φ(ΔH) = expm1(−ΔH)/(−ΔH)
-                torch.expm1(second, out=decay)
-            else:  # the family's own −ΔH and 1 − e^{−ΔH}, both floored as above (φ → 1 where both underflow)
-                drop = steps[0][rows]
-                torch.clamp_max(drop, -1e-30, out=second)
-                torch.neg(steps[1][rows], out=decay).clamp_max_(-1e-30)
-            torch.div(decay, second, out=phi)
-            torch.mul(left, widths, out=scaled)  # Δτ S_l
-            torch.mul(phi, scaled, out=mass)  # M_l
-            torch.add(left, knots[:, 1:], out=squared).mul_(mass)  # 2Q_l
-            torch.gt(y[rows].unsqueeze(1), grid[1:], out=before)  # 1_{l<κ} = 1_{τ_{l+1} < y}
-            torch.ge(grid[:-1], start[rows].unsqueeze(1), out=beyond)  # 1_{l>κ_a} = 1_{τ_l ≥ a}
-            torch.sum(before, dim=1, out=counts[0, rows])
-            torch.sum(beyond, dim=1, out=counts[1, rows])
-            # 2[Σ_{l<κ} (Δτ − 2M + Q) + Σ_{l>κ_a} Q]: sums of selected terms, no difference of two integrals
-            torch.add(squared, mass, alpha=-4.0, out=first).add_(double_widths).mul_(before).addcmul_(squared, beyond)
-            torch.sum(first, dim=1, out=score[rows])
-            if not gradients:
-                continue
-            # ψ(ΔH) (:func:`_psi`: with c' = max(ΔH, c), ψ = [φ − e^{−ΔH} + (c' − ΔH)(½ − ΔH/3)]/c'), then
-            # −W_l = −Δτ S_l ψ(ΔH_l) = −∂M_l/∂log S_{l+1}
-            decay.add_(1.0)  # e^{−ΔH}
-            torch.clamp_max(drop, -cut, out=second)  # −c'
-            torch.sub(drop, second, out=first)  # c' − ΔH
-            torch.add(drop, 1.5, out=third)  # 3(½ − ΔH/3)
-            phi.sub_(decay).addcmul_(first, third, value=1.0 / 3.0).mul_(scaled).div_(second)  # −W
-            # 2R_l = S_l((1 + e^{−ΔH})W + e^{−ΔH}M) = S_l(W + e^{−ΔH}(M + W))
-            torch.sub(mass, phi, out=second).mul_(decay).sub_(phi).mul_(left)
-            either = torch.add(before, beyond, out=scaled)
-            out = grad[rows]
-            # ∂/∂log S_l: 2[1_{l<κ}(Q + W − M) + 1_{l>κ_a} Q] − (1_{l<κ} + 1_{l>κ_a}) R
-            #           = (1_{l<κ} + 1_{l>κ_a})(2Q − R) − 2·1_{l<κ}(M − W)
-            torch.add(squared, second, alpha=-0.5, out=out[:, :-1]).mul_(either)
-            out[:, :-1].addcmul_(before, torch.add(mass, phi, out=first), value=-2.0)
-            out[:, -1] = 0.0
-            # ∂/∂log S_{l+1}: (1_{l<κ} + 1_{l>κ_a}) R − 2·1_{l<κ} W
-            out[:, 1:].addcmul_(second, either, value=0.5).addcmul_(before, phi, value=2.0)
-
-        score.mul_(0.5)  # the blocks summed twice the terms
+                drops = torch.sub(log_s[:, 1:], log_s[:, :-1])
+                steps = drops, torch.clamp_max(drops, -1e-30).expm1_().neg_()
+            native = _native.grid_crps_bins(exp_by_exp2(log_s), *steps, grid, y, start, index[:2], gradients)
+        score, grad = native if native is not None else _full_bins(log_s, grid, y, start, gradients, steps, index[:2])
         # y's own bin (or the exponential tail): ∫_0^e (1 − S_κ e^{−rs})² ds; a's own bin to its right knot, then
         # (after the full bins) the exponential tail from max(a, τ_L). Rows 0 (y) and 1 (a) of [2, N]: the bin κ
         # (κ_a = L − 1 − #{l < L: τ_l ≥ a} when τ_0 < a ≤ τ_L, else L), log S at the knot κ, the rate r of bin
@@ -634,10 +665,7 @@ class _ConstantHazardCRPS(torch.autograd.Function):
         # and its terms are masked). Tables of rows are filled in place: no stacks of [N] vectors.
         inside = has_tail & (start <= grid[-1])
         tail_mask, inside_mask = has_tail.to(dtype), inside.to(dtype)
-        # knot indices κ, κ_a, min(κ, L−1), min(κ_a, L−1), their right neighbours and L: columns of [N, L+1]
-        index = torch.empty(7, rows_total, dtype=torch.long, device=y.device)
         located, rate_bins = index[:2], index[2:4]
-        located.copy_(counts)
         located[1] = torch.where(inside, num_bins - 1 - located[1], num_bins)
         torch.clamp_max(located, num_bins - 1, out=rate_bins)
         torch.add(rate_bins, 1, out=index[4:6])

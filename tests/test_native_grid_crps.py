@@ -1,0 +1,180 @@
+"""The native kernel of the constant-hazard Survival-CRPS against its PyTorch reference (grid._full_bins).
+
+Both compute the same closed-form terms; the native one fuses them into one pass per row. They must agree to
+the rounding of their types on every kind of row — events, right- and interval-censored, targets before the
+first knot, at the knots and beyond the grid, flat bins (ΔH = 0), survival underflowing to 0 — with and without
+gradients, and the whole loss must not depend on which one ran.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import sysconfig
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ehrseq.models.distributions import PMF, LogisticHazard, PiecewiseConstantHazard, _native
+from ehrseq.models.distributions import grid as grid_module
+
+GRID = [0.0, 30.0, 90.0, 180.0, 365.0, 730.0, 1095.0, 1825.0]
+
+
+def _pytorch_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_native, "available", lambda: False)
+
+
+def _rows(rows: int, bins: int, dtype: torch.dtype, seed: int, scale: float = 2.5):
+    """Knot tables and targets of ``rows`` logistic-hazard rows over an uneven grid of ``bins`` bins."""
+    g = torch.Generator().manual_seed(seed)
+    grid = torch.cat([torch.zeros(1, dtype=torch.float64), torch.rand(bins, generator=g, dtype=torch.float64).add(0.05).cumsum(0) * 100.0])
+    logits = scale * torch.randn(rows, bins, generator=g, dtype=torch.float64)
+    if rows >= 4:
+        logits[0] = -200.0  # ΔH underflows to 0: flat bins, φ → 1
+        logits[1] = 60.0  # S underflows to 0 after the first bin
+        logits[2, ::2] = -1e-3
+    drops = -torch.nn.functional.softplus(logits)
+    log_s = torch.cat([torch.zeros(rows, 1, dtype=torch.float64), drops.cumsum(1)], dim=1)
+    hazards = torch.sigmoid(logits)
+    y = torch.rand(rows, generator=g, dtype=torch.float64) * float(grid[-1]) * 1.3 + 1e-3
+    y[: min(rows, bins)] = grid[1 : min(rows, bins) + 1]  # at the knots
+    kind = torch.randint(0, 3, (rows,), generator=g)
+    start = torch.where(kind == 0, y, torch.where(kind == 1, torch.inf, y * (1.0 + 2.0 * torch.rand(rows, generator=g, dtype=torch.float64))))
+    return [t.to(dtype) for t in (log_s, drops, hazards, grid, y, start)]
+
+
+def test_the_native_kernel_is_built_wherever_a_c_compiler_is_found():
+    """``pip install`` compiles the kernel when the compiler Python was built with is present; a build that
+    silently failed would leave every CPU user on the slower path."""
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(compiler):
+        assert _native.available(), _native.status()
+        assert _native.max_bins() >= 256
+    else:
+        assert not _native.available() and "not built" in _native.status()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("gradients", [True, False])
+def test_native_full_bins_equal_the_pytorch_reference(dtype, gradients):
+    log_s, drops, hazards, grid, y, start = _rows(3000, 24, dtype, seed=1)
+    counts_native = torch.empty(2, 3000, dtype=torch.long)
+    counts_reference = torch.empty_like(counts_native)
+    native = _native.grid_crps_bins(grid_module.exp_by_exp2(log_s), drops, hazards, grid, y, start, counts_native,
+                                    gradients)
+    assert native is not None, _native.status()
+    reference = grid_module._full_bins(log_s, grid, y, start, gradients, (drops, hazards), counts_reference)
+    assert torch.equal(counts_native, counts_reference)
+    tolerance = 1e-12 if dtype == torch.float64 else 2e-5
+    scale = float(grid[-1])
+    torch.testing.assert_close(native[0], reference[0], rtol=tolerance, atol=tolerance * scale)
+    if gradients:
+        torch.testing.assert_close(native[1], reference[1], rtol=tolerance, atol=tolerance * scale)
+    else:
+        assert native[1] is None and reference[1] is None
+    assert torch.isfinite(native[0]).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.integers(0, 40), bins=st.integers(1, 40), seed=st.integers(0, 2**16), scale=st.floats(0.1, 30.0))
+def test_native_and_pytorch_full_bins_agree_on_any_shape(rows, bins, seed, scale):
+    log_s, drops, hazards, grid, y, start = _rows(rows, bins, torch.float64, seed, scale)
+    counts = torch.empty(2, 2, rows, dtype=torch.long)
+    native = _native.grid_crps_bins(log_s.exp(), drops, hazards, grid, y, start, counts[0], True)
+    assert native is not None
+    reference = grid_module._full_bins(log_s, grid, y, start, True, (drops, hazards), counts[1])
+    assert torch.equal(counts[0], counts[1])
+    torch.testing.assert_close(native, reference, rtol=1e-11, atol=1e-9)
+
+
+@pytest.mark.parametrize("cls", [LogisticHazard, PMF, PiecewiseConstantHazard])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_the_survival_crps_does_not_depend_on_which_implementation_ran(monkeypatch, cls, dtype):
+    """The public loss on both paths (the logistic and piecewise-constant hazards hand over their own steps; the
+    PMF's come from its knots): values and gradients in the logits, y and the bound."""
+    g = torch.Generator().manual_seed(7)
+    rows = 2500
+    offset = -5.0 if cls is PiecewiseConstantHazard else 0.0
+    logits = (offset + 2.5 * torch.randn(rows, len(GRID) - 1 + cls.extra_outputs, generator=g, dtype=torch.float64))
+    y = torch.exp(10.0 * torch.rand(rows, generator=g, dtype=torch.float64))
+    kind = torch.randint(0, 3, (rows,), generator=g)
+    start = torch.where(kind == 0, y, torch.where(kind == 1, torch.inf, y * 3.0))
+    results = []
+    for native in (True, False):
+        if not native:
+            _pytorch_only(monkeypatch)
+        leaves = [value.to(dtype).requires_grad_() for value in (logits, y, start)]
+        value = cls(leaves[0], GRID).survival_crps(leaves[1], leaves[2])
+        results.append((value.detach(), torch.autograd.grad((value * torch.linspace(0.5, 1.5, rows, dtype=dtype)).sum(), leaves)))
+    tolerance = 1e-10 if dtype == torch.float64 else 1e-4
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=tolerance, atol=tolerance)
+    for got, expected in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(got, expected, rtol=tolerance, atol=tolerance * float(expected.abs().max()))
+
+
+def test_an_empty_batch_has_an_empty_survival_crps_on_either_path(monkeypatch):
+    for native in (True, False):
+        if not native:
+            _pytorch_only(monkeypatch)
+        logits = torch.zeros(0, len(GRID) - 1, requires_grad=True)
+        value = LogisticHazard(logits, GRID).survival_crps(torch.zeros(0), torch.zeros(0))
+        value.sum().backward()
+        assert value.shape == (0,) and logits.grad.shape == (0, len(GRID) - 1)
+
+
+def test_grids_beyond_the_native_limit_run_the_pytorch_implementation():
+    bins = _native.max_bins() + 1
+    log_s, drops, hazards, grid, y, start = _rows(50, bins, torch.float64, seed=3)
+    assert _native.grid_crps_bins(log_s.exp(), drops, hazards, grid, y, start, torch.empty(2, 50, dtype=torch.long), True) is None
+    logits = torch.randn(50, bins, dtype=torch.float64, requires_grad=True)
+    value = LogisticHazard(logits, grid).survival_crps(y, start)
+    value.sum().backward()
+    assert torch.isfinite(value).all() and torch.isfinite(logits.grad).all()
+
+
+def test_mismatched_inputs_are_refused_before_the_kernel_reads_them():
+    log_s, drops, hazards, grid, y, start = _rows(20, 6, torch.float64, seed=4)
+    counts = torch.empty(2, 20, dtype=torch.long)
+    with pytest.raises(ValueError, match="mismatched"):
+        _native.grid_crps_bins(log_s.exp(), drops[:, :5], hazards, grid, y, start, counts, True)
+    with pytest.raises(ValueError, match="counts"):
+        _native.grid_crps_bins(log_s.exp(), drops, hazards, grid, y, start, counts.to(torch.int32), True)
+
+
+def test_ehrseq_native_0_turns_the_kernel_off(monkeypatch):
+    monkeypatch.setenv("EHRSEQ_NATIVE", "0")
+    _native._library.cache_clear()
+    try:
+        assert not _native.available() and "EHRSEQ_NATIVE" in _native.status()
+        log_s, drops, hazards, grid, y, start = _rows(10, 4, torch.float64, seed=5)
+        assert _native.grid_crps_bins(log_s.exp(), drops, hazards, grid, y, start, torch.empty(2, 10, dtype=torch.long), True) is None
+    finally:
+        monkeypatch.delenv("EHRSEQ_NATIVE")
+        _native._library.cache_clear()
+    assert _native.available() == (_native._library()[0] is not None)
+
+
+def test_the_kernel_splits_rows_over_threads_without_changing_them():
+    log_s, drops, hazards, grid, y, start = _rows(5000, 16, torch.float32, seed=6)
+    results = []
+    threads = torch.get_num_threads()
+    for count in (1, 3):
+        torch.set_num_threads(count)
+        try:
+            counts = torch.empty(2, 5000, dtype=torch.long)
+            results.append(_native.grid_crps_bins(log_s.exp(), drops, hazards, grid, y, start, counts, True))
+        finally:
+            torch.set_num_threads(threads)
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+def test_rows_with_infinite_start_have_no_tail_bins():
+    """start = ∞ marks a row without a tail term: no bin counts as beyond it."""
+    log_s, drops, hazards, grid, y, start = _rows(30, 5, torch.float64, seed=8)
+    start.fill_(math.inf)
+    counts = torch.empty(2, 30, dtype=torch.long)
+    _native.grid_crps_bins(log_s.exp(), drops, hazards, grid, y, start, counts, False)
+    assert (counts[1] == 0).all()
