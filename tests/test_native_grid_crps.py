@@ -1,4 +1,4 @@
-"""The native kernel of the constant-hazard Survival-CRPS against its PyTorch reference (grid._full_bins).
+"""The native kernel of the constant-hazard Survival-CRPS against its PyTorch reference (grid._pytorch_crps).
 
 Both compute the same closed-form terms; the native one fuses them into one pass per row. They must agree to
 the rounding of their types on every kind of row — events, right- and interval-censored, targets before the
@@ -28,22 +28,34 @@ def _pytorch_only(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _rows(rows: int, bins: int, dtype: torch.dtype, seed: int, scale: float = 2.5):
-    """Knot tables and targets of ``rows`` logistic-hazard rows over an uneven grid of ``bins`` bins."""
+    """Knot tables, steps, tail rates and targets of ``rows`` logistic-hazard rows over an uneven grid of ``bins``
+    bins: (log S, S, (−ΔH, 1 − e^{−ΔH}), log λ, grid, y, start)."""
     g = torch.Generator().manual_seed(seed)
     grid = torch.cat([torch.zeros(1, dtype=torch.float64), torch.rand(bins, generator=g, dtype=torch.float64).add(0.05).cumsum(0) * 100.0])
     logits = scale * torch.randn(rows, bins, generator=g, dtype=torch.float64)
     if rows >= 4:
-        logits[0] = -200.0  # ΔH underflows to 0: flat bins, φ → 1
+        logits[0, :-1] = -200.0  # ΔH underflows to 0: flat bins, φ → 1 (the tail rate stays in range)
         logits[1] = 60.0  # S underflows to 0 after the first bin
         logits[2, ::2] = -1e-3
     drops = -torch.nn.functional.softplus(logits)
     log_s = torch.cat([torch.zeros(rows, 1, dtype=torch.float64), drops.cumsum(1)], dim=1)
     hazards = torch.sigmoid(logits)
+    log_rate = torch.log(torch.nn.functional.softplus(logits[:, -1]) / (grid[-1] - grid[-2])) if bins else torch.zeros(rows)
     y = torch.rand(rows, generator=g, dtype=torch.float64) * float(grid[-1]) * 1.3 + 1e-3
     y[: min(rows, bins)] = grid[1 : min(rows, bins) + 1]  # at the knots
     kind = torch.randint(0, 3, (rows,), generator=g)
     start = torch.where(kind == 0, y, torch.where(kind == 1, torch.inf, y * (1.0 + 2.0 * torch.rand(rows, generator=g, dtype=torch.float64))))
-    return [t.to(dtype) for t in (log_s, drops, hazards, grid, y, start)]
+    log_s, drops, hazards, log_rate, grid, y, start = (t.to(dtype) for t in (log_s, drops, hazards, log_rate, grid, y, start))
+    return log_s, log_s.exp(), (drops, hazards), log_rate, grid, y, start
+
+
+def _compare(native, reference, tolerance: float, scale: float) -> None:
+    assert native is not None, _native.status()
+    for got, expected in zip(native, reference):
+        if expected is None:
+            assert got is None
+        else:
+            torch.testing.assert_close(got, expected, rtol=tolerance, atol=tolerance * scale)
 
 
 def test_the_native_kernel_is_built_wherever_a_c_compiler_is_found():
@@ -58,36 +70,23 @@ def test_the_native_kernel_is_built_wherever_a_c_compiler_is_found():
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("gradients", [True, False])
-def test_native_full_bins_equal_the_pytorch_reference(dtype, gradients):
-    log_s, drops, hazards, grid, y, start = _rows(3000, 24, dtype, seed=1)
-    counts_native = torch.empty(2, 3000, dtype=torch.long)
-    counts_reference = torch.empty_like(counts_native)
-    native = _native.grid_crps_bins(grid_module.exp_by_exp2(log_s), drops, hazards, grid, y, start, counts_native,
-                                    gradients)
-    assert native is not None, _native.status()
-    reference = grid_module._full_bins(log_s, grid, y, start, gradients, (drops, hazards), counts_reference)
-    assert torch.equal(counts_native, counts_reference)
-    tolerance = 1e-12 if dtype == torch.float64 else 2e-5
-    scale = float(grid[-1])
-    torch.testing.assert_close(native[0], reference[0], rtol=tolerance, atol=tolerance * scale)
-    if gradients:
-        torch.testing.assert_close(native[1], reference[1], rtol=tolerance, atol=tolerance * scale)
-    else:
-        assert native[1] is None and reference[1] is None
+@pytest.mark.parametrize(("gradients", "cdf"), [(True, True), (True, False), (False, False)])
+def test_the_native_kernel_equals_the_pytorch_reference(dtype, gradients, cdf):
+    case = _rows(3000, 24, dtype, seed=1)
+    native = _native.grid_crps(*case, gradients, cdf)
+    log_s, _, steps, log_rate, grid, y, start = case
+    reference = grid_module._pytorch_crps(log_s, log_rate, grid, y, start, gradients, steps, cdf)
+    _compare(native, reference, 1e-12 if dtype == torch.float64 else 2e-5, float(grid[-1]))
     assert torch.isfinite(native[0]).all()
 
 
 @settings(max_examples=40, deadline=None)
 @given(rows=st.integers(0, 40), bins=st.integers(1, 40), seed=st.integers(0, 2**16), scale=st.floats(0.1, 30.0))
-def test_native_and_pytorch_full_bins_agree_on_any_shape(rows, bins, seed, scale):
-    log_s, drops, hazards, grid, y, start = _rows(rows, bins, torch.float64, seed, scale)
-    counts = torch.empty(2, 2, rows, dtype=torch.long)
-    native = _native.grid_crps_bins(log_s.exp(), drops, hazards, grid, y, start, counts[0], True)
-    assert native is not None
-    reference = grid_module._full_bins(log_s, grid, y, start, True, (drops, hazards), counts[1])
-    assert torch.equal(counts[0], counts[1])
-    torch.testing.assert_close(native, reference, rtol=1e-11, atol=1e-9)
+def test_native_and_pytorch_agree_on_any_shape(rows, bins, seed, scale):
+    case = _rows(rows, bins, torch.float64, seed, scale)
+    log_s, _, steps, log_rate, grid, y, start = case
+    reference = grid_module._pytorch_crps(log_s, log_rate, grid, y, start, True, steps, True)
+    _compare(_native.grid_crps(*case, True, True), reference, 1e-11, 1e-2)
 
 
 @pytest.mark.parametrize("cls", [LogisticHazard, PMF, PiecewiseConstantHazard])
@@ -127,8 +126,9 @@ def test_an_empty_batch_has_an_empty_survival_crps_on_either_path(monkeypatch):
 
 def test_grids_beyond_the_native_limit_run_the_pytorch_implementation():
     bins = _native.max_bins() + 1
-    log_s, drops, hazards, grid, y, start = _rows(50, bins, torch.float64, seed=3)
-    assert _native.grid_crps_bins(log_s.exp(), drops, hazards, grid, y, start, torch.empty(2, 50, dtype=torch.long), True) is None
+    case = _rows(50, bins, torch.float64, seed=3)
+    assert _native.grid_crps(*case, True, True) is None
+    grid, y, start = case[4:]
     logits = torch.randn(50, bins, dtype=torch.float64, requires_grad=True)
     value = LogisticHazard(logits, grid).survival_crps(y, start)
     value.sum().backward()
@@ -136,12 +136,11 @@ def test_grids_beyond_the_native_limit_run_the_pytorch_implementation():
 
 
 def test_mismatched_inputs_are_refused_before_the_kernel_reads_them():
-    log_s, drops, hazards, grid, y, start = _rows(20, 6, torch.float64, seed=4)
-    counts = torch.empty(2, 20, dtype=torch.long)
+    log_s, knots, (drops, hazards), log_rate, grid, y, start = _rows(20, 6, torch.float64, seed=4)
     with pytest.raises(ValueError, match="mismatched"):
-        _native.grid_crps_bins(log_s.exp(), drops[:, :5], hazards, grid, y, start, counts, True)
-    with pytest.raises(ValueError, match="counts"):
-        _native.grid_crps_bins(log_s.exp(), drops, hazards, grid, y, start, counts.to(torch.int32), True)
+        _native.grid_crps(log_s, knots, (drops[:, :5], hazards), log_rate, grid, y, start, True, True)
+    with pytest.raises(ValueError, match="mismatched"):
+        _native.grid_crps(log_s, knots, (drops, hazards), log_rate[:-1], grid, y, start, True, True)
 
 
 def test_ehrseq_native_0_turns_the_kernel_off(monkeypatch):
@@ -149,8 +148,7 @@ def test_ehrseq_native_0_turns_the_kernel_off(monkeypatch):
     _native._library.cache_clear()
     try:
         assert not _native.available() and "EHRSEQ_NATIVE" in _native.status()
-        log_s, drops, hazards, grid, y, start = _rows(10, 4, torch.float64, seed=5)
-        assert _native.grid_crps_bins(log_s.exp(), drops, hazards, grid, y, start, torch.empty(2, 10, dtype=torch.long), True) is None
+        assert _native.grid_crps(*_rows(10, 4, torch.float64, seed=5), True, True) is None
     finally:
         monkeypatch.delenv("EHRSEQ_NATIVE")
         _native._library.cache_clear()
@@ -158,23 +156,36 @@ def test_ehrseq_native_0_turns_the_kernel_off(monkeypatch):
 
 
 def test_the_kernel_splits_rows_over_threads_without_changing_them():
-    log_s, drops, hazards, grid, y, start = _rows(5000, 16, torch.float32, seed=6)
+    case = _rows(5000, 16, torch.float32, seed=6)
     results = []
     threads = torch.get_num_threads()
     for count in (1, 3):
         torch.set_num_threads(count)
         try:
-            counts = torch.empty(2, 5000, dtype=torch.long)
-            results.append(_native.grid_crps_bins(log_s.exp(), drops, hazards, grid, y, start, counts, True))
+            results.append(_native.grid_crps(*case, True, True))
         finally:
             torch.set_num_threads(threads)
-    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+    assert all(torch.equal(a, b) for a, b in zip(*results))
 
 
-def test_rows_with_infinite_start_have_no_tail_bins():
-    """start = ∞ marks a row without a tail term: no bin counts as beyond it."""
-    log_s, drops, hazards, grid, y, start = _rows(30, 5, torch.float64, seed=8)
-    start.fill_(math.inf)
-    counts = torch.empty(2, 30, dtype=torch.long)
-    _native.grid_crps_bins(log_s.exp(), drops, hazards, grid, y, start, counts, False)
-    assert (counts[1] == 0).all()
+def test_rows_without_a_tail_term_have_no_gradient_in_start_or_the_tail_rate():
+    """start = ∞ marks a row without a tail term: no S(a)², no tail, so no gradient in a or log λ."""
+    case = list(_rows(30, 5, torch.float64, seed=8))
+    case[6] = torch.full_like(case[6], math.inf)
+    score, grad, rate_gradient, cdf_squared, at_a = _native.grid_crps(*case, True, True)
+    assert (at_a == 0).all() and (rate_gradient == 0).all() and torch.isfinite(score).all()
+    assert ((cdf_squared >= 0) & (cdf_squared <= 1)).all()
+
+
+def test_a_library_of_another_version_is_not_called(monkeypatch):
+    """A build left over from another version of the source may take other arguments: it is not called."""
+    if not _native.available():
+        pytest.skip(f"needs the native kernel: {_native.status()}")
+    monkeypatch.setattr(_native, "_ABI", _native._ABI + 1)
+    _native._library.cache_clear()
+    try:
+        assert not _native.available() and "another version" in _native.status()
+    finally:
+        monkeypatch.undo()
+        _native._library.cache_clear()
+    assert _native.available()

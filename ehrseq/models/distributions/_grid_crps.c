@@ -1,11 +1,13 @@
-/* Native kernel of the Survival-CRPS of constant-hazard grids (ehrseq.models.distributions.grid): the
- * [rows, bins] part — per bin the closed-form integrals of F² and S², masked by the bin of the target, and
- * their gradient in log S — fused into one pass per row instead of some forty whole-tensor operations.
+/* Native kernel of the Survival-CRPS of constant-hazard grids (ehrseq.models.distributions.grid): per row, the
+ * closed-form integrals of F² and S² over the full bins (masked by the bins of the targets), the bins of the
+ * targets and the exponential tail, and the gradient in log S, log λ, y and a — one pass per row instead of
+ * some hundred whole-tensor operations.
  * Called through ctypes (ehrseq.models.distributions._native), which checks shapes, types and layout; rows
  * are split over POSIX threads. The module object below only makes the library importable as an (empty)
  * extension module, so that packaging tools find and build it like any other. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdint.h>
 #include <stddef.h>
 #ifndef _WIN32
@@ -22,21 +24,35 @@
 #define ROWS_TARGETS
 #endif
 
+#define LOG_TWO 0.69314718055994530942
+
 #define REAL float
 #define SUFFIX f32
 #define CUT 1e-2f
+#define EXP expf
+#define EXPM1 expm1f
+#define FABS fabsf
 #include "_grid_crps_rows.h"
 #undef REAL
 #undef SUFFIX
 #undef CUT
+#undef EXP
+#undef EXPM1
+#undef FABS
 
 #define REAL double
 #define SUFFIX f64
 #define CUT 1e-4
+#define EXP exp
+#define EXPM1 expm1
+#define FABS fabs
 #include "_grid_crps_rows.h"
 #undef REAL
 #undef SUFFIX
 #undef CUT
+#undef EXP
+#undef EXPM1
+#undef FABS
 
 typedef struct {
     void (*rows)(const void *, int64_t, int64_t);
@@ -44,8 +60,8 @@ typedef struct {
     int64_t first, last;
 } Task;
 
-static void rows_f32_untyped(const void *a, int64_t first, int64_t last) { bins_rows_f32((const BinsArgs_f32 *)a, first, last); }
-static void rows_f64_untyped(const void *a, int64_t first, int64_t last) { bins_rows_f64((const BinsArgs_f64 *)a, first, last); }
+static void rows_f32_untyped(const void *a, int64_t first, int64_t last) { crps_rows_f32((const CrpsArgs_f32 *)a, first, last); }
+static void rows_f64_untyped(const void *a, int64_t first, int64_t last) { crps_rows_f64((const CrpsArgs_f64 *)a, first, last); }
 
 #ifndef _WIN32
 static void *run_task(void *task) {
@@ -94,22 +110,35 @@ static int run_rows(void (*rows)(const void *, int64_t, int64_t), const void *ar
     return status;
 }
 
+/* The entry points: every table row-major and contiguous, of the sizes stated in CrpsArgs; grad, rate_grad and
+ * at_a are written when grad is not NULL, cdf_squared when it is not NULL. Returns 0 (or −1, see run_rows), or −2
+ * for a number of bins outside 1..MAX_BINS (nothing written). */
 #define DEFINE_ENTRY(REAL, SUFFIX)                                                                              \
-    int ehrseq_grid_crps_bins_##SUFFIX(int64_t rows, int64_t bins, const REAL *knots, const REAL *drops,         \
-                                        const REAL *hazards, const REAL *grid, const REAL *y, const REAL *start, \
-                                        REAL *score, int64_t *counts, REAL *grad, int threads) {                 \
+    int ehrseq_grid_crps_##SUFFIX(int64_t rows, int64_t bins, const REAL *log_s, const REAL *knots,              \
+                                   const REAL *drops, const REAL *hazards, const REAL *grid, const REAL *y,      \
+                                   const REAL *start, const REAL *log_rate, REAL *score, REAL *grad,             \
+                                   REAL *rate_grad, REAL *at_a, REAL *cdf_squared, int threads) {                \
         if (bins < 1 || bins > MAX_BINS || rows < 0) return -2;                                                  \
-        BinsArgs_##SUFFIX args = {rows, bins, knots, drops, hazards, grid, y, start, score, counts, grad};       \
+        CrpsArgs_##SUFFIX args = {rows,     bins,  log_s, knots, drops, hazards,  grid,       y,                \
+                                  start,    log_rate, score, grad, rate_grad, at_a, cdf_squared};                \
         return run_rows(rows_##SUFFIX##_untyped, &args, rows, threads);                                          \
     }
 
 DEFINE_ENTRY(float, f32)
 DEFINE_ENTRY(double, f64)
 
+/* Raised whenever an entry point changes its arguments; the loader calls no library of another version. */
+#define EHRSEQ_GRID_CRPS_ABI 1
+
+int ehrseq_grid_crps_abi(void) { return EHRSEQ_GRID_CRPS_ABI; }
+
 int ehrseq_grid_crps_max_bins(void) { return MAX_BINS; }
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_grid_crps",
-                                    "Native kernel of the constant-hazard Survival-CRPS (loaded through ctypes).", -1,
-                                    NULL};
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_grid_crps",
+    .m_doc = "Native kernel of the constant-hazard Survival-CRPS (loaded through ctypes).",
+    .m_size = -1,
+};
 
 PyMODINIT_FUNC PyInit__grid_crps(void) { return PyModule_Create(&module); }

@@ -1,31 +1,36 @@
-/* The full bins of the Survival-CRPS of a constant-hazard grid, for one floating type: included twice by
- * _grid_crps.c with REAL = float / double and SUFFIX = f32 / f64. The formulas are those of
- * ehrseq.models.distributions.grid._ConstantHazardCRPS (its docstring states the math); the reference
- * implementation in PyTorch runs the same terms as whole-tensor operations. */
+/* The Survival-CRPS of a constant-hazard grid and its gradient, for one floating type: included twice by
+ * _grid_crps.c with REAL = float / double, SUFFIX = f32 / f64 and the matching EXP, EXPM1, FABS and CUT. The
+ * formulas are those of ehrseq.models.distributions.grid._ConstantHazardCRPS (its docstring states the math);
+ * its PyTorch implementation (grid._pytorch_crps) runs the same terms as whole-tensor operations. */
 
 #define GLUE_(a, b) a##_##b
 #define GLUE(a, b) GLUE_(a, b)
 
 typedef struct {
     int64_t rows, bins;
-    const REAL *knots;   /* S(τ_l) [rows, bins + 1] */
+    const REAL *log_s;   /* log S(τ_l) [rows, bins + 1] */
+    const REAL *knots;   /* S(τ_l) = exp(log S(τ_l)) [rows, bins + 1] */
     const REAL *drops;   /* −ΔH_l ≤ 0 [rows, bins] */
     const REAL *hazards; /* 1 − e^{−ΔH_l} [rows, bins] */
     const REAL *grid;    /* τ_0 < … < τ_L [bins + 1] */
     const REAL *y;       /* [rows] */
     const REAL *start;   /* [rows], +inf: no tail term */
+    const REAL *log_rate; /* log λ of the exponential tail [rows] */
     REAL *score;         /* [rows] */
-    int64_t *counts;     /* [2, rows]: #{l: τ_{l+1} < y}, #{l < L: τ_l ≥ a} */
-    REAL *grad;          /* [rows, bins + 1] or NULL */
-} GLUE(BinsArgs, SUFFIX);
+    REAL *grad;          /* ∂score/∂log S [rows, bins + 1], or NULL: no gradients */
+    REAL *rate_grad;     /* ∂score/∂log λ [rows] (with grad) */
+    REAL *at_a;          /* S(a)², 0 without a tail term: −∂score/∂a [rows] (with grad) */
+    REAL *cdf_squared;   /* F(y)² = ∂score/∂y [rows], or NULL */
+} GLUE(CrpsArgs, SUFFIX);
 
-/* Rows [first, last): per bin l, with S_l, S_{l+1}, ΔH, h = 1 − e^{−ΔH} (both floored at 1e-30 as in the
+/* Rows [first, last). The full bins: per bin l, with S_l, S_{l+1}, ΔH, h = 1 − e^{−ΔH} (both floored at 1e-30 as in the
  * reference), φ = h/ΔH, M = Δτ S_l φ, 2Q = M (S_l + S_{l+1}), the masks b = 1_{τ_{l+1} < y}, c = 1_{τ_l ≥ a}:
  *   score = ½ Σ_l [b (2Δτ − 4M + 2Q) + c 2Q]
  * and, when grad is given, −W = −Δτ S_l ψ(ΔH) (ψ blended below CUT as in grid._psi), 2R = S_l((M + W)e^{−ΔH} + W),
  *   ∂/∂log S_l     += (b + c)(2Q − R) − 2b(M − W)
- *   ∂/∂log S_{l+1} += (b + c) R − 2b W                                                                     */
-ROWS_TARGETS static void GLUE(bins_rows, SUFFIX)(const GLUE(BinsArgs, SUFFIX) *a, int64_t first, int64_t last) {
+ *   ∂/∂log S_{l+1} += (b + c) R − 2b W
+ * then the bins of y and a and the exponential tail in closed form, as in the PyTorch implementation.      */
+ROWS_TARGETS static void GLUE(crps_rows, SUFFIX)(const GLUE(CrpsArgs, SUFFIX) *a, int64_t first, int64_t last) {
     const int64_t bins = a->bins;
     const REAL cut = CUT, tiny = (REAL)1e-30, third = (REAL)1 / (REAL)3;
     const REAL *restrict grid = a->grid;
@@ -78,9 +83,55 @@ ROWS_TARGETS static void GLUE(bins_rows, SUFFIX)(const GLUE(BinsArgs, SUFFIX) *a
             for (int64_t l = 1; l < bins; ++l) g[l] += right[l - 1];
             g[bins] = right[bins - 1];
         }
-        a->score[r] = (REAL)0.5 * total;
-        a->counts[r] = (int64_t)before_count;
-        a->counts[a->rows + r] = (int64_t)beyond_count;
+        /* y's own bin κ = #{l: τ_{l+1} < y} (L: beyond the grid) at offset e; a's bin κ_a = L − 1 − #{l < L: τ_l ≥ a}
+         * when τ_0 < a ≤ τ_L, else L (a row without a tail term takes a = τ_L); the rates r of bins min(κ, L − 1) */
+        const REAL *restrict ls = a->log_s + r * (bins + 1);
+        const int has_tail = FABS(start) < (REAL)INFINITY, inside = has_tail && start <= grid[bins];
+        const int64_t k = (int64_t)before_count, k_a = inside ? bins - 1 - (int64_t)beyond_count : bins;
+        const int64_t rk = k < bins - 1 ? k : bins - 1, rk_a = k_a < bins - 1 ? k_a : bins - 1;
+        const REAL width = grid[rk + 1] - grid[rk], width_a = grid[rk_a + 1] - grid[rk_a];
+        const REAL e = y - grid[k], e_a = (has_tail ? start : grid[bins]) - grid[k_a];
+        const REAL rate = (ls[rk] - ls[rk + 1]) / width, rate_a = (ls[rk_a] - ls[rk_a + 1]) / width_a;
+        const REAL w = inside ? width_a - e_a : (REAL)0; /* a's bin to its right knot */
+        const REAL u = rate * e, u_a = w * rate_a * 2;
+        /* φ(x) = (1 − e^{−x})/x by expm1 (floored at 1e-30 as grid._phi), and e^{−x} */
+        const REAL safe = u > tiny ? u : tiny, safe_a = u_a > tiny ? u_a : tiny;
+        const REAL drop1 = EXPM1(-safe), drop_a = EXPM1(-safe_a);
+        const REAL phi1 = -drop1 / safe, phi_a = -drop_a / safe_a;
+        const REAL decay1 = drop1 + 1, decay_a = drop_a + 1;
+        const REAL phi2 = phi1 * (1 + decay1) * (REAL)0.5; /* φ(2re) */
+        const REAL rate_tail = EXP(a->log_rate[r]);
+        const REAL beyond = inside ? (REAL)0 : e_a; /* b − τ_L, b = max(a, τ_L) */
+        const REAL s1 = EXP(ls[k]) * e, s2 = EXP(2 * ls[k]) * e;
+        const REAL at_a = has_tail ? EXP(2 * (ls[k_a] - rate_a * e_a)) : (REAL)0;
+        /* E = S(b)²/(2λ), the exponential tail beyond max(a, τ_L) */
+        const REAL tail = has_tail ? EXP(2 * (ls[bins] - rate_tail * beyond) - a->log_rate[r] - (REAL)LOG_TWO) : (REAL)0;
+        const REAL partial = at_a * w * phi_a;
+        a->score[r] = (REAL)0.5 * total + e - 2 * s1 * phi1 + s2 * phi2 + partial + tail;
+        if (!a->grad) continue;
+        /* ψ(x) = (φ(x) − e^{−x})/x blended with ½ − x/3 below CUT (grid._psi) */
+        const REAL floor1 = u > cut ? u : cut, floor_a = u_a > cut ? u_a : cut;
+        const REAL psi1 = (phi1 - decay1) / floor1 + (1 - u / floor1) * ((REAL)0.5 - u * third);
+        const REAL psi_a = (phi_a - decay_a) / floor_a + (1 - u_a / floor_a) * ((REAL)0.5 - u_a * third);
+        const REAL psi2 = (psi1 * (1 + decay1) + decay1 * phi1) * (REAL)0.25; /* ψ(2re) */
+        /* through the knots of y's and a's bins, and through the ΔH of their rates */
+        const REAL through_rate = (s1 * psi1 - s2 * psi2) * e * 2 / width;
+        const REAL through_rate_a = (e_a * phi_a + w * psi_a) * at_a * w * -2 / width_a;
+        REAL *restrict g = a->grad + r * (bins + 1);
+        g[k] += (s2 * phi2 - s1 * phi1) * 2;
+        g[k_a] += partial * 2;
+        g[rk] += through_rate;
+        g[rk_a] += through_rate_a;
+        g[rk + 1] -= through_rate;
+        g[rk_a + 1] -= through_rate_a;
+        g[bins] += tail * 2;
+        /* ∂E/∂log λ = −(2λ(b − τ_L) + 1)E; ∂/∂a = −S(a)²; ∂/∂y = F(y)² */
+        a->rate_grad[r] = -(2 * rate_tail * beyond + 1) * tail;
+        a->at_a[r] = at_a;
+        if (a->cdf_squared) {
+            const REAL cdf = EXPM1(ls[k] - rate * e);
+            a->cdf_squared[r] = cdf * cdf;
+        }
     }
 }
 

@@ -1,11 +1,12 @@
 """The optional native kernel of the constant-hazard Survival-CRPS, loaded through :mod:`ctypes`.
 
-``_grid_crps.c`` (built with the package where a C compiler is found, see ``setup.py``) runs the ``[N, L]`` part
-of :class:`~ehrseq.models.distributions.grid._ConstantHazardCRPS` — per bin the closed-form integrals of F² and
-S² masked by the bins of the targets, and their gradient in log S — in one vectorised pass per row on POSIX
-threads, several times faster on CPU than the same terms as whole-tensor operations. The PyTorch
-implementation stays the reference: it runs on other devices, where the library was not built, for grids of
-more than :func:`max_bins` bins, and wherever ``EHRSEQ_NATIVE=0`` is set; tests hold the two equal.
+``_grid_crps.c`` (built with the package where a C compiler is found, see ``setup.py``) runs
+:class:`~ehrseq.models.distributions.grid._ConstantHazardCRPS` — per bin the closed-form integrals of F² and S²
+masked by the bins of the targets (one vectorised loop), then the targets' own bins and the exponential tail,
+and the gradient — in one pass per row on POSIX threads, several times faster on CPU than the same terms as
+whole-tensor operations. The PyTorch implementation stays the reference: it runs on other devices, where the
+library was not built (or was built from another version of its source), for grids of more than
+:func:`max_bins` bins, and wherever ``EHRSEQ_NATIVE=0`` is set; tests hold the two equal.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ import torch
 #: Rows per thread below which another thread costs more than it saves.
 _ROWS_PER_THREAD = 1024
 
+#: The interface version of the entry points, ``EHRSEQ_GRID_CRPS_ABI`` in ``_grid_crps.c``: a library built from
+#: another version of the source is not called (its entry points may take other arguments).
+_ABI = 1
+
 
 @functools.lru_cache(maxsize=1)
 def _library() -> tuple[ctypes.CDLL | None, str]:
@@ -31,10 +36,17 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
     except ImportError as error:
         return None, f"native kernel not built ({error}); the PyTorch implementation runs"
     library = ctypes.CDLL(module.__file__)
+    try:
+        library.ehrseq_grid_crps_abi.restype = ctypes.c_int
+        abi = library.ehrseq_grid_crps_abi()
+    except AttributeError:
+        abi = None
+    if abi != _ABI:
+        return None, f"native kernel at {module.__file__} is of another version (reinstall ehrseq to rebuild it)"
     pointer, size = ctypes.c_void_p, ctypes.c_int64
     for suffix in ("f32", "f64"):
-        entry = getattr(library, f"ehrseq_grid_crps_bins_{suffix}")
-        entry.argtypes = [size, size] + [pointer] * 9 + [ctypes.c_int]
+        entry = getattr(library, f"ehrseq_grid_crps_{suffix}")
+        entry.argtypes = [size, size] + [pointer] * 13 + [ctypes.c_int]
         entry.restype = ctypes.c_int
     library.ehrseq_grid_crps_max_bins.restype = ctypes.c_int
     return library, f"native kernel loaded from {module.__file__}"
@@ -56,36 +68,39 @@ def max_bins() -> int:
     return int(library.ehrseq_grid_crps_max_bins()) if library is not None else 0
 
 
-_ENTRIES = {torch.float32: "ehrseq_grid_crps_bins_f32", torch.float64: "ehrseq_grid_crps_bins_f64"}
+_ENTRIES = {torch.float32: "ehrseq_grid_crps_f32", torch.float64: "ehrseq_grid_crps_f64"}
+
+Outputs = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]
 
 
-def grid_crps_bins(knots: torch.Tensor, drops: torch.Tensor, hazards: torch.Tensor, grid: torch.Tensor,
-                   y: torch.Tensor, start: torch.Tensor, counts: torch.Tensor, gradients: bool
-                   ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
-    """The full bins of the constant-hazard Survival-CRPS natively, or ``None`` where the kernel does not apply.
+def grid_crps(log_s: torch.Tensor, knots: torch.Tensor, steps: tuple[torch.Tensor, torch.Tensor], log_rate: torch.Tensor,
+              grid: torch.Tensor, y: torch.Tensor, start: torch.Tensor, gradients: bool, cdf: bool) -> Outputs | None:
+    """The constant-hazard Survival-CRPS natively, or ``None`` where the kernel does not apply.
 
-    ``knots`` S(τ_l) ``[N, L+1]``, ``drops`` −ΔH_l and ``hazards`` 1 − e^{−ΔH_l} ``[N, L]``, ``grid`` ``[L+1]``,
-    ``y`` and ``start`` ``[N]`` (``start`` = ∞: no tail term), on the CPU (taken in the type of ``knots``). Writes
-    #{l: τ_{l+1} < y} and #{l < L: τ_l ≥ a} into ``counts`` (int64 ``[2, N]``, contiguous) and returns
-    (½ Σ_l [1_{l<κ}(2Δτ_l − 4M_l + 2Q_l) + 1_{l>κ_a} 2Q_l] ``[N]``, its gradient in log S ``[N, L+1]`` or None) —
-    the terms of :class:`~ehrseq.models.distributions.grid._ConstantHazardCRPS`, whose docstring states them.
+    ``log_s`` log S(τ_l) and ``knots`` S(τ_l) ``[N, L+1]``, ``steps`` (−ΔH_l, 1 − e^{−ΔH_l}) ``[N, L]`` each,
+    ``log_rate`` log λ ``[N]``, ``grid`` ``[L+1]``, ``y`` and ``start`` ``[N]`` (``start`` = ∞: no tail term), on the
+    CPU, taken in the floating type of ``log_s``. Returns what
+    :func:`~ehrseq.models.distributions.grid._pytorch_crps` returns — the score ``[N]`` and, with ``gradients``,
+    its gradient in log S ``[N, L+1]`` and in log λ, F(y)² (if ``cdf``) and S(a)² ``[N]`` — computed by the terms of
+    :class:`~ehrseq.models.distributions.grid._ConstantHazardCRPS`, whose docstring states them.
     """
     library = _library()[0]
-    entry = _ENTRIES.get(knots.dtype)
-    rows, width = knots.shape[0], knots.shape[-1] - 1
-    if library is None or entry is None or knots.device.type != "cpu" or not 1 <= width <= max_bins():
+    entry = _ENTRIES.get(log_s.dtype)
+    rows, width = log_s.shape[0], log_s.shape[-1] - 1
+    if library is None or entry is None or log_s.device.type != "cpu" or not 1 <= width <= max_bins():
         return None
-    tables = [t.to(dtype=knots.dtype).contiguous() for t in (knots, drops, hazards, grid, y, start)]
-    shapes = [(rows, width + 1), (rows, width), (rows, width), (width + 1,), (rows,), (rows,)]
-    if any(t.dtype != knots.dtype or t.device != knots.device or tuple(t.shape) != s for t, s in zip(tables, shapes)):
-        raise ValueError("native Survival-CRPS: inputs of mismatched shapes, types or devices")
-    if counts.dtype != torch.int64 or tuple(counts.shape) != (2, rows) or not counts.is_contiguous():
-        raise ValueError("native Survival-CRPS: counts must be a contiguous int64 tensor [2, N]")
-    score = knots.new_empty(rows)
-    grad = knots.new_empty(rows, width + 1) if gradients else None
+    tables = [t.to(dtype=log_s.dtype).contiguous() for t in (log_s, knots, *steps, grid, y, start, log_rate)]
+    shapes = [(rows, width + 1)] * 2 + [(rows, width)] * 2 + [(width + 1,), (rows,), (rows,), (rows,)]
+    if any(t.device != log_s.device or tuple(t.shape) != shape for t, shape in zip(tables, shapes)):
+        raise ValueError("native Survival-CRPS: inputs of mismatched shapes or devices")
+    score = log_s.new_empty(rows)
+    grad, rate_gradient, at_a = (log_s.new_empty(rows, width + 1), log_s.new_empty(rows), log_s.new_empty(rows)) \
+        if gradients else (None, None, None)
+    cdf_squared = log_s.new_empty(rows) if gradients and cdf else None
+    outputs = [score, grad, rate_gradient, at_a, cdf_squared]
     threads = max(1, min(torch.get_num_threads(), rows // _ROWS_PER_THREAD))
-    result = getattr(library, entry)(rows, width, *(t.data_ptr() for t in tables), score.data_ptr(),
-                                     counts.data_ptr(), grad.data_ptr() if grad is not None else None, threads)
-    if result not in (0, -1):  # −1: a thread did not start and its rows ran on the calling thread
-        raise RuntimeError(f"native Survival-CRPS kernel failed (status {result})")
-    return score, grad
+    status = getattr(library, entry)(rows, width, *(t.data_ptr() for t in tables),
+                                     *(t.data_ptr() if t is not None else None for t in outputs), threads)
+    if status not in (0, -1):  # −1: a thread did not start and its rows ran on the calling thread
+        raise RuntimeError(f"native Survival-CRPS kernel failed (status {status})")
+    return score, grad, rate_gradient, cdf_squared, at_a

@@ -539,8 +539,7 @@ def _psi(increments: torch.Tensor, phi: torch.Tensor, decay: torch.Tensor) -> to
 def _full_bins(log_s: torch.Tensor, grid: torch.Tensor, y: torch.Tensor, start: torch.Tensor, gradients: bool,
                steps: tuple[torch.Tensor, torch.Tensor] | None, located: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The ``[N, L]`` part of :class:`_ConstantHazardCRPS` as whole-tensor operations (any device; the reference of
-    the native kernel, :func:`~ehrseq.models.distributions._native.grid_crps_bins`, which returns the same):
+    """The ``[N, L]`` part of :func:`_pytorch_crps`:
     ½ Σ_l [1_{l<κ}(2Δτ_l − 4M_l + 2Q_l) + 1_{l>κ_a} 2Q_l] ``[N]`` and, if ``gradients``, its gradient in log S
     ``[N, L+1]``; #{l: τ_{l+1} < y} and #{l < L: τ_l ≥ a} are written into ``located`` (int64 ``[2, N]``).
 
@@ -613,6 +612,81 @@ def _full_bins(log_s: torch.Tensor, grid: torch.Tensor, y: torch.Tensor, start: 
     return score, grad
 
 
+def _pytorch_crps(log_s: torch.Tensor, log_rate: torch.Tensor, grid: torch.Tensor, y: torch.Tensor, start: torch.Tensor,
+                  gradients: bool, steps: tuple[torch.Tensor, torch.Tensor] | None, cdf: bool
+                  ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """:class:`_ConstantHazardCRPS` as whole-tensor operations (any device; the reference of the native kernel,
+    :func:`~ehrseq.models.distributions._native.grid_crps`, which returns the same): the score ``[N]`` and, if
+    ``gradients``, its gradient in log S ``[N, L+1]`` and in log λ ``[N]``, F(y)² ``[N]`` (if ``cdf``; else None)
+    and S(a)² ``[N]`` (0 without a tail term), the gradients in y and a; without ``gradients`` those are None.
+    """
+    rows_total, num_bins = log_s.shape[0], log_s.shape[1] - 1
+    dtype = log_s.dtype
+    widths = grid[1:] - grid[:-1]
+    has_tail = start.abs() < math.inf  # isfinite, in two fast kernels instead of its several
+    # knot indices κ, κ_a, min(κ, L−1), min(κ_a, L−1), their right neighbours and L: columns of [N, L+1]; the
+    # full bins give the first two rows as #{l: τ_{l+1} < y} and #{l < L: τ_l ≥ a}
+    index = torch.empty(7, rows_total, dtype=torch.long, device=y.device)
+    score, grad = _full_bins(log_s, grid, y, start, gradients, steps, index[:2])
+    # y's own bin (or the exponential tail): ∫_0^e (1 − S_κ e^{−rs})² ds; a's own bin to its right knot, then
+    # (after the full bins) the exponential tail from max(a, τ_L). Rows 0 (y) and 1 (a) of [2, N]: the bin κ
+    # (κ_a = L − 1 − #{l < L: τ_l ≥ a} when τ_0 < a ≤ τ_L, else L), log S at the knot κ, the rate r of bin
+    # min(κ, L − 1) and the offset e of the target from τ_κ (a row without a tail term takes a = τ_L, κ_a = L,
+    # and its terms are masked). Tables of rows are filled in place: no stacks of [N] vectors.
+    inside = has_tail & (start <= grid[-1])
+    tail_mask, inside_mask = has_tail.to(dtype), inside.to(dtype)
+    located, rate_bins = index[:2], index[2:4]
+    located[1] = torch.where(inside, num_bins - 1 - located[1], num_bins)
+    torch.clamp_max(located, num_bins - 1, out=rate_bins)
+    torch.add(rate_bins, 1, out=index[4:6])
+    index[6] = num_bins
+    bin_widths = widths.index_select(0, rate_bins.reshape(-1)).view(2, rows_total)
+    offsets = y.new_empty(2, rows_total)
+    offsets[0] = y
+    torch.where(has_tail, start, grid[-1], out=offsets[1])
+    offsets.sub_(grid.index_select(0, located.reshape(-1)).view(2, rows_total))
+    at_knots = log_s.t().gather(0, index[:6])  # [6, N], from the columns of log S (no transposed copy)
+    rates = torch.sub(at_knots[2:4], at_knots[4:], out=at_knots[4:]).div_(bin_widths)
+    (log_knot, log_knot_a), (rate, rate_a), (e, e_a), (width, width_a) = at_knots[:2], rates, offsets, bin_widths
+    w = torch.sub(width_a, e_a).mul_(inside_mask)
+    arguments = torch.mul(rates, offsets)
+    arguments[1] = w * rate_a * 2.0  # [r e, 2 r_a w]
+    phis, decays = _phi(arguments)
+    (phi1, phi_a), decay1 = phis, decays[0]
+    phi2 = phi1 * (1.0 + decay1) * 0.5  # φ(2re)
+    rate_tail = exp_by_exp2(log_rate)
+    beyond = e_a * (1.0 - inside_mask)  # b − τ_L, b = max(a, τ_L)
+    # S_κ, S_κ², S(a)² and E = S(b)²/(2λ): exponents ≤ 0 but the last one's (−∞ without a tail term)
+    powers = torch.empty(4, rows_total, dtype=dtype, device=y.device)
+    powers[0] = log_knot
+    torch.mul(log_knot, 2.0, out=powers[1])
+    torch.addcmul(log_knot_a, rate_a, e_a, value=-1.0, out=powers[2]).mul_(2.0)
+    torch.addcmul(log_s[:, -1], rate_tail, beyond, value=-1.0, out=powers[3]).mul_(2.0).sub_(log_rate)
+    powers[3].sub_(LOG_2).masked_fill_(~has_tail, -math.inf)
+    exp_by_exp2(powers, out=powers)
+    s1, s2, at_a, exponential = powers[0].mul_(e), powers[1].mul_(e), powers[2].mul_(tail_mask), powers[3]
+    partial = at_a * w * phi_a
+    score = score + e - 2.0 * s1 * phi1 + s2 * phi2 + partial + exponential
+    if gradients:
+        psi1, psi_a = _psi(arguments, phis, decays)
+        psi2 = (psi1 * (1.0 + decay1) + decay1 * phi1) * 0.25  # ψ(2re)
+        # through the knots of y's and a's bins, and through the ΔH_k = log S_k − log S_{k+1} of their rates
+        value = torch.empty(7, rows_total, dtype=dtype, device=y.device)  # in the order of ``index``
+        torch.mul(s2, phi2, out=value[0]).sub_(s1 * phi1).mul_(2.0)
+        torch.mul(partial, 2.0, out=value[1])
+        torch.mul(s1, psi1, out=value[2]).sub_(s2 * psi2).mul_(e).mul_(2.0).div_(width)
+        torch.mul(e_a, phi_a, out=value[3]).addcmul_(w, psi_a).mul_(at_a).mul_(w).mul_(-2.0).div_(width_a)
+        torch.neg(value[2:4], out=value[4:6])
+        torch.mul(exponential, 2.0, out=value[6])
+        grad.t().scatter_add_(0, index, value)
+        # E = S(b)²/(2λ) with S(b) = S_L e^{−λ(b − τ_L)}: ∂E/∂log λ = −(2λ(b − τ_L) + 1)E; ∂/∂y = F(y)², ∂/∂a = −S(a)²
+        rate_gradient = -(2.0 * rate_tail * beyond + 1.0) * exponential
+        cdf_squared = torch.expm1(log_knot - rate * e).square() if cdf else None
+        return score, grad, rate_gradient, cdf_squared, at_a
+    return score, None, None, None, None
+
+
+
 class _ConstantHazardCRPS(torch.autograd.Function):
     """The Survival-CRPS of a constant-hazard grid from its knot values log S(τ_l), differentiated by hand.
 
@@ -644,75 +718,17 @@ class _ConstantHazardCRPS(torch.autograd.Function):
     def forward(ctx: torch.autograd.function.FunctionCtx, log_s: torch.Tensor, log_rate: torch.Tensor, grid: torch.Tensor,
                 y: torch.Tensor, start: torch.Tensor, gradients: bool,
                 steps: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-        rows_total, num_bins = log_s.shape[0], log_s.shape[1] - 1
-        dtype = log_s.dtype
-        widths = grid[1:] - grid[:-1]
-        has_tail = start.abs() < math.inf  # isfinite, in two fast kernels instead of its several
-        # knot indices κ, κ_a, min(κ, L−1), min(κ_a, L−1), their right neighbours and L: columns of [N, L+1]; the
-        # full bins give the first two rows as #{l: τ_{l+1} < y} and #{l < L: τ_l ≥ a}
-        index = torch.empty(7, rows_total, dtype=torch.long, device=y.device)
-        native = None
+        cdf = gradients and ctx.needs_input_grad[3]  # F(y)² only when y itself wants a gradient (a loss's targets do not)
+        result = None
         if log_s.device.type == "cpu" and _native.available():
             if steps is None:
                 drops = torch.sub(log_s[:, 1:], log_s[:, :-1])
                 steps = drops, torch.clamp_max(drops, -1e-30).expm1_().neg_()
-            native = _native.grid_crps_bins(exp_by_exp2(log_s), *steps, grid, y, start, index[:2], gradients)
-        score, grad = native if native is not None else _full_bins(log_s, grid, y, start, gradients, steps, index[:2])
-        # y's own bin (or the exponential tail): ∫_0^e (1 − S_κ e^{−rs})² ds; a's own bin to its right knot, then
-        # (after the full bins) the exponential tail from max(a, τ_L). Rows 0 (y) and 1 (a) of [2, N]: the bin κ
-        # (κ_a = L − 1 − #{l < L: τ_l ≥ a} when τ_0 < a ≤ τ_L, else L), log S at the knot κ, the rate r of bin
-        # min(κ, L − 1) and the offset e of the target from τ_κ (a row without a tail term takes a = τ_L, κ_a = L,
-        # and its terms are masked). Tables of rows are filled in place: no stacks of [N] vectors.
-        inside = has_tail & (start <= grid[-1])
-        tail_mask, inside_mask = has_tail.to(dtype), inside.to(dtype)
-        located, rate_bins = index[:2], index[2:4]
-        located[1] = torch.where(inside, num_bins - 1 - located[1], num_bins)
-        torch.clamp_max(located, num_bins - 1, out=rate_bins)
-        torch.add(rate_bins, 1, out=index[4:6])
-        index[6] = num_bins
-        bin_widths = widths.index_select(0, rate_bins.reshape(-1)).view(2, rows_total)
-        offsets = y.new_empty(2, rows_total)
-        offsets[0] = y
-        torch.where(has_tail, start, grid[-1], out=offsets[1])
-        offsets.sub_(grid.index_select(0, located.reshape(-1)).view(2, rows_total))
-        at_knots = log_s.t().gather(0, index[:6])  # [6, N], from the columns of log S (no transposed copy)
-        rates = torch.sub(at_knots[2:4], at_knots[4:], out=at_knots[4:]).div_(bin_widths)
-        (log_knot, log_knot_a), (rate, rate_a), (e, e_a), (width, width_a) = at_knots[:2], rates, offsets, bin_widths
-        w = torch.sub(width_a, e_a).mul_(inside_mask)
-        arguments = torch.mul(rates, offsets)
-        arguments[1] = w * rate_a * 2.0  # [r e, 2 r_a w]
-        phis, decays = _phi(arguments)
-        (phi1, phi_a), decay1 = phis, decays[0]
-        phi2 = phi1 * (1.0 + decay1) * 0.5  # φ(2re)
-        rate_tail = exp_by_exp2(log_rate)
-        beyond = e_a * (1.0 - inside_mask)  # b − τ_L, b = max(a, τ_L)
-        # S_κ, S_κ², S(a)² and E = S(b)²/(2λ): exponents ≤ 0 but the last one's (−∞ without a tail term)
-        powers = torch.empty(4, rows_total, dtype=dtype, device=y.device)
-        powers[0] = log_knot
-        torch.mul(log_knot, 2.0, out=powers[1])
-        torch.addcmul(log_knot_a, rate_a, e_a, value=-1.0, out=powers[2]).mul_(2.0)
-        torch.addcmul(log_s[:, -1], rate_tail, beyond, value=-1.0, out=powers[3]).mul_(2.0).sub_(log_rate)
-        powers[3].sub_(LOG_2).masked_fill_(~has_tail, -math.inf)
-        exp_by_exp2(powers, out=powers)
-        s1, s2, at_a, exponential = powers[0].mul_(e), powers[1].mul_(e), powers[2].mul_(tail_mask), powers[3]
-        partial = at_a * w * phi_a
-        score = score + e - 2.0 * s1 * phi1 + s2 * phi2 + partial + exponential
+            result = _native.grid_crps(log_s, exp_by_exp2(log_s), steps, log_rate, grid, y, start, gradients, cdf)
+        if result is None:
+            result = _pytorch_crps(log_s, log_rate, grid, y, start, gradients, steps, cdf)
+        score, grad, rate_gradient, cdf_squared, at_a = result
         if gradients:
-            psi1, psi_a = _psi(arguments, phis, decays)
-            psi2 = (psi1 * (1.0 + decay1) + decay1 * phi1) * 0.25  # ψ(2re)
-            # through the knots of y's and a's bins, and through the ΔH_k = log S_k − log S_{k+1} of their rates
-            value = torch.empty(7, rows_total, dtype=dtype, device=y.device)  # in the order of ``index``
-            torch.mul(s2, phi2, out=value[0]).sub_(s1 * phi1).mul_(2.0)
-            torch.mul(partial, 2.0, out=value[1])
-            torch.mul(s1, psi1, out=value[2]).sub_(s2 * psi2).mul_(e).mul_(2.0).div_(width)
-            torch.mul(e_a, phi_a, out=value[3]).addcmul_(w, psi_a).mul_(at_a).mul_(w).mul_(-2.0).div_(width_a)
-            torch.neg(value[2:4], out=value[4:6])
-            torch.mul(exponential, 2.0, out=value[6])
-            grad.t().scatter_add_(0, index, value)
-            # E = S(b)²/(2λ) with S(b) = S_L e^{−λ(b − τ_L)}: ∂E/∂log λ = −(2λ(b − τ_L) + 1)E; ∂/∂y = F(y)², ∂/∂a = −S(a)²
-            rate_gradient = -(2.0 * rate_tail * beyond + 1.0) * exponential
-            # F(y)² only when y itself wants a gradient (the targets of a loss do not)
-            cdf_squared = torch.expm1(log_knot - rate * e).square() if ctx.needs_input_grad[3] else None
             ctx.save_for_backward(grad, rate_gradient, cdf_squared, at_a)
         return score
 
