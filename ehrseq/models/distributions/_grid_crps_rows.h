@@ -102,7 +102,8 @@ ROWS_TARGETS static void GLUE(crps_rows, SUFFIX)(const GLUE(CrpsArgs, SUFFIX) *a
         const REAL phi2 = phi1 * (1 + decay1) * (REAL)0.5; /* φ(2re) */
         const REAL rate_tail = EXP(a->log_rate[r]);
         const REAL beyond = inside ? (REAL)0 : e_a; /* b − τ_L, b = max(a, τ_L) */
-        const REAL s1 = EXP(ls[k]) * e, s2 = EXP(2 * ls[k]) * e;
+        const REAL *restrict knots = a->knots + r * (bins + 1);
+        const REAL s1 = knots[k] * e, s2 = knots[k] * knots[k] * e; /* S_κ e, S_κ² e */
         const REAL at_a = has_tail ? EXP(2 * (ls[k_a] - rate_a * e_a)) : (REAL)0;
         /* E = S(b)²/(2λ), the exponential tail beyond max(a, τ_L) */
         const REAL tail = has_tail ? EXP(2 * (ls[bins] - rate_tail * beyond) - a->log_rate[r] - (REAL)LOG_TWO) : (REAL)0;

@@ -191,14 +191,21 @@ class GridDistribution(SurvivalDistribution):
         return value
 
     def _knots(self, values: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(values[..., k], values[..., k + 1]) of a knot table ``[*S, L+1]`` (log S, knot logits) by one gather,
-        shared by the calls of one memo on the same ``k`` (one backward scatter instead of several)."""
+        """(values[..., k], values[..., k + 1]) of a knot table ``[*S, L+1]`` (log S, knot logits): the first two
+        of :meth:`_knot_reads`."""
+        left, right, _ = self._knot_reads(values, k)
+        return left, right
 
-        def both() -> tuple[torch.Tensor, torch.Tensor]:
-            left, right = gather_last(values, torch.cat([k, k + 1], dim=-1)).split(k.shape[-1], dim=-1)
-            return left, right
+    def _knot_reads(self, values: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(values[..., k], values[..., k + 1], values[..., L:]) by one gather, shared by the calls of one memo on
+        the same ``k``: the backward pass of every read of the table is one scatter into one new gradient (a slice
+        of the last column apart would cost another table of zeros)."""
 
-        return self._cached_for("knots", (values, k), both)
+        def reads() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            last = torch.full_like(k[..., :1], self.num_bins)
+            return gather_last(values, torch.cat([k, k + 1, last], dim=-1)).split([k.shape[-1], k.shape[-1], 1], dim=-1)
+
+        return self._cached_for("knots", (values, k), reads)
 
     def _after_index(self) -> None:
         self.grid = self.grid.to(device=self.logits.device, dtype=self.logits.dtype)
@@ -288,6 +295,11 @@ class GridDistribution(SurvivalDistribution):
         """λ, the constant hazard beyond τ_L, shape ``batch_shape``."""
         return self._cached("log_tail_rate", self._log_tail_rate).exp()
 
+    def _log_tail_rate_read(self, k: torch.Tensor) -> torch.Tensor:
+        """log λ ``[*S, 1]`` for the tail terms of log S and log f at targets located in bins ``k`` ``[*S, U]``: the
+        family's cached rate; a family whose λ is its last output reads it with its knot logits (one gather)."""
+        return self._cached("log_tail_rate", self._log_tail_rate).unsqueeze(-1)
+
     # ------------------------------------------------------------------ the shape inside a bin
     @abstractmethod
     def _segment_log_survival(self, k: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -321,13 +333,12 @@ class GridDistribution(SurvivalDistribution):
     def log_survival(self, u: Duration) -> torch.Tensor:
         u = self._durations(u)
         k, t, inside = self._locate(u)
-        log_s = self.log_survival_at_grid()
-        left, right = self._knots(log_s, k)
+        left, right, last = self._knot_reads(self.log_survival_at_grid(), k)
         # rounding must not lift S above its knot values (S(0) = 1 exactly, S monotone across knots)
         segment = torch.maximum(torch.minimum(self._segment_log_survival(k, t), left), right)
         segment = torch.where(t > 0, segment, left)
         beyond = (u - self.grid[-1]).clamp_min(0.0)
-        tail = log_s[..., -1:] - self.tail_rate().unsqueeze(-1) * beyond
+        tail = last - self._log_tail_rate_read(k).exp() * beyond
         return torch.where(inside, segment, tail)
 
     @within_call
@@ -369,8 +380,8 @@ class GridDistribution(SurvivalDistribution):
         u = self._durations(u)
         k, t, inside = self._locate(u)
         beyond = (u - self.grid[-1]).clamp_min(0.0)
-        log_rate = self._cached("log_tail_rate", self._log_tail_rate).unsqueeze(-1)
-        tail = log_rate + self.log_survival_at_grid()[..., -1:] - log_rate.exp() * beyond
+        log_rate = self._log_tail_rate_read(k)
+        tail = log_rate + self._knot_reads(self.log_survival_at_grid(), k)[2] - log_rate.exp() * beyond
         return torch.where(inside, self._segment_log_density(k, t), tail)
 
     @within_call

@@ -173,7 +173,13 @@ class PiecewiseLinearHazard(_PerUnitRates, GridDistribution):
         return self.logits[..., -1] - self._log_unit
 
     def _knot_logits(self, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._knots(self._log_rates(), k)
+        # the unit taken from the two gathered columns, not from the whole table (a copy of it, and its gradient)
+        left, right = self._knots(self.logits, k)
+        return (left, right) if self.rate_unit == 1.0 else (left - self._log_unit, right - self._log_unit)
+
+    def _log_tail_rate_read(self, k: torch.Tensor) -> torch.Tensor:
+        # h_L, the last knot's rate, from the gather of the knot logits (no select of the table's last column)
+        return self._knot_reads(self.logits, k)[2] - self._log_unit
 
     def _segment_log_survival(self, k: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         z_left, z_right = self._knot_logits(k)
