@@ -197,6 +197,28 @@ def test_next_visit_losses_match_loops(seed):
 
 
 @pytest.mark.parametrize("seed", range(3))
+def test_next_visit_numeric_loss_gradient(seed):
+    """The hand-written gradient of the masked MSE: gradcheck in float64, equal to autograd's through the plain
+    formula, and exactly 0 at padded visits and missing features (NaN there included)."""
+    b = random_batch(seed)
+    pred = b.logits(3).detach().requires_grad_()
+    numeric = b.logits(3).detach()
+    missing = torch.rand(numeric.shape, generator=b.generator) < 0.4
+    numeric = torch.where(missing, torch.full_like(numeric, float("nan")), numeric)
+    assert torch.autograd.gradcheck(lambda z: LF.next_visit_numeric_loss(z, numeric, missing, b.mask, weight=b.weight), (pred,))
+    got = torch.autograd.grad(LF.next_visit_numeric_loss(pred, numeric, missing, b.mask), pred)[0]
+    pairs = b.mask[:, 1:] & b.mask[:, :-1]
+    observed = ~missing[:, 1:] & pairs.unsqueeze(-1)
+    squared = torch.where(observed, pred[:, :-1] - torch.nan_to_num(numeric[:, 1:]), 0.0).square()
+    per_pair = squared.sum(-1) / observed.sum(-1).clamp_min(1)
+    counted = observed.any(-1)
+    per_patient = (per_pair * counted).sum(1) / counted.sum(1).clamp_min(1)
+    want = torch.autograd.grad(per_patient[counted.any(1)].mean(), pred)[0]
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-15)
+    assert torch.all(got[~b.mask] == 0) and torch.all(got[:, :-1][~observed] == 0)
+
+
+@pytest.mark.parametrize("seed", range(3))
 def test_next_visit_code_loss_from_indices_equals_the_multi_hot_one(seed):
     """Padded code indices (duplicates and padding included) give the multi-hot loss, value and gradient, and
     the BCE of both is torch's within rounding (float64)."""

@@ -79,12 +79,11 @@ def next_visit_numeric_loss(
     check_shape(numeric_missing, tuple(prediction.shape), "numeric_missing")
     mask = check_mask(mask, prediction.shape[:2])
     pairs, index, now = _pairs(mask)
-    observed = ~gather_visits(numeric_missing, now + 1).bool()
+    observed = (~gather_visits(numeric_missing, now + 1).bool()).to(prediction.dtype)
     # missing targets may hold NaN: replaced before the difference, whose missing entries the mask zeroes
-    target = torch.where(observed, gather_visits(numeric, now + 1).to(prediction.dtype), 0.0)
-    squared = gather_visits(prediction, now).sub(target).mul_(observed).square()
+    target = torch.where(observed > 0, gather_visits(numeric, now + 1).to(prediction.dtype), 0.0)
     counts = observed.sum(dim=-1)
-    per_pair = squared.sum(dim=-1) / counts.clamp_min(1).to(prediction.dtype)
+    per_pair = _PairMaskedMSE.apply(prediction.flatten(0, 1), now, target, observed, counts.clamp_min(1.0).reciprocal_())
     dense = per_pair.new_zeros(pairs.shape).index_put(index, per_pair)
     counted = torch.zeros_like(pairs).index_put(index, counts > 0)
     return aggregate_visits(dense, counted, weight=weight, reduction=reduction, visit_weighting=visit_weighting)
@@ -176,6 +175,33 @@ class _PairCodeBCE(torch.autograd.Function):
         rows_gradient = torch.sigmoid(z).mul_(scale).scatter_add_(1, codes, keep.mul(scale).neg_())
         full = z.new_zeros(ctx.total_rows, z.shape[1])
         return full.index_copy_(0, rows, rows_gradient), None, None, None
+
+
+class _PairMaskedMSE(torch.autograd.Function):
+    """Mean squared error of the prediction rows ``rows [P]`` of ``prediction [R, F]`` against ``target [P, F]`` over
+    the features that ``observed [P, F]`` (0/1) marks, ``inverse_counts [P]`` = 1/max(#observed, 1):
+
+        ℓ_p = (1/n_p) Σ_f o_pf (ŷ_{r_p f} − x_pf)²
+
+    The backward pass writes 2 o (ŷ − x)/n_p times the incoming gradient into the rows r_p of a ``[R, F]``
+    gradient (zero elsewhere): one new table, no graph of the ``[P, F]`` intermediates.
+    """
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, prediction: torch.Tensor, rows: torch.Tensor,
+                target: torch.Tensor, observed: torch.Tensor, inverse_counts: torch.Tensor) -> torch.Tensor:
+        difference = prediction.index_select(0, rows).sub_(target).mul_(observed)
+        ctx.save_for_backward(difference, rows, inverse_counts)
+        ctx.total_rows = prediction.shape[0]
+        return torch.linalg.vecdot(difference, difference).mul_(inverse_counts)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        difference, rows, inverse_counts = ctx.saved_tensors
+        rows_gradient = difference * (2.0 * grad * inverse_counts).unsqueeze(1)
+        full = difference.new_zeros(ctx.total_rows, difference.shape[1])
+        return full.index_copy_(0, rows, rows_gradient), None, None, None, None
 
 
 class _RowMeanBCE(torch.autograd.Function):
