@@ -157,15 +157,24 @@ class PackedWeibullMixture(WeibullMixture):
             raise ShapeError(f"packed must have 3·C parameters in its last dim, got shape {list(packed.shape)}")
         self.packed, self.log_scale_offset = packed, float(log_scale_offset)
 
+    def _chunks(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The three chunks of ``packed`` by one ``split``, kept while ``packed`` is the same tensor: however many
+        reads of the parameters, their gradients meet in one table (a strided view per read would make one
+        table of zeros each in the backward pass)."""
+        cached = getattr(self, "_split", None)
+        if cached is None or cached[0] is not self.packed:
+            cached = (self.packed, self.packed.split(self.packed.shape[-1] // 3, dim=-1))
+            self._split = cached
+        return cached[1]
+
     @property
     def gate_logits(self) -> torch.Tensor:  # type: ignore[override]
-        return self.packed[..., : self.packed.shape[-1] // 3]
+        return self._chunks()[0]
 
     @property
     def log_scales(self) -> torch.Tensor:  # type: ignore[override]
-        c = self.packed.shape[-1] // 3
-        return self.packed[..., c : 2 * c] + self.log_scale_offset
+        return self._chunks()[1] + self.log_scale_offset
 
     @property
     def log_shapes(self) -> torch.Tensor:  # type: ignore[override]
-        return self.packed[..., 2 * self.packed.shape[-1] // 3 :]
+        return self._chunks()[2]
