@@ -94,6 +94,52 @@ def test_pmf_nll_matches_loop(seed, num_causes):
                 assert got.item() == pytest.approx(want, **APPROX)
 
 
+def _log_softmax_pmf_nll(z, bins, event, num_causes):
+    """Per-visit PMF NLL ``[B, M]`` from torch's log_softmax (the definition, for values and autograd gradients)."""
+    num_bins = (z.shape[-1] - 1) // num_causes
+    log_f = torch.log_softmax(z, dim=-1)
+    cause = event.unsqueeze(1).expand_as(bins)
+    out = torch.empty(bins.shape, dtype=z.dtype)
+    terms = []
+    for b in range(bins.shape[0]):
+        for m in range(bins.shape[1]):
+            k, kappa = int(cause[b, m]), int(bins[b, m])
+            if k > 0:
+                index = (k - 1) * num_bins + kappa if kappa < num_bins else z.shape[-1] - 1
+                terms.append(-log_f[b, m, index])
+            else:
+                kept = [c * num_bins + l for c in range(num_causes) for l in range(min(kappa, num_bins - 1) + 1, num_bins)]
+                terms.append(-torch.logsumexp(log_f[b, m, kept + [z.shape[-1] - 1]], dim=0))
+    return torch.stack(terms).reshape(out.shape)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_pmf_nll_is_exact_where_the_kept_mass_is_far_below_the_largest_output(dtype):
+    """Kept outputs 100–300 below the largest logit (a kept mass under e⁻⁶⁹ of it, where the sum of exponentials
+    underflows in float32): finite values and gradients equal to the log-softmax definition's."""
+    g = torch.Generator().manual_seed(0)
+    num_causes, num_bins = 2, 4
+    z = torch.randn(3, 4, num_causes * num_bins + 1, generator=g, dtype=torch.float64)
+    z[0, :, 0] += 300.0  # cause 1, bin 0 dominates: every censored visit past bin 0 and most events are far below it
+    z[1, :, -1] -= 120.0  # the tail far below the rest
+    z[2] *= 40.0
+    bins = torch.tensor([[0, 1, 2, 4], [3, 0, 4, 1], [2, 2, 0, 3]])
+    event = torch.tensor([0, 2, 1])
+    mask = torch.ones(3, 4, dtype=torch.bool)
+    logits = z.to(dtype).requires_grad_()
+    got = LF.pmf_nll(logits, bins, event, mask, num_causes=num_causes, reduction="none", visit_weighting="visit")
+    reference = z.clone().requires_grad_()
+    want = _log_softmax_pmf_nll(reference, bins, event, num_causes)
+    assert torch.isfinite(got).all() and got.max() > 100.0
+    tolerance = 1e-10 if dtype == torch.float64 else 1e-4
+    torch.testing.assert_close(got.double(), want.detach(), rtol=tolerance, atol=tolerance)
+    weights = torch.rand(3, 4, generator=g, dtype=torch.float64)
+    (grad,) = torch.autograd.grad((got * weights.to(dtype)).sum(), logits)
+    (want_grad,) = torch.autograd.grad((want * weights).sum(), reference)
+    assert torch.isfinite(grad).all()
+    torch.testing.assert_close(grad.double(), want_grad, rtol=tolerance, atol=tolerance)
+
+
 def test_pmf_nll_by_hand_single_event():
     z = torch.tensor([[[0.1, 0.7, -0.3, 0.4]]], dtype=torch.float64)  # L = 3 bins + beyond
     f = probabilities(z[0, 0])
