@@ -15,7 +15,7 @@ from ehrseq.errors import ConfigError
 from ehrseq.models.encoders import EncoderConfig
 from ehrseq.models.families import FAMILIES
 from ehrseq.models.heads import HeadConfig
-from ehrseq.models.model import DynamicSurvivalModel, ModelConfig, first_records, new_code_terms
+from ehrseq.models.model import DynamicSurvivalModel, ModelConfig, code_history_at, first_records, new_code_terms
 from ehrseq.settings import EstimatorSettings
 from ehrseq.train import Trainer
 
@@ -160,6 +160,39 @@ def test_the_code_history_term_sums_the_codes_recorded_so_far_each_once():
     weight[2], weight[3], weight[4] = torch.tensor([1.0, -1.0]), torch.tensor([10.0, 0.0]), torch.tensor([100.0, 1.0])
     expected = torch.tensor([[[11.0, -1.0], [11.0, -1.0], [111.0, 0.0]]])
     assert torch.equal(new_code_terms(codes, mask, weight).cumsum(dim=1), expected)
+
+
+def test_the_code_history_at_selected_visits_equals_its_cumulative_sum_there():
+    """Codes repeated within and across visits, codes at padded visits, padding indices, several selections per
+    patient and none for some: the sparse sum at the selected visits equals the cumulative one gathered there."""
+    generator = torch.Generator().manual_seed(3)
+    codes = torch.randint(0, 9, (6, 5, 4), generator=generator)
+    codes[:, :, -1] = codes[:, :, 0]
+    mask = torch.arange(5).unsqueeze(0) < torch.tensor([5, 3, 1, 4, 2, 5]).unsqueeze(1)
+    weight = torch.randn(9, 3, generator=generator, dtype=torch.float64)
+    weight[0] = 0.0
+    cumulative = new_code_terms(codes, mask, weight).cumsum(dim=1)
+    rows, positions = torch.tensor([0, 0, 1, 3, 5, 5, 5]), torch.tensor([4, 1, 2, 0, 0, 3, 4])
+    torch.testing.assert_close(code_history_at(codes, mask, (rows, positions), weight), cumulative[rows, positions],
+                               rtol=1e-12, atol=1e-12)
+    assert code_history_at(codes, mask, (rows[:0], positions[:0]), weight).shape == (0, 3)
+    assert torch.equal(code_history_at(codes[..., :0], mask, (rows, positions), weight), torch.zeros(7, 3, dtype=weight.dtype))
+
+
+def test_the_distribution_at_a_few_visits_equals_the_per_visit_output_there():
+    """distribution_at with one or two selections per patient (the code history at those visits only) gives the
+    head outputs of the whole forward pass at those visits."""
+    generator = torch.Generator().manual_seed(4)
+    model = _model(code_history=True)
+    with torch.no_grad():
+        model.code_history.weight.normal_(generator=generator)
+        model.code_history.weight[0] = 0.0
+    batch = _batch(generator, b=4, m=5)
+    raw = model(batch).raw
+    for index in ((torch.arange(4), torch.tensor([4, 0, 2, 3])), (torch.tensor([1, 2]), torch.tensor([1, 4]))):
+        horizons = torch.tensor([40.0, 150.0])
+        torch.testing.assert_close(model.distribution_at(batch, index).risk(horizons),
+                                   model.head.distribution(raw[index]).risk(horizons), rtol=1e-5, atol=1e-6)
 
 
 def test_with_code_history_the_linear_path_reads_the_codes_recorded_so_far_and_nothing_later():

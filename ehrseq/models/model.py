@@ -240,6 +240,24 @@ def new_code_terms(codes: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor
     return nn.functional.embedding_bag(new, weight, mode="sum", padding_idx=PAD_INDEX).view(b, m, -1)
 
 
+def code_history_at(codes: torch.Tensor, mask: torch.Tensor, index: tuple[torch.Tensor, torch.Tensor],
+                    weight: torch.Tensor) -> torch.Tensor:
+    """The code-history term Σ_{c ∈ C_m} u_c ``[n, P]`` at the visits ``index`` = (patient rows ``[n]``, visit positions
+    ``[n]``) only: the codes recorded at real visits up to and including m of each selected patient, each counted
+    once (``weight[PAD_INDEX]`` must be 0). Equal to the cumulative sum of :func:`new_code_terms` at those visits,
+    without forming it at every visit: one sorted ``[n, M·K]`` list of codes per selection, repeats replaced by
+    the padding index, summed by ``embedding_bag`` (no ``[n, V]`` table: any vocabulary size)."""
+    rows, positions = index
+    n = rows.numel()
+    b, m, k = codes.shape
+    if k == 0 or n == 0:
+        return weight.new_zeros(n, weight.shape[1])
+    recorded = mask[rows] & (torch.arange(m, device=mask.device) <= positions.unsqueeze(-1))  # [n, M]
+    listed = torch.where(recorded.unsqueeze(-1), codes[rows], PAD_INDEX).reshape(n, m * k).sort(dim=1).values
+    listed[:, 1:].masked_fill_(listed[:, 1:] == listed[:, :-1], PAD_INDEX)  # each code once
+    return nn.functional.embedding_bag(listed, weight, mode="sum", padding_idx=PAD_INDEX)
+
+
 class DynamicSurvivalModel(nn.Module):
     """``forward(batch) -> ModelOutput``; causal by construction (the encoders never look ahead)."""
 
@@ -344,9 +362,15 @@ class DynamicSurvivalModel(nn.Module):
         ``check_values``: see :class:`~ehrseq.models.encoders.embedding.VisitEmbedding`."""
         if elapsed is not None and not self.config.any_time:
             raise ConfigError("this model has no elapsed-time input; condition its visit distribution instead")
-        sums, states, history = self._encode(batch, check_values)
-        return self.head.distribution(self._raw(states[index], sums[index],
-                                                None if history is None else history[index], elapsed))
+        if self.code_history is None or self._new_code_replacement is not None or index[0].numel() > batch.mask.shape[0]:
+            sums, states, history = self._encode(batch, check_values)
+            history = None if history is None else history[index]
+        else:  # a few visits per patient (the last, a landmark): the code history at those only
+            embedding = self.encoder.embedding
+            sums = embedding.sums(batch, check_values=check_values)
+            states = self.encoder.contextualize(embedding.normalise(sums), batch.mask)
+            history = code_history_at(batch.codes, batch.mask, index, self.code_history.weight)
+        return self.head.distribution(self._raw(states[index], sums[index], history, elapsed))
 
     @torch.no_grad()
     def predict(self, batch: SequenceBatch) -> Prediction:
