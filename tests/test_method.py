@@ -162,9 +162,15 @@ def test_the_code_history_term_sums_the_codes_recorded_so_far_each_once():
     assert torch.equal(new_code_terms(codes, mask, weight).cumsum(dim=1), expected)
 
 
-def test_the_code_history_at_selected_visits_equals_its_cumulative_sum_there():
+@pytest.mark.parametrize(("factor", "elements"), [(8, 1 << 22), (8, 20), (0, 1 << 22)])
+def test_the_code_history_at_selected_visits_equals_its_cumulative_sum_there(monkeypatch, factor, elements):
     """Codes repeated within and across visits, codes at padded visits, padding indices, several selections per
-    patient and none for some: the sparse sum at the selected visits equals the cumulative one gathered there."""
+    patient and none for some: the sum at the selected visits equals the cumulative one gathered there (by the
+    dense table in one block and in blocks of 2 rows, and by the sorted lists)."""
+    from ehrseq.models import model as model_module
+
+    monkeypatch.setattr(model_module, "_DENSE_VOCABULARY_FACTOR", factor)
+    monkeypatch.setattr(model_module, "_PRESENCE_ELEMENTS", elements)
     generator = torch.Generator().manual_seed(3)
     codes = torch.randint(0, 9, (6, 5, 4), generator=generator)
     codes[:, :, -1] = codes[:, :, 0]

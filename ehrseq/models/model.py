@@ -240,22 +240,39 @@ def new_code_terms(codes: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor
     return nn.functional.embedding_bag(new, weight, mode="sum", padding_idx=PAD_INDEX).view(b, m, -1)
 
 
+#: :func:`code_history_at` marks the codes of each selection in a dense ``[rows, V]`` table while V is at most this many
+#: times the M·K codes listed per selection (then faster than sorting the lists), in row blocks of at most
+#: :data:`_PRESENCE_ELEMENTS` elements; beyond, it sorts the lists.
+_DENSE_VOCABULARY_FACTOR = 8
+_PRESENCE_ELEMENTS = 1 << 22
+
+
 def code_history_at(codes: torch.Tensor, mask: torch.Tensor, index: tuple[torch.Tensor, torch.Tensor],
                     weight: torch.Tensor) -> torch.Tensor:
     """The code-history term Σ_{c ∈ C_m} u_c ``[n, P]`` at the visits ``index`` = (patient rows ``[n]``, visit positions
     ``[n]``) only: the codes recorded at real visits up to and including m of each selected patient, each counted
     once (``weight[PAD_INDEX]`` must be 0). Equal to the cumulative sum of :func:`new_code_terms` at those visits,
-    without forming it at every visit: one sorted ``[n, M·K]`` list of codes per selection, repeats replaced by
-    the padding index, summed by ``embedding_bag`` (no ``[n, V]`` table: any vocabulary size)."""
+    without forming it at every visit. Each selection's ``[M·K]`` codes are marked in a 0/1 row over the vocabulary
+    and multiplied by ``weight`` (small vocabularies, in row blocks), or sorted with repeats replaced by the padding
+    index and summed by ``embedding_bag`` (large ones: no ``[n, V]`` table)."""
     rows, positions = index
     n = rows.numel()
     b, m, k = codes.shape
+    vocabulary = weight.shape[0]
     if k == 0 or n == 0:
         return weight.new_zeros(n, weight.shape[1])
     recorded = mask[rows] & (torch.arange(m, device=mask.device) <= positions.unsqueeze(-1))  # [n, M]
-    listed = torch.where(recorded.unsqueeze(-1), codes[rows], PAD_INDEX).reshape(n, m * k).sort(dim=1).values
-    listed[:, 1:].masked_fill_(listed[:, 1:] == listed[:, :-1], PAD_INDEX)  # each code once
-    return nn.functional.embedding_bag(listed, weight, mode="sum", padding_idx=PAD_INDEX)
+    listed = torch.where(recorded.unsqueeze(-1), codes[rows], PAD_INDEX).reshape(n, m * k)
+    if vocabulary > _DENSE_VOCABULARY_FACTOR * m * k:
+        listed = listed.sort(dim=1).values
+        listed[:, 1:].masked_fill_(listed[:, 1:] == listed[:, :-1], PAD_INDEX)  # each code once
+        return nn.functional.embedding_bag(listed, weight, mode="sum", padding_idx=PAD_INDEX)
+    blocks = []
+    for block in listed.split(max(1, _PRESENCE_ELEMENTS // vocabulary)):
+        presence = weight.new_zeros(block.shape[0], vocabulary).scatter_(1, block, 1.0)
+        presence[:, PAD_INDEX] = 0.0
+        blocks.append(presence @ weight)
+    return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
 
 
 class DynamicSurvivalModel(nn.Module):
