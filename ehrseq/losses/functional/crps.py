@@ -158,7 +158,9 @@ class StandardNoise:
     ``lower_window(x̂_y, σ)`` is the window [lo, hi] of the lower term (hi = x̂_y, or the point beyond
     which G ≡ 1); ``tail_window(x̂_a, σ)`` that of the tail term (lo = x̂_a, or the point below which
     1 − G ≡ 1); ``points`` the default number of Gauss–Legendre nodes per term. With a ``series``, the
-    windows start at its ``end`` and the integrals below it are the series' (:func:`_series_moments`).
+    windows start at its ``end`` and the integrals below it are the series' (:func:`_series_moments`). With
+    ``integrands(x, side, sigma, offset, out)``, the panels take e^{c+σx} p² and e^{c+σx} p g from it directly (into
+    the first two of the three buffers ``out`` of x's shape; ``sigma``, ``offset`` ``[n, 1]``) instead of from the logs.
     """
 
     log_probability_and_density: Callable[..., tuple[torch.Tensor, torch.Tensor]]
@@ -166,6 +168,7 @@ class StandardNoise:
     tail_window: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
     points: int
     series: LeftSeries | None = None
+    integrands: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
 
 
 def _log_tiny(dtype: torch.dtype) -> float:
@@ -194,6 +197,30 @@ def _min_gumbel_logs(x: torch.Tensor, side: int, out: tuple[torch.Tensor, torch.
     else:
         torch.neg(e, out=log_p)
     return log_p, torch.sub(x, e, out=log_g)
+
+
+def _min_gumbel_integrands(x: torch.Tensor, side: int, sigma: torch.Tensor, offset: torch.Tensor,
+                           out: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """e^{c+σx} p² and e^{c+σx} p g of the min-Gumbel law with t = eˣ on the windows (x ≥ −3): for the lower term
+    p = G = −expm1(−t) and g = e^{x−t}, so G²e^{c+σx} and G e^{c+σx+x−t}; for the tail term (1 − G)² e^{c+σx} =
+    e^{c+σx−2t} and (1 − G) g e^{c+σx} = e^{c+σx+x−2t}. Each exponent is formed whole before its exponential (no
+    intermediate overflow where the integrand is finite, t = ∞ included) and clamped as in :func:`_min_gumbel_logs`
+    (no subnormal results); no logarithm, where the logs of :func:`_min_gumbel_logs` take one. ``out``: the two
+    results' buffers and a scratch one, of x's shape."""
+    squared, product, scratch = out
+    tiny = _log_tiny(x.dtype)
+    t = exp_by_exp2(x, out=scratch)
+    exponent = torch.addcmul(offset, sigma, x, out=squared)  # c + σx
+    if side > 0:
+        torch.add(exponent, x, out=product).sub_(t)  # c + σx + x − t
+        cdf = t.neg_().expm1_().neg_()  # G, in place of t
+        exp_by_exp2(product.clamp_min_(tiny), out=product).mul_(cdf)
+        exp_by_exp2(exponent.clamp_min_(tiny), out=squared).mul_(cdf).mul_(cdf)
+        return squared, product
+    exponent.add_(t, alpha=-2.0)  # c + σx − 2t
+    torch.add(exponent, x, out=product)
+    exp_by_exp2(product.clamp_min_(tiny), out=product)
+    return exp_by_exp2(exponent.clamp_min_(tiny), out=squared), product
 
 
 def _decay_distance(rate: torch.Tensor) -> torch.Tensor:
@@ -251,6 +278,7 @@ MIN_GUMBEL = StandardNoise(
                         torch.maximum(x_a, torch.log(0.5 * sigma).clamp_min(0.0)) + _GUMBEL_SATURATED),
     WEIBULL_POINTS,
     _gumbel_series(_GUMBEL_SERIES_TERMS),
+    _min_gumbel_integrands,
 )
 
 
@@ -267,23 +295,27 @@ def _panel_moments(noise: StandardNoise, side: int, lo: torch.Tensor, hi: torch.
                    sigma: torch.Tensor, points: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gauss–Legendre on [lo, hi] ``[N]`` of I₀ = ∫ e^{c+σx} p², I₁ = ∫ e^{c+σx} p g and I₂ = ∫ x e^{c+σx} p g
     (c = ``offset``); one pass of ``points`` nodes per element, in the row blocks of the constant-hazard grids'
-    Survival-CRPS (:func:`~ehrseq.models.distributions.grid._row_blocks`) on three buffers reused from block to
-    block, instead of a new tensor per operation."""
+    Survival-CRPS (:func:`~ehrseq.models.distributions.grid._row_blocks`) on three buffers (four with the noise's
+    ``integrands``) reused from block to block, instead of a new tensor per operation."""
     nodes, weights = gauss_legendre(points, lo.dtype, lo.device)
     width = (hi - lo).clamp_min(0.0)
     moments = lo.new_empty(3, lo.shape[0])
     tiny = _log_tiny(lo.dtype)  # no subnormal results: arithmetic on them is many times slower
     blocks = _row_blocks(lo.shape[0], points)
     largest = blocks[0].stop - blocks[0].start if blocks else 0
-    buffers = [lo.new_empty(largest, points) for _ in range(3)]
+    buffers = [lo.new_empty(largest, points) for _ in range(3 if noise.integrands is None else 4)]
     for rows in blocks:
-        x, log_p, log_g = (buffer[: rows.stop - rows.start] for buffer in buffers)
+        x, log_p, log_g, *scratch = (buffer[: rows.stop - rows.start] for buffer in buffers)
         torch.addcmul(lo[rows].unsqueeze(-1), width[rows].unsqueeze(-1), nodes, out=x)
-        noise.log_probability_and_density(x, side, (log_p, log_g))
-        base = log_g.add_(log_p).addcmul_(sigma[rows].unsqueeze(-1), x).add_(offset[rows].unsqueeze(-1))  # log(e^{c+σx} p g)
-        squared = log_p.mul_(2.0).addcmul_(sigma[rows].unsqueeze(-1), x).add_(offset[rows].unsqueeze(-1))  # log(e^{c+σx} p²)
-        exp_by_exp2(squared.clamp_min_(tiny), out=squared)
-        product = exp_by_exp2(base.clamp_min_(tiny), out=base)
+        if noise.integrands is not None:
+            squared, product = noise.integrands(x, side, sigma[rows].unsqueeze(-1), offset[rows].unsqueeze(-1),
+                                                (log_p, log_g, *scratch))
+        else:
+            noise.log_probability_and_density(x, side, (log_p, log_g))
+            base = log_g.add_(log_p).addcmul_(sigma[rows].unsqueeze(-1), x).add_(offset[rows].unsqueeze(-1))  # log(e^{c+σx} p g)
+            squared = log_p.mul_(2.0).addcmul_(sigma[rows].unsqueeze(-1), x).add_(offset[rows].unsqueeze(-1))  # log(e^{c+σx} p²)
+            exp_by_exp2(squared.clamp_min_(tiny), out=squared)
+            product = exp_by_exp2(base.clamp_min_(tiny), out=base)
         torch.mv(squared, weights, out=moments[0, rows])
         torch.mv(product, weights, out=moments[1, rows])
         torch.mv(product.mul_(x), weights, out=moments[2, rows])
