@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import integrate, special
 
+from ehrseq.errors import ShapeError
 from ehrseq.models.distributions import (
     PMF,
     LogisticHazard,
@@ -262,6 +263,10 @@ def test_indexing_to_and_masked_keep_values(name):
     torch.testing.assert_close(dist[1, 3].log_survival(u), full[1, 3], **same)
     torch.testing.assert_close(dist.to("cpu").log_density(u), dist.log_density(u), **same)
     keep = torch.tensor([[True, False, True, True]] * 3)
+    # a bool mask selects the rows where it is True, row-major (resolved once for every parameter)
+    torch.testing.assert_close(dist[keep].log_survival(u[keep] if u.dim() == 3 else u), full[keep], **same)
+    with pytest.raises(ShapeError, match="leading dims"):
+        dist[torch.ones(4, 3, dtype=torch.bool)]
     poisoned = dist[...]
     for field in dist.batched_fields:
         value = getattr(dist, field).clone()
@@ -423,7 +428,6 @@ def test_weibull_mixture_is_the_weighted_sum_of_its_components():
 def test_packed_weibull_mixture_equals_the_mixture_of_its_chunks_selected_and_masked():
     """A head's packed [gates ; log λ − offset ; log k] gives the mixture of its chunks: values, selections of
     batch elements by a mask (one gather), masked copies and gradients."""
-    from ehrseq.errors import ShapeError
     from ehrseq.models.distributions.mixture import PackedWeibullMixture
 
     g = torch.Generator().manual_seed(5)

@@ -30,7 +30,7 @@ from ehrseq.losses.functional._aggregate import (
     gather_visits,
 )
 from ehrseq.losses.functional._labels import event_indicator
-from ehrseq.models.distributions.base import SurvivalDistribution
+from ehrseq.models.distributions.base import LeadingRows, SurvivalDistribution
 from ehrseq.models.distributions.grid import sharing_knots
 
 
@@ -114,7 +114,7 @@ def per_visit_score(
     check_reduction(reduction, visit_weighting)
     mask, rows, y, bound = check_targets(distribution, remaining, mask, upper)
     observed = gather_visits(event_indicator(event, mask.shape[0], cause).unsqueeze(1).expand_as(mask), rows)
-    real = distribution[mask]
+    real = distribution[LeadingRows(rows, mask.shape)]  # the rows found by check_targets
     with sharing_knots(real):
         scores = score(real, y, observed, bound)
     per_visit = scores.new_zeros(mask.numel()).index_copy(0, rows, scores).view(mask.shape)

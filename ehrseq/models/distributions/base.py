@@ -221,7 +221,9 @@ class SurvivalDistribution(ABC):
 
     # ------------------------------------------------------------------ indexing and devices
     def __getitem__(self, index: Any) -> SurvivalDistribution:
-        """Select batch elements; ``index`` applies to the leading batch dims of every parameter."""
+        """Select batch elements; ``index`` applies to the leading batch dims of every parameter (a bool mask is
+        resolved once, :class:`LeadingRows`)."""
+        index = LeadingRows.of(index)
         selected = copy.copy(self)
         for name in self.batched_fields:
             value = getattr(self, name)
@@ -262,15 +264,33 @@ class SurvivalDistribution(ABC):
         return f"{type(self).__name__}(batch_shape={list(self.batch_shape)})"
 
 
+class LeadingRows:
+    """A bool mask over leading batch dims resolved once into the flat indices of its True entries, ``rows`` ``[n]``
+    (row-major), so that indexing several parameters (or members, or a base and its elapsed times) by it finds them
+    once; ``shape`` is the mask's."""
+
+    __slots__ = ("rows", "shape")
+
+    def __init__(self, rows: torch.Tensor, shape: Sequence[int]) -> None:
+        self.rows, self.shape = rows, tuple(int(d) for d in shape)
+
+    @classmethod
+    def of(cls, index: Any) -> Any:
+        """``index`` with a bool mask (of one or more dims) resolved into :class:`LeadingRows`; anything else as is."""
+        if isinstance(index, torch.Tensor) and index.dtype == torch.bool and index.dim() > 0:
+            return cls(index.flatten().nonzero().squeeze(1), index.shape)
+        return index
+
+
 def index_leading(value: torch.Tensor, index: Any) -> torch.Tensor:
-    """``value[index]``; a bool mask over the leading dims is applied as an ``index_select`` of the selected
-    rows of those dims flattened, whose gradient is one ``index_add`` (advanced indexing accumulates its
-    gradient through the much slower ``index_put``)."""
-    if isinstance(index, torch.Tensor) and index.dtype == torch.bool and index.dim() > 0:
-        if tuple(value.shape[: index.dim()]) != tuple(index.shape):
+    """``value[index]``; a bool mask over the leading dims (or its :class:`LeadingRows`) is applied as an
+    ``index_select`` of the selected rows of those dims flattened, whose gradient is one ``index_add`` (advanced
+    indexing accumulates its gradient through the much slower ``index_put``)."""
+    index = LeadingRows.of(index)
+    if isinstance(index, LeadingRows):
+        if tuple(value.shape[: len(index.shape)]) != index.shape:
             raise ShapeError(f"mask of shape {list(index.shape)} does not match the leading dims of {list(value.shape)}")
-        rows = index.flatten().nonzero().squeeze(1).to(value.device)
-        return value.flatten(0, index.dim() - 1).index_select(0, rows)
+        return value.flatten(0, len(index.shape) - 1).index_select(0, index.rows.to(value.device))
     return value[index]
 
 
@@ -337,6 +357,7 @@ class ConditionalSurvival(SurvivalDistribution):
         return self.base.log_interval_mass(shifted_lower, shifted_upper) - log_s_elapsed
 
     def __getitem__(self, index: Any) -> ConditionalSurvival:
+        index = LeadingRows.of(index)
         return ConditionalSurvival(self.base[index], index_leading(self.elapsed, index))
 
     def masked(self, keep: torch.Tensor, fill: float = 0.0) -> ConditionalSurvival:

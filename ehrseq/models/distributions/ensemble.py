@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ehrseq.errors import ShapeError
-from ehrseq.models.distributions.base import Duration, SurvivalDistribution
+from ehrseq.models.distributions.base import Duration, LeadingRows, SurvivalDistribution
 
 
 class EnsembleAverage(SurvivalDistribution):
@@ -74,6 +74,7 @@ class EnsembleAverage(SurvivalDistribution):
         return self._average_log([m.log_interval_mass(lower, upper) for m in self.members])
 
     def __getitem__(self, index: Any) -> EnsembleAverage:
+        index = LeadingRows.of(index)  # a mask resolved once for every member
         return EnsembleAverage([m[index] for m in self.members], self.weights)
 
     def masked(self, keep: torch.Tensor, fill: float = 0.0) -> EnsembleAverage:
