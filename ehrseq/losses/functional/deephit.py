@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from ehrseq.errors import ShapeError
 from ehrseq.losses.functional._aggregate import (
@@ -22,6 +21,7 @@ from ehrseq.losses.functional._aggregate import (
     check_mask,
     check_reduction,
     check_shape,
+    gather_visits,
     patient_weights,
 )
 from ehrseq.losses.functional._labels import check_bins, check_event_visit, check_horizon_weights, event_types
@@ -83,66 +83,25 @@ def pmf_nll(
     bin_weights = check_horizon_weights(bin_weights, num_bins + 1, "bin_weights", logits)
 
     rows = mask.nonzero(as_tuple=True)  # real visits only: padding costs nothing and never reaches a log
+    z = gather_visits(logits, rows[0] * mask.shape[1] + rows[1])  # [N, K·L + 1]
     kappa, cause = bins[rows], types[rows[0]]
-    outputs = logits.shape[-1]
-    # the outputs whose mass the visit's term keeps: the bin of its event (the tail beyond the grid), or for a
-    # censored visit every cause's bins after κ and the tail (the patient survives bin κ)
-    event_output = torch.where((cause > 0) & (kappa < num_bins), (cause - 1).clamp(min=0) * num_bins + kappa, outputs - 1)
-    output_bin = torch.arange(outputs, device=logits.device) % num_bins
-    output_bin[-1] = num_bins
-    output = torch.arange(outputs, device=logits.device)
-    dropped = torch.where((cause > 0).unsqueeze(-1), output != event_output.unsqueeze(-1),
-                          output_bin <= kappa.clamp(max=num_bins - 1).unsqueeze(-1))
-    per_visit = _KeptMassNLL.apply(logits.flatten(0, 1), rows[0] * mask.shape[1] + rows[1], dropped)
+    tail = z.shape[-1] - 1
+    log_mass = torch.log_softmax(z, dim=-1)
+    # event: log f_{k,κ} (the tail beyond the grid); censored: start from log f_tail, corrected below
+    index = torch.where((cause > 0) & (kappa < num_bins), (cause - 1).clamp(min=0) * num_bins + kappa, tail)
+    per_visit = -log_mass.gather(-1, index.unsqueeze(-1)).squeeze(-1)
+    # censored: log Σ_{l>κ} f = log f_tail − log_softmax(z restricted to {l > κ} ∪ tail)_tail
+    censored = (cause == 0).nonzero().squeeze(-1)
+    output_bin = torch.arange(z.shape[-1], device=z.device) % num_bins
+    output_bin[tail] = num_bins
+    beyond = output_bin > kappa[censored].clamp(max=num_bins - 1).unsqueeze(-1)
+    restricted = torch.where(beyond, z.index_select(0, censored), -torch.inf)
+    tail_share = torch.log_softmax(restricted, dim=-1)[:, tail]
+    per_visit = per_visit.index_add(0, censored, tail_share)
     if bin_weights is not None:
         per_visit = per_visit * bin_weights[kappa]
     per_visit = per_visit.new_zeros(mask.shape).index_put(rows, per_visit)
     return aggregate_visits(per_visit, mask, weight=weight, reduction=reduction, visit_weighting=visit_weighting)
-
-
-class _KeptMassNLL(torch.autograd.Function):
-    """−log Σ_{j kept} softmax(z_p)_j of the rows ``rows [N]`` of ``logits [R, V]``; ``dropped [N, V]`` (bool) marks
-    the outputs not kept (at least one kept per row):
-
-        ℓ_p = logsumexp(z_p) − logsumexp(z_p over the kept outputs),   ∂ℓ_p/∂z_p = softmax(z_p) − softmax_kept(z_p)
-
-    (one kept output: −log f of it). Both sums are of e^{z − max z}, formed once; a row whose kept sum falls below
-    :data:`_TINY_KEPT` (its kept outputs far below its largest) takes its kept log-sum-exp in log space, so ℓ stays
-    finite and exact for any logits. The backward pass writes its rows straight into one ``[R, V]`` gradient (zero
-    at the other rows): no graph of two log-softmaxes, a ``where`` and their gathers.
-    """
-
-    @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, logits: torch.Tensor, rows: torch.Tensor, dropped: torch.Tensor
-                ) -> torch.Tensor:
-        shifted = logits.index_select(0, rows)
-        shifted.sub_(shifted.amax(dim=-1, keepdim=True))  # z − max z ≤ 0, in place of the gathered copy
-        weights = shifted.exp()
-        log_total = weights.sum(dim=-1).log_()
-        kept = weights.masked_fill_(dropped, 0.0).sum(dim=-1)
-        log_kept = kept.log()
-        small = (kept < _TINY_KEPT).nonzero().squeeze(-1)
-        if small.numel():
-            log_kept[small] = torch.logsumexp(shifted[small].masked_fill_(dropped[small], -torch.inf), dim=-1)
-        ctx.save_for_backward(shifted, dropped, rows, log_total, log_kept)
-        ctx.total_rows = logits.shape[0]
-        return log_total - log_kept
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        shifted, dropped, rows, log_total, log_kept = ctx.saved_tensors
-        probabilities = torch.sub(shifted, log_total.unsqueeze(-1)).exp_()
-        # e^{z − logsumexp_kept} may overflow at dropped outputs: replaced by 0 after the exponential
-        kept_probabilities = torch.sub(shifted, log_kept.unsqueeze(-1)).exp_().masked_fill_(dropped, 0.0)
-        rows_gradient = probabilities.sub_(kept_probabilities).mul_(grad.unsqueeze(-1))
-        full = shifted.new_zeros(ctx.total_rows, shifted.shape[-1])
-        return full.index_copy_(0, rows, rows_gradient), None, None
-
-
-#: Below this kept sum of e^{z − max z} (a kept mass under about e⁻⁶⁹ of the largest output's) a row's kept
-#: log-sum-exp is taken in log space: the sum would lose precision to rounding and underflow.
-_TINY_KEPT = 1e-30
 
 
 def _ranking_groups(
