@@ -77,9 +77,9 @@ from ehrseq.models.distributions import (
     Weibull,
     WeibullMixture,
 )
-from ehrseq.models.distributions.mixture import PackedWeibullMixture
 from ehrseq.models.distributions._math import logit_normal_log_probabilities
 from ehrseq.models.distributions.base import CompetingRisksDistribution
+from ehrseq.models.distributions.mixture import PackedWeibullMixture
 from ehrseq.registry import Registry
 
 if TYPE_CHECKING:
