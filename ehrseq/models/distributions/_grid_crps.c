@@ -33,12 +33,6 @@
 #define EXPM1 expm1f
 #define FABS fabsf
 #include "_grid_crps_rows.h"
-#undef REAL
-#undef SUFFIX
-#undef CUT
-#undef EXP
-#undef EXPM1
-#undef FABS
 
 #define REAL double
 #define SUFFIX f64
@@ -47,12 +41,6 @@
 #define EXPM1 expm1
 #define FABS fabs
 #include "_grid_crps_rows.h"
-#undef REAL
-#undef SUFFIX
-#undef CUT
-#undef EXP
-#undef EXPM1
-#undef FABS
 
 typedef struct {
     void (*rows)(const void *, int64_t, int64_t);

@@ -1,5 +1,6 @@
 /* The Survival-CRPS of a constant-hazard grid and its gradient, for one floating type: included twice by
- * _grid_crps.c with REAL = float / double, SUFFIX = f32 / f64 and the matching EXP, EXPM1, FABS and CUT. The
+ * _grid_crps.c with REAL = float / double, SUFFIX = f32 / f64 and the matching EXP, EXPM1, FABS and CUT (which
+ * the end of this file undefines). The
  * formulas are those of ehrseq.models.distributions.grid._ConstantHazardCRPS (its docstring states the math);
  * its PyTorch implementation (grid._pytorch_crps) runs the same terms as whole-tensor operations. */
 
@@ -41,36 +42,30 @@ ROWS_TARGETS static void GLUE(crps_rows, SUFFIX)(const GLUE(CrpsArgs, SUFFIX) *a
         const REAL *restrict hazard = a->hazards + r * bins;
         const REAL y = a->y[r], start = a->start[r];
         REAL total = 0, before_count = 0, beyond_count = 0;
+/* The terms of bin l shared by the loops with and without the gradient (two loops, so that each vectorises). */
+#define BIN_TERMS                                                                  \
+    const REAL width = grid[l + 1] - grid[l];                                      \
+    const REAL increment = drop[l] < -tiny ? -drop[l] : tiny;                      \
+    const REAL h = hazard[l] > tiny ? hazard[l] : tiny;                            \
+    const REAL phi = h / increment;                                                \
+    const REAL scaled = width * s[l];                                              \
+    const REAL mass = phi * scaled;                                                \
+    const REAL squared = (s[l] + s[l + 1]) * mass;                                 \
+    const REAL before = y > grid[l + 1] ? (REAL)1 : (REAL)0;                       \
+    const REAL beyond = grid[l] >= start ? (REAL)1 : (REAL)0;                      \
+    total += before * (squared - 4 * mass + 2 * width) + beyond * squared;         \
+    before_count += before;                                                        \
+    beyond_count += beyond;
         if (!a->grad) {
 #pragma omp simd reduction(+ : total, before_count, beyond_count)
             for (int64_t l = 0; l < bins; ++l) {
-                const REAL width = grid[l + 1] - grid[l];
-                const REAL increment = drop[l] < -tiny ? -drop[l] : tiny;
-                const REAL h = hazard[l] > tiny ? hazard[l] : tiny;
-                const REAL mass = h / increment * width * s[l];
-                const REAL squared = (s[l] + s[l + 1]) * mass;
-                const REAL before = y > grid[l + 1] ? (REAL)1 : (REAL)0;
-                const REAL beyond = grid[l] >= start ? (REAL)1 : (REAL)0;
-                total += before * (squared - 4 * mass + 2 * width) + beyond * squared;
-                before_count += before;
-                beyond_count += beyond;
+                BIN_TERMS
             }
         } else {
             REAL *restrict g = a->grad + r * (bins + 1);
 #pragma omp simd reduction(+ : total, before_count, beyond_count)
             for (int64_t l = 0; l < bins; ++l) {
-                const REAL width = grid[l + 1] - grid[l];
-                const REAL increment = drop[l] < -tiny ? -drop[l] : tiny;
-                const REAL h = hazard[l] > tiny ? hazard[l] : tiny;
-                const REAL phi = h / increment;
-                const REAL scaled = width * s[l];
-                const REAL mass = phi * scaled;
-                const REAL squared = (s[l] + s[l + 1]) * mass;
-                const REAL before = y > grid[l + 1] ? (REAL)1 : (REAL)0;
-                const REAL beyond = grid[l] >= start ? (REAL)1 : (REAL)0;
-                total += before * (squared - 4 * mass + 2 * width) + beyond * squared;
-                before_count += before;
-                beyond_count += beyond;
+                BIN_TERMS
                 const REAL decay = 1 - h;
                 const REAL floor = increment > cut ? increment : cut;
                 const REAL neg_w = ((phi - decay) + (floor - increment) * ((REAL)1.5 - increment) * third) * scaled / -floor;
@@ -136,5 +131,12 @@ ROWS_TARGETS static void GLUE(crps_rows, SUFFIX)(const GLUE(CrpsArgs, SUFFIX) *a
     }
 }
 
+#undef BIN_TERMS
 #undef GLUE
 #undef GLUE_
+#undef REAL
+#undef SUFFIX
+#undef CUT
+#undef EXP
+#undef EXPM1
+#undef FABS
