@@ -189,3 +189,22 @@ def test_a_library_of_another_version_is_not_called(monkeypatch):
         monkeypatch.undo()
         _native._library.cache_clear()
     assert _native.available()
+
+
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize(("y", "start"), [(0.0, math.inf), (-3.0, 5.0), (5.0, 0.0), (5.0, -1.0), (math.nan, 5.0), (5.0, math.nan)])
+def test_targets_out_of_range_are_refused_on_either_path(monkeypatch, native, y, start):
+    """y ≤ 0, a ≤ 0 or NaN have no Survival-CRPS: a clear error, never a number read from outside the tables."""
+    if not native:
+        _pytorch_only(monkeypatch)
+    logits = torch.zeros(2, len(GRID) - 1)
+    with pytest.raises(ValueError, match="y > 0 and start > 0"):
+        LogisticHazard(logits, GRID).survival_crps(torch.tensor([10.0, y]), torch.tensor([10.0, start]))
+
+
+def test_the_kernel_keeps_its_indices_in_range_even_for_targets_it_is_never_given():
+    """Called directly with a ≤ τ_0 (which the loss refuses), the kernel still reads only its own rows."""
+    case = list(_rows(4, 5, torch.float64, seed=9))
+    case[6] = torch.tensor([-1.0, 0.0, 1.0, math.inf], dtype=torch.float64)
+    score = _native.grid_crps(*case, True, True)[0]
+    assert score.shape == (4,)

@@ -82,7 +82,9 @@ ROWS_TARGETS static void GLUE(crps_rows, SUFFIX)(const GLUE(CrpsArgs, SUFFIX) *a
          * when τ_0 < a ≤ τ_L, else L (a row without a tail term takes a = τ_L); the rates r of bins min(κ, L − 1) */
         const REAL *restrict ls = a->log_s + r * (bins + 1);
         const int has_tail = FABS(start) < (REAL)INFINITY, inside = has_tail && start <= grid[bins];
-        const int64_t k = (int64_t)before_count, k_a = inside ? bins - 1 - (int64_t)beyond_count : bins;
+        /* both within 0..L whatever the inputs (the caller refuses y, a ≤ 0 and NaN: no index is ever out of range) */
+        const int64_t k = (int64_t)before_count;
+        const int64_t k_a = inside && beyond_count < bins ? bins - 1 - (int64_t)beyond_count : bins;
         const int64_t rk = k < bins - 1 ? k : bins - 1, rk_a = k_a < bins - 1 ? k_a : bins - 1;
         const REAL width = grid[rk + 1] - grid[rk], width_a = grid[rk_a + 1] - grid[rk_a];
         const REAL e = y - grid[k], e_a = (has_tail ? start : grid[bins]) - grid[k_a];

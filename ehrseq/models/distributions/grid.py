@@ -800,7 +800,10 @@ class ConstantHazardGrid(GridDistribution):
     @within_call
     def survival_crps(self, y: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
         """∫_0^y F(u)² du + ∫_start^∞ S(u)² du in closed form from the knot values (:class:`_ConstantHazardCRPS`),
-        elementwise for ``y``, ``start`` of shape ``batch_shape``; the gradient is computed by hand."""
+        elementwise for ``y``, ``start`` of shape ``batch_shape`` (both > 0; ``start`` = ∞: no tail term); the
+        gradient is computed by hand."""
+        if not bool(torch.all(y > 0)) or not bool(torch.all(start > 0)):
+            raise ValueError("the Survival-CRPS needs y > 0 and start > 0 (start = inf: no tail term), NaN excluded")
         log_s = self.log_survival_at_grid().reshape(-1, self.num_bins + 1)
         log_rate = self._cached("log_tail_rate", self._log_tail_rate).reshape(-1)
         gradients = torch.is_grad_enabled() and any(v.requires_grad for v in (log_s, log_rate, y, start))
