@@ -36,8 +36,9 @@ from ehrseq.losses.functional._aggregate import (
     check_floating,
     check_mask,
     check_reduction,
+    gather_visits,
 )
-from ehrseq.models.distributions.base import SurvivalDistribution
+from ehrseq.models.distributions.base import LeadingRows, SurvivalDistribution
 from ehrseq.models.distributions.multievent import MultiEvent
 
 Trajectory = tuple[str | int, str | int]
@@ -62,7 +63,7 @@ def _check_inputs(
         )
     if event_flags.dtype != torch.bool:
         raise ShapeError(f"event_flags must be a bool tensor, got {event_flags.dtype}")
-    if not bool(torch.isfinite(time[mask]).all()):
+    if not bool(torch.isfinite(torch.where(mask, time, 0.0)).all()):
         raise ValueError("visit times must be finite at every real visit")
     if torch.any(event_flags & ~torch.isfinite(event_times)):
         raise ValueError("an observed event (event_flags True) needs a finite event time")
@@ -124,14 +125,17 @@ def mensa_loss(
     if any(a == b for a, b in pairs):
         raise ValueError("a trajectory must order two different events")
 
-    # the N real visits only (row-major order of the mask): padded parameters are never evaluated
-    remaining = (event_times.unsqueeze(1) - time.unsqueeze(2))[mask]  # [N, E]; NaN where not at risk
+    # the N real visits only (row-major order of the mask, found once): padded parameters are never evaluated
+    rows = mask.flatten().nonzero().squeeze(1)
+    patient = rows.div(mask.shape[1], rounding_mode="floor")  # [N], the patient of each real visit
+    visit_time = gather_visits(time, rows)
+    remaining = event_times.index_select(0, patient) - visit_time.unsqueeze(1)  # [N, E]; NaN where not at risk
     at_risk = remaining > 0
     safe = torch.where(at_risk, remaining, torch.ones_like(remaining))
-    dist = distribution.select(mask)
-    patient = mask.nonzero()[:, 0]  # [N], the patient of each real visit
+    real = LeadingRows(rows, mask.shape)
+    dist = distribution.select(real)
 
-    flags = event_flags[patient]
+    flags = event_flags.index_select(0, patient)
     own = dist.log_likelihood(safe.unsqueeze(-1), flags.unsqueeze(-1)).squeeze(-1)  # [N, E]
     per_visit = -torch.where(at_risk, own, 0.0).sum(dim=-1)
     contributes = at_risk.any(dim=-1)
@@ -145,10 +149,10 @@ def mensa_loss(
         if tuple(event_free.batch_shape) != tuple(mask.shape):
             raise ShapeError(f"event_free must have batch shape {list(mask.shape)}, got {list(event_free.batch_shape)}")
         start, stayed = _event_free_target(event_times, event_flags)
-        free_remaining = start[patient] - time[mask]
+        free_remaining = start[patient] - visit_time
         free_at_risk = free_remaining > 0
         free_safe = torch.where(free_at_risk, free_remaining, torch.ones_like(free_remaining)).unsqueeze(-1)
-        term = event_free[mask].log_likelihood(free_safe, stayed[patient].unsqueeze(-1)).squeeze(-1)
+        term = event_free[real].log_likelihood(free_safe, stayed[patient].unsqueeze(-1)).squeeze(-1)
         per_visit = per_visit - torch.where(free_at_risk, term, 0.0)
         contributes = contributes | free_at_risk
 

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from ehrseq.errors import ConfigError, ShapeError
-from ehrseq.models.distributions.base import Duration, SurvivalDistribution
+from ehrseq.models.distributions.base import Duration, LeadingRows, SurvivalDistribution
 
 
 class MultiEvent:
@@ -114,6 +114,7 @@ class MultiEvent:
         The index must address batch dims from the left (no ``Ellipsis``), so that the event dim of a
         stacked distribution is kept.
         """
+        index = LeadingRows.of(index)  # a mask resolved once for every marginal
         return self._map(lambda m: m[index])
 
     def to(self, device: torch.device | str) -> MultiEvent:
