@@ -7,7 +7,7 @@ import re
 
 from ehrseq.bench.__main__ import available_benchmarks
 from ehrseq.bench.__main__ import main as run_bench
-from ehrseq.bench.losses import CASES
+from ehrseq.bench.losses import CASES, NATIVE_CASES
 from ehrseq.losses import TERMS
 from ehrseq.models.families import FAMILIES
 
@@ -41,3 +41,7 @@ def test_loss_benchmark_quick_mode_times_every_term_and_the_loop_baselines(capsy
     for name in ("ranking", "contrastive"):
         loop = report["loops"][name]
         assert loop["speed_up"] > 1 and loop["value_difference"] < 1e-5
+    # the constant-hazard CRPS with the native kernel and without it: the same loss value
+    assert [(row["term"], row["head"]) for row in report["native"]] == [(t, k) for t, k, _ in NATIVE_CASES]
+    assert all(row["relative_value_difference"] < 1e-5 and row["native_ms"] > 0 for row in report["native"])
+    assert re.search(r"^term +head +native ms +PyTorch ms +speed-up", output, re.MULTILINE)

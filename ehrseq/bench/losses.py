@@ -29,6 +29,7 @@ from ehrseq.bench._synthetic import model_output, synthetic_logits, synthetic_st
 from ehrseq.bench._timing import Timing, environment_line, format_table, measure, measure_alternating
 from ehrseq.losses.functional import ranking_loss, supervised_contrastive_loss
 from ehrseq.losses.terms import TERMS
+from ehrseq.models.distributions import _native
 from ehrseq.models.encoders import EncoderConfig
 from ehrseq.models.model import ModelConfig
 from ehrseq.objective import Objective, ObjectiveConfig
@@ -218,6 +219,37 @@ def compare_with_loops(
     return results
 
 
+#: The cases whose Survival-CRPS runs in the native kernel on CPU (constant-hazard families).
+NATIVE_CASES = (("crps", "logistic_hazard", {}), ("crps_right", "piecewise_constant_hazard", {}))
+
+
+class _WithoutNative:
+    """A step run with the native kernel switched off (its PyTorch implementation)."""
+
+    def __init__(self, step: _Step) -> None:
+        self.step = step
+
+    def __call__(self) -> None:
+        with _native.disabled():
+            self.step()
+
+
+def compare_native(batch_size: int, visits: int, bins: int, *, repeats: int, dtype: torch.dtype, seed: int
+                   ) -> list[dict[str, Any]]:
+    """The constant-hazard Survival-CRPS steps with the native kernel and with its PyTorch implementation, run
+    alternately on the same inputs (empty where the kernel is not loaded)."""
+    if not _native.available():
+        return []
+    results = []
+    for term, kind, options in NATIVE_CASES:
+        native_step = term_step(term, kind, options, batch_size, visits, bins, dtype, seed)
+        pytorch_step = _WithoutNative(term_step(term, kind, options, batch_size, visits, bins, dtype, seed))
+        native, pytorch = measure_alternating(native_step, pytorch_step, repeats=repeats)
+        difference = abs(native_step.value - pytorch_step.step.value) / max(abs(pytorch_step.step.value), 1e-30)
+        results.append({"term": term, "head": kind, "native": native, "pytorch": pytorch, "difference": difference})
+    return results
+
+
 def _ms(timing: Timing) -> str:
     return f"{timing.median_ms:.2f}"
 
@@ -267,6 +299,18 @@ def main(argv: list[str] | None = None) -> None:
     print(f"(the yardstick runs alternately with each term; its row gives the median, fastest and slowest of its "
           f"per-term medians)\n{len(above)} term(s) above {target:g}× the yardstick" + (": " + ", ".join(above) if above else ""))
 
+    natively = compare_native(batch_size, visits, bins, repeats=repeats, dtype=dtype, seed=args.seed)
+    if natively:
+        print("\nConstant-hazard Survival-CRPS: the native kernel against its PyTorch implementation (same inputs, "
+              "run alternately)")
+        print(format_table(
+            ["term", "head", "native ms", "PyTorch ms", "speed-up", "relative value difference"],
+            [[r["term"], r["head"], _ms(r["native"]), _ms(r["pytorch"]),
+              f"{r['pytorch'].median / r['native'].median:.2f}x", f"{r['difference']:.1e}"] for r in natively],
+        ))
+    else:
+        print(f"\n(no native comparison: {_native.status()})")
+
     compared = compare_with_loops(
         batch_size, visits, repeats=repeats, loop_repeats=loop_repeats, dtype=dtype, seed=args.seed
     )
@@ -285,6 +329,9 @@ def main(argv: list[str] | None = None) -> None:
             "terms": [{"term": r["term"], "head": r["head"], "median_ms": r["timing"].median_ms,
                        "ratio_to_yardstick": r["ratio"]} for r in timed],
             "yardstick_bce_ms": reference.median_ms,
+            "native": [{"term": r["term"], "head": r["head"], "native_ms": r["native"].median_ms,
+                        "pytorch_ms": r["pytorch"].median_ms, "relative_value_difference": r["difference"]}
+                       for r in natively],
             "loops": {r["loss"]: {"vectorized_ms": r["vectorized"].median_ms, "loop_ms": r["loop"].median_ms,
                                   "speed_up": r["loop"].median / r["vectorized"].median,
                                   "value_difference": r["difference"]} for r in compared},

@@ -11,10 +11,12 @@ library was not built (or was built from another version of its source), for gri
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import importlib
 import os
+from collections.abc import Iterator
 
 import torch
 
@@ -57,9 +59,26 @@ def status() -> str:
     return _library()[1]
 
 
+#: Set within :func:`disabled`.
+_switched_off = False
+
+
 def available() -> bool:
-    """True when the native kernel is loaded (it then serves CPU tensors of float32 and float64)."""
-    return _library()[0] is not None
+    """True when the native kernel is loaded and not switched off by :func:`disabled` (it then serves CPU tensors
+    of float32 and float64)."""
+    return not _switched_off and _library()[0] is not None
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """Within the block the PyTorch implementation runs even where the kernel is loaded (to compare the two in one
+    process, as ``python -m ehrseq.bench losses`` does); not for use from several threads at once."""
+    global _switched_off
+    before, _switched_off = _switched_off, True
+    try:
+        yield
+    finally:
+        _switched_off = before
 
 
 def max_bins() -> int:
@@ -84,7 +103,7 @@ def grid_crps(log_s: torch.Tensor, knots: torch.Tensor, steps: tuple[torch.Tenso
     its gradient in log S ``[N, L+1]`` and in log λ, F(y)² (if ``cdf``) and S(a)² ``[N]`` — computed by the terms of
     :class:`~ehrseq.models.distributions.grid._ConstantHazardCRPS`, whose docstring states them.
     """
-    library = _library()[0]
+    library = _library()[0] if available() else None
     entry = _ENTRIES.get(log_s.dtype)
     rows, width = log_s.shape[0], log_s.shape[-1] - 1
     if library is None or entry is None or log_s.device.type != "cpu" or not 1 <= width <= max_bins():
