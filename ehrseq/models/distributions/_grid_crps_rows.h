@@ -1,31 +1,31 @@
 /* The Survival-CRPS of a constant-hazard grid and its gradient, for one floating type: included twice by
- * _grid_crps.c with REAL = float / double, SUFFIX = f32 / f64 and the matching EXP, EXPM1, FABS and CUT (which
- * the end of this file undefines). The
- * formulas are those of ehrseq.models.distributions.grid._ConstantHazardCRPS (its docstring states the math);
- * its PyTorch implementation (grid._pytorch_crps) runs the same terms as whole-tensor operations. */
+ * _grid_crps.c with REAL = float / double, SUFFIX = f32 / f64 and the matching EXP, EXPM1, FABS and CUT (which the
+ * end of this file undefines). The formulas are those of ehrseq.models.distributions.grid._ConstantHazardCRPS
+ * (its docstring states the math); its PyTorch implementation (grid._pytorch_crps) runs the same terms as
+ * whole-tensor operations. */
 
 #define GLUE_(a, b) a##_##b
 #define GLUE(a, b) GLUE_(a, b)
 
 typedef struct {
     int64_t rows, bins;
-    const REAL *log_s;   /* log S(τ_l) [rows, bins + 1] */
-    const REAL *knots;   /* S(τ_l) = exp(log S(τ_l)) [rows, bins + 1] */
-    const REAL *drops;   /* −ΔH_l ≤ 0 [rows, bins] */
-    const REAL *hazards; /* 1 − e^{−ΔH_l} [rows, bins] */
-    const REAL *grid;    /* τ_0 < … < τ_L [bins + 1] */
-    const REAL *y;       /* [rows] */
-    const REAL *start;   /* [rows], +inf: no tail term */
-    const REAL *log_rate; /* log λ of the exponential tail [rows] */
-    REAL *score;         /* [rows] */
-    REAL *grad;          /* ∂score/∂log S [rows, bins + 1], or NULL: no gradients */
-    REAL *rate_grad;     /* ∂score/∂log λ [rows] (with grad) */
-    REAL *at_a;          /* S(a)², 0 without a tail term: −∂score/∂a [rows] (with grad) */
-    REAL *cdf_squared;   /* F(y)² = ∂score/∂y [rows], or NULL */
+    const REAL *log_s;     /* log S(τ_l) [rows, bins + 1] */
+    const REAL *knots;     /* S(τ_l) = exp(log S(τ_l)) [rows, bins + 1] */
+    const REAL *drops;     /* −ΔH_l ≤ 0 [rows, bins] */
+    const REAL *hazards;   /* 1 − e^{−ΔH_l} [rows, bins] */
+    const REAL *grid;      /* τ_0 < … < τ_L [bins + 1] */
+    const REAL *y;         /* [rows] */
+    const REAL *start;     /* [rows], +inf: no tail term */
+    const REAL *log_rate;  /* log λ of the exponential tail [rows] */
+    REAL *score;           /* [rows] */
+    REAL *grad;            /* ∂score/∂log S [rows, bins + 1], or NULL: no gradients */
+    REAL *rate_grad;       /* ∂score/∂log λ [rows] (with grad) */
+    REAL *at_a;            /* S(a)², 0 without a tail term: −∂score/∂a [rows] (with grad) */
+    REAL *cdf_squared;     /* F(y)² = ∂score/∂y [rows], or NULL */
 } GLUE(CrpsArgs, SUFFIX);
 
-/* Rows [first, last). The full bins: per bin l, with S_l, S_{l+1}, ΔH, h = 1 − e^{−ΔH} (both floored at 1e-30 as in the
- * reference), φ = h/ΔH, M = Δτ S_l φ, 2Q = M (S_l + S_{l+1}), the masks b = 1_{τ_{l+1} < y}, c = 1_{τ_l ≥ a}:
+/* Rows [first, last). The full bins: per bin l, with S_l, S_{l+1}, ΔH, h = 1 − e^{−ΔH} (both floored at 1e-30 as in
+ * the reference), φ = h/ΔH, M = Δτ S_l φ, 2Q = M (S_l + S_{l+1}), the masks b = 1_{τ_{l+1} < y}, c = 1_{τ_l ≥ a}:
  *   score = ½ Σ_l [b (2Δτ − 4M + 2Q) + c 2Q]
  * and, when grad is given, −W = −Δτ S_l ψ(ΔH) (ψ blended below CUT as in grid._psi), 2R = S_l((M + W)e^{−ΔH} + W),
  *   ∂/∂log S_l     += (b + c)(2Q − R) − 2b(M − W)
