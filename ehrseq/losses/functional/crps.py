@@ -327,16 +327,18 @@ def _series_moments(coefficients: tuple[tuple[float, ...], tuple[float, ...]], l
                     high: torch.Tensor, offset: torch.Tensor, sigma: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """I₀, I₁, I₂ of :func:`_panel_moments` on [low, high] (``low`` None: −∞) from p² = Σ aₙ e^{nx} and
-    p·g = Σ bₙ e^{nx}: with k = σ + n, ∫ e^{c+kx} dx = e^{c+kx}/k and ∫ x e^{c+kx} dx = e^{c+kx}(x − 1/k)/k,
-    one ``[N, terms]`` table per limit."""
-    squared = torch.tensor(coefficients[0], dtype=high.dtype, device=high.device)
-    product = torch.tensor(coefficients[1], dtype=high.dtype, device=high.device)
-    rates = sigma.unsqueeze(-1) + torch.arange(squared.shape[0], dtype=high.dtype, device=high.device)  # k [N, T]
+    p·g = Σ bₙ e^{nx}: with k = σ + n, ∫ e^{c+kx} dx = e^{c+kx}/k and
+    ∫ x e^{c+kx} dx = e^{c+kx}(x − 1/k)/k, so I₂ = x·Σ bₙ e^{c+kx}/k − Σ bₙ e^{c+kx}/k²; one ``[N, terms]`` table per
+    limit, 1/k formed once."""
+    table = torch.tensor(coefficients, dtype=high.dtype, device=high.device)  # [2, T]: a, b
+    rates = sigma.unsqueeze(-1) + torch.arange(table.shape[1], dtype=high.dtype, device=high.device)  # k [N, T]
+    inverse = rates.reciprocal()
     tiny = _log_tiny(high.dtype)
 
     def antiderivatives(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        scaled = exp_by_exp2(torch.addcmul(offset.unsqueeze(-1), rates, x.unsqueeze(-1)).clamp_min_(tiny)).div_(rates)
-        return scaled @ squared, scaled @ product, (scaled * (x.unsqueeze(-1) - 1.0 / rates)) @ product
+        scaled = exp_by_exp2(torch.addcmul(offset.unsqueeze(-1), rates, x.unsqueeze(-1)).clamp_min_(tiny)).mul_(inverse)
+        sums = scaled @ table.t()  # [N, 2]: Σ aₙ e^{c+kx}/k, Σ bₙ e^{c+kx}/k
+        return sums[:, 0], sums[:, 1], torch.addcmul(scaled.mul_(inverse) @ table[1].neg(), x, sums[:, 1])
 
     upper = antiderivatives(high)
     if low is None:
