@@ -407,6 +407,27 @@ def test_weibull_series_moments_equal_fine_quadrature_below_their_end(side):
         np.testing.assert_allclose(value.numpy(), reference, rtol=1e-12)
 
 
+@pytest.mark.parametrize("side", [1, -1])
+def test_weibull_panels_from_their_integrands_equal_the_panels_from_the_logs(side):
+    """The min-Gumbel integrands formed from whole exponents give the moments the generic path through log p and
+    log g gives, windows from x = −3 to far beyond the saturation and extreme offsets included (float64)."""
+    import dataclasses
+
+    from ehrseq.losses.functional.crps import MIN_GUMBEL, _panel_moments
+    g = torch.Generator().manual_seed(11)
+    n = 500
+    lo = -3.0 + 4.0 * torch.rand(n, generator=g, dtype=torch.float64)
+    hi = lo + 12.0 * torch.rand(n, generator=g, dtype=torch.float64)
+    sigma = torch.exp(2.0 * torch.randn(n, generator=g, dtype=torch.float64)).clamp(0.05, 20.0)
+    offset = 30.0 * torch.randn(n, generator=g, dtype=torch.float64)
+    through_logs = dataclasses.replace(MIN_GUMBEL, integrands=None)
+    got = _panel_moments(MIN_GUMBEL, side, lo, hi, offset, sigma, 32)
+    want = _panel_moments(through_logs, side, lo, hi, offset, sigma, 32)
+    for value, reference in zip(got, want):
+        assert torch.isfinite(value).all()
+        torch.testing.assert_close(value, reference, rtol=1e-12, atol=1e-300)
+
+
 def brute_force_crps(distribution, y, start):
     """Both terms by 400 panels × 16 Gauss–Legendre nodes in log time over [Q(1e-15), Q(1 − 1e-15)], through
     the distribution's own log S (autograd, for the reference gradients)."""

@@ -313,14 +313,14 @@ class DynamicSurvivalModel(nn.Module):
         the prediction time, not at the visit)."""
         return self.config.any_time
 
-    def _encode(self, batch: SequenceBatch, check_values: bool
+    def _encode(self, batch: SequenceBatch, check_values: bool, with_history: bool = True
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Embedding sums ``[B, M, D]``, encoder states ``[B, M, D]`` and the code-history terms ``[B, M, P]``
-        (``None`` without :attr:`ModelConfig.code_history`)."""
+        (``None`` without :attr:`ModelConfig.code_history`, or when not ``with_history``)."""
         embedding = self.encoder.embedding
         sums = embedding.sums(batch, check_values=check_values)
         history = None
-        if self.code_history is not None:
+        if with_history and self.code_history is not None:
             history = self.new_code_terms(batch).cumsum(dim=1)
         return sums, self.encoder.contextualize(embedding.normalise(sums), batch.mask), history
 
@@ -379,14 +379,14 @@ class DynamicSurvivalModel(nn.Module):
         ``check_values``: see :class:`~ehrseq.models.encoders.embedding.VisitEmbedding`."""
         if elapsed is not None and not self.config.any_time:
             raise ConfigError("this model has no elapsed-time input; condition its visit distribution instead")
-        if self.code_history is None or self._new_code_replacement is not None or index[0].numel() > batch.mask.shape[0]:
-            sums, states, history = self._encode(batch, check_values)
-            history = None if history is None else history[index]
-        else:  # a few visits per patient (the last, a landmark): the code history at those only
-            embedding = self.encoder.embedding
-            sums = embedding.sums(batch, check_values=check_values)
-            states = self.encoder.contextualize(embedding.normalise(sums), batch.mask)
+        # a few visits per patient (the last, a landmark): the code history at those only
+        selected_only = (self.code_history is not None and self._new_code_replacement is None
+                         and index[0].numel() <= batch.mask.shape[0])
+        sums, states, history = self._encode(batch, check_values, with_history=not selected_only)
+        if selected_only:
             history = code_history_at(batch.codes, batch.mask, index, self.code_history.weight)
+        elif history is not None:
+            history = history[index]
         return self.head.distribution(self._raw(states[index], sums[index], history, elapsed))
 
     @torch.no_grad()

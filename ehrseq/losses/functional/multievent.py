@@ -126,13 +126,12 @@ def mensa_loss(
         raise ValueError("a trajectory must order two different events")
 
     # the N real visits only (row-major order of the mask, found once): padded parameters are never evaluated
-    rows = mask.flatten().nonzero().squeeze(1)
-    patient = rows.div(mask.shape[1], rounding_mode="floor")  # [N], the patient of each real visit
-    visit_time = gather_visits(time, rows)
+    real = LeadingRows.of(mask)
+    patient = real.rows.div(mask.shape[1], rounding_mode="floor")  # [N], the patient of each real visit
+    visit_time = gather_visits(time, real.rows)
     remaining = event_times.index_select(0, patient) - visit_time.unsqueeze(1)  # [N, E]; NaN where not at risk
     at_risk = remaining > 0
     safe = torch.where(at_risk, remaining, torch.ones_like(remaining))
-    real = LeadingRows(rows, mask.shape)
     dist = distribution.select(real)
 
     flags = event_flags.index_select(0, patient)

@@ -697,7 +697,6 @@ def _pytorch_crps(log_s: torch.Tensor, log_rate: torch.Tensor, grid: torch.Tenso
     return score, None, None, None, None
 
 
-
 class _ConstantHazardCRPS(torch.autograd.Function):
     """The Survival-CRPS of a constant-hazard grid from its knot values log S(τ_l), differentiated by hand.
 
@@ -718,11 +717,12 @@ class _ConstantHazardCRPS(torch.autograd.Function):
     ∂Q_l/∂log S_{l+1} = R_l = Δτ S_l²(ψ(ΔH)(1 + e^{−ΔH}) + e^{−ΔH}φ(ΔH))/2 (= 2Δτ S_l² ψ(2ΔH)),
     ∂Q_l/∂log S_l = 2Q_l − R_l, over the bins l < κ (of 𝓛) and κ_a < l (of 𝓣; ψ: :func:`_psi`); the
     partial bins and the exponential tail likewise in closed form (the tail's derivative in log λ apart).
-    The ``[N, L]`` work has no autograd graph of intermediates: on CPU it runs in the native kernel
-    (:func:`~ehrseq.models.distributions._native.grid_crps_bins`, one fused pass per row) where the package
-    was built with it, else as whole-tensor operations in row blocks (:func:`_full_bins`). ``steps``: (−ΔH, 1 − e^{−ΔH}) ``[N, L]`` each when the family
-    has them directly (:meth:`ConstantHazardGrid._bin_steps`; the logistic and piecewise-constant hazards),
-    else ``None`` and they are formed from the knots (a difference and an ``expm1``).
+    The work has no autograd graph of intermediates: on CPU it runs in the native kernel
+    (:func:`~ehrseq.models.distributions._native.grid_crps`, one fused pass per row) where the package was built
+    with it, else as whole-tensor operations (:func:`_pytorch_crps`, the full bins in row blocks). ``steps``:
+    (−ΔH, 1 − e^{−ΔH}) ``[N, L]`` each when the family has them directly (:meth:`ConstantHazardGrid._bin_steps`;
+    the logistic and piecewise-constant hazards), else ``None`` and they are formed from the knots (a difference
+    and an ``expm1``).
     """
 
     @staticmethod

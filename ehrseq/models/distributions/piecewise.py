@@ -175,7 +175,7 @@ class PiecewiseLinearHazard(_PerUnitRates, GridDistribution):
     def _knot_logits(self, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # the unit taken from the two gathered columns, not from the whole table (a copy of it, and its gradient)
         left, right = self._knots(self.logits, k)
-        return (left, right) if self.rate_unit == 1.0 else (left - self._log_unit, right - self._log_unit)
+        return left - self._log_unit, right - self._log_unit
 
     def _log_tail_rate_read(self, k: torch.Tensor) -> torch.Tensor:
         # h_L, the last knot's rate, from the gather of the knot logits (no select of the table's last column)
