@@ -1,23 +1,46 @@
-"""Build of the optional native kernel; everything else about the package is in pyproject.toml.
+"""Build of the optional native kernels; everything else about the package is in pyproject.toml.
 
-The kernel (``ehrseq/models/distributions/_grid_crps.c``) speeds up the Survival-CRPS of the constant-hazard
-grid families on CPU. It is optional: where it cannot be compiled the install goes on, and the loss runs
-its PyTorch implementation (same values; ``ehrseq.models.distributions._native.status()`` says which).
+The kernels (``ehrseq/models/distributions/_native_crps.c``) speed up the Survival-CRPS of the constant-hazard
+grid families and of the log-normal and Weibull on CPU. They are optional: where they cannot be compiled the
+install goes on, and the losses run their PyTorch implementation (same values;
+``ehrseq.models.distributions._native.status()`` says which). With glibc 2.35 or later on x86-64, the loops over
+quadrature nodes use its vector math library (libmvec).
 """
 
+import platform
 import sys
 
 from setuptools import Extension, setup
 
+
+def _glibc_vector_math() -> bool:
+    """glibc ≥ 2.35 on x86-64 Linux: libmvec has exp, expm1, log and erfc in SSE, AVX2 and AVX-512 variants."""
+    library, version = platform.libc_ver()
+    if not (sys.platform.startswith("linux") and platform.machine() == "x86_64" and library == "glibc"):
+        return False
+    try:
+        major, minor = (int(part) for part in version.split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= (2, 35)
+
+
 compile_args = [] if sys.platform == "win32" else ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"]
 link_args = [] if sys.platform == "win32" else ["-pthread"]
+if sys.platform.startswith("linux"):  # OpenMP: the kernels then run on the threads of PyTorch's runtime (libgomp)
+    compile_args.append("-fopenmp")
+    link_args.append("-fopenmp")
+vector_math = _glibc_vector_math()
 
 setup(
     ext_modules=[
         Extension(
-            "ehrseq.models.distributions._grid_crps",
-            sources=["ehrseq/models/distributions/_grid_crps.c"],
-            depends=["ehrseq/models/distributions/_grid_crps_rows.h"],
+            "ehrseq.models.distributions._native_crps",
+            sources=["ehrseq/models/distributions/_native_crps.c"],
+            depends=["ehrseq/models/distributions/_grid_crps_rows.h",
+                     "ehrseq/models/distributions/_location_scale_rows.h"],
+            define_macros=[("EHRSEQ_LIBMVEC", "1")] if vector_math else [],
+            libraries=["mvec", "m"] if vector_math else [],
             extra_compile_args=compile_args,
             extra_link_args=link_args,
             optional=True,

@@ -219,12 +219,13 @@ def compare_with_loops(
     return results
 
 
-#: The cases whose Survival-CRPS runs in the native kernel on CPU (constant-hazard families).
-NATIVE_CASES = (("crps", "logistic_hazard", {}), ("crps_right", "piecewise_constant_hazard", {}))
+#: The cases whose Survival-CRPS runs in a native kernel on CPU (constant-hazard grids, log-normal, Weibull).
+NATIVE_CASES = (("crps", "logistic_hazard", {}), ("crps_right", "piecewise_constant_hazard", {}),
+                ("crps", "lognormal", {}), ("crps", "weibull", {}))
 
 
 class _WithoutNative:
-    """A step run with the native kernel switched off (its PyTorch implementation)."""
+    """A step run with the native kernels switched off (their PyTorch implementation)."""
 
     def __init__(self, step: _Step) -> None:
         self.step = step
@@ -236,8 +237,8 @@ class _WithoutNative:
 
 def compare_native(batch_size: int, visits: int, bins: int, *, repeats: int, dtype: torch.dtype, seed: int
                    ) -> list[dict[str, Any]]:
-    """The constant-hazard Survival-CRPS steps with the native kernel and with its PyTorch implementation, run
-    alternately on the same inputs (empty where the kernel is not loaded)."""
+    """The Survival-CRPS steps of :data:`NATIVE_CASES` with the native kernels and with their PyTorch implementation,
+    run alternately on the same inputs (empty where the kernels are not loaded)."""
     if not _native.available():
         return []
     results = []
@@ -301,8 +302,7 @@ def main(argv: list[str] | None = None) -> None:
 
     natively = compare_native(batch_size, visits, bins, repeats=repeats, dtype=dtype, seed=args.seed)
     if natively:
-        print("\nConstant-hazard Survival-CRPS: the native kernel against its PyTorch implementation (same inputs, "
-              "run alternately)")
+        print("\nSurvival-CRPS: the native kernels against their PyTorch implementation (same inputs, run alternately)")
         print(format_table(
             ["term", "head", "native ms", "PyTorch ms", "speed-up", "relative value difference"],
             [[r["term"], r["head"], _ms(r["native"]), _ms(r["pytorch"]),

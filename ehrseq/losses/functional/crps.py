@@ -73,6 +73,7 @@ from torch.special import log_ndtr
 
 from ehrseq.losses.functional._aggregate import Reduction, VisitWeighting
 from ehrseq.losses.functional.likelihood import per_visit_score
+from ehrseq.models.distributions import _native
 from ehrseq.models.distributions._math import LOG_2, LOG_SQRT_2PI, exp_by_exp2, gauss_legendre, std_normal_cdf
 from ehrseq.models.distributions.base import SurvivalDistribution
 from ehrseq.models.distributions.grid import GridDistribution, _row_blocks
@@ -161,6 +162,8 @@ class StandardNoise:
     windows start at its ``end`` and the integrals below it are the series' (:func:`_series_moments`). With
     ``integrands(x, side, sigma, offset, out)``, the panels take e^{c+σx} p² and e^{c+σx} p g from it directly (into
     the first two of the three buffers ``out`` of x's shape; ``sigma``, ``offset`` ``[n, 1]``) instead of from the logs.
+    ``native`` names the law in the native kernel (:data:`~ehrseq.models.distributions._native.LOCATION_SCALE_KINDS`),
+    which repeats these windows and integrands; ``None``: the PyTorch implementation only.
     """
 
     log_probability_and_density: Callable[..., tuple[torch.Tensor, torch.Tensor]]
@@ -169,6 +172,7 @@ class StandardNoise:
     points: int
     series: LeftSeries | None = None
     integrands: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
+    native: str | None = None
 
 
 def _log_tiny(dtype: torch.dtype) -> float:
@@ -251,7 +255,7 @@ def _normal_tail_window(x_a: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.T
 
 
 #: log R ~ N(μ, σ²) (:class:`LogNormal`).
-NORMAL = StandardNoise(_normal_logs, _normal_lower_window, _normal_tail_window, LOGNORMAL_POINTS)
+NORMAL = StandardNoise(_normal_logs, _normal_lower_window, _normal_tail_window, LOGNORMAL_POINTS, native="normal")
 
 
 def _gumbel_series(terms: int) -> LeftSeries:
@@ -279,6 +283,7 @@ MIN_GUMBEL = StandardNoise(
     WEIBULL_POINTS,
     _gumbel_series(_GUMBEL_SERIES_TERMS),
     _min_gumbel_integrands,
+    "min_gumbel",
 )
 
 
@@ -353,6 +358,49 @@ def _saturated_part(end: torch.Tensor, log_begin: torch.Tensor, where: torch.Ten
     return end * -torch.expm1(gap)
 
 
+def _pytorch_location_scale_crps(loc: torch.Tensor, log_scale: torch.Tensor, y: torch.Tensor, start: torch.Tensor,
+                                 has_tail: torch.Tensor, noise: StandardNoise, points: int
+                                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The score, ∂/∂μ and ∂/∂log σ ``[N]`` of :class:`_LocationScaleCRPS` as whole-tensor operations (the reference
+    of the native kernel, :func:`~ehrseq.models.distributions._native.location_scale_crps`)."""
+    sigma = log_scale.exp()
+    offset = loc + log_scale
+    x_y = (torch.log(y) - loc) / sigma
+    lo, hi = noise.lower_window(x_y, sigma)
+    lower, lower_dloc, lower_dscale = _panel_moments(noise, 1, lo, hi, offset, sigma, points)
+    if noise.series is not None:  # below the window: the series
+        below = _series_moments(noise.series.lower, None, torch.minimum(x_y, lo), offset, sigma)
+        lower, lower_dloc, lower_dscale = lower + below[0], lower_dloc + below[1], lower_dscale + below[2]
+    lower = lower + _saturated_part(y, loc + sigma * hi, hi < x_y)  # G ≡ 1 from the window to y
+    rows = torch.nonzero(has_tail).squeeze(1)  # the tail term only where there is one
+    sigma_t, loc_t, start_t = sigma[rows], loc[rows], start[rows]
+    x_a = (torch.log(start_t) - loc_t) / sigma_t
+    lo, hi = noise.tail_window(x_a, sigma_t)
+    tail, tail_dloc, tail_dscale = _panel_moments(noise, -1, lo, hi, offset[rows], sigma_t, points)
+    if noise.series is not None:  # from a to the window: the series
+        end = torch.full_like(x_a, noise.series.end)  # [x̂_a, end], empty when x̂_a ≥ end
+        below = _series_moments(noise.series.tail, torch.minimum(x_a, end), end, offset[rows], sigma_t)
+        tail, tail_dloc, tail_dscale = tail + below[0], tail_dloc + below[1], tail_dscale + below[2]
+    else:
+        tail = tail + _saturated_part(torch.exp(loc_t + sigma_t * lo), torch.log(start_t), lo > x_a)  # S ≡ 1 from a
+    grad_loc = (-2.0 * lower_dloc / sigma).index_add(0, rows, 2.0 * tail_dloc / sigma_t)
+    grad_log_scale = (-2.0 * lower_dscale).index_add(0, rows, 2.0 * tail_dscale)
+    return lower.index_add(0, rows, tail), grad_loc, grad_log_scale
+
+
+def _native_location_scale_crps(loc: torch.Tensor, log_scale: torch.Tensor, y: torch.Tensor, start: torch.Tensor,
+                                has_tail: torch.Tensor, noise: StandardNoise, points: int
+                                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """:func:`_pytorch_location_scale_crps` in the native kernel, or ``None`` where it does not apply."""
+    if noise.native is None or loc.device.type != "cpu" or not _native.available():
+        return None
+    series = None
+    if noise.series is not None:
+        series = torch.tensor((*noise.series.lower, *noise.series.tail), dtype=loc.dtype)
+    return _native.location_scale_crps(noise.native, loc, log_scale, y, torch.where(has_tail, start, math.inf),
+                                       gauss_legendre(points, loc.dtype, loc.device), series)
+
+
 class _LocationScaleCRPS(torch.autograd.Function):
     """Survival-CRPS of a log-location-scale family, with the gradient as integrals of its own.
 
@@ -363,45 +411,31 @@ class _LocationScaleCRPS(torch.autograd.Function):
 
     (S = 1 − G), plus ∂𝓛/∂y = F(y)² and ∂𝓣/∂a = −S(a)². The forward pass integrates all six at the same
     nodes, so the backward pass is elementwise on ``[N]`` (no graph through the ``[N, P]`` nodes). The parts
-    outside the windows, where G or S is exactly 1, are added in closed form (their derivatives vanish).
+    outside the windows, where G or S is exactly 1, are added in closed form (their derivatives vanish). On CPU
+    the native kernel (:func:`~ehrseq.models.distributions._native.location_scale_crps`) runs the forward pass
+    per row where it was built; :func:`_pytorch_location_scale_crps` elsewhere.
     """
 
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, loc: torch.Tensor, log_scale: torch.Tensor, y: torch.Tensor,
                 start: torch.Tensor, has_tail: torch.Tensor, noise: StandardNoise, points: int) -> torch.Tensor:
-        sigma = log_scale.exp()
-        offset = loc + log_scale
-        x_y = (torch.log(y) - loc) / sigma
-        lo, hi = noise.lower_window(x_y, sigma)
-        lower, lower_dloc, lower_dscale = _panel_moments(noise, 1, lo, hi, offset, sigma, points)
-        if noise.series is not None:  # below the window: the series
-            below = _series_moments(noise.series.lower, None, torch.minimum(x_y, lo), offset, sigma)
-            lower, lower_dloc, lower_dscale = lower + below[0], lower_dloc + below[1], lower_dscale + below[2]
-        lower = lower + _saturated_part(y, loc + sigma * hi, hi < x_y)  # G ≡ 1 from the window to y
-        rows = torch.nonzero(has_tail).squeeze(1)  # the tail term only where there is one
-        sigma_t, loc_t, start_t = sigma[rows], loc[rows], start[rows]
-        x_a = (torch.log(start_t) - loc_t) / sigma_t
-        lo, hi = noise.tail_window(x_a, sigma_t)
-        tail, tail_dloc, tail_dscale = _panel_moments(noise, -1, lo, hi, offset[rows], sigma_t, points)
-        if noise.series is not None:  # from a to the window: the series
-            end = torch.full_like(x_a, noise.series.end)  # [x̂_a, end], empty when x̂_a ≥ end
-            below = _series_moments(noise.series.tail, torch.minimum(x_a, end), end, offset[rows], sigma_t)
-            tail, tail_dloc, tail_dscale = tail + below[0], tail_dloc + below[1], tail_dscale + below[2]
-        else:
-            tail = tail + _saturated_part(torch.exp(loc_t + sigma_t * lo), torch.log(start_t), lo > x_a)  # S ≡ 1 from a
-        ctx.save_for_backward(sigma, x_y, x_a, rows, lower_dloc, lower_dscale, tail_dloc, tail_dscale)
+        inputs = (loc, log_scale, y, start, has_tail, noise, points)
+        native = _native_location_scale_crps(*inputs)
+        score, grad_loc, grad_log_scale = native if native is not None else _pytorch_location_scale_crps(*inputs)
+        ctx.save_for_backward(loc, log_scale, y, start, has_tail, grad_loc, grad_log_scale)
         ctx.noise = noise
-        return lower.index_add(0, rows, tail)
+        return score
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        sigma, x_y, x_a, rows, lower_dloc, lower_dscale, tail_dloc, tail_dscale = ctx.saved_tensors
-        grad_loc = (-2.0 * lower_dloc / sigma).index_add(0, rows, 2.0 * tail_dloc / sigma[rows])
-        grad_log_scale = (-2.0 * lower_dscale).index_add(0, rows, 2.0 * tail_dscale)
+        loc, log_scale, y, start, has_tail, grad_loc, grad_log_scale = ctx.saved_tensors
         grad_y = grad_start = None
-        if ctx.needs_input_grad[2]:
+        if ctx.needs_input_grad[2]:  # F(y)²
+            x_y = (torch.log(y) - loc) / log_scale.exp()
             grad_y = grad * ctx.noise.log_probability_and_density(x_y.unsqueeze(-1), 1)[0].squeeze(-1).mul(2.0).exp()
-        if ctx.needs_input_grad[3]:
+        if ctx.needs_input_grad[3]:  # −S(a)² where there is a tail term
+            rows = torch.nonzero(has_tail).squeeze(1)
+            x_a = (torch.log(start[rows]) - loc[rows]) / log_scale[rows].exp()
             tail_at_start = ctx.noise.log_probability_and_density(x_a.unsqueeze(-1), -1)[0].squeeze(-1).mul(2.0).exp()
             grad_start = torch.zeros_like(grad).index_add(0, rows, -grad[rows] * tail_at_start)
         return grad * grad_loc, grad * grad_log_scale, grad_y, grad_start, None, None, None

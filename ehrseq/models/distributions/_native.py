@@ -1,12 +1,18 @@
-"""The optional native kernel of the constant-hazard Survival-CRPS, loaded through :mod:`ctypes`.
+"""The optional native kernels of the Survival-CRPS, loaded through :mod:`ctypes`.
 
-``_grid_crps.c`` (built with the package where a C compiler is found, see ``setup.py``) runs
-:class:`~ehrseq.models.distributions.grid._ConstantHazardCRPS` — per bin the closed-form integrals of F² and S²
-masked by the bins of the targets (one vectorised loop), then the targets' own bins and the exponential tail,
-and the gradient — in one pass per row on POSIX threads, several times faster on CPU than the same terms as
-whole-tensor operations. The PyTorch implementation stays the reference: it runs on other devices, where the
-library was not built (or was built from another version of its source), for grids of more than
-:func:`max_bins` bins, and wherever ``EHRSEQ_NATIVE=0`` is set; tests hold the two equal.
+``_native_crps.c`` (built with the package where a C compiler is found, see ``setup.py``) runs, in one pass per
+row on POSIX threads and several times faster on CPU than the same terms as whole-tensor operations:
+
+* :func:`grid_crps` — :class:`~ehrseq.models.distributions.grid._ConstantHazardCRPS`: per bin the closed-form
+  integrals of F² and S² masked by the bins of the targets (one vectorised loop), then the targets' own bins and
+  the exponential tail, and the gradient;
+* :func:`location_scale_crps` — :class:`~ehrseq.losses.functional.crps._LocationScaleCRPS` (log-normal, Weibull):
+  the Gauss–Legendre panels of the lower and tail terms (vectorised over the nodes, with glibc's vector math where
+  the build found it), the Weibull's series and the saturated parts, and the gradient in μ and log σ.
+
+The PyTorch implementations stay the reference: they run on other devices, where the library was not built (or
+was built from another version of its source), for grids of more than :func:`max_bins` bins, and wherever
+``EHRSEQ_NATIVE=0`` is set; tests hold the two equal.
 """
 
 from __future__ import annotations
@@ -23,9 +29,9 @@ import torch
 #: Rows per thread below which another thread costs more than it saves.
 _ROWS_PER_THREAD = 1024
 
-#: The interface version of the entry points, ``EHRSEQ_GRID_CRPS_ABI`` in ``_grid_crps.c``: a library built from
-#: another version of the source is not called (its entry points may take other arguments).
-_ABI = 1
+#: The interface version of the entry points, ``EHRSEQ_NATIVE_CRPS_ABI`` in ``_native_crps.c``: a library built
+#: from another version of the source is not called (its entry points may take other arguments).
+_ABI = 2
 
 
 @functools.lru_cache(maxsize=1)
@@ -34,13 +40,13 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
     if os.environ.get("EHRSEQ_NATIVE", "1").strip().lower() in {"0", "false", "no", "off"}:
         return None, "native kernel disabled by EHRSEQ_NATIVE"
     try:
-        module = importlib.import_module("ehrseq.models.distributions._grid_crps")
+        module = importlib.import_module("ehrseq.models.distributions._native_crps")
     except ImportError as error:
         return None, f"native kernel not built ({error}); the PyTorch implementation runs"
     library = ctypes.CDLL(module.__file__)
     try:
-        library.ehrseq_grid_crps_abi.restype = ctypes.c_int
-        abi = library.ehrseq_grid_crps_abi()
+        library.ehrseq_native_crps_abi.restype = ctypes.c_int
+        abi = library.ehrseq_native_crps_abi()
     except AttributeError:
         abi = None
     if abi != _ABI:
@@ -50,12 +56,16 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
         entry = getattr(library, f"ehrseq_grid_crps_{suffix}")
         entry.argtypes = [size, size] + [pointer] * 13 + [ctypes.c_int]
         entry.restype = ctypes.c_int
+        entry = getattr(library, f"ehrseq_location_scale_crps_{suffix}")
+        count = ctypes.c_int
+        entry.argtypes = [size, count, count, pointer, pointer, count] + [pointer] * 8 + [count]
+        entry.restype = ctypes.c_int
     library.ehrseq_grid_crps_max_bins.restype = ctypes.c_int
     return library, f"native kernel loaded from {module.__file__}"
 
 
 def status() -> str:
-    """Whether the native kernel is in use, and from which file (or why not)."""
+    """Whether the native kernels are in use, and from which file (or why not)."""
     return _library()[1]
 
 
@@ -64,7 +74,7 @@ _switched_off = False
 
 
 def available() -> bool:
-    """True when the native kernel is loaded and not switched off by :func:`disabled` (it then serves CPU tensors
+    """True when the native kernels are loaded and not switched off by :func:`disabled` (they then serve CPU tensors
     of float32 and float64)."""
     return not _switched_off and _library()[0] is not None
 
@@ -123,3 +133,41 @@ def grid_crps(log_s: torch.Tensor, knots: torch.Tensor, steps: tuple[torch.Tenso
     if status not in (0, -1):  # −1: a thread did not start and its rows ran on the calling thread
         raise RuntimeError(f"native Survival-CRPS kernel failed (status {status})")
     return score, grad, rate_gradient, cdf_squared, at_a
+
+
+#: The noises of :func:`location_scale_crps`, numbered as in ``_location_scale_rows.h``.
+LOCATION_SCALE_KINDS = {"normal": 0, "min_gumbel": 1}
+_LOCATION_SCALE_ENTRIES = {torch.float32: "ehrseq_location_scale_crps_f32",
+                           torch.float64: "ehrseq_location_scale_crps_f64"}
+
+
+def location_scale_crps(kind: str, loc: torch.Tensor, log_scale: torch.Tensor, y: torch.Tensor, start: torch.Tensor,
+                        rule: tuple[torch.Tensor, torch.Tensor], series: torch.Tensor | None
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """The Survival-CRPS of log R = μ + σε natively, or ``None`` where the kernel does not apply.
+
+    ``kind`` names the law of ε (:data:`LOCATION_SCALE_KINDS`); ``loc`` μ, ``log_scale`` log σ, ``y`` and
+    ``start`` a ``[N]`` (``start`` = ∞: no tail term) on the CPU, taken in the floating type of ``loc``; ``rule``
+    the Gauss–Legendre nodes and weights on [0, 1] ``[P]``; ``series`` the power-series coefficients below the
+    windows ``[4, T]`` (lower p², lower p·g, tail p², tail p·g) or ``None``. Returns the score, ∂/∂μ and ∂/∂log σ
+    ``[N]``, computed by the terms of :class:`~ehrseq.losses.functional.crps._LocationScaleCRPS`.
+    """
+    library = _library()[0] if available() else None
+    entry = _LOCATION_SCALE_ENTRIES.get(loc.dtype)
+    if library is None or entry is None or loc.device.type != "cpu":
+        return None
+    rows = loc.shape[0]
+    nodes, weights = (t.to(dtype=loc.dtype).contiguous() for t in rule)
+    table = (series if series is not None else loc.new_zeros(4, 0)).to(dtype=loc.dtype).contiguous()
+    columns = [t.to(dtype=loc.dtype).contiguous() for t in (loc, log_scale, y, start)]
+    if any(t.device != loc.device or tuple(t.shape) != (rows,) for t in columns) \
+            or nodes.shape != weights.shape or nodes.ndim != 1 or table.ndim != 2 or table.shape[0] != 4:
+        raise ValueError("native Survival-CRPS: inputs of mismatched shapes or devices")
+    outputs = [loc.new_empty(rows) for _ in range(3)]
+    threads = max(1, min(torch.get_num_threads(), rows // _ROWS_PER_THREAD))
+    status = getattr(library, entry)(rows, LOCATION_SCALE_KINDS[kind], nodes.shape[0], nodes.data_ptr(),
+                                     weights.data_ptr(), table.shape[1], table.data_ptr(),
+                                     *(t.data_ptr() for t in columns), *(t.data_ptr() for t in outputs), threads)
+    if status not in (0, -1):
+        raise RuntimeError(f"native Survival-CRPS kernel failed (status {status})")
+    return outputs[0], outputs[1], outputs[2]

@@ -1,0 +1,220 @@
+/* Native kernels of the Survival-CRPS, one pass per row instead of some hundred whole-tensor operations:
+ * - constant-hazard grids (ehrseq.models.distributions.grid): the closed-form integrals of F² and S² over the full
+ *   bins (masked by the bins of the targets), the bins of the targets and the exponential tail, and the gradient
+ *   in log S, log λ, y and a (_grid_crps_rows.h);
+ * - log-location-scale families, log-normal and Weibull (ehrseq.losses.functional.crps): Gauss–Legendre on the
+ *   windows of the lower and tail terms, the power series below the Weibull's windows and the saturated parts,
+ *   with the gradient in μ and log σ (_location_scale_rows.h).
+ * Called through ctypes (ehrseq.models.distributions._native), which checks shapes, types and layout; rows
+ * are split over POSIX threads. The module object below only makes the library importable as an (empty)
+ * extension module, so that packaging tools find and build it like any other. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <stddef.h>
+#if !defined(_WIN32) && !defined(_OPENMP)
+#include <pthread.h>
+#endif
+
+#define MAX_BINS 512
+
+/* On x86-64 with GCC 12 or later, the row loops are compiled for the x86-64 levels v4 (AVX-512), v3 (AVX2 + FMA)
+ * and the baseline, and the loader picks the clone the processor runs (dispatch on its features). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__linux__)
+#define ROWS_TARGETS __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define ROWS_TARGETS
+#endif
+
+/* With glibc's vector math library (libmvec, glibc ≥ 2.35 on x86-64; setup.py defines EHRSEQ_LIBMVEC and links it),
+ * the loops over quadrature nodes call the vector variants of exp, expm1, log and erfc (≤ 4 ulp). */
+#if defined(EHRSEQ_LIBMVEC) && defined(__GNUC__) && !defined(__clang__)
+#define VECTOR_MATH __attribute__((__simd__("notinbranch")))
+VECTOR_MATH double exp(double);
+VECTOR_MATH double expm1(double);
+VECTOR_MATH double log(double);
+VECTOR_MATH double erfc(double);
+VECTOR_MATH float expf(float);
+VECTOR_MATH float expm1f(float);
+VECTOR_MATH float logf(float);
+VECTOR_MATH float erfcf(float);
+#endif
+
+/* Helpers of the row loops, inlined into each of their clones (so that they are compiled for its level too). */
+#if defined(__GNUC__)
+#define INLINE static inline __attribute__((always_inline))
+#else
+#define INLINE static inline
+#endif
+
+#define LOG_TWO 0.69314718055994530942
+#define LOG_SQRT_TWO_PI 0.91893853320467274178
+#define SQRT_HALF 0.70710678118654752440
+#define PI_VALUE 3.14159265358979323846
+/* the constants of ehrseq.losses.functional.crps: _NORMAL_SATURATED, _GUMBEL_SATURATED, _GUMBEL_SERIES_END */
+#define NORMAL_SATURATED 6.5
+#define GUMBEL_SATURATED 3.7
+#define GUMBEL_SERIES_END (-3.0)
+#define FMIN(a, b) ((a) < (b) ? (a) : (b))
+#define FMAX(a, b) ((a) > (b) ? (a) : (b))
+
+#define REAL float
+#define SUFFIX f32
+#define CUT 1e-2f
+#define EXP expf
+#define EXPM1 expm1f
+#define FABS fabsf
+#include "_grid_crps_rows.h"
+
+#define REAL double
+#define SUFFIX f64
+#define CUT 1e-4
+#define EXP exp
+#define EXPM1 expm1
+#define FABS fabs
+#include "_grid_crps_rows.h"
+
+/* the erfc arguments are capped where erfc is still a normal number (_ERFC_CAP) */
+#define REAL float
+#define SUFFIX f32
+#define EXP expf
+#define EXPM1 expm1f
+#define LOG logf
+#define ERFC erfcf
+#define SQRT sqrtf
+#define ERFC_CAP 9.0f
+#define LEAST FLT_MIN
+#include "_location_scale_rows.h"
+
+#define REAL double
+#define SUFFIX f64
+#define EXP exp
+#define EXPM1 expm1
+#define LOG log
+#define ERFC erfc
+#define SQRT sqrt
+#define ERFC_CAP 26.0
+#define LEAST DBL_MIN
+#include "_location_scale_rows.h"
+
+typedef struct {
+    void (*rows)(const void *, int64_t, int64_t);
+    const void *args;
+    int64_t first, last;
+} Task;
+
+static void rows_f32_untyped(const void *a, int64_t first, int64_t last) { crps_rows_f32((const CrpsArgs_f32 *)a, first, last); }
+static void rows_f64_untyped(const void *a, int64_t first, int64_t last) { crps_rows_f64((const CrpsArgs_f64 *)a, first, last); }
+static void location_scale_f32_untyped(const void *a, int64_t first, int64_t last) {
+    location_scale_rows_f32((const LocationScaleArgs_f32 *)a, first, last);
+}
+static void location_scale_f64_untyped(const void *a, int64_t first, int64_t last) {
+    location_scale_rows_f64((const LocationScaleArgs_f64 *)a, first, last);
+}
+
+#if !defined(_WIN32) && !defined(_OPENMP)
+static void *run_task(void *task) {
+    const Task *t = (const Task *)task;
+    t->rows(t->args, t->first, t->last);
+    return NULL;
+}
+#endif
+
+#define MAX_THREADS 64
+
+/* Rows split into `threads` equal ranges. Built with OpenMP (Linux, see setup.py), the ranges run as one parallel
+ * region: the library then shares the OpenMP runtime that PyTorch loaded first (libgomp.so.1), so its threads are
+ * PyTorch's own — threads of our own would compete for the cores with PyTorch's, which spin a while after each of
+ * their parallel regions. Otherwise on POSIX threads, the first range on the calling thread. Returns 0, or −1 if a
+ * POSIX thread could not be started (its rows are then computed on the calling thread: the result is complete
+ * either way). */
+static int run_rows(void (*rows)(const void *, int64_t, int64_t), const void *args, int64_t count, int threads) {
+    if (threads < 1) threads = 1;
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    if (threads > count) threads = count > 0 ? (int)count : 1;
+#if defined(_WIN32) && !defined(_OPENMP)
+    threads = 1;
+#endif
+    Task tasks[MAX_THREADS];
+    const int64_t step = (count + threads - 1) / threads;
+    for (int i = 0; i < threads; ++i) {
+        tasks[i].rows = rows;
+        tasks[i].args = args;
+        tasks[i].first = i * step < count ? i * step : count;
+        tasks[i].last = (i + 1) * step < count ? (i + 1) * step : count;
+    }
+    int status = 0;
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+    for (int i = 0; i < threads; ++i) rows(args, tasks[i].first, tasks[i].last);
+#else
+#ifndef _WIN32
+    pthread_t ids[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    for (int i = 1; i < threads; ++i) started[i] = pthread_create(&ids[i], NULL, run_task, &tasks[i]) == 0;
+#endif
+    rows(args, tasks[0].first, tasks[0].last);
+#ifndef _WIN32
+    for (int i = 1; i < threads; ++i) {
+        if (started[i]) {
+            pthread_join(ids[i], NULL);
+        } else {
+            rows(args, tasks[i].first, tasks[i].last);
+            status = -1;
+        }
+    }
+#endif
+#endif
+    return status;
+}
+
+/* The entry points: every table row-major and contiguous, of the sizes stated in CrpsArgs; grad, rate_grad and
+ * at_a are written when grad is not NULL, cdf_squared when it is not NULL. Returns 0 (or −1, see run_rows), or −2
+ * for a number of bins outside 1..MAX_BINS (nothing written). */
+#define DEFINE_ENTRY(REAL, SUFFIX)                                                                              \
+    int ehrseq_grid_crps_##SUFFIX(int64_t rows, int64_t bins, const REAL *log_s, const REAL *knots,              \
+                                   const REAL *drops, const REAL *hazards, const REAL *grid, const REAL *y,      \
+                                   const REAL *start, const REAL *log_rate, REAL *score, REAL *grad,             \
+                                   REAL *rate_grad, REAL *at_a, REAL *cdf_squared, int threads) {                \
+        if (bins < 1 || bins > MAX_BINS || rows < 0) return -2;                                                  \
+        CrpsArgs_##SUFFIX args = {rows,     bins,  log_s, knots, drops, hazards,  grid,       y,                \
+                                  start,    log_rate, score, grad, rate_grad, at_a, cdf_squared};                \
+        return run_rows(rows_##SUFFIX##_untyped, &args, rows, threads);                                          \
+    }
+
+DEFINE_ENTRY(float, f32)
+DEFINE_ENTRY(double, f64)
+
+/* The log-location-scale entry points (the arguments of LocationScaleArgs, in its order): 0, −1 (see run_rows), or
+ * −2 for a kind other than 0 or 1, no nodes, or a series of negative length (nothing written). */
+#define DEFINE_LOCATION_SCALE_ENTRY(REAL, SUFFIX)                                                                 \
+    int ehrseq_location_scale_crps_##SUFFIX(int64_t rows, int kind, int points, const REAL *nodes,                 \
+                                             const REAL *weights, int terms, const REAL *series, const REAL *loc,  \
+                                             const REAL *log_scale, const REAL *y, const REAL *start, REAL *score, \
+                                             REAL *grad_loc, REAL *grad_log_scale, int threads) {                  \
+        if (rows < 0 || (kind != 0 && kind != 1) || points < 1 || terms < 0) return -2;                           \
+        LocationScaleArgs_##SUFFIX args = {rows, kind,  points, nodes, weights,  terms,   series,                 \
+                                           loc,  log_scale, y, start, score, grad_loc, grad_log_scale};           \
+        return run_rows(location_scale_##SUFFIX##_untyped, &args, rows, threads);                                  \
+    }
+
+DEFINE_LOCATION_SCALE_ENTRY(float, f32)
+DEFINE_LOCATION_SCALE_ENTRY(double, f64)
+
+/* Raised whenever an entry point changes its arguments; the loader calls no library of another version. */
+#define EHRSEQ_NATIVE_CRPS_ABI 2
+
+int ehrseq_native_crps_abi(void) { return EHRSEQ_NATIVE_CRPS_ABI; }
+
+int ehrseq_grid_crps_max_bins(void) { return MAX_BINS; }
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_native_crps",
+    .m_doc = "Native kernels of the Survival-CRPS (loaded through ctypes).",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC PyInit__native_crps(void) { return PyModule_Create(&module); }
