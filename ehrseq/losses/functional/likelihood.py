@@ -46,11 +46,10 @@ def survival_log_likelihood(
     distribution's batch shape; the result too. Inputs are not validated here (see :func:`survival_nll`).
     """
     u = y.unsqueeze(-1)  # one tensor for both calls: a grid family locates it once (within sharing_knots)
-    if upper is None:
-        log_censored = distribution.log_survival(u).squeeze(-1)
-    else:
-        bound = torch.where(observed, torch.full_like(y, torch.inf), upper)
-        log_censored = distribution.log_interval_mass(u, bound.unsqueeze(-1)).squeeze(-1)
+    if upper is None:  # families that share work between log f and log S do it in log_likelihood
+        return distribution.log_likelihood(u, observed.unsqueeze(-1)).squeeze(-1)
+    bound = torch.where(observed, torch.full_like(y, torch.inf), upper)
+    log_censored = distribution.log_interval_mass(u, bound.unsqueeze(-1)).squeeze(-1)
     log_f = distribution.log_density(u).squeeze(-1)
     return torch.where(observed, log_f, log_censored)
 

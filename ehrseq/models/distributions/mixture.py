@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ehrseq.errors import ShapeError
+from ehrseq.models.distributions._math import exp_by_exp2
 from ehrseq.models.distributions.base import Duration, SurvivalDistribution
 from ehrseq.models.distributions.grid import check_parameters
 from ehrseq.models.distributions.parametric import (
@@ -99,16 +102,18 @@ class WeibullMixture(SurvivalDistribution):
 
         With H_c = (u/λ_c)^{k_c}, each component contributes log w_c − H_c (log S_c) or
         log w_c + log k_c + log H_c − log u − H_c (log f_c; its limit at u = 0); log H_c and H_c are
-        computed once for both.
+        computed once for both, with the gradient of :class:`_MixtureLogLikelihood` where every u > 0.
         """
         u = self._durations(u)
         log_u, positive = safe_log_duration(u)
         log_weights, log_scales, log_shapes = self._leading_components()
+        if bool(positive.all()):
+            return _MixtureLogLikelihood.apply(log_weights, log_scales, log_shapes,
+                                               *torch.broadcast_tensors(log_u, observed))
         log_h = weibull_log_cumulative_hazard(log_u, log_scales, log_shapes)
         hazard = log_h.exp()
-        log_density = (log_shapes + log_h) - log_u - hazard
-        if not bool(positive.all()):  # the limit at u = 0, only where some duration is 0
-            log_density = torch.where(positive, log_density, weibull_log_density_at_zero(log_scales, log_shapes))
+        log_density = torch.where(positive, (log_shapes + log_h) - log_u - hazard,
+                                  weibull_log_density_at_zero(log_scales, log_shapes))  # the limit at u = 0
         mixed = self._mix(log_weights, torch.where(observed, log_density, -hazard))
         return torch.where(observed, mixed, torch.where(positive, mixed.clamp_max(0.0), 0.0))
 
@@ -139,6 +144,60 @@ class WeibullMixture(SurvivalDistribution):
             lo = torch.where(go_right, mid, lo)
             hi = torch.where(go_right, hi, mid)
         return hi.exp()
+
+
+class _MixtureLogLikelihood(torch.autograd.Function):
+    """log f(u) (``observed``) or log S(u) of a Weibull mixture at durations u > 0, with its gradient by hand.
+
+    Inputs: log w_c, log λ_c, log k_c ``[C, *batch, 1]`` (components leading, as
+    :meth:`WeibullMixture._leading_components` gives them), log u and ``observed`` ``[*batch, U]``. With
+    z_c = min(k_c (log u − log λ_c), cap) (:func:`weibull_log_cumulative_hazard`), H_c = e^{z_c} and
+
+        v_c = log w_c + log k_c + z_c − log u − H_c  (observed),   v_c = log w_c − H_c  (censored),
+
+    the value is m = logsumexp_c v_c (clamped at 0 when censored: S ≤ 1 despite rounding of Σ w_c). With the
+    responsibilities r_c = e^{v_c − m} and ∂v_c/∂z_c = 1 − H_c (observed) or −H_c, the gradients are
+    ∂m/∂log w_c = r_c, ∂m/∂log λ_c = −r_c k_c ∂v_c/∂z_c, ∂m/∂log k_c = r_c (1_observed + z_c ∂v_c/∂z_c) and
+    ∂m/∂log u = Σ_c r_c (k_c ∂v_c/∂z_c − 1_observed) (z_c's terms vanish where the cap binds, as the clamp's
+    gradient does; none where m was clamped). The exponentials are :func:`exp_by_exp2`'s (``exp`` slows down
+    tenfold where its result underflows, as e^{−H_c} and the responsibilities of far components do).
+    """
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, log_weights: torch.Tensor, log_scales: torch.Tensor,
+                log_shapes: torch.Tensor, log_u: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        cap = math.log(torch.finfo(log_u.dtype).max) - 1.0
+        shapes = log_shapes.exp()
+        log_h = (log_u - log_scales).mul_(shapes)
+        capped = log_h >= cap
+        log_h.clamp_max_(cap)
+        hazard = exp_by_exp2(log_h)
+        density = (log_shapes - log_u) + log_h - hazard
+        values = torch.where(observed, density, hazard.neg()).add_(log_weights)
+        largest = values.amax(dim=0)
+        mixed = exp_by_exp2(values - largest).sum(dim=0).log_().add_(largest)
+        result = torch.where(observed, mixed, mixed.clamp_max(0.0))
+        ctx.save_for_backward(values, mixed, hazard, log_h, capped, shapes, observed)
+        return result
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        values, mixed, hazard, log_h, capped, shapes, observed = ctx.saved_tensors
+        passes = observed | (mixed <= 0.0)
+        weighted = exp_by_exp2(values - mixed).mul_(torch.where(passes, grad, 0.0))  # r_c · g
+        slope = torch.where(observed, 1.0 - hazard, hazard.neg()).masked_fill_(capped, 0.0).mul_(weighted)  # g r_c ∂v/∂z
+        indicator = observed.to(weighted.dtype)
+
+        def to_parameter(value: torch.Tensor) -> torch.Tensor:  # sum over the durations U
+            return value.sum(dim=-1, keepdim=True)
+
+        grad_log_weights = to_parameter(weighted) if ctx.needs_input_grad[0] else None
+        grad_log_scales = to_parameter(slope).mul_(shapes).neg_() if ctx.needs_input_grad[1] else None
+        grad_log_shapes = to_parameter(torch.addcmul(weighted * indicator, slope, log_h)) if ctx.needs_input_grad[2] else None
+        grad_log_u = None
+        if ctx.needs_input_grad[3]:
+            grad_log_u = (slope * shapes).sum(dim=0) - weighted.sum(dim=0) * indicator
+        return grad_log_weights, grad_log_scales, grad_log_shapes, grad_log_u, None
 
 
 class PackedWeibullMixture(WeibullMixture):
