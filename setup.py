@@ -1,7 +1,7 @@
 """Build of the optional native kernels; everything else about the package is in pyproject.toml.
 
-The kernels (``ehrseq/models/distributions/_native_crps.c``) speed up the Survival-CRPS of the constant-hazard
-grid families and of the log-normal and Weibull on CPU. They are optional: where they cannot be compiled the
+The kernels (``ehrseq/models/distributions/_native_kernels.c``) speed up on CPU the Survival-CRPS of the
+constant-hazard grid families, of the log-normal and of the Weibull, and the next-visit code loss. They are optional: where they cannot be compiled the
 install goes on, and the losses run their PyTorch implementation (same values;
 ``ehrseq.models.distributions._native.status()`` says which). With glibc 2.35 or later on x86-64, the loops over
 quadrature nodes use its vector math library (libmvec).
@@ -14,7 +14,7 @@ from setuptools import Extension, setup
 
 
 def _glibc_vector_math() -> bool:
-    """glibc ≥ 2.35 on x86-64 Linux: libmvec has exp, expm1, log and erfc in SSE, AVX2 and AVX-512 variants."""
+    """glibc ≥ 2.35 on x86-64 Linux: libmvec has exp, expm1, log, log1p and erfc in SSE, AVX2 and AVX-512 variants."""
     library, version = platform.libc_ver()
     if not (sys.platform.startswith("linux") and platform.machine() == "x86_64" and library == "glibc"):
         return False
@@ -35,10 +35,11 @@ vector_math = _glibc_vector_math()
 setup(
     ext_modules=[
         Extension(
-            "ehrseq.models.distributions._native_crps",
-            sources=["ehrseq/models/distributions/_native_crps.c"],
+            "ehrseq.models.distributions._native_kernels",
+            sources=["ehrseq/models/distributions/_native_kernels.c"],
             depends=["ehrseq/models/distributions/_grid_crps_rows.h",
-                     "ehrseq/models/distributions/_location_scale_rows.h"],
+                     "ehrseq/models/distributions/_location_scale_rows.h",
+                     "ehrseq/models/distributions/_pair_bce_rows.h"],
             define_macros=[("EHRSEQ_LIBMVEC", "1")] if vector_math else [],
             libraries=["mvec", "m"] if vector_math else [],
             extra_compile_args=compile_args,

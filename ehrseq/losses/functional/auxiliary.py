@@ -26,6 +26,7 @@ from ehrseq.losses.functional._aggregate import (
     gather_visits,
 )
 from ehrseq.losses.functional._labels import check_integer
+from ehrseq.models.distributions import _native
 
 
 def _check_codes(codes: torch.Tensor, vocab_size: int) -> None:
@@ -155,14 +156,21 @@ class _PairCodeBCE(torch.autograd.Function):
 
     (softplus(z) − y·z summed with y multi-hot, without forming y). The backward pass writes (σ(z) − y)/V times
     the incoming gradient into the rows r_p of a ``[R, V]`` gradient (zero elsewhere), with no ``[P, V]`` targets.
+    On CPU the native kernel (:func:`~ehrseq.models.distributions._native.pair_code_bce` and its gradient) reads the
+    rows in place and writes the gradient table in one pass where it was built; the operations below elsewhere.
     """
 
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, logits: torch.Tensor, rows: torch.Tensor, codes: torch.Tensor,
                 keep: torch.Tensor) -> torch.Tensor:
+        ctx.total_rows = logits.shape[0]
+        native = _native.pair_code_bce(logits, rows, codes, keep)
+        ctx.native = native is not None
+        if ctx.native:
+            ctx.save_for_backward(logits, rows, codes, keep)
+            return native
         z = logits.index_select(0, rows)
         ctx.save_for_backward(z, rows, codes, keep)
-        ctx.total_rows = logits.shape[0]
         # softplus is linear beyond 40: e⁻⁴⁰ is below float64's resolution
         listed = z.gather(1, codes).mul_(keep).sum(dim=1)
         return F.softplus(z, threshold=40.0).sum(dim=1).sub_(listed).div_(z.shape[1])
@@ -170,6 +178,9 @@ class _PairCodeBCE(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        if ctx.native:
+            logits, rows, codes, keep = ctx.saved_tensors
+            return _native.pair_code_bce_gradient(logits, rows, codes, keep, grad), None, None, None
         z, rows, codes, keep = ctx.saved_tensors
         scale = (grad / z.shape[1]).unsqueeze(1)
         rows_gradient = torch.sigmoid(z).mul_(scale).scatter_add_(1, codes, keep.mul(scale).neg_())

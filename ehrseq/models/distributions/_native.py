@@ -1,6 +1,6 @@
-"""The optional native kernels of the Survival-CRPS, loaded through :mod:`ctypes`.
+"""The optional native kernels of losses, loaded through :mod:`ctypes`.
 
-``_native_crps.c`` (built with the package where a C compiler is found, see ``setup.py``) runs, in one pass per
+``_native_kernels.c`` (built with the package where a C compiler is found, see ``setup.py``) runs, in one pass per
 row on POSIX threads and several times faster on CPU than the same terms as whole-tensor operations:
 
 * :func:`grid_crps` — :class:`~ehrseq.models.distributions.grid._ConstantHazardCRPS`: per bin the closed-form
@@ -8,7 +8,10 @@ row on POSIX threads and several times faster on CPU than the same terms as whol
   the exponential tail, and the gradient;
 * :func:`location_scale_crps` — :class:`~ehrseq.losses.functional.crps._LocationScaleCRPS` (log-normal, Weibull):
   the Gauss–Legendre panels of the lower and tail terms (vectorised over the nodes, with glibc's vector math where
-  the build found it), the Weibull's series and the saturated parts, and the gradient in μ and log σ.
+  the build found it), the Weibull's series and the saturated parts, and the gradient in μ and log σ;
+* :func:`pair_code_bce` and :func:`pair_code_bce_gradient` — :class:`~ehrseq.losses.functional.auxiliary._PairCodeBCE`:
+  the mean BCE over the vocabulary read from the logit rows of the pairs of visits, and its gradient written once
+  into the whole ``[R, V]`` table (no gathered copy, no table of zeros to add into).
 
 The PyTorch implementations stay the reference: they run on other devices, where the library was not built (or
 was built from another version of its source), for grids of more than :func:`max_bins` bins, and wherever
@@ -29,9 +32,9 @@ import torch
 #: Rows per thread below which another thread costs more than it saves.
 _ROWS_PER_THREAD = 1024
 
-#: The interface version of the entry points, ``EHRSEQ_NATIVE_CRPS_ABI`` in ``_native_crps.c``: a library built
-#: from another version of the source is not called (its entry points may take other arguments).
-_ABI = 2
+#: The interface version of the entry points, ``EHRSEQ_NATIVE_KERNELS_ABI`` in ``_native_kernels.c``: a library
+#: built from another version of the source is not called (its entry points may take other arguments).
+_ABI = 3
 
 
 @functools.lru_cache(maxsize=1)
@@ -40,13 +43,13 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
     if os.environ.get("EHRSEQ_NATIVE", "1").strip().lower() in {"0", "false", "no", "off"}:
         return None, "native kernel disabled by EHRSEQ_NATIVE"
     try:
-        module = importlib.import_module("ehrseq.models.distributions._native_crps")
+        module = importlib.import_module("ehrseq.models.distributions._native_kernels")
     except ImportError as error:
         return None, f"native kernel not built ({error}); the PyTorch implementation runs"
     library = ctypes.CDLL(module.__file__)
     try:
-        library.ehrseq_native_crps_abi.restype = ctypes.c_int
-        abi = library.ehrseq_native_crps_abi()
+        library.ehrseq_native_kernels_abi.restype = ctypes.c_int
+        abi = library.ehrseq_native_kernels_abi()
     except AttributeError:
         abi = None
     if abi != _ABI:
@@ -59,6 +62,12 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
         entry = getattr(library, f"ehrseq_location_scale_crps_{suffix}")
         count = ctypes.c_int
         entry.argtypes = [size, count, count, pointer, pointer, count] + [pointer] * 8 + [count]
+        entry.restype = ctypes.c_int
+        entry = getattr(library, f"ehrseq_pair_code_bce_forward_{suffix}")
+        entry.argtypes = [size] * 4 + [pointer] * 5 + [count]
+        entry.restype = ctypes.c_int
+        entry = getattr(library, f"ehrseq_pair_code_bce_backward_{suffix}")
+        entry.argtypes = [size] * 4 + [pointer] * 7 + [count]
         entry.restype = ctypes.c_int
     library.ehrseq_grid_crps_max_bins.restype = ctypes.c_int
     return library, f"native kernel loaded from {module.__file__}"
@@ -171,3 +180,62 @@ def location_scale_crps(kind: str, loc: torch.Tensor, log_scale: torch.Tensor, y
     if status not in (0, -1):
         raise RuntimeError(f"native Survival-CRPS kernel failed (status {status})")
     return outputs[0], outputs[1], outputs[2]
+
+
+def _pair_inputs(logits: torch.Tensor, rows: torch.Tensor, codes: torch.Tensor, keep: torch.Tensor
+                 ) -> tuple[ctypes.CDLL, str, list[torch.Tensor]] | None:
+    """The library, the entry suffix and the checked contiguous inputs of the pair code loss, or ``None``."""
+    library = _library()[0] if available() else None
+    suffix = {torch.float32: "f32", torch.float64: "f64"}.get(logits.dtype)
+    if library is None or suffix is None or logits.device.type != "cpu" or logits.dim() != 2:
+        return None
+    tables = [logits.contiguous(), rows.to(torch.int64).contiguous(), codes.to(torch.int64).contiguous(),
+              keep.to(logits.dtype).contiguous()]
+    pairs = rows.shape[0]
+    if rows.dim() != 1 or codes.dim() != 2 or codes.shape[0] != pairs or tuple(keep.shape) != tuple(codes.shape) \
+            or any(t.device != logits.device for t in tables):
+        raise ValueError("native pair code loss: inputs of mismatched shapes or devices")
+    return library, suffix, tables
+
+
+def pair_code_bce(logits: torch.Tensor, rows: torch.Tensor, codes: torch.Tensor, keep: torch.Tensor
+                  ) -> torch.Tensor | None:
+    """ℓ_p = (1/V) [Σ_v softplus(z_{r_p v}) − Σ_k keep_pk z_{r_p, codes_pk}] ``[P]`` natively, or ``None`` where the
+    kernel does not apply: ``logits [R, V]``, distinct ``rows [P]``, ``codes [P, K]`` (indices into the vocabulary)
+    and ``keep [P, K]`` (0/1), on the CPU in the floating type of ``logits``."""
+    found = _pair_inputs(logits, rows, codes, keep)
+    if found is None:
+        return None
+    library, suffix, tables = found
+    loss = logits.new_empty(rows.shape[0])
+    threads = max(1, min(torch.get_num_threads(), rows.shape[0] // _ROWS_PER_THREAD))
+    status = getattr(library, f"ehrseq_pair_code_bce_forward_{suffix}")(
+        logits.shape[0], logits.shape[1], rows.shape[0], codes.shape[1], *(t.data_ptr() for t in tables),
+        loss.data_ptr(), threads)
+    if status not in (0, -1):
+        raise RuntimeError(f"native pair code loss failed (status {status})")
+    return loss
+
+
+def pair_code_bce_gradient(logits: torch.Tensor, rows: torch.Tensor, codes: torch.Tensor, keep: torch.Tensor,
+                           grad: torch.Tensor) -> torch.Tensor | None:
+    """The gradient of Σ_p g_p ℓ_p (:func:`pair_code_bce`, ``grad`` = g ``[P]``) in the logits, ``[R, V]``:
+    (σ(z_{r_p v}) − Σ_k keep_pk 1{v = codes_pk}) g_p / V in the rows r_p, zero in the others; ``None`` where the
+    kernel does not apply."""
+    found = _pair_inputs(logits, rows, codes, keep)
+    if found is None:
+        return None
+    library, suffix, tables = found
+    total, pairs = logits.shape[0], rows.shape[0]
+    pair_of = torch.full((total,), -1, dtype=torch.int64).index_copy_(0, tables[1], torch.arange(pairs))
+    incoming = grad.to(logits.dtype).contiguous()
+    if incoming.shape != (pairs,):
+        raise ValueError("native pair code loss: one incoming gradient per pair expected")
+    table = logits.new_empty(total, logits.shape[1])
+    threads = max(1, min(torch.get_num_threads(), total // _ROWS_PER_THREAD))
+    status = getattr(library, f"ehrseq_pair_code_bce_backward_{suffix}")(
+        total, logits.shape[1], pairs, codes.shape[1], *(t.data_ptr() for t in tables), incoming.data_ptr(),
+        pair_of.data_ptr(), table.data_ptr(), threads)
+    if status not in (0, -1):
+        raise RuntimeError(f"native pair code loss failed (status {status})")
+    return table

@@ -1,10 +1,13 @@
-/* Native kernels of the Survival-CRPS, one pass per row instead of some hundred whole-tensor operations:
+/* Native kernels of losses, one pass per row instead of tens to hundreds of whole-tensor operations:
  * - constant-hazard grids (ehrseq.models.distributions.grid): the closed-form integrals of F² and S² over the full
  *   bins (masked by the bins of the targets), the bins of the targets and the exponential tail, and the gradient
  *   in log S, log λ, y and a (_grid_crps_rows.h);
  * - log-location-scale families, log-normal and Weibull (ehrseq.losses.functional.crps): Gauss–Legendre on the
  *   windows of the lower and tail terms, the power series below the Weibull's windows and the saturated parts,
- *   with the gradient in μ and log σ (_location_scale_rows.h).
+ *   with the gradient in μ and log σ (_location_scale_rows.h);
+ * - the next-visit code loss of pairs of visits (ehrseq.losses.functional.auxiliary): mean BCE over the
+ *   vocabulary from the logit rows of the pairs, and its gradient written once into the whole table
+ *   (_pair_bce_rows.h).
  * Called through ctypes (ehrseq.models.distributions._native), which checks shapes, types and layout; rows
  * are split over POSIX threads. The module object below only makes the library importable as an (empty)
  * extension module, so that packaging tools find and build it like any other. */
@@ -13,6 +16,7 @@
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 #include <stddef.h>
 #if !defined(_WIN32) && !defined(_OPENMP)
 #include <pthread.h>
@@ -29,17 +33,20 @@
 #endif
 
 /* With glibc's vector math library (libmvec, glibc ≥ 2.35 on x86-64; setup.py defines EHRSEQ_LIBMVEC and links it),
- * the loops over quadrature nodes call the vector variants of exp, expm1, log and erfc (≤ 4 ulp). */
+ * the loops over quadrature nodes and vocabularies call the vector variants of exp, expm1, log, log1p and erfc
+ * (≤ 4 ulp). */
 #if defined(EHRSEQ_LIBMVEC) && defined(__GNUC__) && !defined(__clang__)
 #define VECTOR_MATH __attribute__((__simd__("notinbranch")))
 VECTOR_MATH double exp(double);
 VECTOR_MATH double expm1(double);
 VECTOR_MATH double log(double);
 VECTOR_MATH double erfc(double);
+VECTOR_MATH double log1p(double);
 VECTOR_MATH float expf(float);
 VECTOR_MATH float expm1f(float);
 VECTOR_MATH float logf(float);
 VECTOR_MATH float erfcf(float);
+VECTOR_MATH float log1pf(float);
 #endif
 
 /* Helpers of the row loops, inlined into each of their clones (so that they are compiled for its level too). */
@@ -99,6 +106,20 @@ VECTOR_MATH float erfcf(float);
 #define LEAST DBL_MIN
 #include "_location_scale_rows.h"
 
+#define REAL float
+#define SUFFIX f32
+#define EXP expf
+#define LOG1P log1pf
+#define EXP_LIMIT 86.0f
+#include "_pair_bce_rows.h"
+
+#define REAL double
+#define SUFFIX f64
+#define EXP exp
+#define LOG1P log1p
+#define EXP_LIMIT 700.0
+#include "_pair_bce_rows.h"
+
 typedef struct {
     void (*rows)(const void *, int64_t, int64_t);
     const void *args;
@@ -113,6 +134,15 @@ static void location_scale_f32_untyped(const void *a, int64_t first, int64_t las
 static void location_scale_f64_untyped(const void *a, int64_t first, int64_t last) {
     location_scale_rows_f64((const LocationScaleArgs_f64 *)a, first, last);
 }
+#define PAIR_BCE_UNTYPED(SUFFIX)                                                                                 \
+    static void pair_bce_forward_##SUFFIX##_untyped(const void *a, int64_t first, int64_t last) {                \
+        pair_bce_forward_rows_##SUFFIX((const PairBceArgs_##SUFFIX *)a, first, last);                            \
+    }                                                                                                            \
+    static void pair_bce_backward_##SUFFIX##_untyped(const void *a, int64_t first, int64_t last) {               \
+        pair_bce_backward_rows_##SUFFIX((const PairBceArgs_##SUFFIX *)a, first, last);                           \
+    }
+PAIR_BCE_UNTYPED(f32)
+PAIR_BCE_UNTYPED(f64)
 
 #if !defined(_WIN32) && !defined(_OPENMP)
 static void *run_task(void *task) {
@@ -203,18 +233,41 @@ DEFINE_ENTRY(double, f64)
 DEFINE_LOCATION_SCALE_ENTRY(float, f32)
 DEFINE_LOCATION_SCALE_ENTRY(double, f64)
 
-/* Raised whenever an entry point changes its arguments; the loader calls no library of another version. */
-#define EHRSEQ_NATIVE_CRPS_ABI 2
+/* The pair code-loss entry points (the fields of PairBceArgs in its order; grad and pair_of NULL in the forward
+ * pass): 0, −1 (see run_rows), or −2 for negative sizes (nothing written). The forward pass splits the pairs over
+ * threads, the backward pass the rows of the table. */
+#define DEFINE_PAIR_BCE_ENTRIES(REAL, SUFFIX)                                                                      \
+    int ehrseq_pair_code_bce_forward_##SUFFIX(int64_t total_rows, int64_t vocabulary, int64_t pairs, int64_t k,  \
+                                               const REAL *logits, const int64_t *rows, const int64_t *codes,     \
+                                               const REAL *keep, REAL *loss, int threads) {                        \
+        if (total_rows < 0 || vocabulary < 1 || pairs < 0 || k < 0) return -2;                                   \
+        PairBceArgs_##SUFFIX args = {total_rows, vocabulary, pairs, k, logits, rows, codes, keep, NULL, NULL, loss}; \
+        return run_rows(pair_bce_forward_##SUFFIX##_untyped, &args, pairs, threads);                              \
+    }                                                                                                            \
+    int ehrseq_pair_code_bce_backward_##SUFFIX(int64_t total_rows, int64_t vocabulary, int64_t pairs, int64_t k, \
+                                                const REAL *logits, const int64_t *rows, const int64_t *codes,    \
+                                                const REAL *keep, const REAL *grad, const int64_t *pair_of,        \
+                                                REAL *table, int threads) {                                         \
+        if (total_rows < 0 || vocabulary < 1 || pairs < 0 || k < 0) return -2;                                   \
+        PairBceArgs_##SUFFIX args = {total_rows, vocabulary, pairs, k, logits, rows, codes, keep, grad, pair_of, table}; \
+        return run_rows(pair_bce_backward_##SUFFIX##_untyped, &args, total_rows, threads);                        \
+    }
 
-int ehrseq_native_crps_abi(void) { return EHRSEQ_NATIVE_CRPS_ABI; }
+DEFINE_PAIR_BCE_ENTRIES(float, f32)
+DEFINE_PAIR_BCE_ENTRIES(double, f64)
+
+/* Raised whenever an entry point changes its arguments; the loader calls no library of another version. */
+#define EHRSEQ_NATIVE_KERNELS_ABI 3
+
+int ehrseq_native_kernels_abi(void) { return EHRSEQ_NATIVE_KERNELS_ABI; }
 
 int ehrseq_grid_crps_max_bins(void) { return MAX_BINS; }
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "_native_crps",
-    .m_doc = "Native kernels of the Survival-CRPS (loaded through ctypes).",
+    .m_name = "_native_kernels",
+    .m_doc = "Native kernels of losses (loaded through ctypes).",
     .m_size = -1,
 };
 
-PyMODINIT_FUNC PyInit__native_crps(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__native_kernels(void) { return PyModule_Create(&module); }
