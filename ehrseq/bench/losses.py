@@ -11,7 +11,9 @@ same phases of the machine; each term's figure is its median over the median of 
 interleaved with it ("× yardstick"), and terms above :data:`TARGET_RATIO_TO_YARDSTICK` are flagged.
 The ranking and contrastive losses are also compared, in the same run and
 on the same inputs, with the Python-loop formulations of [catalogue] §2 and §6 (re-implemented below
-as the baseline, timed on fewer runs); their values are checked to agree.
+as the baseline, timed on fewer runs); their values are checked to agree. The terms that run a native kernel on
+CPU (:data:`NATIVE_CASES`) are timed again with and without it (its PyTorch implementation), alternately on the
+same inputs.
 """
 
 from __future__ import annotations
@@ -219,9 +221,11 @@ def compare_with_loops(
     return results
 
 
-#: The cases whose Survival-CRPS runs in a native kernel on CPU (constant-hazard grids, log-normal, Weibull).
+#: The cases that run a native kernel on CPU: the Survival-CRPS (constant-hazard grids, log-normal, Weibull), the
+#: next-visit code loss and the PMF likelihood (competing risks included).
 NATIVE_CASES = (("crps", "logistic_hazard", {}), ("crps_right", "piecewise_constant_hazard", {}),
-                ("crps", "lognormal", {}), ("crps", "weibull", {}))
+                ("crps", "lognormal", {}), ("crps", "weibull", {}), ("next_visit", "logistic_hazard", {}),
+                ("nll", "pmf", {}), ("nll", "competing_pmf", {}))
 
 
 class _WithoutNative:
@@ -237,8 +241,8 @@ class _WithoutNative:
 
 def compare_native(batch_size: int, visits: int, bins: int, *, repeats: int, dtype: torch.dtype, seed: int
                    ) -> list[dict[str, Any]]:
-    """The Survival-CRPS steps of :data:`NATIVE_CASES` with the native kernels and with their PyTorch implementation,
-    run alternately on the same inputs (empty where the kernels are not loaded)."""
+    """The steps of :data:`NATIVE_CASES` with the native kernels and with their PyTorch implementation, run
+    alternately on the same inputs (empty where the kernels are not loaded)."""
     if not _native.available():
         return []
     results = []
@@ -302,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
 
     natively = compare_native(batch_size, visits, bins, repeats=repeats, dtype=dtype, seed=args.seed)
     if natively:
-        print("\nSurvival-CRPS: the native kernels against their PyTorch implementation (same inputs, run alternately)")
+        print("\nThe native kernels against their PyTorch implementation (same inputs, run alternately)")
         print(format_table(
             ["term", "head", "native ms", "PyTorch ms", "speed-up", "relative value difference"],
             [[r["term"], r["head"], _ms(r["native"]), _ms(r["pytorch"]),

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from ehrseq.errors import ShapeError
 from ehrseq.losses.functional._aggregate import (
@@ -25,6 +26,7 @@ from ehrseq.losses.functional._aggregate import (
     patient_weights,
 )
 from ehrseq.losses.functional._labels import check_bins, check_event_visit, check_horizon_weights, event_types
+from ehrseq.models.distributions import _native
 
 RankingPairs = Literal["last", "visit"]
 
@@ -40,6 +42,31 @@ def pmf_num_bins(logits: torch.Tensor, num_causes: int) -> int:
             f"got {outputs}"
         )
     return (outputs - 1) // num_causes
+
+
+class _NativeMassNLL(torch.autograd.Function):
+    """−log Σ_{c ∈ A_n} f_c of the logit rows ``rows [N]`` of ``table [B·M, K·L + 1]`` in the native kernel
+    (:func:`~ehrseq.models.distributions._native.mass_nll`): A_n = {``index``} for an event, the outputs of bins ≥
+    ``threshold`` and the tail when censored (``index`` = −1). Its backward pass writes g (softmax(z) − softmax(z on
+    A)) into the whole table (zero outside the rows) in one pass, where the operations of :func:`pmf_nll` gather the
+    rows and scatter their gradients back into a table of zeros."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, table: torch.Tensor, rows: torch.Tensor, index: torch.Tensor,
+                threshold: torch.Tensor, bins: int) -> torch.Tensor:
+        result = _native.mass_nll(table, rows, index, threshold, bins)
+        if result is None:
+            raise RuntimeError("the native PMF likelihood was called where it does not apply")
+        loss, sums = result
+        ctx.save_for_backward(table, rows, index, threshold, sums)
+        ctx.bins = bins
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        table, rows, index, threshold, sums = ctx.saved_tensors
+        return _native.mass_nll_gradient(table, rows, index, threshold, ctx.bins, sums, grad), None, None, None, None
 
 
 def pmf_nll(
@@ -64,7 +91,8 @@ def pmf_nll(
                                              :func:`logistic_hazard_nll`); beyond the grid, f_tail
 
     computed from log-softmaxes (log of the remaining mass as a normalised sum of exponentials), never
-    as log(1 − cumulative).
+    as log(1 − cumulative); on CPU by the native kernel where it was built (:class:`_NativeMassNLL`: the same
+    log-sum-exps read from the logit rows in place, the gradient written once), by the operations below elsewhere.
     ``bin_weights [L + 1]`` (§A8) weighs the term of a visit by its bin κ (index L: beyond the grid).
 
     Parameters
@@ -83,21 +111,27 @@ def pmf_nll(
     bin_weights = check_horizon_weights(bin_weights, num_bins + 1, "bin_weights", logits)
 
     rows = mask.nonzero(as_tuple=True)  # real visits only: padding costs nothing and never reaches a log
-    z = gather_visits(logits, rows[0] * mask.shape[1] + rows[1])  # [N, K·L + 1]
+    flat_rows = rows[0] * mask.shape[1] + rows[1]
     kappa, cause = bins[rows], types[rows[0]]
-    tail = z.shape[-1] - 1
-    log_mass = torch.log_softmax(z, dim=-1)
-    # event: log f_{k,κ} (the tail beyond the grid); censored: start from log f_tail, corrected below
+    tail = logits.shape[-1] - 1
+    # event: log f_{k,κ} (the tail beyond the grid); censored: the outputs of the bins after κ and the tail
     index = torch.where((cause > 0) & (kappa < num_bins), (cause - 1).clamp(min=0) * num_bins + kappa, tail)
-    per_visit = -log_mass.gather(-1, index.unsqueeze(-1)).squeeze(-1)
-    # censored: log Σ_{l>κ} f = log f_tail − log_softmax(z restricted to {l > κ} ∪ tail)_tail
-    censored = (cause == 0).nonzero().squeeze(-1)
-    output_bin = torch.arange(z.shape[-1], device=z.device) % num_bins
-    output_bin[tail] = num_bins
-    beyond = output_bin > kappa[censored].clamp(max=num_bins - 1).unsqueeze(-1)
-    restricted = torch.where(beyond, z.index_select(0, censored), -torch.inf)
-    tail_share = torch.log_softmax(restricted, dim=-1)[:, tail]
-    per_visit = per_visit.index_add(0, censored, tail_share)
+    if logits.device.type == "cpu" and _native.available() and logits.dtype in (torch.float32, torch.float64):
+        threshold = kappa.clamp(max=num_bins - 1) + 1
+        per_visit = _NativeMassNLL.apply(logits.flatten(0, 1), flat_rows, torch.where(cause > 0, index, -1),
+                                         threshold, num_bins)
+    else:
+        z = gather_visits(logits, flat_rows)  # [N, K·L + 1]
+        log_mass = torch.log_softmax(z, dim=-1)
+        per_visit = -log_mass.gather(-1, index.unsqueeze(-1)).squeeze(-1)
+        # censored: log Σ_{l>κ} f = log f_tail − log_softmax(z restricted to {l > κ} ∪ tail)_tail
+        censored = (cause == 0).nonzero().squeeze(-1)
+        output_bin = torch.arange(z.shape[-1], device=z.device) % num_bins
+        output_bin[tail] = num_bins
+        beyond = output_bin > kappa[censored].clamp(max=num_bins - 1).unsqueeze(-1)
+        restricted = torch.where(beyond, z.index_select(0, censored), -torch.inf)
+        tail_share = torch.log_softmax(restricted, dim=-1)[:, tail]
+        per_visit = per_visit.index_add(0, censored, tail_share)
     if bin_weights is not None:
         per_visit = per_visit * bin_weights[kappa]
     per_visit = per_visit.new_zeros(mask.shape).index_put(rows, per_visit)

@@ -11,7 +11,11 @@ row on POSIX threads and several times faster on CPU than the same terms as whol
   the build found it), the Weibull's series and the saturated parts, and the gradient in μ and log σ;
 * :func:`pair_code_bce` and :func:`pair_code_bce_gradient` — :class:`~ehrseq.losses.functional.auxiliary._PairCodeBCE`:
   the mean BCE over the vocabulary read from the logit rows of the pairs of visits, and its gradient written once
-  into the whole ``[R, V]`` table (no gathered copy, no table of zeros to add into).
+  into the whole ``[R, V]`` table (no gathered copy, no table of zeros to add into);
+* :func:`mass_nll` and :func:`mass_nll_gradient` — the PMF (DeepHit) likelihood of
+  :func:`~ehrseq.losses.functional.deephit.pmf_nll`, competing risks included: per real visit the log-sum-exps of
+  its logit row over all outputs and over those its target keeps, and the gradient written once into the whole
+  table.
 
 The PyTorch implementations stay the reference: they run on other devices, where the library was not built (or
 was built from another version of its source), for grids of more than :func:`max_bins` bins, and wherever
@@ -34,7 +38,7 @@ _ROWS_PER_THREAD = 1024
 
 #: The interface version of the entry points, ``EHRSEQ_NATIVE_KERNELS_ABI`` in ``_native_kernels.c``: a library
 #: built from another version of the source is not called (its entry points may take other arguments).
-_ABI = 3
+_ABI = 4
 
 
 @functools.lru_cache(maxsize=1)
@@ -68,6 +72,12 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
         entry.restype = ctypes.c_int
         entry = getattr(library, f"ehrseq_pair_code_bce_backward_{suffix}")
         entry.argtypes = [size] * 4 + [pointer] * 7 + [count]
+        entry.restype = ctypes.c_int
+        entry = getattr(library, f"ehrseq_mass_nll_forward_{suffix}")
+        entry.argtypes = [size] * 4 + [pointer] * 6 + [count]
+        entry.restype = ctypes.c_int
+        entry = getattr(library, f"ehrseq_mass_nll_backward_{suffix}")
+        entry.argtypes = [size] * 4 + [pointer] * 8 + [count]
         entry.restype = ctypes.c_int
     library.ehrseq_grid_crps_max_bins.restype = ctypes.c_int
     return library, f"native kernel loaded from {module.__file__}"
@@ -182,6 +192,17 @@ def location_scale_crps(kind: str, loc: torch.Tensor, log_scale: torch.Tensor, y
     return outputs[0], outputs[1], outputs[2]
 
 
+def _checked_call(library: ctypes.CDLL, entry: str, *arguments: object) -> None:
+    status = getattr(library, entry)(*arguments)
+    if status not in (0, -1):  # −1: a thread did not start and its rows ran on the calling thread
+        raise RuntimeError(f"native kernel {entry} failed (status {status})")
+
+
+def _row_index(total: int, rows: torch.Tensor) -> torch.Tensor:
+    """The position of each of ``total`` rows in ``rows`` (distinct), −1 for the others, ``[total]`` int64."""
+    return torch.full((total,), -1, dtype=torch.int64).index_copy_(0, rows, torch.arange(rows.shape[0]))
+
+
 def _pair_inputs(logits: torch.Tensor, rows: torch.Tensor, codes: torch.Tensor, keep: torch.Tensor
                  ) -> tuple[ctypes.CDLL, str, list[torch.Tensor]] | None:
     """The library, the entry suffix and the checked contiguous inputs of the pair code loss, or ``None``."""
@@ -209,11 +230,8 @@ def pair_code_bce(logits: torch.Tensor, rows: torch.Tensor, codes: torch.Tensor,
     library, suffix, tables = found
     loss = logits.new_empty(rows.shape[0])
     threads = max(1, min(torch.get_num_threads(), rows.shape[0] // _ROWS_PER_THREAD))
-    status = getattr(library, f"ehrseq_pair_code_bce_forward_{suffix}")(
-        logits.shape[0], logits.shape[1], rows.shape[0], codes.shape[1], *(t.data_ptr() for t in tables),
-        loss.data_ptr(), threads)
-    if status not in (0, -1):
-        raise RuntimeError(f"native pair code loss failed (status {status})")
+    _checked_call(library, f"ehrseq_pair_code_bce_forward_{suffix}", logits.shape[0], logits.shape[1], rows.shape[0],
+                  codes.shape[1], *(t.data_ptr() for t in tables), loss.data_ptr(), threads)
     return loss
 
 
@@ -227,15 +245,49 @@ def pair_code_bce_gradient(logits: torch.Tensor, rows: torch.Tensor, codes: torc
         return None
     library, suffix, tables = found
     total, pairs = logits.shape[0], rows.shape[0]
-    pair_of = torch.full((total,), -1, dtype=torch.int64).index_copy_(0, tables[1], torch.arange(pairs))
     incoming = grad.to(logits.dtype).contiguous()
     if incoming.shape != (pairs,):
         raise ValueError("native pair code loss: one incoming gradient per pair expected")
-    table = logits.new_empty(total, logits.shape[1])
+    pair_of, table = _row_index(total, tables[1]), logits.new_empty(total, logits.shape[1])
     threads = max(1, min(torch.get_num_threads(), total // _ROWS_PER_THREAD))
-    status = getattr(library, f"ehrseq_pair_code_bce_backward_{suffix}")(
-        total, logits.shape[1], pairs, codes.shape[1], *(t.data_ptr() for t in tables), incoming.data_ptr(),
-        pair_of.data_ptr(), table.data_ptr(), threads)
-    if status not in (0, -1):
-        raise RuntimeError(f"native pair code loss failed (status {status})")
+    _checked_call(library, f"ehrseq_pair_code_bce_backward_{suffix}", total, logits.shape[1], pairs, codes.shape[1],
+                  *(t.data_ptr() for t in tables), incoming.data_ptr(), pair_of.data_ptr(), table.data_ptr(), threads)
+    return table
+
+
+def mass_nll(logits: torch.Tensor, rows: torch.Tensor, index: torch.Tensor, threshold: torch.Tensor, bins: int
+             ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The PMF negative log-likelihood of the logit rows ``rows [N]`` (distinct) of ``logits [R, K·L + 1]`` natively,
+    or ``None`` where the kernel does not apply: lse(z) − lse(z on A) with A = {``index``} for an event
+    (``index`` ≥ 0) and every output of bin ≥ ``threshold`` plus the last one when censored (``index`` = −1).
+    Returns the loss ``[N]`` and the two log-sum-exps ``[N, 2]`` that :func:`mass_nll_gradient` reads."""
+    library = _library()[0] if available() else None
+    suffix = {torch.float32: "f32", torch.float64: "f64"}.get(logits.dtype)
+    if library is None or suffix is None or logits.device.type != "cpu" or logits.dim() != 2:
+        return None
+    tables = [logits.contiguous()] + [t.to(torch.int64).contiguous() for t in (rows, index, threshold)]
+    visits = rows.shape[0]
+    if any(tuple(t.shape) != (visits,) or t.device != logits.device for t in tables[1:]):
+        raise ValueError("native PMF likelihood: inputs of mismatched shapes or devices")
+    sums, loss = logits.new_empty(visits, 2), logits.new_empty(visits)
+    threads = max(1, min(torch.get_num_threads(), visits // _ROWS_PER_THREAD))
+    _checked_call(library, f"ehrseq_mass_nll_forward_{suffix}", logits.shape[0], logits.shape[1], visits, int(bins),
+                  *(t.data_ptr() for t in tables), sums.data_ptr(), loss.data_ptr(), threads)
+    return loss, sums
+
+
+def mass_nll_gradient(logits: torch.Tensor, rows: torch.Tensor, index: torch.Tensor, threshold: torch.Tensor,
+                      bins: int, sums: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """The gradient of Σ_n g_n loss_n (:func:`mass_nll`; ``sums`` its second result, ``grad`` = g ``[N]``) in the
+    logits, ``[R, K·L + 1]``: g_n (softmax(z) − softmax(z on A_n)) in the rows r_n, zero in the others."""
+    library = _library()[0]
+    suffix = {torch.float32: "f32", torch.float64: "f64"}[logits.dtype]
+    tables = [logits.contiguous()] + [t.to(torch.int64).contiguous() for t in (rows, index, threshold)]
+    incoming, visit_of = grad.to(logits.dtype).contiguous(), _row_index(logits.shape[0], tables[1])
+    sums = sums.contiguous()
+    table = logits.new_empty(logits.shape)
+    threads = max(1, min(torch.get_num_threads(), logits.shape[0] // _ROWS_PER_THREAD))
+    _checked_call(library, f"ehrseq_mass_nll_backward_{suffix}", logits.shape[0], logits.shape[1], rows.shape[0],
+                  int(bins), *(t.data_ptr() for t in tables), sums.data_ptr(), incoming.data_ptr(),
+                  visit_of.data_ptr(), table.data_ptr(), threads)
     return table

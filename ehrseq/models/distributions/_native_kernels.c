@@ -7,7 +7,10 @@
  *   with the gradient in μ and log σ (_location_scale_rows.h);
  * - the next-visit code loss of pairs of visits (ehrseq.losses.functional.auxiliary): mean BCE over the
  *   vocabulary from the logit rows of the pairs, and its gradient written once into the whole table
- *   (_pair_bce_rows.h).
+ *   (_pair_bce_rows.h);
+ * - the PMF (DeepHit) likelihood, competing risks included (ehrseq.losses.functional.deephit): log-sum-exps of the
+ *   logit rows of the real visits over all outputs and over those the target keeps, and the gradient written once
+ *   into the whole table (_mass_nll_rows.h).
  * Called through ctypes (ehrseq.models.distributions._native), which checks shapes, types and layout; rows
  * are split over POSIX threads. The module object below only makes the library importable as an (empty)
  * extension module, so that packaging tools find and build it like any other. */
@@ -120,6 +123,20 @@ VECTOR_MATH float log1pf(float);
 #define EXP_LIMIT 700.0
 #include "_pair_bce_rows.h"
 
+#define REAL float
+#define SUFFIX f32
+#define EXP expf
+#define LOG logf
+#define EXP_LIMIT 86.0f
+#include "_mass_nll_rows.h"
+
+#define REAL double
+#define SUFFIX f64
+#define EXP exp
+#define LOG log
+#define EXP_LIMIT 700.0
+#include "_mass_nll_rows.h"
+
 typedef struct {
     void (*rows)(const void *, int64_t, int64_t);
     const void *args;
@@ -143,6 +160,15 @@ static void location_scale_f64_untyped(const void *a, int64_t first, int64_t las
     }
 PAIR_BCE_UNTYPED(f32)
 PAIR_BCE_UNTYPED(f64)
+#define MASS_NLL_UNTYPED(SUFFIX)                                                                                 \
+    static void mass_nll_forward_##SUFFIX##_untyped(const void *a, int64_t first, int64_t last) {                \
+        mass_nll_forward_rows_##SUFFIX((const MassNllArgs_##SUFFIX *)a, first, last);                            \
+    }                                                                                                            \
+    static void mass_nll_backward_##SUFFIX##_untyped(const void *a, int64_t first, int64_t last) {               \
+        mass_nll_backward_rows_##SUFFIX((const MassNllArgs_##SUFFIX *)a, first, last);                           \
+    }
+MASS_NLL_UNTYPED(f32)
+MASS_NLL_UNTYPED(f64)
 
 #if !defined(_WIN32) && !defined(_OPENMP)
 static void *run_task(void *task) {
@@ -256,8 +282,32 @@ DEFINE_LOCATION_SCALE_ENTRY(double, f64)
 DEFINE_PAIR_BCE_ENTRIES(float, f32)
 DEFINE_PAIR_BCE_ENTRIES(double, f64)
 
+/* The PMF likelihood entry points (the fields of MassNllArgs in its order; grad and visit_of NULL in the forward
+ * pass): 0, −1 (see run_rows), or −2 for sizes that are not K·L + 1 outputs (nothing written). */
+#define DEFINE_MASS_NLL_ENTRIES(REAL, SUFFIX)                                                                      \
+    int ehrseq_mass_nll_forward_##SUFFIX(int64_t total_rows, int64_t outputs, int64_t visits, int64_t bins,       \
+                                          const REAL *logits, const int64_t *rows, const int64_t *index,          \
+                                          const int64_t *threshold, REAL *sums, REAL *loss, int threads) {        \
+        if (total_rows < 0 || visits < 0 || bins < 1 || outputs < bins + 1 || (outputs - 1) % bins) return -2;   \
+        MassNllArgs_##SUFFIX args = {total_rows, outputs, visits, bins, logits, rows, index, threshold, sums,     \
+                                     NULL, NULL, loss};                                                           \
+        return run_rows(mass_nll_forward_##SUFFIX##_untyped, &args, visits, threads);                             \
+    }                                                                                                            \
+    int ehrseq_mass_nll_backward_##SUFFIX(int64_t total_rows, int64_t outputs, int64_t visits, int64_t bins,      \
+                                           const REAL *logits, const int64_t *rows, const int64_t *index,         \
+                                           const int64_t *threshold, REAL *sums, const REAL *grad,               \
+                                           const int64_t *visit_of, REAL *table, int threads) {                  \
+        if (total_rows < 0 || visits < 0 || bins < 1 || outputs < bins + 1 || (outputs - 1) % bins) return -2;   \
+        MassNllArgs_##SUFFIX args = {total_rows, outputs, visits, bins, logits, rows, index, threshold, sums,     \
+                                     grad, visit_of, table};                                                      \
+        return run_rows(mass_nll_backward_##SUFFIX##_untyped, &args, total_rows, threads);                        \
+    }
+
+DEFINE_MASS_NLL_ENTRIES(float, f32)
+DEFINE_MASS_NLL_ENTRIES(double, f64)
+
 /* Raised whenever an entry point changes its arguments; the loader calls no library of another version. */
-#define EHRSEQ_NATIVE_KERNELS_ABI 3
+#define EHRSEQ_NATIVE_KERNELS_ABI 4
 
 int ehrseq_native_kernels_abi(void) { return EHRSEQ_NATIVE_KERNELS_ABI; }
 
