@@ -16,6 +16,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from native_runs import at_thread_counts
 
 from ehrseq.models.distributions import PMF, LogisticHazard, PiecewiseConstantHazard, _native
 from ehrseq.models.distributions import grid as grid_module
@@ -157,14 +158,7 @@ def test_ehrseq_native_0_turns_the_kernel_off(monkeypatch):
 
 def test_the_kernel_splits_rows_over_threads_without_changing_them():
     case = _rows(5000, 16, torch.float32, seed=6)
-    results = []
-    threads = torch.get_num_threads()
-    for count in (1, 3):
-        torch.set_num_threads(count)
-        try:
-            results.append(_native.grid_crps(*case, True, True))
-        finally:
-            torch.set_num_threads(threads)
+    results = at_thread_counts(lambda: _native.grid_crps(*case, True, True))
     assert all(torch.equal(a, b) for a, b in zip(*results))
 
 

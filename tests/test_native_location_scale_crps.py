@@ -15,6 +15,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from native_runs import at_thread_counts, natively_and_without
 
 from ehrseq.losses.functional import crps
 from ehrseq.models.distributions import LogNormal, Weibull, _native
@@ -110,10 +111,7 @@ def test_the_loss_and_its_gradients_do_not_depend_on_which_implementation_ran(fa
         value = crps.survival_crps_elementwise(distribution, y, observed, upper)
         return (value.sum(), *torch.autograd.grad(value.sum(), (first, second, y)))
 
-    natively = run()
-    with _native.disabled():
-        reference = run()
-    for got, expected in zip(natively, reference):
+    for got, expected in zip(*natively_and_without(run)):
         torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
 
 
@@ -128,14 +126,7 @@ def test_nan_parameters_give_nan_never_a_number():
 
 def test_the_kernel_splits_rows_over_threads_without_changing_them():
     case = _rows(5000, torch.float32, seed=6, noise="min_gumbel")
-    results = []
-    threads = torch.get_num_threads()
-    for count in (1, 3):
-        torch.set_num_threads(count)
-        try:
-            results.append(_both(case, "min_gumbel")[0])
-        finally:
-            torch.set_num_threads(threads)
+    results = at_thread_counts(lambda: _both(case, "min_gumbel")[0])
     assert all(torch.equal(a, b) for a, b in zip(*results))
 
 

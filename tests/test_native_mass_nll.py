@@ -14,6 +14,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from native_runs import at_thread_counts
 
 from ehrseq.losses.functional.deephit import pmf_nll
 from ehrseq.models.distributions import _native
@@ -73,16 +74,13 @@ def test_native_and_pytorch_agree_on_any_shape(b, m, causes, bins, seed, scale):
 
 def test_the_kernel_splits_rows_over_threads_without_changing_them():
     logits, kappa, event, mask = _case(600, 20, 2, 16, torch.float32, seed=6)
-    results = []
-    threads = torch.get_num_threads()
-    for count in (1, 3):
-        torch.set_num_threads(count)
-        try:
-            table = logits.clone().requires_grad_()
-            value = pmf_nll(table, kappa, event, mask, num_causes=2, reduction="sum")
-            results.append((value.detach(), torch.autograd.grad(value, table)[0]))
-        finally:
-            torch.set_num_threads(threads)
+
+    def run():
+        table = logits.clone().requires_grad_()
+        value = pmf_nll(table, kappa, event, mask, num_causes=2, reduction="sum")
+        return value.detach(), torch.autograd.grad(value, table)[0]
+
+    results = at_thread_counts(run)
     assert torch.equal(results[0][1], results[1][1])
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-6, atol=0.0)  # the sum's order may differ
 

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from native_runs import at_thread_counts, natively_and_without
 
 from ehrseq.losses.functional.auxiliary import next_visit_code_loss, next_visit_code_loss_from_indices
 from ehrseq.models.distributions import _native
@@ -77,25 +78,15 @@ def test_the_code_loss_and_its_gradient_do_not_depend_on_which_implementation_ra
                 else next_visit_code_loss(logits, targets.to(torch.float64), mask))
         return loss, torch.autograd.grad(loss, logits)[0]
 
-    natively = run()
-    with _native.disabled():
-        reference = run()
-    for got, expected in zip(natively, reference):
+    for got, expected in zip(*natively_and_without(run)):
         torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-14)
 
 
 def test_the_kernel_splits_rows_over_threads_without_changing_them():
     logits, rows, codes, keep = _case(5000, 20, 4000, 3, torch.float32, seed=6)
     grad = torch.ones(rows.shape[0])
-    results = []
-    threads = torch.get_num_threads()
-    for count in (1, 3):
-        torch.set_num_threads(count)
-        try:
-            results.append((_native.pair_code_bce(logits, rows, codes, keep),
-                            _native.pair_code_bce_gradient(logits, rows, codes, keep, grad)))
-        finally:
-            torch.set_num_threads(threads)
+    results = at_thread_counts(lambda: (_native.pair_code_bce(logits, rows, codes, keep),
+                                        _native.pair_code_bce_gradient(logits, rows, codes, keep, grad)))
     assert all(torch.equal(a, b) for a, b in zip(*results))
 
 

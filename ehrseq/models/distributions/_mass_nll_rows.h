@@ -66,11 +66,8 @@ ROWS_TARGETS static void GLUE(mass_nll_backward_rows, SUFFIX)(const GLUE(MassNll
     const int64_t outputs = a->outputs, bins = a->bins, causes = (outputs - 1) / bins;
     for (int64_t r = first; r < last; ++r) {
         REAL *restrict g = a->out + r * outputs;
-        const int64_t n = a->visit_of[r];
-        if (n < 0) {
-            memset(g, 0, (size_t)outputs * sizeof(REAL));
-            continue;
-        }
+        const int64_t n = selected_or_zeroed(g, a->visit_of[r], outputs, sizeof(REAL));
+        if (n < 0) continue;
         const REAL *restrict z = a->logits + r * outputs;
         const REAL all = a->sums[2 * n], kept = a->sums[2 * n + 1], scale = a->grad[n];
 #pragma omp simd

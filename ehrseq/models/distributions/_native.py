@@ -58,27 +58,19 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
         abi = None
     if abi != _ABI:
         return None, f"native kernel at {module.__file__} is of another version (reinstall ehrseq to rebuild it)"
-    pointer, size = ctypes.c_void_p, ctypes.c_int64
-    for suffix in ("f32", "f64"):
-        entry = getattr(library, f"ehrseq_grid_crps_{suffix}")
-        entry.argtypes = [size, size] + [pointer] * 13 + [ctypes.c_int]
-        entry.restype = ctypes.c_int
-        entry = getattr(library, f"ehrseq_location_scale_crps_{suffix}")
-        count = ctypes.c_int
-        entry.argtypes = [size, count, count, pointer, pointer, count] + [pointer] * 8 + [count]
-        entry.restype = ctypes.c_int
-        entry = getattr(library, f"ehrseq_pair_code_bce_forward_{suffix}")
-        entry.argtypes = [size] * 4 + [pointer] * 5 + [count]
-        entry.restype = ctypes.c_int
-        entry = getattr(library, f"ehrseq_pair_code_bce_backward_{suffix}")
-        entry.argtypes = [size] * 4 + [pointer] * 7 + [count]
-        entry.restype = ctypes.c_int
-        entry = getattr(library, f"ehrseq_mass_nll_forward_{suffix}")
-        entry.argtypes = [size] * 4 + [pointer] * 6 + [count]
-        entry.restype = ctypes.c_int
-        entry = getattr(library, f"ehrseq_mass_nll_backward_{suffix}")
-        entry.argtypes = [size] * 4 + [pointer] * 8 + [count]
-        entry.restype = ctypes.c_int
+    pointer, size, count = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    arguments = {  # of each entry point, in the order of its C signature (the last: the number of threads)
+        "grid_crps": [size, size] + [pointer] * 13 + [count],
+        "location_scale_crps": [size, count, count, pointer, pointer, count] + [pointer] * 8 + [count],
+        "pair_code_bce_forward": [size] * 4 + [pointer] * 5 + [count],
+        "pair_code_bce_backward": [size] * 4 + [pointer] * 7 + [count],
+        "mass_nll_forward": [size] * 4 + [pointer] * 6 + [count],
+        "mass_nll_backward": [size] * 4 + [pointer] * 8 + [count],
+    }
+    for name, types in arguments.items():
+        for suffix in ("f32", "f64"):
+            entry = getattr(library, f"ehrseq_{name}_{suffix}")
+            entry.argtypes, entry.restype = types, ctypes.c_int
     library.ehrseq_grid_crps_max_bins.restype = ctypes.c_int
     return library, f"native kernel loaded from {module.__file__}"
 

@@ -59,6 +59,13 @@ VECTOR_MATH float log1pf(float);
 #define INLINE static inline
 #endif
 
+/* A row of `width` values of `size` bytes of a gradient table whose other rows are zero: `selected` (the row of the
+ * selection it takes its values from) when ≥ 0, else the row is zeroed and −1 returned. */
+INLINE int64_t selected_or_zeroed(void *row, int64_t selected, int64_t width, size_t size) {
+    if (selected < 0) memset(row, 0, (size_t)width * size);
+    return selected;
+}
+
 #define LOG_TWO 0.69314718055994530942
 #define LOG_SQRT_TWO_PI 0.91893853320467274178
 #define SQRT_HALF 0.70710678118654752440

@@ -47,11 +47,8 @@ ROWS_TARGETS static void GLUE(pair_bce_backward_rows, SUFFIX)(const GLUE(PairBce
     const int64_t v_count = a->vocabulary, k_count = a->codes_per_pair;
     for (int64_t r = first; r < last; ++r) {
         REAL *restrict g = a->out + r * v_count;
-        const int64_t p = a->pair_of[r];
-        if (p < 0) {
-            memset(g, 0, (size_t)v_count * sizeof(REAL));
-            continue;
-        }
+        const int64_t p = selected_or_zeroed(g, a->pair_of[r], v_count, sizeof(REAL));
+        if (p < 0) continue;
         const REAL *restrict z = a->logits + r * v_count;
         const REAL scale = a->grad[p] / (REAL)v_count;
 #pragma omp simd
