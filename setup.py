@@ -1,8 +1,8 @@
 """Build of the optional native kernels; everything else about the package is in pyproject.toml.
 
 The kernels (``ehrseq/models/distributions/_native_kernels.c``) speed up on CPU the Survival-CRPS of the
-constant-hazard grid families, of the log-normal and of the Weibull, the next-visit code loss and the PMF
-(DeepHit) likelihood. They are optional: where they cannot be compiled the
+constant-hazard grid families, of the log-normal and of the Weibull, the next-visit code loss, the PMF (DeepHit)
+likelihood and the likelihood of the piecewise-linear hazard. They are optional: where they cannot be compiled the
 install goes on, and the losses run their PyTorch implementation (same values;
 ``ehrseq.models.distributions._native.status()`` says which). With glibc 2.35 or later on x86-64, the loops over
 quadrature nodes use its vector math library (libmvec).
@@ -41,7 +41,8 @@ setup(
             depends=["ehrseq/models/distributions/_grid_crps_rows.h",
                      "ehrseq/models/distributions/_location_scale_rows.h",
                      "ehrseq/models/distributions/_pair_bce_rows.h",
-                     "ehrseq/models/distributions/_mass_nll_rows.h"],
+                     "ehrseq/models/distributions/_mass_nll_rows.h",
+                     "ehrseq/models/distributions/_linear_hazard_rows.h"],
             define_macros=[("EHRSEQ_LIBMVEC", "1")] if vector_math else [],
             libraries=["mvec", "m"] if vector_math else [],
             extra_compile_args=compile_args,

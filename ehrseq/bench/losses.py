@@ -222,10 +222,10 @@ def compare_with_loops(
 
 
 #: The cases that run a native kernel on CPU: the Survival-CRPS (constant-hazard grids, log-normal, Weibull), the
-#: next-visit code loss and the PMF likelihood (competing risks included).
+#: next-visit code loss, the PMF likelihood (competing risks included) and the piecewise-linear hazard's likelihood.
 NATIVE_CASES = (("crps", "logistic_hazard", {}), ("crps_right", "piecewise_constant_hazard", {}),
                 ("crps", "lognormal", {}), ("crps", "weibull", {}), ("next_visit", "logistic_hazard", {}),
-                ("nll", "pmf", {}), ("nll", "competing_pmf", {}))
+                ("nll", "pmf", {}), ("nll", "competing_pmf", {}), ("nll", "piecewise_linear_hazard", {}))
 
 
 class _WithoutNative:

@@ -15,7 +15,9 @@ row on POSIX threads and several times faster on CPU than the same terms as whol
 * :func:`mass_nll` and :func:`mass_nll_gradient` — the PMF (DeepHit) likelihood of
   :func:`~ehrseq.losses.functional.deephit.pmf_nll`, competing risks included: per real visit the log-sum-exps of
   its logit row over all outputs and over those its target keeps, and the gradient written once into the whole
-  table.
+  table;
+* :func:`linear_hazard_log_likelihood` — log f or log S of the piecewise-linear hazard at one duration per row
+  (:class:`~ehrseq.models.distributions.piecewise.PiecewiseLinearHazard`), and its gradient in the logits.
 
 The PyTorch implementations stay the reference: they run on other devices, where the library was not built (or
 was built from another version of its source), for grids of more than :func:`max_bins` bins, and wherever
@@ -38,7 +40,7 @@ _ROWS_PER_THREAD = 1024
 
 #: The interface version of the entry points, ``EHRSEQ_NATIVE_KERNELS_ABI`` in ``_native_kernels.c``: a library
 #: built from another version of the source is not called (its entry points may take other arguments).
-_ABI = 4
+_ABI = 5
 
 
 @functools.lru_cache(maxsize=1)
@@ -66,6 +68,7 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
         "pair_code_bce_backward": [size] * 4 + [pointer] * 7 + [count],
         "mass_nll_forward": [size] * 4 + [pointer] * 6 + [count],
         "mass_nll_backward": [size] * 4 + [pointer] * 8 + [count],
+        "linear_hazard_log_likelihood": [size, size] + [pointer] * 4 + [ctypes.c_double] + [pointer] * 2 + [count],
     }
     for name, types in arguments.items():
         for suffix in ("f32", "f64"):
@@ -283,3 +286,29 @@ def mass_nll_gradient(logits: torch.Tensor, rows: torch.Tensor, index: torch.Ten
                   int(bins), *(t.data_ptr() for t in tables), sums.data_ptr(), incoming.data_ptr(),
                   visit_of.data_ptr(), table.data_ptr(), threads)
     return table
+
+
+def linear_hazard_log_likelihood(logits: torch.Tensor, grid: torch.Tensor, y: torch.Tensor, observed: torch.Tensor,
+                                 log_unit: float, grad: torch.Tensor | None = None) -> torch.Tensor | None:
+    """The piecewise-linear hazard's log f(y) where ``observed``, else log S(y), of the rows of ``logits [N, L+1]``
+    (rates e^{z}/u per day, u = e^{``log_unit``}) at ``y [N]`` on ``grid [L+1]`` — with ``grad [N]`` instead, the
+    gradient of Σ grad·value in the logits ``[N, L+1]`` — natively, or ``None`` where the kernel does not apply (not
+    on the CPU, another type, more than :func:`max_bins` bins)."""
+    library = _library()[0] if available() else None
+    suffix = {torch.float32: "f32", torch.float64: "f64"}.get(logits.dtype)
+    knots = logits.shape[-1]
+    if library is None or suffix is None or logits.device.type != "cpu" or logits.dim() != 2 \
+            or not 2 <= knots <= max_bins() + 1:
+        return None
+    rows = logits.shape[0]
+    tables = [logits.contiguous()] + [t.to(logits.dtype).contiguous() for t in (grid, y)]
+    flags = observed.to(torch.uint8).contiguous()
+    if tuple(tables[1].shape) != (knots,) or tuple(tables[2].shape) != (rows,) or tuple(flags.shape) != (rows,):
+        raise ValueError("native linear-hazard likelihood: inputs of mismatched shapes")
+    incoming = None if grad is None else grad.to(logits.dtype).contiguous()
+    out = logits.new_empty(rows) if grad is None else logits.new_empty(rows, knots)
+    threads = max(1, min(torch.get_num_threads(), rows // _ROWS_PER_THREAD))
+    _checked_call(library, f"ehrseq_linear_hazard_log_likelihood_{suffix}", rows, knots,
+                  *(t.data_ptr() for t in tables), flags.data_ptr(), float(log_unit),
+                  None if incoming is None else incoming.data_ptr(), out.data_ptr(), threads)
+    return out

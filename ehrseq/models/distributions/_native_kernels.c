@@ -10,7 +10,10 @@
  *   (_pair_bce_rows.h);
  * - the PMF (DeepHit) likelihood, competing risks included (ehrseq.losses.functional.deephit): log-sum-exps of the
  *   logit rows of the real visits over all outputs and over those the target keeps, and the gradient written once
- *   into the whole table (_mass_nll_rows.h).
+ *   into the whole table (_mass_nll_rows.h);
+ * - the log-likelihood of the piecewise-linear hazard at one duration per row (ehrseq.models.distributions.piecewise):
+ *   the knots' log S, the target's bin, segment, density and the exponential tail, and the gradient in the logits
+ *   (_linear_hazard_rows.h).
  * Called through ctypes (ehrseq.models.distributions._native), which checks shapes, types and layout; rows
  * are split over POSIX threads. The module object below only makes the library importable as an (empty)
  * extension module, so that packaging tools find and build it like any other. */
@@ -144,6 +147,20 @@ INLINE int64_t selected_or_zeroed(void *row, int64_t selected, int64_t width, si
 #define EXP_LIMIT 700.0
 #include "_mass_nll_rows.h"
 
+#define REAL float
+#define SUFFIX f32
+#define EXP expf
+#define LOG logf
+#define LOG1P log1pf
+#include "_linear_hazard_rows.h"
+
+#define REAL double
+#define SUFFIX f64
+#define EXP exp
+#define LOG log
+#define LOG1P log1p
+#include "_linear_hazard_rows.h"
+
 typedef struct {
     void (*rows)(const void *, int64_t, int64_t);
     const void *args;
@@ -176,6 +193,12 @@ PAIR_BCE_UNTYPED(f64)
     }
 MASS_NLL_UNTYPED(f32)
 MASS_NLL_UNTYPED(f64)
+static void linear_hazard_f32_untyped(const void *a, int64_t first, int64_t last) {
+    linear_hazard_rows_f32((const LinearHazardArgs_f32 *)a, first, last);
+}
+static void linear_hazard_f64_untyped(const void *a, int64_t first, int64_t last) {
+    linear_hazard_rows_f64((const LinearHazardArgs_f64 *)a, first, last);
+}
 
 #if !defined(_WIN32) && !defined(_OPENMP)
 static void *run_task(void *task) {
@@ -313,8 +336,22 @@ DEFINE_PAIR_BCE_ENTRIES(double, f64)
 DEFINE_MASS_NLL_ENTRIES(float, f32)
 DEFINE_MASS_NLL_ENTRIES(double, f64)
 
+/* The piecewise-linear hazard entry points (the fields of LinearHazardArgs in its order; grad NULL: the value, else
+ * its gradient): 0, −1 (see run_rows), or −2 for a number of bins outside 1..MAX_BINS (nothing written). */
+#define DEFINE_LINEAR_HAZARD_ENTRY(REAL, SUFFIX)                                                                    \
+    int ehrseq_linear_hazard_log_likelihood_##SUFFIX(int64_t rows, int64_t knots, const REAL *logits,              \
+                                                      const REAL *grid, const REAL *y, const uint8_t *observed,    \
+                                                      double log_unit, const REAL *grad, REAL *out, int threads) {  \
+        if (rows < 0 || knots < 2 || knots > MAX_BINS + 1) return -2;                                            \
+        LinearHazardArgs_##SUFFIX args = {rows, knots, logits, grid, y, observed, (REAL)log_unit, grad, out};    \
+        return run_rows(linear_hazard_##SUFFIX##_untyped, &args, rows, threads);                                  \
+    }
+
+DEFINE_LINEAR_HAZARD_ENTRY(float, f32)
+DEFINE_LINEAR_HAZARD_ENTRY(double, f64)
+
 /* Raised whenever an entry point changes its arguments; the loader calls no library of another version. */
-#define EHRSEQ_NATIVE_KERNELS_ABI 4
+#define EHRSEQ_NATIVE_KERNELS_ABI 5
 
 int ehrseq_native_kernels_abi(void) { return EHRSEQ_NATIVE_KERNELS_ABI; }
 

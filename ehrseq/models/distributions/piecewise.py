@@ -26,6 +26,7 @@ from abc import abstractmethod
 import torch
 from torch.autograd.function import once_differentiable
 
+from ehrseq.models.distributions import _native
 from ehrseq.models.distributions._math import (
     LOG_2,
     exp_by_exp2,
@@ -35,6 +36,7 @@ from ehrseq.models.distributions._math import (
     log_positive,
     stable_quadratic_root,
 )
+from ehrseq.models.distributions.base import Duration
 from ehrseq.models.distributions.grid import (
     ConstantHazardGrid,
     GridDistribution,
@@ -146,6 +148,27 @@ class _LinearHazardLogSurvival(torch.autograd.Function):
         return out.mul_(rates), None
 
 
+class _NativeLinearHazardLikelihood(torch.autograd.Function):
+    """log f(y) where ``observed``, else log S(y), of :class:`PiecewiseLinearHazard` rows ``logits [N, L+1]`` at one
+    duration each, in the native kernel (:func:`~ehrseq.models.distributions._native.linear_hazard_log_likelihood`:
+    per row the knots' log S, the target's bin and segment, the density and the tail — the formulas of the family's
+    :meth:`~GridDistribution.log_survival` and :meth:`~GridDistribution.log_density`, which stay the reference), the
+    gradient in the logits formed per row by the kernel in the backward pass."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, logits: torch.Tensor, grid: torch.Tensor, y: torch.Tensor,
+                observed: torch.Tensor, log_unit: float) -> torch.Tensor:
+        ctx.save_for_backward(logits, grid, y, observed)
+        ctx.log_unit = log_unit
+        return _native.linear_hazard_log_likelihood(logits, grid, y, observed, log_unit)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        logits, grid, y, observed = ctx.saved_tensors
+        return _native.linear_hazard_log_likelihood(logits, grid, y, observed, ctx.log_unit, grad), None, None, None, None
+
+
 class PiecewiseLinearHazard(_PerUnitRates, GridDistribution):
     """Hazard linear between knot values h_j = e^{z_j}/u; ``logits`` ``[*batch, L+1]``, ``grid`` ``[L+1]``, u =
     ``rate_unit`` (days, default 1: :class:`_PerUnitRates`).
@@ -154,6 +177,19 @@ class PiecewiseLinearHazard(_PerUnitRates, GridDistribution):
     """
 
     extra_outputs = 1
+
+    def log_likelihood(self, u: Duration, observed: torch.Tensor) -> torch.Tensor:
+        """log f(u) where ``observed``, else log S(u); with one duration per element (``u`` ``[*batch, 1]``, as
+        the likelihood losses ask) on CPU, in the native kernel (:class:`_NativeLinearHazardLikelihood`)."""
+        u = self._durations(u)
+        shape = (*self.batch_shape, 1)
+        if (u.device.type == "cpu" and tuple(u.shape) == shape and not u.requires_grad and not self.grid.requires_grad
+                and _native.available() and self.dtype in (torch.float32, torch.float64) and self.num_bins <= _native.max_bins()):
+            flat = self.logits.reshape(-1, self.logits.shape[-1])
+            flags = torch.broadcast_to(observed, shape).reshape(-1)
+            value = _NativeLinearHazardLikelihood.apply(flat, self.grid, u.reshape(-1), flags, self._log_unit)
+            return value.reshape(shape)
+        return super().log_likelihood(u, observed)
 
     def _increments(self) -> torch.Tensor:
         """ΔH_l = Δτ_l (h_l + h_{l+1}) / 2, ``[*S, L]``."""
