@@ -454,6 +454,9 @@ def test_weibull_mixture_log_likelihood_gradients_by_hand_equal_autograd_of_the_
     inputs = (log_weights, small[1].movedim(-1, 0).unsqueeze(-1), small[2].movedim(-1, 0).unsqueeze(-1),
               torch.log(u.detach()[1:3, :2]).requires_grad_(), observed[1:3, :2])
     assert torch.autograd.gradcheck(_MixtureLogLikelihood.apply, inputs)
+    (first,) = torch.autograd.grad(dist.log_likelihood(u.detach(), observed).sum(), parameters[1], create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|does not require grad"):  # second derivatives would miss terms: refused
+        torch.autograd.grad(first.sum(), parameters[1])
 
 
 def test_packed_weibull_mixture_equals_the_mixture_of_its_chunks_selected_and_masked():

@@ -141,3 +141,15 @@ def test_mismatched_inputs_are_refused_and_other_types_left_to_pytorch():
     assert _native.location_scale_crps("normal", *half, rule, None) is None
     with _native.disabled():
         assert _native.location_scale_crps("normal", loc, log_scale, y, start, rule, None) is None
+
+
+@pytest.mark.parametrize("family", [LogNormal, Weibull])
+def test_a_second_derivative_is_refused_not_silently_wrong(family):
+    """The gradient is formed from quantities of the forward pass: differentiating it again would miss terms."""
+    first = torch.full((5,), 5.0, dtype=torch.float64, requires_grad=True)
+    second = torch.zeros(5, dtype=torch.float64, requires_grad=True)
+    y = torch.full((5,), 100.0, dtype=torch.float64)
+    value = crps.survival_crps_elementwise(family(first, second), y, torch.ones(5, dtype=torch.bool)).sum()
+    (gradient,) = torch.autograd.grad(value, first, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|does not require grad"):
+        torch.autograd.grad(gradient.sum(), first)

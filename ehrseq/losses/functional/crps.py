@@ -69,6 +69,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+from torch.autograd.function import once_differentiable
 from torch.special import log_ndtr
 
 from ehrseq.losses.functional._aggregate import Reduction, VisitWeighting
@@ -427,6 +428,7 @@ class _LocationScaleCRPS(torch.autograd.Function):
         return score
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         loc, log_scale, y, start, has_tail, grad_loc, grad_log_scale = ctx.saved_tensors
         grad_y = grad_start = None

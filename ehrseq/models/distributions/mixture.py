@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from ehrseq.errors import ShapeError
 from ehrseq.models.distributions._math import exp_by_exp2
@@ -181,6 +182,7 @@ class _MixtureLogLikelihood(torch.autograd.Function):
         return result
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         values, mixed, hazard, log_h, capped, shapes, observed = ctx.saved_tensors
         passes = observed | (mixed <= 0.0)
