@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 
 from ehrseq.bench.__main__ import available_benchmarks
@@ -45,3 +46,18 @@ def test_loss_benchmark_quick_mode_times_every_term_and_the_loop_baselines(capsy
     assert [(row["term"], row["head"]) for row in report["native"]] == [(t, k) for t, k, _ in NATIVE_CASES]
     assert all(row["relative_value_difference"] < 1e-5 and row["native_ms"] > 0 for row in report["native"])
     assert re.search(r"^term +head +native ms +PyTorch ms +speed-up", output, re.MULTILINE)
+
+
+def test_every_benchmarked_loss_is_finite_at_full_size_and_an_overflowed_one_is_refused():
+    import pytest
+    import torch
+
+    from ehrseq.bench.losses import _Step, term_step
+
+    for term, kind, options in CASES:  # the inputs of the full run (B=512, M=64, L=32), one step each
+        step = term_step(term, kind, options, 512, 64, 32, torch.float32, 0)
+        step()
+        assert math.isfinite(step.value), (term, kind)
+    leaf = torch.ones(3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="inf"):
+        _Step(lambda x: (x * float("inf")).sum(), {"x": leaf}, [])()

@@ -19,6 +19,10 @@ from ehrseq.models.model import ModelOutput
 DAYS_PER_YEAR = 365.25
 #: the state width, numeric features, code vocabulary and multi-event events of :func:`synthetic_step`
 STATE_DIM, FEATURES, VOCABULARY, EVENTS = 64, 16, 64, 3
+#: the spread of the raw outputs of a parametric head (log-location offsets, log-scales, log-shapes): at
+#: ±4 sd a log-normal σ or a Weibull 1/k of e^{±1.2}, as fitted heads give; standard-normal outputs
+#: would give σ up to e^4 ≈ 55, whose Survival-CRPS (≈ e^{σ²}) overflows float32 and times an inf
+PARAMETRIC_SPREAD = 0.3
 
 
 def synthetic_targets(
@@ -81,7 +85,8 @@ def synthetic_step(kind: str, batch_size: int, visits: int, bins: int, *, genera
     """A head of family ``kind`` on the synthetic grid of ``bins`` bins, a labelled batch (two causes for
     a competing-risks head, one otherwise; :data:`EVENTS` non-exclusive events with times after the
     last visit) and the leaf tensors of a
-    model output: ``raw`` ``[B, M, P]``, ``states`` ``[B, M, D]``, ``next_numeric`` and
+    model output: ``raw`` ``[B, M, P]`` (standard normal; :data:`PARAMETRIC_SPREAD` times it for a
+    parametric head), ``states`` ``[B, M, D]``, ``next_numeric`` and
     ``next_code_logits`` — pass them to :func:`model_output` to build the output inside a timed step."""
     cuts = torch.linspace(0.0, 3 * DAYS_PER_YEAR, bins + 1, dtype=torch.float64)
     config = HeadConfig(kind=kind, grid=tuple(cuts.tolist()), num_causes=2, time_scale=DAYS_PER_YEAR,
@@ -103,7 +108,8 @@ def synthetic_step(kind: str, batch_size: int, visits: int, bins: int, *, genera
         event_flags=torch.rand(batch_size, EVENTS, generator=generator) < 0.5,
     )
     leaves = {
-        "raw": synthetic_logits(batch_size, visits, config.num_outputs, generator=generator, dtype=dtype),
+        "raw": synthetic_logits(batch_size, visits, config.num_outputs, generator=generator, dtype=dtype,
+                                scale=1.0 if config.family.grid or not config.family.in_days else PARAMETRIC_SPREAD),
         "states": synthetic_logits(batch_size, visits, STATE_DIM, generator=generator, dtype=dtype),
         "next_numeric": synthetic_logits(batch_size, visits, FEATURES, generator=generator, dtype=dtype),
         "next_code_logits": synthetic_logits(batch_size, visits, VOCABULARY, generator=generator, dtype=dtype),

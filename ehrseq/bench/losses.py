@@ -132,6 +132,8 @@ class _Step:
         value = self.loss(**self.inputs)
         value.backward()
         self.value = float(value.detach())
+        if not math.isfinite(self.value):  # a time of an overflowed loss would be a figure of nothing
+            raise RuntimeError(f"the benchmarked loss is {self.value} on its synthetic inputs")
 
 
 def reference_step(batch_size: int, visits: int, bins: int, dtype: torch.dtype, seed: int) -> _Step:
