@@ -26,25 +26,28 @@ def _case(total: int, vocabulary: int, pairs: int, listed: int, dtype: torch.dty
     if total and vocabulary >= 4:
         logits[0, :4] = torch.tensor([60.0, -60.0, 120.0, -120.0])  # softplus linear, e^z under- and overflowing
     rows = torch.randperm(total, generator=g)[:pairs]
-    codes = torch.randint(0, vocabulary, (rows.shape[0], listed), generator=g)
-    keep = (torch.rand(rows.shape[0], listed, generator=g) < 0.7).to(torch.float64)
-    return logits.to(dtype), rows, codes, keep.to(dtype)
+    # listed codes in any order, with repeats (few distinct codes) and the padding index 0 among them
+    codes = torch.randint(0, min(vocabulary, 1 + 2 * listed), (rows.shape[0], listed), generator=g)
+    return logits.to(dtype), rows, codes
 
 
-def _reference(logits, rows, codes, keep, grad):
-    """The definition, by autograd: (1/V)[Σ softplus(z) − Σ keep·z_codes] per pair, and its gradient."""
+def _reference(logits, rows, codes, grad):
+    """The definition, by autograd: (1/V) Σ_v [softplus(z_v) − y_v z_v] per pair with y the multi-hot target of the
+    listed codes (each once, the padding index 0 never), and its gradient."""
     table = logits.detach().clone().requires_grad_()
     z = table[rows]
-    loss = (F.softplus(z).sum(1) - (z.gather(1, codes) * keep).sum(1)) / z.shape[1]
+    target = torch.zeros_like(z).scatter_(1, codes, 1.0)
+    target[:, 0] = 0.0
+    loss = (F.softplus(z) - target * z).sum(1) / z.shape[1]
     return loss.detach(), torch.autograd.grad((loss * grad).sum(), table)[0]
 
 
 @pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float64, 1e-12), (torch.float32, 2e-6)])
 def test_the_native_kernel_equals_the_definition(dtype, tolerance):
-    logits, rows, codes, keep = _case(3000, 50, 1700, 6, dtype, seed=1)
+    logits, rows, codes = _case(3000, 50, 1700, 6, dtype, seed=1)
     grad = torch.randn(rows.shape[0], generator=torch.Generator().manual_seed(2), dtype=dtype)
-    loss, gradient = _native.pair_code_bce(logits, rows, codes, keep), _native.pair_code_bce_gradient(logits, rows, codes, keep, grad)
-    expected_loss, expected_gradient = _reference(logits, rows, codes, keep, grad)
+    loss, gradient = _native.pair_code_bce(logits, rows, codes), _native.pair_code_bce_gradient(logits, rows, codes, grad)
+    expected_loss, expected_gradient = _reference(logits, rows, codes, grad)
     torch.testing.assert_close(loss, expected_loss, rtol=tolerance, atol=tolerance)
     torch.testing.assert_close(gradient, expected_gradient, rtol=tolerance, atol=tolerance * float(expected_gradient.abs().max()))
     others = torch.ones(logits.shape[0], dtype=torch.bool).index_fill_(0, rows, False)
@@ -55,11 +58,11 @@ def test_the_native_kernel_equals_the_definition(dtype, tolerance):
 @given(total=st.integers(1, 60), vocabulary=st.integers(1, 40), pairs=st.integers(0, 60), listed=st.integers(0, 5),
        seed=st.integers(0, 10_000))
 def test_native_and_definition_agree_on_any_shape(total, vocabulary, pairs, listed, seed):
-    logits, rows, codes, keep = _case(total, vocabulary, min(pairs, total), listed, torch.float64, seed)
+    logits, rows, codes = _case(total, vocabulary, min(pairs, total), listed, torch.float64, seed)
     grad = torch.randn(rows.shape[0], dtype=torch.float64)
-    expected_loss, expected_gradient = _reference(logits, rows, codes, keep, grad)
-    torch.testing.assert_close(_native.pair_code_bce(logits, rows, codes, keep), expected_loss, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(_native.pair_code_bce_gradient(logits, rows, codes, keep, grad), expected_gradient,
+    expected_loss, expected_gradient = _reference(logits, rows, codes, grad)
+    torch.testing.assert_close(_native.pair_code_bce(logits, rows, codes), expected_loss, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(_native.pair_code_bce_gradient(logits, rows, codes, grad), expected_gradient,
                                rtol=1e-12, atol=1e-12)
 
 
@@ -83,21 +86,21 @@ def test_the_code_loss_and_its_gradient_do_not_depend_on_which_implementation_ra
 
 
 def test_the_kernel_splits_rows_over_threads_without_changing_them():
-    logits, rows, codes, keep = _case(5000, 20, 4000, 3, torch.float32, seed=6)
+    logits, rows, codes = _case(5000, 20, 4000, 3, torch.float32, seed=6)
     grad = torch.ones(rows.shape[0])
-    results = at_thread_counts(lambda: (_native.pair_code_bce(logits, rows, codes, keep),
-                                        _native.pair_code_bce_gradient(logits, rows, codes, keep, grad)))
+    results = at_thread_counts(lambda: (_native.pair_code_bce(logits, rows, codes),
+                                        _native.pair_code_bce_gradient(logits, rows, codes, grad)))
     assert all(torch.equal(a, b) for a, b in zip(*results))
 
 
 def test_mismatched_inputs_are_refused_and_other_types_left_to_pytorch():
-    logits, rows, codes, keep = _case(20, 5, 8, 2, torch.float64, seed=7)
+    logits, rows, codes = _case(20, 5, 8, 2, torch.float64, seed=7)
     with pytest.raises(ValueError, match="mismatched"):
-        _native.pair_code_bce(logits, rows, codes[:-1], keep)
+        _native.pair_code_bce(logits, rows, codes[:-1])
     with pytest.raises(ValueError, match="mismatched"):
-        _native.pair_code_bce(logits, rows, codes, keep[:, :1])
+        _native.pair_code_bce(logits, rows, codes[:, 0])
     with pytest.raises(ValueError, match="per pair"):
-        _native.pair_code_bce_gradient(logits, rows, codes, keep, torch.ones(3, dtype=torch.float64))
-    assert _native.pair_code_bce(logits.to(torch.bfloat16), rows, codes, keep) is None
+        _native.pair_code_bce_gradient(logits, rows, codes, torch.ones(3, dtype=torch.float64))
+    assert _native.pair_code_bce(logits.to(torch.bfloat16), rows, codes) is None
     with _native.disabled():
-        assert _native.pair_code_bce(logits, rows, codes, keep) is None
+        assert _native.pair_code_bce(logits, rows, codes) is None

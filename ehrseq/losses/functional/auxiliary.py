@@ -140,36 +140,39 @@ def next_visit_code_loss_from_indices(
         raise ShapeError(f"codes must have shape {list(logits.shape[:2])} + [K], got {list(codes.shape)}")
 
     pairs, index, now = _pairs(mask)
-    following = gather_visits(codes, now + 1).long().sort(dim=1).values  # [P, K]
-    distinct = following != PAD_INDEX  # a code counts once however often it is listed; padding never
-    distinct[:, 1:] &= following[:, 1:] != following[:, :-1]
-    per_pair = _PairCodeBCE.apply(logits.flatten(0, 1), now, following, distinct.to(logits.dtype))
+    per_pair = _PairCodeBCE.apply(logits.flatten(0, 1), now, gather_visits(codes, now + 1).long())
     dense = per_pair.new_zeros(pairs.shape).index_put(index, per_pair)
     return aggregate_visits(dense, pairs, weight=weight, reduction=reduction, visit_weighting=visit_weighting)
 
 
 class _PairCodeBCE(torch.autograd.Function):
     """Mean BCE-with-logits over the vocabulary of the logits of visit rows ``rows [P]`` of ``logits [R, V]``
-    against the codes ``codes [P, K]`` that ``keep [P, K]`` (0/1) counts:
+    against the codes ``codes [P, K]`` listed at the next visit, whose set C_p counts each code once and never the
+    padding index:
 
-        ℓ_p = (1/V) [Σ_v softplus(z_{r_p v}) − Σ_k keep_{pk} z_{r_p, codes_pk}]
+        ℓ_p = (1/V) [Σ_v softplus(z_{r_p v}) − Σ_{v ∈ C_p} z_{r_p v}]
 
-    (softplus(z) − y·z summed with y multi-hot, without forming y). The backward pass writes (σ(z) − y)/V times
-    the incoming gradient into the rows r_p of a ``[R, V]`` gradient (zero elsewhere), with no ``[P, V]`` targets.
-    On CPU the native kernel (:func:`~ehrseq.models.distributions._native.pair_code_bce` and its gradient) reads the
-    rows in place and writes the gradient table in one pass where it was built; the operations below elsewhere.
+    (softplus(z) − y·z summed with y the multi-hot target of C_p, without forming y). The backward pass writes
+    (σ(z) − y)/V times the incoming gradient into the rows r_p of a ``[R, V]`` gradient (zero elsewhere), with no
+    ``[P, V]`` targets. On CPU the native kernel (:func:`~ehrseq.models.distributions._native.pair_code_bce` and its
+    gradient) reads the rows and the listed codes in place and writes the gradient table in one pass where it was
+    built; the operations below elsewhere.
     """
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, logits: torch.Tensor, rows: torch.Tensor, codes: torch.Tensor,
-                keep: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: torch.autograd.function.FunctionCtx, logits: torch.Tensor, rows: torch.Tensor, codes: torch.Tensor
+                ) -> torch.Tensor:
         ctx.total_rows = logits.shape[0]
-        native = _native.pair_code_bce(logits, rows, codes, keep)
+        native = _native.pair_code_bce(logits, rows, codes)
         ctx.native = native is not None
         if ctx.native:
-            ctx.save_for_backward(logits, rows, codes, keep)
+            ctx.save_for_backward(logits, rows, codes)
             return native
         z = logits.index_select(0, rows)
+        codes = codes.sort(dim=1).values
+        keep = codes != PAD_INDEX  # a code counts once however often it is listed; padding never
+        keep[:, 1:] &= codes[:, 1:] != codes[:, :-1]
+        keep = keep.to(z.dtype)
         ctx.save_for_backward(z, rows, codes, keep)
         # softplus is linear beyond 40: e⁻⁴⁰ is below float64's resolution
         listed = z.gather(1, codes).mul_(keep).sum(dim=1)
@@ -179,13 +182,13 @@ class _PairCodeBCE(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         if ctx.native:
-            logits, rows, codes, keep = ctx.saved_tensors
-            return _native.pair_code_bce_gradient(logits, rows, codes, keep, grad), None, None, None
+            logits, rows, codes = ctx.saved_tensors
+            return _native.pair_code_bce_gradient(logits, rows, codes, grad), None, None
         z, rows, codes, keep = ctx.saved_tensors
         scale = (grad / z.shape[1]).unsqueeze(1)
         rows_gradient = torch.sigmoid(z).mul_(scale).scatter_add_(1, codes, keep.mul(scale).neg_())
         full = z.new_zeros(ctx.total_rows, z.shape[1])
-        return full.index_copy_(0, rows, rows_gradient), None, None, None
+        return full.index_copy_(0, rows, rows_gradient), None, None
 
 
 class _PairMaskedMSE(torch.autograd.Function):

@@ -40,7 +40,7 @@ _ROWS_PER_THREAD = 1024
 
 #: The interface version of the entry points, ``EHRSEQ_NATIVE_KERNELS_ABI`` in ``_native_kernels.c``: a library
 #: built from another version of the source is not called (its entry points may take other arguments).
-_ABI = 5
+_ABI = 6
 
 
 @functools.lru_cache(maxsize=1)
@@ -64,8 +64,8 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
     arguments = {  # of each entry point, in the order of its C signature (the last: the number of threads)
         "grid_crps": [size, size] + [pointer] * 13 + [count],
         "location_scale_crps": [size, count, count, pointer, pointer, count] + [pointer] * 8 + [count],
-        "pair_code_bce_forward": [size] * 4 + [pointer] * 5 + [count],
-        "pair_code_bce_backward": [size] * 4 + [pointer] * 7 + [count],
+        "pair_code_bce_forward": [size] * 4 + [pointer] * 4 + [count],
+        "pair_code_bce_backward": [size] * 4 + [pointer] * 6 + [count],
         "mass_nll_forward": [size] * 4 + [pointer] * 6 + [count],
         "mass_nll_backward": [size] * 4 + [pointer] * 8 + [count],
         "linear_hazard_log_likelihood": [size, size] + [pointer] * 4 + [ctypes.c_double] + [pointer] * 2 + [count],
@@ -198,28 +198,26 @@ def _row_index(total: int, rows: torch.Tensor) -> torch.Tensor:
     return torch.full((total,), -1, dtype=torch.int64).index_copy_(0, rows, torch.arange(rows.shape[0]))
 
 
-def _pair_inputs(logits: torch.Tensor, rows: torch.Tensor, codes: torch.Tensor, keep: torch.Tensor
+def _pair_inputs(logits: torch.Tensor, rows: torch.Tensor, codes: torch.Tensor
                  ) -> tuple[ctypes.CDLL, str, list[torch.Tensor]] | None:
     """The library, the entry suffix and the checked contiguous inputs of the pair code loss, or ``None``."""
     library = _library()[0] if available() else None
     suffix = {torch.float32: "f32", torch.float64: "f64"}.get(logits.dtype)
     if library is None or suffix is None or logits.device.type != "cpu" or logits.dim() != 2:
         return None
-    tables = [logits.contiguous(), rows.to(torch.int64).contiguous(), codes.to(torch.int64).contiguous(),
-              keep.to(logits.dtype).contiguous()]
-    pairs = rows.shape[0]
-    if rows.dim() != 1 or codes.dim() != 2 or codes.shape[0] != pairs or tuple(keep.shape) != tuple(codes.shape) \
+    tables = [logits.contiguous(), rows.to(torch.int64).contiguous(), codes.to(torch.int64).contiguous()]
+    if rows.dim() != 1 or codes.dim() != 2 or codes.shape[0] != rows.shape[0] \
             or any(t.device != logits.device for t in tables):
         raise ValueError("native pair code loss: inputs of mismatched shapes or devices")
     return library, suffix, tables
 
 
-def pair_code_bce(logits: torch.Tensor, rows: torch.Tensor, codes: torch.Tensor, keep: torch.Tensor
-                  ) -> torch.Tensor | None:
-    """ℓ_p = (1/V) [Σ_v softplus(z_{r_p v}) − Σ_k keep_pk z_{r_p, codes_pk}] ``[P]`` natively, or ``None`` where the
-    kernel does not apply: ``logits [R, V]``, distinct ``rows [P]``, ``codes [P, K]`` (indices into the vocabulary)
-    and ``keep [P, K]`` (0/1), on the CPU in the floating type of ``logits``."""
-    found = _pair_inputs(logits, rows, codes, keep)
+def pair_code_bce(logits: torch.Tensor, rows: torch.Tensor, codes: torch.Tensor) -> torch.Tensor | None:
+    """ℓ_p = (1/V) [Σ_v softplus(z_{r_p v}) − Σ_{v ∈ C_p} z_{r_p v}] ``[P]`` natively, or ``None`` where the kernel
+    does not apply: ``logits [R, V]``, distinct ``rows [P]`` and ``codes [P, K]`` (indices into the vocabulary, in
+    any order) whose set C_p counts each listed code once and never the padding index 0, on the CPU in the
+    floating type of ``logits``."""
+    found = _pair_inputs(logits, rows, codes)
     if found is None:
         return None
     library, suffix, tables = found
@@ -230,12 +228,12 @@ def pair_code_bce(logits: torch.Tensor, rows: torch.Tensor, codes: torch.Tensor,
     return loss
 
 
-def pair_code_bce_gradient(logits: torch.Tensor, rows: torch.Tensor, codes: torch.Tensor, keep: torch.Tensor,
-                           grad: torch.Tensor) -> torch.Tensor | None:
+def pair_code_bce_gradient(logits: torch.Tensor, rows: torch.Tensor, codes: torch.Tensor, grad: torch.Tensor
+                           ) -> torch.Tensor | None:
     """The gradient of Σ_p g_p ℓ_p (:func:`pair_code_bce`, ``grad`` = g ``[P]``) in the logits, ``[R, V]``:
-    (σ(z_{r_p v}) − Σ_k keep_pk 1{v = codes_pk}) g_p / V in the rows r_p, zero in the others; ``None`` where the
-    kernel does not apply."""
-    found = _pair_inputs(logits, rows, codes, keep)
+    (σ(z_{r_p v}) − 1{v ∈ C_p}) g_p / V in the rows r_p, zero in the others; ``None`` where the kernel does not
+    apply."""
+    found = _pair_inputs(logits, rows, codes)
     if found is None:
         return None
     library, suffix, tables = found

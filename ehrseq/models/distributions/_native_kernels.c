@@ -295,17 +295,17 @@ DEFINE_LOCATION_SCALE_ENTRY(double, f64)
 #define DEFINE_PAIR_BCE_ENTRIES(REAL, SUFFIX)                                                                      \
     int ehrseq_pair_code_bce_forward_##SUFFIX(int64_t total_rows, int64_t vocabulary, int64_t pairs, int64_t k,  \
                                                const REAL *logits, const int64_t *rows, const int64_t *codes,     \
-                                               const REAL *keep, REAL *loss, int threads) {                        \
+                                               REAL *loss, int threads) {                                          \
         if (total_rows < 0 || vocabulary < 1 || pairs < 0 || k < 0) return -2;                                   \
-        PairBceArgs_##SUFFIX args = {total_rows, vocabulary, pairs, k, logits, rows, codes, keep, NULL, NULL, loss}; \
+        PairBceArgs_##SUFFIX args = {total_rows, vocabulary, pairs, k, logits, rows, codes, NULL, NULL, loss};    \
         return run_rows(pair_bce_forward_##SUFFIX##_untyped, &args, pairs, threads);                              \
     }                                                                                                            \
     int ehrseq_pair_code_bce_backward_##SUFFIX(int64_t total_rows, int64_t vocabulary, int64_t pairs, int64_t k, \
                                                 const REAL *logits, const int64_t *rows, const int64_t *codes,    \
-                                                const REAL *keep, const REAL *grad, const int64_t *pair_of,        \
-                                                REAL *table, int threads) {                                         \
+                                                const REAL *grad, const int64_t *pair_of, REAL *table,             \
+                                                int threads) {                                                      \
         if (total_rows < 0 || vocabulary < 1 || pairs < 0 || k < 0) return -2;                                   \
-        PairBceArgs_##SUFFIX args = {total_rows, vocabulary, pairs, k, logits, rows, codes, keep, grad, pair_of, table}; \
+        PairBceArgs_##SUFFIX args = {total_rows, vocabulary, pairs, k, logits, rows, codes, grad, pair_of, table}; \
         return run_rows(pair_bce_backward_##SUFFIX##_untyped, &args, total_rows, threads);                        \
     }
 
@@ -351,7 +351,7 @@ DEFINE_LINEAR_HAZARD_ENTRY(float, f32)
 DEFINE_LINEAR_HAZARD_ENTRY(double, f64)
 
 /* Raised whenever an entry point changes its arguments; the loader calls no library of another version. */
-#define EHRSEQ_NATIVE_KERNELS_ABI 5
+#define EHRSEQ_NATIVE_KERNELS_ABI 6
 
 int ehrseq_native_kernels_abi(void) { return EHRSEQ_NATIVE_KERNELS_ABI; }
 

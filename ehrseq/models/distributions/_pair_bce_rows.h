@@ -1,7 +1,8 @@
 /* The next-visit code loss of pairs of visits (ehrseq.losses.functional.auxiliary._PairCodeBCE), for one floating
  * type: included twice by _native_kernels.c with REAL = float / double, SUFFIX = f32 / f64 and the matching EXP,
  * LOG1P and EXP_LIMIT, which the end of this file undefines. Per pair p, with z the logits row r_p (V values) and the codes
- * codes_pk that keep_pk counts:
+ * codes_pk listed at the next visit, of which keep_pk = 1 counts each distinct code once and never the padding
+ * index 0 (counted_once below; the multi-hot target y of the listed codes):
  *   loss_p = (1/V) [Σ_v softplus(z_v) − Σ_k keep_pk z_{codes_pk}],   softplus(z) = max(z, 0) + log1p(e^{−|z|}),
  * and its gradient (σ(z_v) − Σ_k keep_pk 1{v = codes_pk}) g_p / V written into row r_p of a [R, V] table whose
  * other rows are zero. The PyTorch implementation (_PairCodeBCE with the kernel switched off) is the reference.
@@ -16,12 +17,22 @@ typedef struct {
     int64_t total_rows, vocabulary, pairs, codes_per_pair;
     const REAL *logits;   /* [total_rows, vocabulary] */
     const int64_t *rows;  /* r_p [pairs], distinct */
-    const int64_t *codes; /* [pairs, codes_per_pair], in 0..vocabulary − 1 */
-    const REAL *keep;     /* [pairs, codes_per_pair], 0/1 */
+    const int64_t *codes; /* [pairs, codes_per_pair], in 0..vocabulary − 1 (0: padding), in any order */
     const REAL *grad;     /* g_p [pairs] (backward) */
     const int64_t *pair_of; /* p of each row, −1 for rows of no pair [total_rows] (backward) */
     REAL *out;            /* loss [pairs] (forward) or the gradient [total_rows, vocabulary] (backward) */
 } GLUE(PairBceArgs, SUFFIX);
+
+#ifndef EHRSEQ_COUNTED_ONCE
+#define EHRSEQ_COUNTED_ONCE
+/* Whether code k of a pair's listed codes counts: not the padding index 0, and not listed before it. */
+static inline int counted_once(const int64_t *listed, int64_t k) {
+    if (listed[k] == 0) return 0;
+    for (int64_t j = 0; j < k; ++j)
+        if (listed[j] == listed[k]) return 0;
+    return 1;
+}
+#endif
 
 /* Forward: pairs [first, last). */
 ROWS_TARGETS static void GLUE(pair_bce_forward_rows, SUFFIX)(const GLUE(PairBceArgs, SUFFIX) *a, int64_t first,
@@ -35,9 +46,11 @@ ROWS_TARGETS static void GLUE(pair_bce_forward_rows, SUFFIX)(const GLUE(PairBceA
             const REAL magnitude = z[v] < 0 ? -z[v] : z[v];
             total += (z[v] > 0 ? z[v] : (REAL)0) + LOG1P(EXP(-(magnitude < EXP_LIMIT ? magnitude : EXP_LIMIT)));
         }
-        REAL listed = 0;
-        for (int64_t k = 0; k < k_count; ++k) listed += a->keep[p * k_count + k] * z[a->codes[p * k_count + k]];
-        a->out[p] = (total - listed) / (REAL)v_count;
+        const int64_t *listed = a->codes + p * k_count;
+        REAL targeted = 0;
+        for (int64_t k = 0; k < k_count; ++k)
+            if (counted_once(listed, k)) targeted += z[listed[k]];
+        a->out[p] = (total - targeted) / (REAL)v_count;
     }
 }
 
@@ -56,7 +69,9 @@ ROWS_TARGETS static void GLUE(pair_bce_backward_rows, SUFFIX)(const GLUE(PairBce
             const REAL minus = -z[v] < -EXP_LIMIT ? -EXP_LIMIT : (-z[v] > EXP_LIMIT ? EXP_LIMIT : -z[v]);
             g[v] = scale / (1 + EXP(minus));
         }
-        for (int64_t k = 0; k < k_count; ++k) g[a->codes[p * k_count + k]] -= a->keep[p * k_count + k] * scale;
+        const int64_t *listed = a->codes + p * k_count;
+        for (int64_t k = 0; k < k_count; ++k)
+            if (counted_once(listed, k)) g[listed[k]] -= scale;
     }
 }
 
