@@ -1,11 +1,8 @@
 /* The Survival-CRPS of a constant-hazard grid and its gradient, for one floating type: included twice by
  * _native_kernels.c with REAL = float / double, SUFFIX = f32 / f64 and the matching EXP, EXPM1, FABS and CUT (which the
- * end of this file undefines). The formulas are those of ehrseq.models.distributions.grid._ConstantHazardCRPS
+ * end of this file undefines (_rows_end.h)). The formulas are those of ehrseq.models.distributions.grid._ConstantHazardCRPS
  * (its docstring states the math); its PyTorch implementation (grid._pytorch_crps) runs the same terms as
  * whole-tensor operations. */
-
-#define GLUE_(a, b) a##_##b
-#define GLUE(a, b) GLUE_(a, b)
 
 typedef struct {
     int64_t rows, bins;
@@ -134,11 +131,4 @@ ROWS_TARGETS static void GLUE(crps_rows, SUFFIX)(const GLUE(CrpsArgs, SUFFIX) *a
 }
 
 #undef BIN_TERMS
-#undef GLUE
-#undef GLUE_
-#undef REAL
-#undef SUFFIX
-#undef CUT
-#undef EXP
-#undef EXPM1
-#undef FABS
+#include "_rows_end.h"

@@ -1,13 +1,10 @@
 /* The Survival-CRPS of a log-location-scale family and its gradient in μ and log σ, for one floating type:
  * included twice by _native_kernels.c with REAL = float / double, SUFFIX = f32 / f64, the matching EXP, EXPM1, LOG,
- * ERFC and SQRT, ERFC_CAP and LEAST (the smallest normal number), which the end of this file undefines.
+ * ERFC and SQRT, ERFC_CAP and LEAST (the smallest normal number), which the end of this file undefines (_rows_end.h).
  * The terms are those of ehrseq.losses.functional.crps._LocationScaleCRPS (its docstring states the math) and its
  * PyTorch implementation (_panel_moments, _series_moments and the noises' windows) is the reference: the windows,
  * the integrands at the Gauss–Legendre nodes, the series below the windows and the saturated parts are the same
  * formulas, evaluated per row in one pass instead of as whole-tensor operations. */
-
-#define GLUE_(a, b) a##_##b
-#define GLUE(a, b) GLUE_(a, b)
 
 typedef struct {
     int64_t rows;
@@ -164,14 +161,4 @@ ROWS_TARGETS static void GLUE(location_scale_rows, SUFFIX)(const GLUE(LocationSc
     }
 }
 
-#undef GLUE
-#undef GLUE_
-#undef REAL
-#undef SUFFIX
-#undef EXP
-#undef EXPM1
-#undef LOG
-#undef ERFC
-#undef SQRT
-#undef ERFC_CAP
-#undef LEAST
+#include "_rows_end.h"

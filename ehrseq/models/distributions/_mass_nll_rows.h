@@ -1,7 +1,7 @@
 /* The PMF (DeepHit) negative log-likelihood of the real visits, competing risks included
  * (ehrseq.losses.functional.deephit.pmf_nll), for one floating type: included twice by _native_kernels.c with
  * REAL = float / double, SUFFIX = f32 / f64 and the matching EXP, LOG and EXP_LIMIT, which the end of this file
- * undefines. Per real visit n, z the logit row r_n of C = K·L + 1 outputs (output c < K·L is bin c mod L of
+ * undefines (_rows_end.h). Per real visit n, z the logit row r_n of C = K·L + 1 outputs (output c < K·L is bin c mod L of
  * cause c / L + 1, output C − 1 the mass beyond the grid), A_n the outputs whose mass its likelihood sums —
  * {index_n} for an event (index_n ≥ 0), else every output of bin ≥ threshold_n and the last one:
  *   loss_n = lse(z) − lse(z on A_n),
@@ -9,9 +9,6 @@
  * other rows are zero. The PyTorch implementation (pmf_nll's operations with the kernel switched off) is the
  * reference. Arguments of the exponentials are kept above −EXP_LIMIT (e^x a normal number): below, exp takes a
  * path many times slower, and the terms it would give are below the rounding of the sums they enter. */
-
-#define GLUE_(a, b) a##_##b
-#define GLUE(a, b) GLUE_(a, b)
 
 typedef struct {
     int64_t total_rows, outputs, visits, bins;
@@ -90,10 +87,4 @@ ROWS_TARGETS static void GLUE(mass_nll_backward_rows, SUFFIX)(const GLUE(MassNll
     }
 }
 
-#undef GLUE
-#undef GLUE_
-#undef REAL
-#undef SUFFIX
-#undef EXP
-#undef LOG
-#undef EXP_LIMIT
+#include "_rows_end.h"

@@ -79,6 +79,9 @@ INLINE int64_t selected_or_zeroed(void *row, int64_t selected, int64_t width, si
 #define GUMBEL_SERIES_END (-3.0)
 #define FMIN(a, b) ((a) < (b) ? (a) : (b))
 #define FMAX(a, b) ((a) > (b) ? (a) : (b))
+/* GLUE(name, SUFFIX): the typed name of a row function or argument struct in the *_rows.h headers */
+#define GLUE_(a, b) a##_##b
+#define GLUE(a, b) GLUE_(a, b)
 
 #define REAL float
 #define SUFFIX f32

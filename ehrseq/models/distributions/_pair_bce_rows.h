@@ -1,6 +1,6 @@
 /* The next-visit code loss of pairs of visits (ehrseq.losses.functional.auxiliary._PairCodeBCE), for one floating
  * type: included twice by _native_kernels.c with REAL = float / double, SUFFIX = f32 / f64 and the matching EXP,
- * LOG1P and EXP_LIMIT, which the end of this file undefines. Per pair p, with z the logits row r_p (V values) and the codes
+ * LOG1P and EXP_LIMIT, which the end of this file undefines (_rows_end.h). Per pair p, with z the logits row r_p (V values) and the codes
  * codes_pk listed at the next visit, of which keep_pk = 1 counts each distinct code once and never the padding
  * index 0 (counted_once below; the multi-hot target y of the listed codes):
  *   loss_p = (1/V) [Σ_v softplus(z_v) − Σ_k keep_pk z_{codes_pk}],   softplus(z) = max(z, 0) + log1p(e^{−|z|}),
@@ -9,9 +9,6 @@
  * Arguments of the exponentials are kept within ±EXP_LIMIT, where e^x is a normal number: beyond, exp takes a
  * path many times slower, and the terms it would give (e^{−|z|} < 1e-37 in float32) are below the rounding of
  * anything they are added to. */
-
-#define GLUE_(a, b) a##_##b
-#define GLUE(a, b) GLUE_(a, b)
 
 typedef struct {
     int64_t total_rows, vocabulary, pairs, codes_per_pair;
@@ -75,10 +72,4 @@ ROWS_TARGETS static void GLUE(pair_bce_backward_rows, SUFFIX)(const GLUE(PairBce
     }
 }
 
-#undef GLUE
-#undef GLUE_
-#undef REAL
-#undef SUFFIX
-#undef EXP
-#undef LOG1P
-#undef EXP_LIMIT
+#include "_rows_end.h"
