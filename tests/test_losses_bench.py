@@ -6,9 +6,12 @@ import json
 import math
 import re
 
+import pytest
+import torch
+
 from ehrseq.bench.__main__ import available_benchmarks
 from ehrseq.bench.__main__ import main as run_bench
-from ehrseq.bench.losses import CASES, NATIVE_CASES
+from ehrseq.bench.losses import CASES, NATIVE_CASES, _Step, term_step
 from ehrseq.losses import TERMS
 from ehrseq.models.families import FAMILIES
 
@@ -49,11 +52,6 @@ def test_loss_benchmark_quick_mode_times_every_term_and_the_loop_baselines(capsy
 
 
 def test_every_benchmarked_loss_is_finite_at_full_size_and_an_overflowed_one_is_refused():
-    import pytest
-    import torch
-
-    from ehrseq.bench.losses import _Step, term_step
-
     for term, kind, options in CASES:  # the inputs of the full run (B=512, M=64, L=32), one step each
         step = term_step(term, kind, options, 512, 64, 32, torch.float32, 0)
         step()

@@ -1,6 +1,6 @@
 /* The Survival-CRPS of a constant-hazard grid and its gradient, for one floating type: included twice by
- * _native_kernels.c with REAL = float / double, SUFFIX = f32 / f64 and the matching EXP, EXPM1, FABS and CUT (which the
- * end of this file undefines (_rows_end.h)). The formulas are those of ehrseq.models.distributions.grid._ConstantHazardCRPS
+ * _native_kernels.c with REAL = float / double, SUFFIX = f32 / f64 and the matching EXP, EXPM1, FABS and CUT (which _rows_end.h,
+ * included at the end of this file, undefines). The formulas are those of ehrseq.models.distributions.grid._ConstantHazardCRPS
  * (its docstring states the math); its PyTorch implementation (grid._pytorch_crps) runs the same terms as
  * whole-tensor operations. */
 

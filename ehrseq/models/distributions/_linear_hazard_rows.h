@@ -1,7 +1,7 @@
 /* The log-likelihood of the piecewise-linear hazard (ehrseq.models.distributions.piecewise.PiecewiseLinearHazard)
  * at one duration per row, and its gradient in the logits, for one floating type: included twice by
- * _native_kernels.c with REAL = float / double, SUFFIX = f32 / f64 and the matching EXP, LOG, LOG1P, which the end
- * of this file undefines (_rows_end.h). The PyTorch implementation (the family's log_survival and log_density) is the reference.
+ * _native_kernels.c with REAL = float / double, SUFFIX = f32 / f64 and the matching EXP, LOG, LOG1P, which _rows_end.h
+ * at the end of this file undefines. The PyTorch implementation (the family's log_survival and log_density) is the reference.
  *
  * Per row: rates r_j = e^{z_j}/u (j = 0..L), c_l = Δτ_l/2, log S_0 = 0, log S_{l+1} = log S_l − c_l (r_l + r_{l+1}).
  * With k the bin of y (τ_k < y ≤ τ_{k+1}, clamped to 0..L−1), t = min(max(y − τ_k, 0), Δτ_k), w = t/Δτ_k and the

@@ -1,6 +1,6 @@
 /* The Survival-CRPS of a log-location-scale family and its gradient in μ and log σ, for one floating type:
  * included twice by _native_kernels.c with REAL = float / double, SUFFIX = f32 / f64, the matching EXP, EXPM1, LOG,
- * ERFC and SQRT, ERFC_CAP and LEAST (the smallest normal number), which the end of this file undefines (_rows_end.h).
+ * ERFC and SQRT, ERFC_CAP and LEAST (the smallest normal number), which _rows_end.h at the end of this file undefines.
  * The terms are those of ehrseq.losses.functional.crps._LocationScaleCRPS (its docstring states the math) and its
  * PyTorch implementation (_panel_moments, _series_moments and the noises' windows) is the reference: the windows,
  * the integrands at the Gauss–Legendre nodes, the series below the windows and the saturated parts are the same

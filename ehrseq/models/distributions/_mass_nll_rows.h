@@ -1,7 +1,7 @@
 /* The PMF (DeepHit) negative log-likelihood of the real visits, competing risks included
  * (ehrseq.losses.functional.deephit.pmf_nll), for one floating type: included twice by _native_kernels.c with
- * REAL = float / double, SUFFIX = f32 / f64 and the matching EXP, LOG and EXP_LIMIT, which the end of this file
- * undefines (_rows_end.h). Per real visit n, z the logit row r_n of C = K·L + 1 outputs (output c < K·L is bin c mod L of
+ * REAL = float / double, SUFFIX = f32 / f64 and the matching EXP, LOG and EXP_LIMIT, which _rows_end.h at the end of this file
+ * undefines. Per real visit n, z the logit row r_n of C = K·L + 1 outputs (output c < K·L is bin c mod L of
  * cause c / L + 1, output C − 1 the mass beyond the grid), A_n the outputs whose mass its likelihood sums —
  * {index_n} for an event (index_n ≥ 0), else every output of bin ≥ threshold_n and the last one:
  *   loss_n = lse(z) − lse(z on A_n),

@@ -69,6 +69,18 @@ INLINE int64_t selected_or_zeroed(void *row, int64_t selected, int64_t width, si
     return selected;
 }
 
+/* ehrseq.data.batch.PAD_INDEX: the code index that pads a visit's list of codes */
+#define PAD_INDEX 0
+
+/* Whether code k of a visit's listed codes counts in its multi-hot target: not the padding index, and not listed
+ * before it. */
+INLINE int counted_once(const int64_t *listed, int64_t k) {
+    if (listed[k] == PAD_INDEX) return 0;
+    for (int64_t j = 0; j < k; ++j)
+        if (listed[j] == listed[k]) return 0;
+    return 1;
+}
+
 #define LOG_TWO 0.69314718055994530942
 #define LOG_SQRT_TWO_PI 0.91893853320467274178
 #define SQRT_HALF 0.70710678118654752440

@@ -1,8 +1,8 @@
 /* The next-visit code loss of pairs of visits (ehrseq.losses.functional.auxiliary._PairCodeBCE), for one floating
  * type: included twice by _native_kernels.c with REAL = float / double, SUFFIX = f32 / f64 and the matching EXP,
- * LOG1P and EXP_LIMIT, which the end of this file undefines (_rows_end.h). Per pair p, with z the logits row r_p (V values) and the codes
+ * LOG1P and EXP_LIMIT, which _rows_end.h at the end of this file undefines. Per pair p, with z the logits row r_p (V values) and the codes
  * codes_pk listed at the next visit, of which keep_pk = 1 counts each distinct code once and never the padding
- * index 0 (counted_once below; the multi-hot target y of the listed codes):
+ * index (counted_once in _native_kernels.c; the multi-hot target y of the listed codes):
  *   loss_p = (1/V) [Σ_v softplus(z_v) − Σ_k keep_pk z_{codes_pk}],   softplus(z) = max(z, 0) + log1p(e^{−|z|}),
  * and its gradient (σ(z_v) − Σ_k keep_pk 1{v = codes_pk}) g_p / V written into row r_p of a [R, V] table whose
  * other rows are zero. The PyTorch implementation (_PairCodeBCE with the kernel switched off) is the reference.
@@ -19,17 +19,6 @@ typedef struct {
     const int64_t *pair_of; /* p of each row, −1 for rows of no pair [total_rows] (backward) */
     REAL *out;            /* loss [pairs] (forward) or the gradient [total_rows, vocabulary] (backward) */
 } GLUE(PairBceArgs, SUFFIX);
-
-#ifndef EHRSEQ_COUNTED_ONCE
-#define EHRSEQ_COUNTED_ONCE
-/* Whether code k of a pair's listed codes counts: not the padding index 0, and not listed before it. */
-static inline int counted_once(const int64_t *listed, int64_t k) {
-    if (listed[k] == 0) return 0;
-    for (int64_t j = 0; j < k; ++j)
-        if (listed[j] == listed[k]) return 0;
-    return 1;
-}
-#endif
 
 /* Forward: pairs [first, last). */
 ROWS_TARGETS static void GLUE(pair_bce_forward_rows, SUFFIX)(const GLUE(PairBceArgs, SUFFIX) *a, int64_t first,
