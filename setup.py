@@ -2,10 +2,10 @@
 
 The kernels (``ehrseq/models/distributions/_native_kernels.c``) speed up on CPU the Survival-CRPS of the
 constant-hazard grid families, of the log-normal and of the Weibull, the next-visit code loss, the PMF (DeepHit)
-likelihood and the likelihood of the piecewise-linear hazard. They are optional: where they cannot be compiled the
-install goes on, and the losses run their PyTorch implementation (same values;
-``ehrseq.models.distributions._native.status()`` says which). With glibc 2.35 or later on x86-64, the loops over
-quadrature nodes use its vector math library (libmvec).
+likelihood, the likelihood of the piecewise-linear hazard and that of Weibull mixtures (MENSA's marginals). They are
+optional: where they cannot be compiled the install goes on, and the losses run their PyTorch implementation (same
+values; ``ehrseq.models.distributions._native.status()`` says which). With glibc 2.35 or later on x86-64, the loops
+over quadrature nodes and over mixtures use its vector math library (libmvec).
 """
 
 import platform
@@ -43,6 +43,7 @@ setup(
                      "ehrseq/models/distributions/_pair_bce_rows.h",
                      "ehrseq/models/distributions/_mass_nll_rows.h",
                      "ehrseq/models/distributions/_linear_hazard_rows.h",
+                     "ehrseq/models/distributions/_weibull_mixture_rows.h",
                      "ehrseq/models/distributions/_rows_end.h"],
             define_macros=[("EHRSEQ_LIBMVEC", "1")] if vector_math else [],
             libraries=["mvec", "m"] if vector_math else [],

@@ -224,10 +224,12 @@ def compare_with_loops(
 
 
 #: The cases that run a native kernel on CPU: the Survival-CRPS (constant-hazard grids, log-normal, Weibull), the
-#: next-visit code loss, the PMF likelihood (competing risks included) and the piecewise-linear hazard's likelihood.
+#: next-visit code loss, the PMF likelihood (competing risks included), the piecewise-linear hazard's likelihood and
+#: the multi-event (MENSA) likelihood of Weibull-mixture marginals.
 NATIVE_CASES = (("crps", "logistic_hazard", {}), ("crps_right", "piecewise_constant_hazard", {}),
                 ("crps", "lognormal", {}), ("crps", "weibull", {}), ("next_visit", "logistic_hazard", {}),
-                ("nll", "pmf", {}), ("nll", "competing_pmf", {}), ("nll", "piecewise_linear_hazard", {}))
+                ("nll", "pmf", {}), ("nll", "competing_pmf", {}), ("nll", "piecewise_linear_hazard", {}),
+                ("nll", "multi_event", {}))
 
 
 class _WithoutNative:

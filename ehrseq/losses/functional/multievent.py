@@ -97,6 +97,10 @@ def mensa_loss(
 ) -> torch.Tensor:
     """Per-visit MENSA negative log-likelihood (module doc for the formula).
 
+    The marginals are evaluated at the real visits only; Weibull-mixture marginals as a ``multi_event`` head gives
+    them (:class:`~ehrseq.models.distributions.mixture.PackedWeibullMixture`) are read there in place on CPU by the
+    native kernel (:meth:`~ehrseq.models.distributions.multievent.MultiEvent.selected_log_likelihood`).
+
     Parameters
     ----------
     distribution: :class:`MultiEvent` with E marginals of batch ``[B, M]``
@@ -132,13 +136,15 @@ def mensa_loss(
     remaining = event_times.index_select(0, patient) - visit_time.unsqueeze(1)  # [N, E]; NaN where not at risk
     at_risk = remaining > 0
     safe = torch.where(at_risk, remaining, torch.ones_like(remaining))
-    dist = distribution.select(real)
 
     flags = event_flags.index_select(0, patient)
-    own = dist.log_likelihood(safe.unsqueeze(-1), flags.unsqueeze(-1)).squeeze(-1)  # [N, E]
+    # [N, E]; the marginals' parameters of the real visits read in place where the family can (a Weibull mixture's
+    # packed rows on CPU, by the native kernel)
+    own = distribution.selected_log_likelihood(real, safe.unsqueeze(-1), flags.unsqueeze(-1)).squeeze(-1)
     per_visit = -torch.where(at_risk, own, 0.0).sum(dim=-1)
     contributes = at_risk.any(dim=-1)
 
+    dist = distribution.select(real) if pairs else None
     for a, b in pairs:
         both = flags[:, a] & flags[:, b] & at_risk[:, a] & at_risk[:, b]
         term = dist[b].log_survival(safe[:, a : a + 1]).squeeze(-1)  # log S_B(R_A), [N]

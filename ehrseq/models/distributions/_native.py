@@ -17,10 +17,15 @@ row on POSIX threads and several times faster on CPU than the same terms as whol
   its logit row over all outputs and over those its target keeps, and the gradient written once into the whole
   table;
 * :func:`linear_hazard_log_likelihood` — log f or log S of the piecewise-linear hazard at one duration per row
-  (:class:`~ehrseq.models.distributions.piecewise.PiecewiseLinearHazard`), and its gradient in the logits.
+  (:class:`~ehrseq.models.distributions.piecewise.PiecewiseLinearHazard`), and its gradient in the logits;
+* :func:`weibull_mixture_log_likelihood` and :func:`weibull_mixture_gradient` — log f or log S of the Weibull
+  mixtures (:class:`~ehrseq.models.distributions.mixture.PackedWeibullMixture`, MENSA's marginals) read in place
+  from the packed parameter rows of the real visits, one log-sum-exp over the components each (vectorised over
+  the mixtures), and the gradient written once into the whole parameter table.
 
 The PyTorch implementations stay the reference: they run on other devices, where the library was not built (or
-was built from another version of its source), for grids of more than :func:`max_bins` bins, and wherever
+was built from another version of its source), for grids of more than :func:`max_bins` bins, for mixtures of more
+than :func:`max_components` components, and wherever
 ``EHRSEQ_NATIVE=0`` is set; tests hold the two equal.
 """
 
@@ -40,7 +45,7 @@ _ROWS_PER_THREAD = 1024
 
 #: The interface version of the entry points, ``EHRSEQ_NATIVE_KERNELS_ABI`` in ``_native_kernels.c``: a library
 #: built from another version of the source is not called (its entry points may take other arguments).
-_ABI = 6
+_ABI = 7
 
 
 @functools.lru_cache(maxsize=1)
@@ -69,12 +74,15 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
         "mass_nll_forward": [size] * 4 + [pointer] * 6 + [count],
         "mass_nll_backward": [size] * 4 + [pointer] * 8 + [count],
         "linear_hazard_log_likelihood": [size, size] + [pointer] * 4 + [ctypes.c_double] + [pointer] * 2 + [count],
+        "weibull_mixture_forward": [size] * 4 + [pointer] * 4 + [ctypes.c_double] + [pointer] * 2 + [count],
+        "weibull_mixture_backward": [size] * 4 + [pointer] * 4 + [count],
     }
     for name, types in arguments.items():
         for suffix in ("f32", "f64"):
             entry = getattr(library, f"ehrseq_{name}_{suffix}")
             entry.argtypes, entry.restype = types, ctypes.c_int
     library.ehrseq_grid_crps_max_bins.restype = ctypes.c_int
+    library.ehrseq_weibull_mixture_max_components.restype = ctypes.c_int
     return library, f"native kernel loaded from {module.__file__}"
 
 
@@ -109,6 +117,12 @@ def max_bins() -> int:
     """The most grid bins the native kernel takes (0 when it is not loaded)."""
     library = _library()[0]
     return int(library.ehrseq_grid_crps_max_bins()) if library is not None else 0
+
+
+def max_components() -> int:
+    """The most mixture components the native Weibull-mixture likelihood takes (0 when it is not loaded)."""
+    library = _library()[0]
+    return int(library.ehrseq_weibull_mixture_max_components()) if library is not None else 0
 
 
 _ENTRIES = {torch.float32: "ehrseq_grid_crps_f32", torch.float64: "ehrseq_grid_crps_f64"}
@@ -310,3 +324,57 @@ def linear_hazard_log_likelihood(logits: torch.Tensor, grid: torch.Tensor, y: to
                   *(t.data_ptr() for t in tables), flags.data_ptr(), float(log_unit),
                   None if incoming is None else incoming.data_ptr(), out.data_ptr(), threads)
     return out
+
+
+def weibull_mixture_log_likelihood(table: torch.Tensor, rows: torch.Tensor, y: torch.Tensor, observed: torch.Tensor,
+                                   log_scale_offset: float, gradient: bool = False
+                                   ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """log f(y) where ``observed``, else log S(y), of the Weibull mixtures in the rows ``rows [N]`` (distinct) of
+    ``table [R, K, 3C]`` natively, or ``None`` where the kernel does not apply (not on the CPU, another type, more
+    than :func:`max_components` components).
+
+    Each mixture is packed as [gate logits ; log λ_c − ``log_scale_offset`` ; log k_c] (as in
+    :class:`~ehrseq.models.distributions.mixture.PackedWeibullMixture`); ``y [N, K]`` are durations > 0 and
+    ``observed [N, K]`` their flags. Returns the values ``[N, K]`` — per mixture m = logsumexp_c v_c of
+    v_c = log w_c + log f_c(y) or log w_c + log S_c(y) (the latter clamped at 0), the terms of
+    :class:`~ehrseq.models.distributions.mixture._MixtureLogLikelihood` — and, with ``gradient``, the gradient of
+    each value in its mixture's parameters ``[N, K, 3C]``: with r_c = e^{v_c − m} (0 where the censored value was
+    clamped) and σ_c = r_c (δ − H_c) (0 where log H_c was capped), r_c − w_c Σ r in the gate logits, −σ_c k_c in
+    the log-scales and δ r_c + σ_c log H_c in the log-shapes (:func:`weibull_mixture_gradient` reads it).
+    """
+    library = _library()[0] if available() else None
+    suffix = {torch.float32: "f32", torch.float64: "f64"}.get(table.dtype)
+    if library is None or suffix is None or table.device.type != "cpu" or table.dim() != 3 or table.shape[-1] % 3 \
+            or not 1 <= table.shape[-1] // 3 <= max_components():
+        return None
+    tables = [table.contiguous(), rows.to(torch.int64).contiguous(), y.to(table.dtype).contiguous()]
+    flags = observed.to(torch.uint8).contiguous()
+    selected, mixtures = rows.shape[0], table.shape[1]
+    if rows.dim() != 1 or tuple(y.shape) != (selected, mixtures) or tuple(flags.shape) != (selected, mixtures) \
+            or any(t.device != table.device for t in (*tables, flags)):
+        raise ValueError("native Weibull-mixture likelihood: inputs of mismatched shapes or devices")
+    value = table.new_empty(selected, mixtures)
+    unit = table.new_empty(selected, mixtures, table.shape[2]) if gradient else None
+    threads = max(1, min(torch.get_num_threads(), selected // _ROWS_PER_THREAD))
+    _checked_call(library, f"ehrseq_weibull_mixture_forward_{suffix}", table.shape[0], mixtures, table.shape[2] // 3,
+                  selected, *(t.data_ptr() for t in tables), flags.data_ptr(), float(log_scale_offset),
+                  value.data_ptr(), None if unit is None else unit.data_ptr(), threads)
+    return value, unit
+
+
+def weibull_mixture_gradient(unit: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor, total_rows: int
+                             ) -> torch.Tensor:
+    """The gradient of Σ grad · value (:func:`weibull_mixture_log_likelihood`, ``grad [N, K]``) in the parameter
+    table ``[total_rows, K, 3C]``: ``grad`` times the gradients ``unit [N, K, 3C]`` of the values in the rows
+    ``rows [N]``, zero in the other rows, written once."""
+    library = _library()[0]
+    suffix = {torch.float32: "f32", torch.float64: "f64"}[unit.dtype]
+    selected, mixtures, width = unit.shape
+    incoming = grad.to(unit.dtype).contiguous()
+    if tuple(incoming.shape) != (selected, mixtures) or tuple(rows.shape) != (selected,):
+        raise ValueError("native Weibull-mixture likelihood: one incoming gradient per mixture expected")
+    selected_of, table = _row_index(total_rows, rows.to(torch.int64)), unit.new_empty(total_rows, mixtures, width)
+    threads = max(1, min(torch.get_num_threads(), total_rows // _ROWS_PER_THREAD))
+    _checked_call(library, f"ehrseq_weibull_mixture_backward_{suffix}", total_rows, mixtures, width // 3, selected,
+                  unit.contiguous().data_ptr(), incoming.data_ptr(), selected_of.data_ptr(), table.data_ptr(), threads)
+    return table

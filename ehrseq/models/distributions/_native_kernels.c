@@ -13,7 +13,10 @@
  *   into the whole table (_mass_nll_rows.h);
  * - the log-likelihood of the piecewise-linear hazard at one duration per row (ehrseq.models.distributions.piecewise):
  *   the knots' log S, the target's bin, segment, density and the exponential tail, and the gradient in the logits
- *   (_linear_hazard_rows.h).
+ *   (_linear_hazard_rows.h);
+ * - the log-likelihood of Weibull mixtures (MENSA's per-event marginals, ehrseq.models.distributions.mixture) read
+ *   from the packed parameter rows of the real visits: log f or log S of each mixture as one log-sum-exp over its
+ *   components, and the gradient written once into the whole parameter table (_weibull_mixture_rows.h).
  * Called through ctypes (ehrseq.models.distributions._native), which checks shapes, types and layout; rows
  * are split over POSIX threads. The module object below only makes the library importable as an (empty)
  * extension module, so that packaging tools find and build it like any other. */
@@ -29,6 +32,9 @@
 #endif
 
 #define MAX_BINS 512
+/* Weibull mixtures: the most components, and the mixtures evaluated together in one vectorised block */
+#define MAX_COMPONENTS 16
+#define MIXTURE_BLOCK 32
 
 /* On x86-64 with GCC 12 or later, the row loops are compiled for the x86-64 levels v4 (AVX-512), v3 (AVX2 + FMA)
  * and the baseline, and the loader picks the clone the processor runs (dispatch on its features). */
@@ -39,8 +45,8 @@
 #endif
 
 /* With glibc's vector math library (libmvec, glibc ≥ 2.35 on x86-64; setup.py defines EHRSEQ_LIBMVEC and links it),
- * the loops over quadrature nodes and vocabularies call the vector variants of exp, expm1, log, log1p and erfc
- * (≤ 4 ulp). */
+ * the loops over quadrature nodes, vocabularies and mixtures call the vector variants of exp, expm1, log, log1p and
+ * erfc (≤ 4 ulp). */
 #if defined(EHRSEQ_LIBMVEC) && defined(__GNUC__) && !defined(__clang__)
 #define VECTOR_MATH __attribute__((__simd__("notinbranch")))
 VECTOR_MATH double exp(double);
@@ -176,6 +182,22 @@ INLINE int counted_once(const int64_t *listed, int64_t k) {
 #define LOG1P log1p
 #include "_linear_hazard_rows.h"
 
+#define REAL float
+#define SUFFIX f32
+#define EXP expf
+#define LOG logf
+#define EXP_LIMIT 86.0f
+#define LARGEST FLT_MAX
+#include "_weibull_mixture_rows.h"
+
+#define REAL double
+#define SUFFIX f64
+#define EXP exp
+#define LOG log
+#define EXP_LIMIT 700.0
+#define LARGEST DBL_MAX
+#include "_weibull_mixture_rows.h"
+
 typedef struct {
     void (*rows)(const void *, int64_t, int64_t);
     const void *args;
@@ -214,6 +236,15 @@ static void linear_hazard_f32_untyped(const void *a, int64_t first, int64_t last
 static void linear_hazard_f64_untyped(const void *a, int64_t first, int64_t last) {
     linear_hazard_rows_f64((const LinearHazardArgs_f64 *)a, first, last);
 }
+#define WEIBULL_MIXTURE_UNTYPED(SUFFIX)                                                                          \
+    static void weibull_mixture_forward_##SUFFIX##_untyped(const void *a, int64_t first, int64_t last) {         \
+        weibull_mixture_forward_rows_##SUFFIX((const WeibullMixtureArgs_##SUFFIX *)a, first, last);              \
+    }                                                                                                            \
+    static void weibull_mixture_backward_##SUFFIX##_untyped(const void *a, int64_t first, int64_t last) {        \
+        weibull_mixture_backward_rows_##SUFFIX((const WeibullMixtureArgs_##SUFFIX *)a, first, last);             \
+    }
+WEIBULL_MIXTURE_UNTYPED(f32)
+WEIBULL_MIXTURE_UNTYPED(f64)
 
 #if !defined(_WIN32) && !defined(_OPENMP)
 static void *run_task(void *task) {
@@ -365,12 +396,41 @@ DEFINE_MASS_NLL_ENTRIES(double, f64)
 DEFINE_LINEAR_HAZARD_ENTRY(float, f32)
 DEFINE_LINEAR_HAZARD_ENTRY(double, f64)
 
+/* The Weibull-mixture likelihood entry points (the fields of WeibullMixtureArgs; unit NULL: the values only): 0, −1
+ * (see run_rows), or −2 for negative sizes or a number of components outside 1..MAX_COMPONENTS (nothing written).
+ * The forward pass splits the selected rows over threads, the backward pass the rows of the table. */
+#define DEFINE_WEIBULL_MIXTURE_ENTRIES(REAL, SUFFIX)                                                                \
+    int ehrseq_weibull_mixture_forward_##SUFFIX(int64_t total_rows, int64_t mixtures, int64_t components,         \
+                                                 int64_t selected, const REAL *params, const int64_t *rows,       \
+                                                 const REAL *y, const uint8_t *observed, double offset,           \
+                                                 REAL *value, REAL *unit, int threads) {                          \
+        if (total_rows < 0 || mixtures < 0 || selected < 0 || components < 1 || components > MAX_COMPONENTS)     \
+            return -2;                                                                                           \
+        WeibullMixtureArgs_##SUFFIX args = {total_rows, mixtures, components, selected, params, rows, y,         \
+                                            observed, (REAL)offset, value, unit, NULL, NULL, NULL};               \
+        return run_rows(weibull_mixture_forward_##SUFFIX##_untyped, &args, selected, threads);                    \
+    }                                                                                                            \
+    int ehrseq_weibull_mixture_backward_##SUFFIX(int64_t total_rows, int64_t mixtures, int64_t components,        \
+                                                  int64_t selected, REAL *unit, const REAL *grad,                 \
+                                                  const int64_t *selected_of, REAL *table, int threads) {         \
+        if (total_rows < 0 || mixtures < 0 || selected < 0 || components < 1 || components > MAX_COMPONENTS)     \
+            return -2;                                                                                           \
+        WeibullMixtureArgs_##SUFFIX args = {total_rows, mixtures, components, selected, NULL, NULL, NULL, NULL,  \
+                                            0, NULL, unit, grad, selected_of, table};                            \
+        return run_rows(weibull_mixture_backward_##SUFFIX##_untyped, &args, total_rows, threads);                 \
+    }
+
+DEFINE_WEIBULL_MIXTURE_ENTRIES(float, f32)
+DEFINE_WEIBULL_MIXTURE_ENTRIES(double, f64)
+
 /* Raised whenever an entry point changes its arguments; the loader calls no library of another version. */
-#define EHRSEQ_NATIVE_KERNELS_ABI 6
+#define EHRSEQ_NATIVE_KERNELS_ABI 7
 
 int ehrseq_native_kernels_abi(void) { return EHRSEQ_NATIVE_KERNELS_ABI; }
 
 int ehrseq_grid_crps_max_bins(void) { return MAX_BINS; }
+
+int ehrseq_weibull_mixture_max_components(void) { return MAX_COMPONENTS; }
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,

@@ -14,3 +14,4 @@
 #undef EXP_LIMIT
 #undef ERFC_CAP
 #undef LEAST
+#undef LARGEST

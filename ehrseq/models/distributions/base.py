@@ -122,6 +122,12 @@ class SurvivalDistribution(ABC):
         """
         return torch.where(observed, self.log_density(u), self.log_survival(u))
 
+    def selected_log_likelihood(self, index: Any, u: Duration, observed: torch.Tensor) -> torch.Tensor:
+        """``self[index].log_likelihood(u, observed)``: the likelihood of the selected batch elements (``u`` and
+        ``observed`` broadcast to their batch shape + ``[U]``). Families that can read the selected parameters in
+        place, without the gathered copy and its gradient's table, override it."""
+        return self[index].log_likelihood(u, observed)
+
     def density(self, u: Duration) -> torch.Tensor:
         """f(u)."""
         return self.log_density(u).exp()

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch.autograd.function import once_differentiable
 
 from ehrseq.errors import ShapeError
+from ehrseq.models.distributions import _native
 from ehrseq.models.distributions._math import exp_by_exp2
-from ehrseq.models.distributions.base import Duration, SurvivalDistribution
+from ehrseq.models.distributions.base import Duration, LeadingRows, SurvivalDistribution
 from ehrseq.models.distributions.grid import check_parameters
 from ehrseq.models.distributions.parametric import (
     Weibull,
@@ -202,6 +204,35 @@ class _MixtureLogLikelihood(torch.autograd.Function):
         return grad_log_weights, grad_log_scales, grad_log_shapes, grad_log_u, None
 
 
+class _NativeMixtureLikelihood(torch.autograd.Function):
+    """log f(y) where ``observed``, else log S(y), of the Weibull mixtures packed in the rows ``rows [N]`` of a table
+    ``[R, K, 3C]`` (K mixtures per row, each [gate logits ; log λ_c − offset ; log k_c]), at ``y [N, K]`` > 0, in the
+    native kernel (:func:`~ehrseq.models.distributions._native.weibull_mixture_log_likelihood`): the terms of
+    :class:`_MixtureLogLikelihood`, which stays the reference, read from the rows in place, with the gradient of each
+    value in its mixture's parameters ``[N, K, 3C]`` (when the table requires grad). Its backward pass scales those
+    by the incoming gradient into the whole table, written once (zero outside the rows), where the PyTorch path
+    gathers the rows, splits their parameters into components-leading copies and scatters the gradients back into a
+    table of zeros."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, table: torch.Tensor, rows: torch.Tensor, y: torch.Tensor,
+                observed: torch.Tensor, log_scale_offset: float) -> torch.Tensor:
+        result = _native.weibull_mixture_log_likelihood(table, rows, y, observed, log_scale_offset,
+                                                        gradient=ctx.needs_input_grad[0])
+        if result is None:
+            raise RuntimeError("the native Weibull-mixture likelihood was called where it does not apply")
+        value, unit = result
+        ctx.save_for_backward(unit, rows)
+        ctx.total_rows = table.shape[0]
+        return value
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        unit, rows = ctx.saved_tensors
+        return _native.weibull_mixture_gradient(unit, rows, grad, ctx.total_rows), None, None, None, None
+
+
 class PackedWeibullMixture(WeibullMixture):
     """A :class:`WeibullMixture` whose parameters are the three chunks of one tensor, as a head outputs them.
 
@@ -239,3 +270,37 @@ class PackedWeibullMixture(WeibullMixture):
     @property
     def log_shapes(self) -> torch.Tensor:  # type: ignore[override]
         return self._chunks()[2]
+
+    def selected_log_likelihood(self, index: Any, u: Duration, observed: torch.Tensor) -> torch.Tensor:
+        """``self[index].log_likelihood(u, observed)``. For the rows of a bool mask over the leading batch dims
+        (:class:`LeadingRows`), one duration per mixture (``u [N, *rest, 1]`` > 0, not requiring grad; ``*rest`` the
+        other batch dims, e.g. the events) and ``packed`` contiguous on the CPU, in the native kernel
+        (:class:`_NativeMixtureLikelihood`): the selected rows of ``packed`` are read in place and the gradient is
+        written once into a table of its shape."""
+        index = LeadingRows.of(index)
+        native = self._native_rows(index, u, observed)
+        return native if native is not None else self[index].log_likelihood(u, observed)
+
+    def _native_rows(self, index: Any, u: Duration, observed: torch.Tensor) -> torch.Tensor | None:
+        """:meth:`selected_log_likelihood` by the native kernel, or ``None`` where it does not apply."""
+        packed = self.packed
+        if not (isinstance(index, LeadingRows) and _native.available() and packed.device.type == "cpu"
+                and packed.dtype in (torch.float32, torch.float64) and packed.is_contiguous()
+                and self.num_components <= _native.max_components()
+                and tuple(packed.shape[: len(index.shape)]) == index.shape
+                and isinstance(observed, torch.Tensor) and observed.dtype == torch.bool):
+            return None
+        rest = tuple(self.batch_shape[len(index.shape):])
+        shape = (index.rows.shape[0], *rest, 1)
+        u = torch.as_tensor(u, dtype=packed.dtype, device=packed.device)
+        if tuple(u.shape) != shape or u.requires_grad or not bool((u > 0).all()):
+            return None
+        try:
+            flags = torch.broadcast_to(observed, shape)
+        except RuntimeError:
+            return None
+        total, mixtures = math.prod(index.shape), math.prod(rest)
+        table = packed.view(total, mixtures, packed.shape[-1])
+        value = _NativeMixtureLikelihood.apply(table, index.rows.to(packed.device), u.reshape(-1, mixtures),
+                                               flags.reshape(-1, mixtures), self.log_scale_offset)
+        return value.reshape(shape)

@@ -159,6 +159,14 @@ class MultiEvent:
         """log f_e(u) where ``observed`` else log S_e(u), ``[*batch, E, U]`` (``observed`` of that shape)."""
         return self._per_event(u, "log_likelihood", observed)
 
+    def selected_log_likelihood(self, index: Any, u: Duration, observed: torch.Tensor) -> torch.Tensor:
+        """``self.select(index).log_likelihood(u, observed)``, ``[*selected, E, U]``; a stacked distribution
+        evaluates it by its :meth:`~SurvivalDistribution.selected_log_likelihood` (which may read the selected
+        parameters in place)."""
+        if self._stacked is not None:
+            return self._stacked.selected_log_likelihood(LeadingRows.of(index), u, observed)
+        return self.select(index).log_likelihood(u, observed)
+
     def survival(self, u: Duration) -> torch.Tensor:
         return self.log_survival(u).exp()
 
