@@ -7,7 +7,8 @@ and a backward pass of the model's recurrence over exactly the rows the integral
 prediction's history up to its visit, once per integration point, in the same chunks), on random
 embeddings — what any integrated-gradients method through this model must at least spend. Bootstrap: the landmark table of the model on a held-out quarter of PBC,
 with percentile intervals from ``--resamples`` resamples of the test patients, computed with the
-resamples as weights (:mod:`ehrseq.metrics.resampled`); the yardstick, measured in the same run, is
+resamples as weights (:mod:`ehrseq.metrics.resampled`), timed as the whole bootstrapped table (its point
+estimates included, so the per-resample time is an upper bound); the yardstick, measured in the same run, is
 the plain loop that recomputes every window's metrics on each resampled test set
 (``--loop-resamples`` of them, per-resample time compared).
 """
@@ -114,13 +115,11 @@ def main(argv: list[str] | None = None) -> None:
     test_frame = outcomes_since_origin(test, model)
     train_frame = outcomes_since_origin(train, model)
     predictions = landmark_predictions(model, test[0], LANDMARKS, HORIZONS, outcomes=test[1])
-    start = time.perf_counter()
     point = landmark_from_predictions(predictions, test_frame, train_frame, LANDMARKS, HORIZONS)
-    point_seconds = time.perf_counter() - start
-    start = time.perf_counter()
+    start = time.perf_counter()  # the whole bootstrapped table: its point estimates and the resamples
     landmark_from_predictions(predictions, test_frame, train_frame, LANDMARKS, HORIZONS, ci=0.95,
                               n_bootstrap=args.resamples, seed=0)
-    vector_seconds = time.perf_counter() - start - point_seconds
+    vector_seconds = time.perf_counter() - start
 
     windows = landmark_windows(predictions, test_frame, train_frame, LANDMARKS, HORIZONS)
     population = test_frame["patient_id"]
