@@ -11,6 +11,7 @@ from test_losses_discrete import aggregate
 
 import ehrseq.losses.functional as LF
 from ehrseq.errors import ShapeError
+from ehrseq.losses.functional import deephit
 
 APPROX = dict(rel=1e-10, abs=1e-10)
 
@@ -211,3 +212,47 @@ def test_risk_helpers_match_their_definitions():
         torch.testing.assert_close(LF.pmf_risk(pmf, h, num_causes=2), f[:, :h].sum(-1) + f[:, 4:4 + h].sum(-1))
     with pytest.raises(ValueError, match="horizon"):
         LF.logistic_hazard_risk(z, 0)
+
+
+@pytest.mark.parametrize("sigma", [0.025, 0.1, 0.5])
+@pytest.mark.parametrize("num_causes", [1, 2])
+def test_factored_last_pairs_equal_the_pair_sums_in_value_and_gradient(monkeypatch, sigma, num_causes):
+    """pairs="last" factors the pair sums into one product of the comparability matrix (while 1/σ ≤ 40); the pair
+    list gives the same loss and gradient, in float64 and within float32 rounding in float32 at the largest 1/σ."""
+    b = random_batch(7, num_causes=num_causes)
+    eta = torch.rand(num_causes, generator=b.generator, dtype=torch.float64) + 0.5
+    base = b.logits(num_causes * b.num_bins + 1).detach() * 3.0  # sharper CIFs: differences up to ~1
+
+    def run(logits, reduction, factored):
+        monkeypatch.setattr(deephit, "_FACTORED_MAX_EXPONENT", 40.0 if factored else 0.0)
+        logits = logits.clone().requires_grad_(True)
+        loss = LF.deephit_ranking_loss(logits, b.bin, b.remaining, b.event, b.mask, event_visit=b.event_visit,
+                                       num_causes=num_causes, sigma=sigma, cause_weights=eta, weight=b.weight,
+                                       reduction=reduction)
+        loss.backward()
+        return loss.detach(), logits.grad
+
+    for reduction in ("mean", "sum"):
+        value, grad = run(base, reduction, True)
+        want_value, want_grad = run(base, reduction, False)
+        torch.testing.assert_close(value, want_value, rtol=1e-10, atol=0.0)
+        torch.testing.assert_close(grad, want_grad, rtol=1e-9, atol=1e-12)
+        value32, grad32 = run(base.float(), reduction, True)  # float32: as close as the pair list in float32
+        pairs32, pairs_grad32 = run(base.float(), reduction, False)
+        assert torch.isfinite(value32) and torch.isfinite(grad32).all()
+        torch.testing.assert_close(value32, pairs32, rtol=2e-6, atol=0.0)
+        torch.testing.assert_close(grad32, pairs_grad32, rtol=1e-4, atol=1e-6 * pairs_grad32.abs().max().item())
+        torch.testing.assert_close(value32.double(), want_value, rtol=2e-5, atol=0.0)
+
+
+@pytest.mark.parametrize("factored", [True, False])
+def test_an_event_without_comparable_pairs_adds_zero_with_zero_gradient(monkeypatch, factored):
+    monkeypatch.setattr(deephit, "_FACTORED_MAX_EXPONENT", 40.0 if factored else 0.0)
+    logits = torch.randn(2, 1, 4, dtype=torch.float64, requires_grad=True)  # L = 3 bins + "beyond"
+    event, remaining = torch.tensor([1, 0]), torch.tensor([[5.0], [2.0]], dtype=torch.float64)  # R_event > R_censored
+    mask, bins, last = torch.ones(2, 1, dtype=torch.bool), torch.tensor([[2], [1]]), torch.tensor([0, 0])
+    for reduction in ("mean", "sum"):
+        logits.grad = None
+        loss = LF.deephit_ranking_loss(logits, bins, remaining, event, mask, event_visit=last, reduction=reduction)
+        loss.backward()
+        assert loss.item() == 0.0 and torch.equal(logits.grad, torch.zeros_like(logits))

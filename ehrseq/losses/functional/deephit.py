@@ -163,6 +163,41 @@ def _ranking_groups(
     raise ValueError(f'pairs must be "last" or "visit", got {pairs!r}')
 
 
+#: :func:`deephit_ranking_loss` with ``pairs="last"`` factors its pair sums while 1/σ is at most this: the factors
+#: e^{±(F − shift)/σ} then stay within e^{±40} (finite in float32, with room for their products).
+_FACTORED_MAX_EXPONENT = 40.0
+
+
+def _last_pairs_factored(cif: torch.Tensor, patients: torch.Tensor, types: torch.Tensor, bins: torch.Tensor,
+                         times: torch.Tensor, w: torch.Tensor, eta: torch.Tensor | None, num_causes: int,
+                         num_bins: int, sigma: float, reduction: Reduction) -> torch.Tensor:
+    """The ``"last"`` ranking term ("mean" or "sum") without a list of pairs: for an event patient i with cause
+    k and bin κ_i, with c = (k − 1)·L + κ_i,
+
+        Σ_{j: R_j > R_i} w_i w_j e^{−(F_i[c] − F_j[c])/σ} = w_i e^{(s_c − F_i[c])/σ} Σ_{j: R_j > R_i} w_j e^{(F_j[c] − s_c)/σ},
+
+    the inner sums of every i and column at once as one product of the ``[P, P]`` comparability matrix and the
+    ``[P, K·L]`` table w_j e^{(F_j − s)/σ} (P present patients; s_c = max_j F_j[c], a constant shift, so that every
+    factor is at most e^{1/σ}: CIFs lie in [0, 1]). ``cif`` ``[P, K·L]`` holds the present patients ``patients``
+    ``[P]``; ``types``, ``bins``, ``times`` ``[B]``; ``w`` ``[B]``. Equal to the pair sums up to float rounding."""
+    types, bins, times, w = types[patients], bins[patients], times[patients], w[patients]
+    event = types > 0
+    comparable = (event.unsqueeze(1) & (times.unsqueeze(1) < times.unsqueeze(0))).to(cif.dtype)  # [P, P]: i, j
+    shift = cif.detach().amax(dim=0)  # [K·L]
+    inner = comparable @ (w.unsqueeze(1) * torch.exp((cif - shift) / sigma))  # [P, K·L]
+    column = torch.where(event, (types - 1) * num_bins + bins.clamp(max=num_bins - 1), 0).unsqueeze(1)  # [P, 1]
+    own = cif.gather(1, column).squeeze(1)
+    terms = w * torch.exp((shift[column.squeeze(1)] - own) / sigma) * inner.gather(1, column).squeeze(1)
+    cause = torch.where(event, types, 0)
+    totals = terms.new_zeros(num_causes + 1).index_add(0, cause, terms)[1:]
+    if reduction == "mean":
+        counts = terms.new_zeros(num_causes + 1).index_add(0, cause, w * (comparable @ w))[1:]
+        totals = totals / torch.where(counts > 0, counts, 1.0)  # a cause without pairs adds 0 (and no NaN gradient)
+    if eta is not None:
+        totals = totals * eta
+    return totals.sum() / num_causes
+
+
 def deephit_ranking_loss(
     logits: torch.Tensor,
     bin: torch.Tensor,
@@ -194,7 +229,9 @@ def deephit_ranking_loss(
       their predictions at that visit, with R = remaining time from it (visit index as the common clock,
       as in the visit-indexed catalogue); the comparable-pair mask is ``[M, B, B]`` (bool).
 
-    Terms are computed for the comparable pairs only (O(pairs) memory), from the CIFs of real visits.
+    Terms are computed from the CIFs of real visits only: with ``pairs="last"`` (reduction "mean" or "sum", 1/σ ≤ 40)
+    as one product of the ``[B, B]`` comparability matrix with a ``[B, K·L]`` table (:func:`_last_pairs_factored`),
+    otherwise for a list of the comparable pairs (O(pairs) memory).
 
     Reduction: each pair weighs w_i w_j (sample weights; integer weights act as replicated patients).
     "mean" = (1/K) Σ_k η_k Σ_{pairs of k} w ℓ / Σ_{pairs of k} w (a cause without pairs adds 0),
@@ -224,11 +261,14 @@ def deephit_ranking_loss(
     row_group, row_patient = present.nonzero(as_tuple=True)
     mass = torch.softmax(group_logits[row_group, row_patient], dim=-1)[:, :-1]
     cif = mass.unflatten(-1, (num_causes, num_bins)).cumsum(dim=-1).flatten(-2)  # [R, K·L]
+    times = torch.where(present, group_remaining, torch.zeros_like(group_remaining))
+    if pairs == "last" and reduction != "none" and 1.0 / sigma <= _FACTORED_MAX_EXPONENT:
+        return _last_pairs_factored(cif, row_patient, types, group_bins[0], times[0], w, eta, num_causes, num_bins,
+                                    sigma, reduction)
     position = torch.full(present.shape, -1, dtype=torch.long, device=present.device)
     position = position.index_put((row_group, row_patient), torch.arange(row_group.shape[0], device=present.device))
 
     # comparable pairs (g, i, j): i has an event, both present, R_i < R_j
-    times = torch.where(present, group_remaining, torch.zeros_like(group_remaining))
     comparable = (
         (present & (types > 0)).unsqueeze(2) & present.unsqueeze(1) & (times.unsqueeze(2) < times.unsqueeze(1))
     )
@@ -246,7 +286,7 @@ def deephit_ranking_loss(
     totals = per_cause.index_add(0, cause, weighted)[1:]
     if reduction == "mean":
         counts = per_cause.index_add(0, cause, pair_weight)[1:]
-        totals = totals / counts.clamp_min(torch.finfo(totals.dtype).tiny)
+        totals = totals / torch.where(counts > 0, counts, 1.0)  # a cause without pairs adds 0 (and no NaN gradient)
     if eta is not None:
         totals = totals * eta
     return totals.sum() / num_causes
