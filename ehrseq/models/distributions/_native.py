@@ -42,6 +42,8 @@ import torch
 
 #: Rows per thread below which another thread costs more than it saves.
 _ROWS_PER_THREAD = 1024
+#: The suffix of each entry point's version for a floating type (``ehrseq_<kernel>_<suffix>``).
+_SUFFIXES = {torch.float32: "f32", torch.float64: "f64"}
 
 #: The interface version of the entry points, ``EHRSEQ_NATIVE_KERNELS_ABI`` in ``_native_kernels.c``: a library
 #: built from another version of the source is not called (its entry points may take other arguments).
@@ -125,8 +127,6 @@ def max_components() -> int:
     return int(library.ehrseq_weibull_mixture_max_components()) if library is not None else 0
 
 
-_ENTRIES = {torch.float32: "ehrseq_grid_crps_f32", torch.float64: "ehrseq_grid_crps_f64"}
-
 Outputs = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]
 
 
@@ -142,9 +142,9 @@ def grid_crps(log_s: torch.Tensor, knots: torch.Tensor, steps: tuple[torch.Tenso
     :class:`~ehrseq.models.distributions.grid._ConstantHazardCRPS`, whose docstring states them.
     """
     library = _library()[0] if available() else None
-    entry = _ENTRIES.get(log_s.dtype)
+    suffix = _SUFFIXES.get(log_s.dtype)
     rows, width = log_s.shape[0], log_s.shape[-1] - 1
-    if library is None or entry is None or log_s.device.type != "cpu" or not 1 <= width <= max_bins():
+    if library is None or suffix is None or log_s.device.type != "cpu" or not 1 <= width <= max_bins():
         return None
     tables = [t.to(dtype=log_s.dtype).contiguous() for t in (log_s, knots, *steps, grid, y, start, log_rate)]
     shapes = [(rows, width + 1)] * 2 + [(rows, width)] * 2 + [(width + 1,), (rows,), (rows,), (rows,)]
@@ -155,18 +155,13 @@ def grid_crps(log_s: torch.Tensor, knots: torch.Tensor, steps: tuple[torch.Tenso
         if gradients else (None, None, None)
     cdf_squared = log_s.new_empty(rows) if gradients and cdf else None
     outputs = [score, grad, rate_gradient, at_a, cdf_squared]
-    threads = max(1, min(torch.get_num_threads(), rows // _ROWS_PER_THREAD))
-    status = getattr(library, entry)(rows, width, *(t.data_ptr() for t in tables),
-                                     *(t.data_ptr() if t is not None else None for t in outputs), threads)
-    if status not in (0, -1):  # −1: a thread did not start and its rows ran on the calling thread
-        raise RuntimeError(f"native Survival-CRPS kernel failed (status {status})")
+    _checked_call(library, f"ehrseq_grid_crps_{suffix}", rows, width, *(t.data_ptr() for t in tables),
+                  *(t.data_ptr() if t is not None else None for t in outputs), _threads(rows))
     return score, grad, rate_gradient, cdf_squared, at_a
 
 
 #: The noises of :func:`location_scale_crps`, numbered as in ``_location_scale_rows.h``.
 LOCATION_SCALE_KINDS = {"normal": 0, "min_gumbel": 1}
-_LOCATION_SCALE_ENTRIES = {torch.float32: "ehrseq_location_scale_crps_f32",
-                           torch.float64: "ehrseq_location_scale_crps_f64"}
 
 
 def location_scale_crps(kind: str, loc: torch.Tensor, log_scale: torch.Tensor, y: torch.Tensor, start: torch.Tensor,
@@ -181,8 +176,8 @@ def location_scale_crps(kind: str, loc: torch.Tensor, log_scale: torch.Tensor, y
     ``[N]``, computed by the terms of :class:`~ehrseq.losses.functional.crps._LocationScaleCRPS`.
     """
     library = _library()[0] if available() else None
-    entry = _LOCATION_SCALE_ENTRIES.get(loc.dtype)
-    if library is None or entry is None or loc.device.type != "cpu":
+    suffix = _SUFFIXES.get(loc.dtype)
+    if library is None or suffix is None or loc.device.type != "cpu":
         return None
     rows = loc.shape[0]
     nodes, weights = (t.to(dtype=loc.dtype).contiguous() for t in rule)
@@ -192,13 +187,15 @@ def location_scale_crps(kind: str, loc: torch.Tensor, log_scale: torch.Tensor, y
             or nodes.shape != weights.shape or nodes.ndim != 1 or table.ndim != 2 or table.shape[0] != 4:
         raise ValueError("native Survival-CRPS: inputs of mismatched shapes or devices")
     outputs = [loc.new_empty(rows) for _ in range(3)]
-    threads = max(1, min(torch.get_num_threads(), rows // _ROWS_PER_THREAD))
-    status = getattr(library, entry)(rows, LOCATION_SCALE_KINDS[kind], nodes.shape[0], nodes.data_ptr(),
-                                     weights.data_ptr(), table.shape[1], table.data_ptr(),
-                                     *(t.data_ptr() for t in columns), *(t.data_ptr() for t in outputs), threads)
-    if status not in (0, -1):
-        raise RuntimeError(f"native Survival-CRPS kernel failed (status {status})")
+    _checked_call(library, f"ehrseq_location_scale_crps_{suffix}", rows, LOCATION_SCALE_KINDS[kind], nodes.shape[0],
+                  nodes.data_ptr(), weights.data_ptr(), table.shape[1], table.data_ptr(),
+                  *(t.data_ptr() for t in columns), *(t.data_ptr() for t in outputs), _threads(rows))
     return outputs[0], outputs[1], outputs[2]
+
+
+def _threads(rows: int) -> int:
+    """Threads for a kernel over ``rows`` rows: one per :data:`_ROWS_PER_THREAD` rows, at least 1, at most torch's."""
+    return max(1, min(torch.get_num_threads(), rows // _ROWS_PER_THREAD))
 
 
 def _checked_call(library: ctypes.CDLL, entry: str, *arguments: object) -> None:
@@ -216,7 +213,7 @@ def _pair_inputs(logits: torch.Tensor, rows: torch.Tensor, codes: torch.Tensor
                  ) -> tuple[ctypes.CDLL, str, list[torch.Tensor]] | None:
     """The library, the entry suffix and the checked contiguous inputs of the pair code loss, or ``None``."""
     library = _library()[0] if available() else None
-    suffix = {torch.float32: "f32", torch.float64: "f64"}.get(logits.dtype)
+    suffix = _SUFFIXES.get(logits.dtype)
     if library is None or suffix is None or logits.device.type != "cpu" or logits.dim() != 2:
         return None
     tables = [logits.contiguous(), rows.to(torch.int64).contiguous(), codes.to(torch.int64).contiguous()]
@@ -236,7 +233,7 @@ def pair_code_bce(logits: torch.Tensor, rows: torch.Tensor, codes: torch.Tensor)
         return None
     library, suffix, tables = found
     loss = logits.new_empty(rows.shape[0])
-    threads = max(1, min(torch.get_num_threads(), rows.shape[0] // _ROWS_PER_THREAD))
+    threads = _threads(rows.shape[0])
     _checked_call(library, f"ehrseq_pair_code_bce_forward_{suffix}", logits.shape[0], logits.shape[1], rows.shape[0],
                   codes.shape[1], *(t.data_ptr() for t in tables), loss.data_ptr(), threads)
     return loss
@@ -256,7 +253,7 @@ def pair_code_bce_gradient(logits: torch.Tensor, rows: torch.Tensor, codes: torc
     if incoming.shape != (pairs,):
         raise ValueError("native pair code loss: one incoming gradient per pair expected")
     pair_of, table = _row_index(total, tables[1]), logits.new_empty(total, logits.shape[1])
-    threads = max(1, min(torch.get_num_threads(), total // _ROWS_PER_THREAD))
+    threads = _threads(total)
     _checked_call(library, f"ehrseq_pair_code_bce_backward_{suffix}", total, logits.shape[1], pairs, codes.shape[1],
                   *(t.data_ptr() for t in tables), incoming.data_ptr(), pair_of.data_ptr(), table.data_ptr(), threads)
     return table
@@ -269,7 +266,7 @@ def mass_nll(logits: torch.Tensor, rows: torch.Tensor, index: torch.Tensor, thre
     (``index`` ≥ 0) and every output of bin ≥ ``threshold`` plus the last one when censored (``index`` = −1).
     Returns the loss ``[N]`` and the two log-sum-exps ``[N, 2]`` that :func:`mass_nll_gradient` reads."""
     library = _library()[0] if available() else None
-    suffix = {torch.float32: "f32", torch.float64: "f64"}.get(logits.dtype)
+    suffix = _SUFFIXES.get(logits.dtype)
     if library is None or suffix is None or logits.device.type != "cpu" or logits.dim() != 2:
         return None
     tables = [logits.contiguous()] + [t.to(torch.int64).contiguous() for t in (rows, index, threshold)]
@@ -277,7 +274,7 @@ def mass_nll(logits: torch.Tensor, rows: torch.Tensor, index: torch.Tensor, thre
     if any(tuple(t.shape) != (visits,) or t.device != logits.device for t in tables[1:]):
         raise ValueError("native PMF likelihood: inputs of mismatched shapes or devices")
     sums, loss = logits.new_empty(visits, 2), logits.new_empty(visits)
-    threads = max(1, min(torch.get_num_threads(), visits // _ROWS_PER_THREAD))
+    threads = _threads(visits)
     _checked_call(library, f"ehrseq_mass_nll_forward_{suffix}", logits.shape[0], logits.shape[1], visits, int(bins),
                   *(t.data_ptr() for t in tables), sums.data_ptr(), loss.data_ptr(), threads)
     return loss, sums
@@ -288,12 +285,12 @@ def mass_nll_gradient(logits: torch.Tensor, rows: torch.Tensor, index: torch.Ten
     """The gradient of Σ_n g_n loss_n (:func:`mass_nll`; ``sums`` its second result, ``grad`` = g ``[N]``) in the
     logits, ``[R, K·L + 1]``: g_n (softmax(z) − softmax(z on A_n)) in the rows r_n, zero in the others."""
     library = _library()[0]
-    suffix = {torch.float32: "f32", torch.float64: "f64"}[logits.dtype]
+    suffix = _SUFFIXES[logits.dtype]
     tables = [logits.contiguous()] + [t.to(torch.int64).contiguous() for t in (rows, index, threshold)]
     incoming, visit_of = grad.to(logits.dtype).contiguous(), _row_index(logits.shape[0], tables[1])
     sums = sums.contiguous()
     table = logits.new_empty(logits.shape)
-    threads = max(1, min(torch.get_num_threads(), logits.shape[0] // _ROWS_PER_THREAD))
+    threads = _threads(logits.shape[0])
     _checked_call(library, f"ehrseq_mass_nll_backward_{suffix}", logits.shape[0], logits.shape[1], rows.shape[0],
                   int(bins), *(t.data_ptr() for t in tables), sums.data_ptr(), incoming.data_ptr(),
                   visit_of.data_ptr(), table.data_ptr(), threads)
@@ -307,7 +304,7 @@ def linear_hazard_log_likelihood(logits: torch.Tensor, grid: torch.Tensor, y: to
     gradient of Σ grad·value in the logits ``[N, L+1]`` — natively, or ``None`` where the kernel does not apply (not
     on the CPU, another type, more than :func:`max_bins` bins)."""
     library = _library()[0] if available() else None
-    suffix = {torch.float32: "f32", torch.float64: "f64"}.get(logits.dtype)
+    suffix = _SUFFIXES.get(logits.dtype)
     knots = logits.shape[-1]
     if library is None or suffix is None or logits.device.type != "cpu" or logits.dim() != 2 \
             or not 2 <= knots <= max_bins() + 1:
@@ -319,7 +316,7 @@ def linear_hazard_log_likelihood(logits: torch.Tensor, grid: torch.Tensor, y: to
         raise ValueError("native linear-hazard likelihood: inputs of mismatched shapes")
     incoming = None if grad is None else grad.to(logits.dtype).contiguous()
     out = logits.new_empty(rows) if grad is None else logits.new_empty(rows, knots)
-    threads = max(1, min(torch.get_num_threads(), rows // _ROWS_PER_THREAD))
+    threads = _threads(rows)
     _checked_call(library, f"ehrseq_linear_hazard_log_likelihood_{suffix}", rows, knots,
                   *(t.data_ptr() for t in tables), flags.data_ptr(), float(log_unit),
                   None if incoming is None else incoming.data_ptr(), out.data_ptr(), threads)
@@ -343,7 +340,7 @@ def weibull_mixture_log_likelihood(table: torch.Tensor, rows: torch.Tensor, y: t
     the log-scales and δ r_c + σ_c log H_c in the log-shapes (:func:`weibull_mixture_gradient` reads it).
     """
     library = _library()[0] if available() else None
-    suffix = {torch.float32: "f32", torch.float64: "f64"}.get(table.dtype)
+    suffix = _SUFFIXES.get(table.dtype)
     if library is None or suffix is None or table.device.type != "cpu" or table.dim() != 3 or table.shape[-1] % 3 \
             or not 1 <= table.shape[-1] // 3 <= max_components():
         return None
@@ -355,7 +352,7 @@ def weibull_mixture_log_likelihood(table: torch.Tensor, rows: torch.Tensor, y: t
         raise ValueError("native Weibull-mixture likelihood: inputs of mismatched shapes or devices")
     value = table.new_empty(selected, mixtures)
     unit = table.new_empty(selected, mixtures, table.shape[2]) if gradient else None
-    threads = max(1, min(torch.get_num_threads(), selected // _ROWS_PER_THREAD))
+    threads = _threads(selected)
     _checked_call(library, f"ehrseq_weibull_mixture_forward_{suffix}", table.shape[0], mixtures, table.shape[2] // 3,
                   selected, *(t.data_ptr() for t in tables), flags.data_ptr(), float(log_scale_offset),
                   value.data_ptr(), None if unit is None else unit.data_ptr(), threads)
@@ -368,13 +365,13 @@ def weibull_mixture_gradient(unit: torch.Tensor, rows: torch.Tensor, grad: torch
     table ``[total_rows, K, 3C]``: ``grad`` times the gradients ``unit [N, K, 3C]`` of the values in the rows
     ``rows [N]``, zero in the other rows, written once."""
     library = _library()[0]
-    suffix = {torch.float32: "f32", torch.float64: "f64"}[unit.dtype]
+    suffix = _SUFFIXES[unit.dtype]
     selected, mixtures, width = unit.shape
     incoming = grad.to(unit.dtype).contiguous()
     if tuple(incoming.shape) != (selected, mixtures) or tuple(rows.shape) != (selected,):
         raise ValueError("native Weibull-mixture likelihood: one incoming gradient per mixture expected")
     selected_of, table = _row_index(total_rows, rows.to(torch.int64)), unit.new_empty(total_rows, mixtures, width)
-    threads = max(1, min(torch.get_num_threads(), total_rows // _ROWS_PER_THREAD))
+    threads = _threads(total_rows)
     _checked_call(library, f"ehrseq_weibull_mixture_backward_{suffix}", total_rows, mixtures, width // 3, selected,
                   unit.contiguous().data_ptr(), incoming.data_ptr(), selected_of.data_ptr(), table.data_ptr(), threads)
     return table
