@@ -38,6 +38,12 @@ wall-clock time (patients/s over W times the yardstick's) and by CPU time (patie
 of all the run's processes — scheduler, nannies and driver included — over the yardstick's per
 CPU-second of its process): on a machine shared with other work, the wall-clock shares fall with the
 load of the moment, the CPU-time shares much less.
+
+A third measurement, timed in turn with those two, splits the gap between the scorer and the recurrence: the
+model alone, its forward pass as the scorer makes it (visit embedding, recurrence, head at the last visit) on
+the batches the scorer builds from the first shard, built before the timing. Its share of ``nn.GRU`` is what
+scoring would reach if reading, encoding, batching and writing cost nothing; the run's share of it is what the
+data path leaves.
 """
 
 from __future__ import annotations
@@ -193,33 +199,65 @@ def baseline_rate(model: str, shard: Path, threads: int) -> tuple[float, int]:
     return n / (time.perf_counter() - started), n
 
 
+def prepared_batches(estimator: Any, shard: Path, batch_size: int) -> list[tuple[Any, tuple[torch.Tensor, torch.Tensor]]]:
+    """The batches the scorer builds from ``shard`` (its cohort, encoded and padded, patients in order of history
+    length, ``batch_size`` at a time), each with the index of its patients' last visits."""
+    from ehrseq.data import tensorize
+
+    cohort = estimator.cohort(pl.read_parquet(shard))
+    data = tensorize(cohort, estimator.features_, None)
+    order = torch.argsort(data.lengths, stable=True)
+    batches = []
+    for start in range(0, len(order), batch_size):
+        batch = data.batch(order[start:start + batch_size])
+        last = batch.mask.sum(dim=1) - 1
+        batches.append((batch, (torch.arange(len(last)), last)))
+    return batches
+
+
 def recurrence_rate(model: str, threads: int, visits: int, batch_size: int,
-                    n_patients: int = 25_000) -> dict[str, dict[str, float]]:
+                    n_patients: int = 25_000, shard: Path | None = None) -> dict[str, dict[str, float]]:
     """Patients per second of the model's recurrent layer alone, ``{"nn.GRU": …, "gru_inference": …}``,
     each ``{"wall": …, "cpu": …}`` (per second of wall-clock time and of CPU time of the process): its
     forward pass on random visit embeddings ``[batch_size, visits, d_model]`` as ``nn.GRU`` and as the
     scorer's :func:`~ehrseq.models.encoders.recurrent.gru_inference`, one batch of each in turn, for
     ``n_patients`` patients each. No data handling can make scoring faster than this (a yardstick,
-    like the losses' fused BCE)."""
+    like the losses' fused BCE).
+
+    With a ``shard``, a third entry ``"model"``: the whole model's forward pass as the scorer makes it (visit
+    embedding, recurrence, head at the last visit: :func:`ehrseq.predict.distribution_at`) on the batches the
+    scorer builds from the shard (:func:`prepared_batches`, built before the timing), in turn with the other
+    two: what scoring would reach if reading, encoding, batching and writing cost nothing."""
     import ehrseq
     from ehrseq.models.encoders.recurrent import gru_inference
+    from ehrseq.predict import distribution_at
 
     torch.set_num_threads(threads)
-    rnn = ehrseq.load(model).model_.encoder.rnn.eval()
+    estimator = ehrseq.load(model)
+    net = estimator.model_.eval()
+    rnn = net.encoder.rnn
     inputs = torch.randn(batch_size, visits, rnn.input_size)
-    runs = {"nn.GRU": lambda: rnn(inputs), "gru_inference": lambda: gru_inference(rnn, inputs)}
+    runs = {"nn.GRU": lambda _: rnn(inputs), "gru_inference": lambda _: gru_inference(rnn, inputs)}
+    patients = {name: batch_size for name in runs}
+    prepared = prepared_batches(estimator, shard, batch_size) if shard is not None else []
+    if prepared:
+        runs["model"] = lambda i: distribution_at(net, prepared[i][0], prepared[i][1],
+                                                  torch.zeros(len(prepared[i][1][0])), check_values=False)
     spent = {name: {"wall": 0.0, "cpu": 0.0} for name in runs}
+    scored = dict.fromkeys(runs, 0)
     batches = -(-n_patients // batch_size)
     with torch.inference_mode():
         for run in runs.values():
-            run()
-        for _ in range(batches):
+            run(0)
+        for step in range(batches):
             for name, run in runs.items():
+                i = step % len(prepared) if name == "model" else 0
                 wall, cpu = time.perf_counter(), time.process_time()
-                run()
+                run(i)
                 spent[name]["wall"] += time.perf_counter() - wall
                 spent[name]["cpu"] += time.process_time() - cpu
-    return {name: {clock: batches * batch_size / seconds for clock, seconds in clocks.items()}
+                scored[name] += len(prepared[i][1][0]) if name == "model" else patients[name]
+    return {name: {clock: scored[name] / seconds for clock, seconds in clocks.items()}
             for name, clocks in spent.items()}
 
 
@@ -312,7 +350,9 @@ def _run(args: argparse.Namespace, data: Path, scratch: Path, train_patients: in
 
     totals = first["manifest"]["totals"]
     visits = round(totals["rows_in"] / max(totals["patients_in"], 1))
-    alone = call(recurrence_rate, str(model), args.threads, visits, args.batch_size, 200 if args.quick else 25_000)
+    alone = call(recurrence_rate, str(model), args.threads, visits, args.batch_size, 200 if args.quick else 25_000,
+                 paths[0])
+    forward = alone.pop("model")
     def cpu_rate(n: int, engine: str) -> float:
         result = results[n, engine]
         return result["manifest"]["totals"]["patients_scored"] / result["cpu"]
@@ -328,6 +368,15 @@ def _run(args: argparse.Namespace, data: Path, scratch: Path, train_patients: in
               f"{args.threads} thread(s)) runs {per_process['wall']:,.0f} patients/s per process "
               f"({per_process['cpu']:,.0f} per CPU-s); share of it reached per process at {largest:,} patients, "
               "by wall-clock time / by CPU time (all the run's processes): " + ", ".join(reached))
+    gru = alone["nn.GRU"]
+    print(f"the model alone: its forward pass as the scorer makes it (embedding, recurrence, head at the last visit) on "
+          f"the batches the scorer builds from one shard, built before the timing, runs {forward['wall']:,.0f} "
+          f"patients/s per process ({forward['cpu']:,.0f} per CPU-s) = {forward['wall'] / gru['wall']:.0%} / "
+          f"{forward['cpu'] / gru['cpu']:.0%} of nn.GRU by wall-clock / CPU time: the share scoring would reach if "
+          "reading, encoding, batching and writing cost nothing; share of it reached per process at "
+          f"{largest:,} patients: " + ", ".join(
+              f"{engine} {rate(largest, engine) / (forward['wall'] * (1 if engine == 'in-process' else args.workers)):.0%}"
+              f" / {cpu_rate(largest, engine) / forward['cpu']:.0%}" for engine in args.engines))
     if args.quick:
         print("(--quick: scored from the benchmark process, so peak RSS includes the data generation; no baseline)")
         return
