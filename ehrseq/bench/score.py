@@ -238,7 +238,6 @@ def recurrence_rate(model: str, threads: int, visits: int, batch_size: int,
     rnn = net.encoder.rnn
     inputs = torch.randn(batch_size, visits, rnn.input_size)
     runs = {"nn.GRU": lambda _: rnn(inputs), "gru_inference": lambda _: gru_inference(rnn, inputs)}
-    patients = {name: batch_size for name in runs}
     prepared = prepared_batches(estimator, shard, batch_size) if shard is not None else []
     if prepared:
         runs["model"] = lambda i: distribution_at(net, prepared[i][0], prepared[i][1],
@@ -256,7 +255,7 @@ def recurrence_rate(model: str, threads: int, visits: int, batch_size: int,
                 run(i)
                 spent[name]["wall"] += time.perf_counter() - wall
                 spent[name]["cpu"] += time.process_time() - cpu
-                scored[name] += len(prepared[i][1][0]) if name == "model" else patients[name]
+                scored[name] += len(prepared[i][1][0]) if name == "model" else batch_size
     return {name: {clock: scored[name] / seconds for clock, seconds in clocks.items()}
             for name, clocks in spent.items()}
 
