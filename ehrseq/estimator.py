@@ -47,7 +47,7 @@ from ehrseq.models.encoders import EncoderConfig
 from ehrseq.models.ensemble import EnsembleModel, build_model, linear_weight_by_likelihood
 from ehrseq.models.families import HeadFamily, get_family
 from ehrseq.models.heads import HeadConfig
-from ehrseq.models.model import LINEAR_MEMBER_LR, DynamicSurvivalModel, ModelConfig
+from ehrseq.models.model import DynamicSurvivalModel, ModelConfig, linear_member_lr
 from ehrseq.objective import Objective, ObjectiveConfig
 from ehrseq.settings import (
     COHORT_SETTINGS,
@@ -103,7 +103,8 @@ class DynamicSurvival:
         (single-event heads in days). Default ``"auto"``: 5 for cohorts under 10,000 patients (where the
         variance of one fit dominates), else 1 (:meth:`EstimatorSettings.n_models_for`).
     linear_members: linear models of the same inputs added to the ensemble (the current visit's embedding and a
-        head without hidden layers beside the linear path, trained at max(``lr``, 1e-2):
+        head without hidden layers beside the linear path, trained at max(``lr``, 1e-2) at the default ``d_model``
+        (the floor scaled by 64 / ``d_model`` for wider embeddings: :func:`ehrseq.models.model.linear_member_lr`):
         :meth:`ehrseq.models.model.ModelConfig.member`), their curves averaged with the networks'. Default
         ``"auto"``: as many as the networks when ``n_models="auto"`` (else 0;
         :meth:`EstimatorSettings.linear_members_for`).
@@ -246,7 +247,8 @@ class DynamicSurvival:
                 train, val = split_patients(cohort, (1 - float(validation), float(validation)),
                                             seed=self.settings.seed + split)
             model, history = self._train_member(train, val, seed, self.model_config_.member(member),
-                                                LINEAR_MEMBER_LR if member >= networks else None)
+                                                linear_member_lr(self.model_config_.encoder.d_model)
+                                                if member >= networks else None)
             members.append(model)
             held_out.append((0 if explicit is not None else split, val))
             records += [{**record, "member": float(member)} for record in history.records]

@@ -506,7 +506,7 @@ def tune(
             try:
                 model = DynamicSurvival(**{**fixed, **params, **quiet}).fit(*train, validation=validation)
                 score, _ = score_fold(model, train, test, data.windows, metric, min_at_risk)
-            except EhrseqError as exc:
+            except (EhrseqError, FloatingPointError) as exc:  # bad settings, or a fit they made diverge
                 trial.set_user_attr("error", f"fold {k + 1}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
                 raise _TrialFailed(str(exc)) from exc
             scores.append(score)

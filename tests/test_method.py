@@ -15,7 +15,14 @@ from ehrseq.errors import ConfigError
 from ehrseq.models.encoders import EncoderConfig
 from ehrseq.models.families import FAMILIES
 from ehrseq.models.heads import HeadConfig
-from ehrseq.models.model import DynamicSurvivalModel, ModelConfig, code_history_at, first_records, new_code_terms
+from ehrseq.models.model import (
+    DynamicSurvivalModel,
+    ModelConfig,
+    code_history_at,
+    first_records,
+    linear_member_lr,
+    new_code_terms,
+)
 from ehrseq.settings import EstimatorSettings
 from ehrseq.train import Trainer
 
@@ -467,7 +474,8 @@ def test_auto_linear_members_match_the_networks_of_an_auto_ensemble(monkeypatch)
 def test_linear_members_are_the_linear_model_of_the_same_inputs_trained_faster(cohort, tmp_path, monkeypatch):
     """The last members read the current visit's embedding (no sequence model, no sinusoids of the visit time)
     through a head without hidden layers, beside the same linear path; they are trained at lr ≥ 1e-2, saved and
-    loaded with the networks, and the ensemble's curve is the average of all members'."""
+    loaded with the networks, and the ensemble's curve is the average of all members'. The floor is 1e-2 up to the
+    default width and falls as 64 / d_model above it (:func:`~ehrseq.models.model.linear_member_lr`)."""
     visits, outcomes = cohort
     seen = []
     original = Trainer.__init__
@@ -482,6 +490,11 @@ def test_linear_members_are_the_linear_model_of_the_same_inputs_trained_faster(c
     seen.clear()
     ehrseq.DynamicSurvival(epochs=1, lr=3e-2, **{**TINY, "n_models": 1, "linear_members": 1}).fit(visits, outcomes)
     assert seen == [3e-2, 3e-2]  # a floor, not a factor
+    seen.clear()
+    ehrseq.DynamicSurvival(epochs=1, lr=1e-3, **{**TINY, "d_model": 128, "n_models": 1, "linear_members": 1}).fit(
+        visits, outcomes)
+    assert seen == [1e-3, 5e-3]  # a wider embedding: the floor scaled by 64 / d_model
+    assert [linear_member_lr(d) for d in (8, 64, 128, 256)] == [1e-2, 1e-2, 5e-3, 2.5e-3]  # never above 1e-2
     network, *_, linear = model.model_.members
     assert len(model.model_.members) == 3 and model.model_config_.linear_members == 1
     assert type(network.encoder).__name__ == "RecurrentEncoder" and network.wide is not None

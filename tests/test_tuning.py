@@ -144,6 +144,29 @@ def test_a_trial_whose_settings_fail_is_recorded_and_all_failing_is_an_error(coh
              **fixed)
 
 
+def test_a_trial_whose_fit_diverges_is_recorded_as_failed_and_the_search_goes_on(cohort, monkeypatch):
+    """A non-finite training loss (``FloatingPointError`` from the trainer: settings under which a fit diverges) fails
+    that trial, with the trainer's message as its note, as a trial with invalid settings does; the later trials run
+    and the best of them is refitted."""
+    fit = DynamicSurvival.fit
+    calls = []
+
+    def diverging_once(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise FloatingPointError("non-finite loss (inf) at epoch 1; parts: {}. Lower the learning rate or check the "
+                                     "inputs.")
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(DynamicSurvival, "fit", diverging_once)
+    model, trials = tune(*cohort, n_trials=2, folds=2, seed=1, progress=False, space={"dropout": [0.0, 0.2]}, **FIXED)
+    assert trials["state"].to_list() == ["failed", "complete"]
+    assert trials["note"][0] == "fold 1: FloatingPointError: non-finite loss (inf) at epoch 1; parts: {}. Lower the " \
+                                "learning rate or check the inputs."
+    assert trials["best"].to_list() == [False, True] and hasattr(model, "model_")
+    assert len(calls) == 1 + 2 + 1  # the failed trial's first fold, the second trial's two folds, the refit
+
+
 def test_the_search_space_is_settings_of_the_estimator():
     assert set(SEARCH_SPACE) <= set(EstimatorSettings.names())
     assert check_space(SEARCH_SPACE, {}) == SEARCH_SPACE
