@@ -288,7 +288,8 @@ MODEL_FLAGS = (
          {"type": _any_time, "metavar": "on|off|auto"}),
     Flag("n_models", "a deep ensemble of N models whose survival curves are averaged, or auto (default: auto = "
          "5 for cohorts under 10,000 patients, else 1)", {"type": _count_or_auto, "metavar": "N|auto"}),
-    Flag("linear_members", "linear models of the same inputs added to the ensemble, trained at a learning rate of at least 0.01, or auto "
+    Flag("linear_members", "linear models of the same inputs added to the ensemble, trained at a learning rate of at least 0.01 "
+         "(0.01 x 64 / --d-model above the default width), or auto "
          "(default: auto = as many as the networks when --n-models is auto, else 0)",
          {"type": _count_or_auto, "metavar": "N|auto"}),
     Flag("linear_weight", "the linear members' share of the ensemble's average, or auto (default: auto = the share "

@@ -246,9 +246,12 @@ class DynamicSurvival:
             else:
                 train, val = split_patients(cohort, (1 - float(validation), float(validation)),
                                             seed=self.settings.seed + split)
+            label = (f"member {member + 1} of {self.model_config_.n_models} of the ensemble "
+                     f"({'a linear member' if member >= networks else 'a network'})"
+                     if self.model_config_.n_models > 1 else "the model")
             model, history = self._train_member(train, val, seed, self.model_config_.member(member),
                                                 linear_member_lr(self.model_config_.encoder.d_model)
-                                                if member >= networks else None)
+                                                if member >= networks else None, label)
             members.append(model)
             held_out.append((0 if explicit is not None else split, val))
             records += [{**record, "member": float(member)} for record in history.records]
@@ -301,10 +304,10 @@ class DynamicSurvival:
                                        distribution.log_survival(u)[:, 0]).cpu().numpy()
         return values[at_risk]
 
-    def _train_member(self, train: Cohort, val: Cohort | None, seed: int, config: ModelConfig, lr_floor: float | None
-                      ) -> tuple[DynamicSurvivalModel, TrainingHistory]:
-        """One model of ``config`` (a member of :attr:`model_config_`) trained from ``seed`` on ``train`` at
-        a learning rate of at least ``lr_floor`` (when given; early stopping on ``val``)."""
+    def _train_member(self, train: Cohort, val: Cohort | None, seed: int, config: ModelConfig, lr_floor: float | None,
+                      label: str = "the model") -> tuple[DynamicSurvivalModel, TrainingHistory]:
+        """One model of ``config`` (a member of :attr:`model_config_`, named ``label`` in errors) trained from
+        ``seed`` on ``train`` at a learning rate of at least ``lr_floor`` (when given; early stopping on ``val``)."""
         torch.manual_seed(seed)
         model = DynamicSurvivalModel(config)
         model.head.initialize_bias(*_visit_targets(train, self.objective.cause))
@@ -330,7 +333,12 @@ class DynamicSurvival:
         trainer_config = self.settings.trainer(len(train_loader))
         lr = trainer_config.lr if lr_floor is None else max(trainer_config.lr, lr_floor)
         trainer = Trainer(dataclasses.replace(trainer_config, seed=seed, lr=lr))
-        history = trainer.fit(model, objective, train_loader, val_loader)
+        try:
+            history = trainer.fit(model, objective, train_loader, val_loader)
+        except FloatingPointError as exc:  # which fit diverged, at which rate (a linear member's is not lr)
+            floor = (f"; linear members train at max(lr, {lr_floor:g}) ({option('linear_members', 0)} leaves them "
+                     "out)" if lr_floor is not None else "")
+            raise FloatingPointError(f"{label}, trained at lr {lr:g}{floor}: {exc}") from exc
         return model.to("cpu"), history
 
     def _check_event_types(self, cohort: Cohort) -> None:

@@ -495,6 +495,7 @@ def test_linear_members_are_the_linear_model_of_the_same_inputs_trained_faster(c
         visits, outcomes)
     assert seen == [1e-3, 5e-3]  # a wider embedding: the floor scaled by 64 / d_model
     assert [linear_member_lr(d) for d in (8, 64, 128, 256)] == [1e-2, 1e-2, 5e-3, 2.5e-3]  # never above 1e-2
+
     network, *_, linear = model.model_.members
     assert len(model.model_.members) == 3 and model.model_config_.linear_members == 1
     assert type(network.encoder).__name__ == "RecurrentEncoder" and network.wide is not None
@@ -522,6 +523,25 @@ def test_linear_members_are_the_linear_model_of_the_same_inputs_trained_faster(c
                                rtol=1e-5, atol=1e-6)
     with pytest.raises(ConfigError, match="linear_members must be an int in"):
         ModelConfig.from_dict({**model.model_config_.to_dict(), "linear_members": 3})
+
+
+def test_a_diverging_member_is_named_with_its_learning_rate(cohort, monkeypatch):
+    """A non-finite training loss stays a FloatingPointError (``ehrseq.tune`` fails the trial on it), and says which
+    member of the ensemble diverged at which rate: a linear member's is the floor, not the ``lr`` the user set."""
+    visits, outcomes = cohort
+    original = Trainer.fit
+
+    def diverging_linear_member(self, *args, **kwargs):
+        if self.config.lr == 1e-2:
+            raise FloatingPointError("non-finite loss (inf) at epoch 1; parts: {}. Lower the learning rate or check "
+                                     "the inputs.")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "fit", diverging_linear_member)
+    with pytest.raises(FloatingPointError, match=r"^member 2 of 2 of the ensemble \(a linear member\), trained at lr "
+                                                 r"0\.01; linear members train at max\(lr, 0\.01\) \(linear_members=0 "
+                                                 r"leaves them out\): non-finite loss \(inf\) at epoch 1"):
+        ehrseq.DynamicSurvival(epochs=1, lr=2e-3, **{**TINY, "n_models": 1, "linear_members": 1}).fit(visits, outcomes)
 
 
 def test_a_small_cohort_trains_for_the_step_budget(cohort):
