@@ -167,6 +167,38 @@ def test_a_trial_whose_fit_diverges_is_recorded_as_failed_and_the_search_goes_on
     assert len(calls) == 1 + 2 + 1  # the failed trial's first fold, the second trial's two folds, the refit
 
 
+def _study(direction: str, folds: list[list[float | None]]):
+    """An Optuna study of completed trials with these per-fold scores (trial 0: the defaults)."""
+    study = optuna.create_study(direction=direction)
+    for k, scores in enumerate(folds):
+        done = [x for x in scores if x is not None]
+        study.add_trial(optuna.trial.create_trial(params={"dropout": 0.1 * k},
+                                                  distributions={"dropout": optuna.distributions.FloatDistribution(0, 1)},
+                                                  value=float(np.mean(done)), user_attrs={"fold_scores": scores}))
+    return study
+
+
+def test_the_defaults_are_refitted_when_the_best_trial_gains_less_than_one_standard_error():
+    """Hand-computed: gains (0.02, −0.02, 0.04) have mean 0.0133 and standard error 0.0306/√3 = 0.0176 (kept: the
+    defaults); (0.05, 0.06, 0.05) mean 0.0533, standard error 0.0033 (the best trial); the minimised metrics count a
+    lower score as the gain; fewer than two folds scored by both, or no defaults trial: the best trial."""
+    from ehrseq.tuning import chosen_trial
+
+    defaults = [0.70, 0.60, 0.65]
+    trial, notes = chosen_trial(_study("maximize", [defaults, [0.72, 0.58, 0.69], [0.60, 0.60, 0.60]]), 0)
+    assert trial.number == 0
+    assert notes == {1: "not refitted: its gain over the defaults (trial 0), +0.0133 per fold, is within one standard "
+                        "error (0.0176)"}
+    trial, notes = chosen_trial(_study("maximize", [defaults, [0.75, 0.66, 0.70]]), 0)
+    assert trial.number == 1 and notes == {}
+    trial, _ = chosen_trial(_study("minimize", [[0.20, 0.22, 0.21], [0.15, 0.16, 0.16]]), 0)
+    assert trial.number == 1  # IBS 0.05–0.06 lower on every fold
+    trial, _ = chosen_trial(_study("minimize", [[0.20, 0.22, 0.21], [0.21, 0.19, 0.20]]), 0)
+    assert trial.number == 0  # lower by 0.01 on average, with a standard error of 0.0115
+    assert chosen_trial(_study("maximize", [[0.7, None, 0.6], [0.8, 0.9, None]]), 0)[0].number == 1  # one fold pair
+    assert chosen_trial(_study("maximize", [defaults, [0.72, 0.58, 0.69]]), None)[0].number == 1
+
+
 def test_the_search_space_is_settings_of_the_estimator():
     assert set(SEARCH_SPACE) <= set(EstimatorSettings.names())
     assert check_space(SEARCH_SPACE, {}) == SEARCH_SPACE
