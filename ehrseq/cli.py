@@ -499,6 +499,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
          + ", ".join(f"({s:g}, {h:g})" for s, h in result.windows))
     _say(f"best trial {best['trial']}: {result.metric} {best['score']:.4f}{spread} over {best['folds']} folds; "
          + ", ".join(f"{name}={value!r}" for name, value in result.best.items()))
+    for row in trials.filter(pl.col("note").str.starts_with("not refitted")).iter_rows(named=True):
+        _say(f"trial {row['trial']} ({result.metric} {row['score']:.4f}) {row['note']}: the defaults are refitted")
     out.mkdir(parents=True, exist_ok=True)
     path = result.model.save(out / "model", overwrite=args.overwrite)
     trials.write_csv(out / "trials.csv")

@@ -4,6 +4,7 @@ the time budget, persistence and scoring of the tuned model, the command line an
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import polars as pl
@@ -265,6 +266,28 @@ def test_the_command_line_saves_the_model_and_the_trials(csv_tables, capsys):
     assert model.encoder == best["encoder"] and model.lr == best["lr"] and model.epochs == 2 and model.d_model == 8
     assert main(argv) == 1  # the folder is not empty
     assert "pass --overwrite" in capsys.readouterr().err
+
+
+def test_the_command_line_says_when_the_defaults_are_refitted_over_a_better_scoring_trial(csv_tables, capsys,
+                                                                                      monkeypatch):
+    import ehrseq.tuning as tuning
+
+    def defaults_kept(study, defaults):
+        return study.trials[0], {1: "not refitted: its gain over the defaults (trial 0), +0.0100 per fold, is within "
+                                    "one standard error (0.0200)"}
+
+    monkeypatch.setattr(tuning, "chosen_trial", defaults_kept)
+    out = csv_tables / "kept"
+    argv = ["tune", "--visits", str(csv_tables / "visits.csv"), "--outcomes", str(csv_tables / "outcomes.csv"),
+            "--trials", "2", "--folds", "2", "--out", str(out), "--seed", "1", "--no-progress",
+            "--epochs", "2", "--d-model", "8", "--hidden", "8", "--batch-size", "32", "--device", "cpu"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "best trial 0:" in printed
+    assert re.search(r"^trial 1 \(c_index \d\.\d{4}\) not refitted: its gain over the defaults \(trial 0\), \+0\.0100 per "
+                     r"fold, is within one standard error \(0\.0200\): the defaults are refitted$", printed, re.MULTILINE)
+    trials = pl.read_parquet(out / "trials.parquet")
+    assert trials["best"].to_list() == [True, False] and trials["note"][1].startswith("not refitted")
 
 
 @pytest.mark.parametrize(("flags", "message"), [
