@@ -44,9 +44,10 @@ trial and d_k of the defaults (folds scored by both, at least two), g_k = b_k �
 metrics that are minimised), the defaults are kept when mean(g) ≤ sd(g)/√K — the one-standard-error rule of
 model selection (Breiman et al. 1984; Hastie, Tibshirani and Friedman, §7.10), applied to the one model
 that needs no evidence, the defaults. On a small cohort the best of many noisy cross-validated scores is
-biased upwards; the suite's tuned model on SurvSet FRTCS (3 inner folds of about 460 patients, 1–4 events per
-window) fell below the defaults on every outer fold before this rule. The table's ``best`` marks the trial
-refitted, and the note of a better-scoring trial not refitted gives its gain and standard error.
+biased upwards: the suite's tuned model on SurvSet FRTCS (3 inner folds of about 460 patients, 1–4 events per
+window) fell below the defaults on every outer fold without this rule, and with it on four of five (the defaults
+kept on the fifth; ``docs/results/suite_diagnosis.md``, section 6). The table's ``best`` marks the trial refitted,
+and the note of a better-scoring trial not refitted gives its gain and standard error.
 """
 
 from __future__ import annotations
