@@ -780,7 +780,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "cross-validated on patient-level folds stratified by event type and scored by the landmark C-index "
                 "(or --metric) at landmark windows from the quantiles of the event times (or --landmarks and "
                 "--horizons); a median pruner stops trials that fall behind after a fold. The best settings (or the "
-                "defaults, the first trial, when the best gain less than one standard error over them) are fitted on all patients and saved to OUT/model, the table of trials to OUT/trials.csv and "
+                "defaults, the first trial, when the best gains less than one standard error over them) are fitted on all patients and saved to OUT/model, the table of trials to OUT/trials.csv and "
                 "OUT/trials.parquet. Settings given by --config or the flags below are fixed (not searched); "
                 "--space replaces the default search space.")
     tune_.add_argument("--visits", nargs="+", required=True, help=f"visit table: {TABLES_HELP}")
