@@ -251,11 +251,16 @@ def csv_tables(cohort, tmp_path_factory):
     return root
 
 
-def test_the_command_line_saves_the_model_and_the_trials(csv_tables, capsys):
-    out = csv_tables / "tuned"
-    argv = ["tune", "--visits", str(csv_tables / "visits.csv"), "--outcomes", str(csv_tables / "outcomes.csv"),
+def _tune_argv(csv_tables, out) -> list[str]:
+    """``ehrseq tune`` on the CSV tables: two trials of a tiny model over two folds, written to ``out``."""
+    return ["tune", "--visits", str(csv_tables / "visits.csv"), "--outcomes", str(csv_tables / "outcomes.csv"),
             "--trials", "2", "--folds", "2", "--out", str(out), "--seed", "1", "--no-progress",
             "--epochs", "2", "--d-model", "8", "--hidden", "8", "--batch-size", "32", "--device", "cpu"]
+
+
+def test_the_command_line_saves_the_model_and_the_trials(csv_tables, capsys):
+    out = csv_tables / "tuned"
+    argv = _tune_argv(csv_tables, out)
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "best trial" in printed and "saved to" in printed and "trials written to" in printed
@@ -278,9 +283,7 @@ def test_the_command_line_says_when_the_defaults_are_refitted_over_a_better_scor
 
     monkeypatch.setattr(tuning, "chosen_trial", defaults_kept)
     out = csv_tables / "kept"
-    argv = ["tune", "--visits", str(csv_tables / "visits.csv"), "--outcomes", str(csv_tables / "outcomes.csv"),
-            "--trials", "2", "--folds", "2", "--out", str(out), "--seed", "1", "--no-progress",
-            "--epochs", "2", "--d-model", "8", "--hidden", "8", "--batch-size", "32", "--device", "cpu"]
+    argv = _tune_argv(csv_tables, out)
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "best trial 0:" in printed
