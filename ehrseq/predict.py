@@ -46,7 +46,8 @@ import numpy as np
 import polars as pl
 import torch
 
-from ehrseq.data import Cohort, FeaturePipeline, TimeGrid, tensorize
+from ehrseq.data import Cohort, FeaturePipeline, SequenceData, TimeGrid, tensorize
+from ehrseq.data.batch import SequenceBatch
 from ehrseq.data.specs import clock_kind
 from ehrseq.errors import ConfigError, option
 from ehrseq.models.distributions import CompetingRisksDistribution, MultiEvent, SurvivalDistribution
@@ -225,6 +226,15 @@ def distribution_at(model: DynamicSurvivalModel, batch: Any, index: tuple[torch.
     return model.distribution_at(batch, index, elapsed=elapsed, check_values=check_values), True
 
 
+def length_ordered_batches(data: SequenceData, batch_size: int) -> Iterator[tuple[np.ndarray, SequenceBatch]]:
+    """``(patients, batch)``: the patients of ``data`` in order of history length (stable), ``batch_size`` at a
+    time, padded (:meth:`SequenceData.batch`) — how :func:`predictions` batches them."""
+    order = np.argsort(data.lengths.numpy(), kind="stable")
+    for start in range(0, len(order), batch_size):
+        patients = order[start:start + batch_size]
+        yield patients, data.batch(patients)
+
+
 def predictions(model: DynamicSurvivalModel, features: FeaturePipeline, cohort: Cohort, *, at: str = "last",
                 landmark: Any = None, batch_size: int = 512,
                 device: torch.device | str = "cpu") -> Iterator[Selection]:
@@ -241,12 +251,9 @@ def predictions(model: DynamicSurvivalModel, features: FeaturePipeline, cohort: 
     landmark_elapsed = None
     if landmark is not None:
         landmark_elapsed = landmark_days(landmark, cohort.patients.get_column("origin").to_numpy(), cohort.clock_dtype)
-    order = np.argsort(data.lengths.numpy(), kind="stable")
     net = model.to(device).eval()
     with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            patients = order[start:start + batch_size]
-            batch = data.batch(patients)
+        for patients, batch in length_ordered_batches(data, batch_size):
             mask = batch.mask.numpy()
             visit_days = None
             if landmark_elapsed is not None:

@@ -200,18 +200,17 @@ def baseline_rate(model: str, shard: Path, threads: int) -> tuple[float, int]:
 
 
 def prepared_batches(estimator: Any, shard: Path, batch_size: int) -> list[tuple[Any, tuple[torch.Tensor, torch.Tensor]]]:
-    """The batches the scorer builds from ``shard`` (its cohort, encoded and padded, patients in order of history
-    length, ``batch_size`` at a time), each with the index of its patients' last visits."""
+    """The batches the scorer builds from ``shard`` (its cohort, encoded, and
+    :func:`ehrseq.predict.length_ordered_batches`), each with the index of its patients' last visits
+    (:func:`ehrseq.predict.select_visits`)."""
     from ehrseq.data import tensorize
+    from ehrseq.predict import length_ordered_batches, select_visits
 
-    cohort = estimator.cohort(pl.read_parquet(shard))
-    data = tensorize(cohort, estimator.features_, None)
-    order = torch.argsort(data.lengths, stable=True)
+    data = tensorize(estimator.cohort(pl.read_parquet(shard)), estimator.features_, None)
     batches = []
-    for start in range(0, len(order), batch_size):
-        batch = data.batch(order[start:start + batch_size])
-        last = batch.mask.sum(dim=1) - 1
-        batches.append((batch, (torch.arange(len(last)), last)))
+    for _, batch in length_ordered_batches(data, batch_size):
+        rows, positions = select_visits(batch.mask.numpy(), "last")
+        batches.append((batch, (torch.as_tensor(rows), torch.as_tensor(positions))))
     return batches
 
 
