@@ -20,7 +20,8 @@ difference, its percentile interval, and the two-sided bootstrap p-value
 R' the resamples where the metric is defined (the interval at level 1 − p just reaches 0; a model
 compared with itself has d* = 0 everywhere and p = 1). The **overall** rows average the metric over the
 windows where both models have a value, resample by resample (the mean over (landmark, horizon) windows
-that the project's results tables report). Lower is better for the Brier score and the IBS, higher for
+that the project's results tables report); :func:`paired_window_differences` gives that mean difference and its
+resampled values for a given list of windows (what ``ehrseq.tune`` weighs a trial's gain by). Lower is better for the Brier score and the IBS, higher for
 the others: the sign of the difference is reported as is.
 """
 
@@ -54,7 +55,8 @@ from ehrseq.metrics.resampled import (
     resampled_integrated_brier,
 )
 
-__all__ = ["compare", "compare_predictions", "landmark_intervals", "paired_p_value", "window_resamples"]
+__all__ = ["compare", "compare_predictions", "landmark_intervals", "paired_p_value", "paired_window_differences",
+           "window_resamples"]
 
 def window_resamples(window: Window, weights: np.ndarray, event: int, defined: Sequence[str]) -> dict[str, np.ndarray]:
     """The metrics of ``defined`` (those with a value in the landmark table) of one window under each of
@@ -195,14 +197,55 @@ def compare_predictions(predictions_a: pl.DataFrame, predictions_b: pl.DataFrame
             continue
         a = float(np.mean([entry[0] for entry in entries]))
         b = float(np.mean([entry[1] for entry in entries]))
-        stacked = np.stack([entry[2] for entry in entries], axis=1)  # [R, windows]
-        defined = np.isfinite(stacked)
-        counts = defined.sum(axis=1)
-        differences = np.where(counts > 0, np.where(defined, stacked, 0.0).sum(axis=1) / np.maximum(counts, 1),
-                               np.nan)
+        differences = _mean_over_windows([entry[2] for entry in entries])
         rows.append(_comparison_row(None, None, name, None, a, b, differences, level))
     table = pl.DataFrame([asdict(row) for row in rows], schema=_COMPARISON_SCHEMA)
     return table.rename({"a": names[0], "b": names[1]})
+
+
+def _mean_over_windows(differences: Sequence[np.ndarray]) -> np.ndarray:
+    """The mean over windows of resampled differences (one ``[R]`` array per window), resample by resample,
+    over the windows where the resample has a value; NaN where none has."""
+    stacked = np.stack(differences, axis=1)  # [R, windows]
+    defined = np.isfinite(stacked)
+    counts = defined.sum(axis=1)
+    return np.where(counts > 0, np.where(defined, stacked, 0.0).sum(axis=1) / np.maximum(counts, 1), np.nan)
+
+
+def paired_window_differences(predictions_a: pl.DataFrame, predictions_b: pl.DataFrame, test: pl.DataFrame,
+                              train: pl.DataFrame, windows: Sequence[tuple[float, float]], metric: str, *,
+                              event: int = 1, min_at_risk: int = 10, n_bootstrap: int = 1000,
+                              seed: int = 0) -> tuple[float | None, np.ndarray]:
+    """``metric`` of the risks ``predictions_a`` minus that of ``predictions_b``, averaged over the (landmark s,
+    horizon Δ) ``windows`` where both have a value, and the same difference on ``n_bootstrap`` paired resamples
+    of the test patients, ``[R]`` (NaN where no window has a value): the overall row of :func:`compare_predictions`
+    for a list of windows instead of every landmark × horizon.
+
+    ``test``, ``train``: ``patient_id, outcome_time, event`` since origin (:func:`ehrseq.evaluate.outcomes_since_origin`);
+    both sets of risks must be for the same patients at risk in every window. Returns (None, all-NaN) when no
+    window has a value for both.
+    """
+    if metric not in INTERVAL_METRICS:
+        raise ConfigError(f"metric must be one of {', '.join(INTERVAL_METRICS)}, got {metric!r}")
+    population = test["patient_id"]
+    weights = bootstrap_weights(population.len(), n_bootstrap, seed)
+    points, resampled = [], []
+    for s in sorted({float(s) for s, _ in windows}):
+        horizons = sorted(float(h) for landmark, h in windows if float(landmark) == s)
+        for window_a, window_b in zip(landmark_windows(predictions_a, test, train, [s], horizons),
+                                      landmark_windows(predictions_b, test, train, [s], horizons)):
+            _check_same_patients(window_a, window_b, ("a", "b"))
+            a = getattr(window_metrics(window_a, event, min_at_risk), metric)
+            b = getattr(window_metrics(window_b, event, min_at_risk), metric)
+            if a is None or b is None:
+                continue
+            window_weights = _window_weights(weights, population, window_a)
+            points.append(a - b)
+            resampled.append(window_resamples(window_a, window_weights, event, [metric])[metric]
+                             - window_resamples(window_b, window_weights, event, [metric])[metric])
+    if not points:
+        return None, np.full(n_bootstrap, np.nan)
+    return float(np.mean(points)), _mean_over_windows(resampled)
 
 
 def _comparison_row(s: float | None, h: float | None, name: str, n: int | None, a: float | None, b: float | None,

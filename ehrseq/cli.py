@@ -494,10 +494,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
     states = trials["state"].value_counts(sort=True)
     counts = ", ".join(f"{n} {state}" for state, n in states.iter_rows())
     best = trials.filter("best").row(0, named=True)
-    spread = "" if best["score_sd"] is None else f" ± {best['score_sd']:.4f}"
+    spread = "" if best["fold_sd"] is None else f" ± {best['fold_sd']:.4f}"
     _say(f"\n{trials.height} trial(s) ({counts}) in {trials['seconds'].sum():.0f} s; windows (s, Δ): "
          + ", ".join(f"({s:g}, {h:g})" for s, h in result.windows))
-    _say(f"best trial {best['trial']}: {result.metric} {best['score']:.4f}{spread} over {best['folds']} folds; "
+    _say(f"best trial {best['trial']}: {result.metric} {best['score']:.4f} on the out-of-fold predictions of "
+         f"{best['folds']} folds (per fold {best['fold_mean']:.4f}{spread}); "
          + ", ".join(f"{name}={value!r}" for name, value in result.best.items()))
     for row in trials.filter(pl.col("note").str.starts_with("not refitted")).iter_rows(named=True):
         _say(f"trial {row['trial']} ({result.metric} {row['score']:.4f}) {row['note']}: the defaults are refitted")
@@ -778,10 +779,11 @@ def build_parser() -> argparse.ArgumentParser:
     tune_ = add("tune", "search the model settings (Optuna, patient-level cross-validation) and save the best model",
                 "Search the settings of DynamicSurvival with Optuna (pip install 'ehrseq[tune]'): each trial is "
                 "cross-validated on patient-level folds stratified by event type and scored by the landmark C-index "
-                "(or --metric) at landmark windows from the quantiles of the event times (or --landmarks and "
-                "--horizons); a median pruner stops trials that fall behind after a fold. The best settings (or the "
-                "defaults, the first trial, when the best gains less than one standard error over them) are fitted on all patients and saved to OUT/model, the table of trials to OUT/trials.csv and "
-                "OUT/trials.parquet. Settings given by --config or the flags below are fixed (not searched); "
+                "(or --metric) of its out-of-fold predictions at landmark windows from the quantiles of the event "
+                "times (or --landmarks and --horizons); a median pruner stops trials that fall behind after a fold. "
+                "The best settings (or the defaults, the first trial, when the best gains less than one standard "
+                "error over them in a paired bootstrap over patients) are fitted on all patients and saved to "
+                "OUT/model, the table of trials to OUT/trials.csv and OUT/trials.parquet. Settings given by --config or the flags below are fixed (not searched); "
                 "--space replaces the default search space.")
     tune_.add_argument("--visits", nargs="+", required=True, help=f"visit table: {TABLES_HELP}")
     tune_.add_argument("--outcomes", nargs="+", required=True, help=f"outcome table: {TABLES_HELP}")

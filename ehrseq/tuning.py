@@ -4,7 +4,7 @@
 
     model, trials = ehrseq.tune(visits, outcomes, n_trials=30, timeout=3600)
     model.save("tuned")                     # a DynamicSurvival like any other
-    trials.sort("score", descending=True)   # trial, the searched settings, score, score_sd, folds, state, ...
+    trials.sort("score", descending=True)   # trial, the searched settings, score, fold_mean, fold_sd, folds, ...
 
 The search is Optuna's (``pip install 'ehrseq[tune]'``): a seeded TPE sampler proposes settings from the
 search space, each proposal is cross-validated on patient-level folds, and a median pruner stops a
@@ -26,11 +26,15 @@ for every trial. In each fold a model is fitted on the other parts (with its own
 **Score.** The landmark evaluation of :func:`ehrseq.evaluate.landmark` (the real-data suite's protocol):
 landmarks s at the 25 % and 50 % quantiles of the event times (time since origin of the observed events of
 the cohort), window ends at the 50 % and 75 % quantiles, Δ = end − s for every end after s
-(:func:`ehrseq.evaluate.quantile_windows`), or the given ``landmarks`` × ``horizons``; the fold's score
-is ``metric`` averaged over the windows that have a value (``min_at_risk`` test patients at risk and an
-event): ``"c_index"`` (default; Harrell's C of the events in (s, s + Δ]), ``"uno_c"``, ``"auc"`` (higher
-is better), ``"brier"`` or ``"ibs"`` (lower is better). A trial's score is the mean over its folds, with
-their standard deviation.
+(:func:`ehrseq.evaluate.quantile_windows`), or the given ``landmarks`` × ``horizons``; ``metric`` averaged
+over the windows that have a value (``min_at_risk`` patients at risk and an event): ``"c_index"`` (default;
+Harrell's C of the events in (s, s + Δ]), ``"uno_c"``, ``"auc"`` (higher is better), ``"brier"`` or ``"ibs"``
+(lower is better). A trial's score is that of its **out-of-fold predictions**: every patient's landmark risks
+from the model fitted without them, pooled over the folds and scored as one test set (censoring weights from
+all patients). On a small cohort a fold's test part holds a few events per window (the suite's FRTCS: 1–4
+in each of three folds) and its C-index is mostly noise; the pooled predictions score every event once, as
+Simon et al. (2011, *Briefings in Bioinformatics* 12:203) recommend for cross-validating survival models on
+few events. Each fold is also scored alone (``fold_mean`` and ``fold_sd`` of the table; what the pruner reads).
 
 **First trial.** The estimator's defaults of the searched settings (those the space holds), so that the
 search compares every proposal with the model a new user fits; the sampler proposes the rest.
@@ -39,15 +43,16 @@ search compares every proposal with the model a new user fits; the sampler propo
 finishes). Same data, settings and ``seed`` → the same folds, the same proposals and the same trials.
 
 **Choice.** The best-scoring trial's settings are fitted on all patients (the returned model), unless its
-gain over the first trial, the defaults, is within one standard error: with per-fold scores b_k of the best
-trial and d_k of the defaults (folds scored by both, at least two), g_k = b_k − d_k (d_k − b_k for the
-metrics that are minimised), the defaults are kept when mean(g) ≤ sd(g)/√K — the one-standard-error rule of
-model selection (Breiman et al. 1984; Hastie, Tibshirani and Friedman, §7.10), applied to the one model
-that needs no evidence, the defaults. On a small cohort the best of many noisy cross-validated scores is
-biased upwards: the suite's tuned model on SurvSet FRTCS (3 inner folds of about 460 patients, 1–4 events per
-window) fell below the defaults on every outer fold without this rule, and with it on four of five (the defaults
-kept on the fifth; ``docs/results/suite_diagnosis.md``, section 6). The table's ``best`` marks the trial refitted,
-and the note of a better-scoring trial not refitted gives its gain and standard error.
+gain over the first trial, the defaults, is within one standard error — the one-standard-error rule of model
+selection (Breiman et al. 1984; Hastie, Tibshirani and Friedman, §7.10), applied to the one model that needs
+no evidence, the defaults. The standard error is that of the paired bootstrap over patients of the two
+trials' out-of-fold predictions (:func:`ehrseq.bootstrap.paired_window_differences`, 1,000 resamples, seeded):
+the defaults are kept unless the central 68.27 % percentile interval of the resampled gains (± one standard
+deviation of a normal) lies above 0. A spread of three fold scores (the rule's former basis) is an estimate
+of a standard error from three numbers; the bootstrap's comes from every patient. On a small cohort the best
+of many noisy scores is biased upwards: the suite's tuned model on SurvSet FRTCS fell below the defaults on
+every outer fold without a rule (``docs/results/suite_diagnosis.md``, section 6). The table's ``best``
+marks the trial refitted, and the note of a better-scoring trial not refitted gives its gain and interval.
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from ehrseq.bootstrap import paired_window_differences
 from ehrseq.data.reader import read_table
 from ehrseq.data.split import split_indices
 from ehrseq.errors import ConfigError, EhrseqError, option
@@ -75,6 +81,7 @@ from ehrseq.evaluate import (
     outcomes_since_origin,
     quantile_windows,
 )
+from ehrseq.metrics.resampled import percentile_interval
 from ehrseq.models.encoders import EncoderConfig
 from ehrseq.models.families import get_family
 from ehrseq.models.heads import HeadConfig
@@ -83,6 +90,10 @@ from ehrseq.settings import EstimatorSettings
 
 #: The metrics a trial can be scored by, and whether higher is better.
 METRICS: dict[str, bool] = {"c_index": True, "uno_c": True, "auc": True, "brier": False, "ibs": False}
+#: The choice's paired bootstrap: resamples of the patients, and the level of the interval whose lower end the
+#: best trial's gain must clear (the share of a normal distribution within one standard deviation).
+CHOICE_RESAMPLES = 1000
+ONE_STANDARD_ERROR = 0.6827
 
 
 # ---------------------------------------------------------------------------------------------- distributions
@@ -338,16 +349,17 @@ def _trials_table(study: Any, space: Mapping[str, Distribution], best: int | Non
             "trial": trial.number,
             **{name: (str(trial.params[name]) if name in mixed and trial.params.get(name) is not None
                       else trial.params.get(name)) for name in space},
-            "score": float(np.mean(scores)) if scores else None,
-            "score_sd": float(np.std(scores, ddof=1)) if len(scores) > 1 else None,
+            "score": trial.value if trial.state.name == "COMPLETE" else None,
+            "fold_mean": float(np.mean(scores)) if scores else None,
+            "fold_sd": float(np.std(scores, ddof=1)) if len(scores) > 1 else None,
             "folds": len(scores),
             "state": _STATES.get(trial.state.name, trial.state.name.lower()),
             "seconds": duration,
             "best": trial.number == best,
             "note": trial.user_attrs.get("error", notes.get(trial.number)),
         })
-    schema = {"trial": pl.Int64, "score": pl.Float64, "score_sd": pl.Float64, "folds": pl.Int64, "state": pl.String,
-              "seconds": pl.Float64, "best": pl.Boolean, "note": pl.String}
+    schema = {"trial": pl.Int64, "score": pl.Float64, "fold_mean": pl.Float64, "fold_sd": pl.Float64, "folds": pl.Int64,
+              "state": pl.String, "seconds": pl.Float64, "best": pl.Boolean, "note": pl.String}
     frame = pl.DataFrame(rows, infer_schema_length=None)
     if frame.height == 0:
         return pl.DataFrame(schema={"trial": pl.Int64, **{n: pl.String for n in space}, **schema})
@@ -355,6 +367,22 @@ def _trials_table(study: Any, space: Mapping[str, Distribution], best: int | Non
 
 
 # ---------------------------------------------------------------------------------------------- search
+@dataclass(frozen=True)
+class OutOfFold:
+    """A trial's landmark risks for held-out patients: ``predictions`` (``patient_id, landmark, horizon, risk``),
+    the patients' outcomes since origin ``times`` (``patient_id, outcome_time, event``) and the event type scored;
+    of one fold, or of every fold (:meth:`pool`: each patient predicted once, by the model fitted without them)."""
+
+    predictions: pl.DataFrame
+    times: pl.DataFrame
+    event: int
+
+    @classmethod
+    def pool(cls, parts: Sequence[OutOfFold]) -> OutOfFold:
+        return cls(pl.concat([part.predictions for part in parts]), pl.concat([part.times for part in parts]),
+                   parts[0].event)
+
+
 class _TrialFailed(EhrseqError):
     """A trial whose settings could not be fitted or scored (recorded, not raised)."""
 
@@ -395,21 +423,42 @@ class _Folds:
         return sorted(h for l, h in self.windows if l == s)
 
 
+def fold_predictions(model: Any, train: tuple[Any, Any], test: tuple[Any, Any],
+                     windows: Sequence[tuple[float, float]]) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """The landmark risks of a fitted ``model`` for the ``test`` tables at the ``windows`` (s, Δ)
+    (:func:`ehrseq.evaluate.landmark_predictions`: ``patient_id, landmark, horizon, risk``), the test patients'
+    outcomes since origin and the event type scored (censoring checks against ``train``)."""
+    test_times, train_times = outcomes_since_origin(test, model), outcomes_since_origin(train, model)
+    event = event_of_interest([model], None, test_times, train_times)
+    predictions = pl.concat([
+        landmark_predictions(model, test[0], [s], sorted(h for landmark, h in windows if landmark == s),
+                             outcomes=test[1], event=event)
+        for s in sorted({s for s, _ in windows})])
+    return predictions, test_times, event
+
+
+def window_score(predictions: pl.DataFrame, test_times: pl.DataFrame, train_times: pl.DataFrame,
+                 windows: Sequence[tuple[float, float]], metric: str = "c_index", min_at_risk: int = 10,
+                 event: int = 1) -> tuple[float | None, pl.DataFrame]:
+    """``metric`` of the landmark risks ``predictions`` averaged over the ``windows`` (s, Δ) that have a value
+    (``min_at_risk`` patients of ``test_times`` at risk and an event; censoring weights from ``train_times``),
+    and the landmark table it averages."""
+    table = pl.concat([
+        landmark_from_predictions(predictions, test_times, train_times, [s],
+                                  sorted(h for landmark, h in windows if landmark == s), event=event,
+                                  min_at_risk=min_at_risk)
+        for s in sorted({s for s, _ in windows})])
+    values = table[metric].drop_nulls()
+    return (float(values.mean()) if values.len() else None), table
+
+
 def score_fold(model: Any, train: tuple[Any, Any], test: tuple[Any, Any], windows: Sequence[tuple[float, float]],
                metric: str = "c_index", min_at_risk: int = 10) -> tuple[float | None, pl.DataFrame]:
     """``metric`` of a fitted ``model`` averaged over the ``windows`` (s, Δ) that have a value on the ``test``
     tables (censoring weights from ``train``), and the landmark table it averages."""
-    test_times, train_times = outcomes_since_origin(test, model), outcomes_since_origin(train, model)
-    event = event_of_interest([model], None, test_times, train_times)
-    tables = []
-    for s in sorted({s for s, _ in windows}):
-        horizons = sorted(h for l, h in windows if l == s)
-        predictions = landmark_predictions(model, test[0], [s], horizons, outcomes=test[1], event=event)
-        tables.append(landmark_from_predictions(predictions, test_times, train_times, [s], horizons, event=event,
-                                                min_at_risk=min_at_risk))
-    table = pl.concat(tables)
-    values = table[metric].drop_nulls()
-    return (float(values.mean()) if values.len() else None), table
+    predictions, test_times, event = fold_predictions(model, train, test, windows)
+    return window_score(predictions, test_times, outcomes_since_origin(train, model), windows, metric, min_at_risk,
+                        event)
 
 
 def check_options(*, n_trials: Any = 20, timeout: Any = None, folds: Any = 3, metric: Any = "c_index",
@@ -488,7 +537,8 @@ def tune(
     -------
     :class:`Tuned`, which unpacks as ``(model, trials)``: ``model`` a fitted :class:`~ehrseq.DynamicSurvival` with the fixed and
     the chosen trial's settings; ``trials`` a Polars frame, one row per trial: ``trial`` (number), one column per
-    searched setting (sequences written ``"64,64"``), ``score`` (mean over the folds scored) and ``score_sd``,
+    searched setting (sequences written ``"64,64"``), ``score`` (of the out-of-fold predictions pooled over the folds;
+    complete trials), ``fold_mean`` and ``fold_sd`` (of the folds' own scores),
     ``folds`` (scored), ``state`` (complete, pruned or failed), ``seconds``, ``best`` (the trial refitted: the
     best-scoring one unless the defaults are within one standard error of it, module docstring "Choice") and
     ``note`` (why a trial failed: an error of its settings or of its fits; why a better-scoring trial was not
@@ -513,18 +563,23 @@ def tune(
 
     data = _tuning_data(visits, outcomes, fixed, folds, seed, landmarks, horizons)
     quiet = {"progress": False}
+    out_of_fold: dict[int, OutOfFold] = {}
 
     def objective(trial: Any) -> float:
         params = {name: dist.suggest(trial, name) for name, dist in space.items()}
         scores: list[float | None] = []
+        parts: list[OutOfFold] = []
         for k in range(folds):
             train, test = data.tables(k, test=False), data.tables(k, test=True)
             try:
                 model = DynamicSurvival(**{**fixed, **params, **quiet}).fit(*train, validation=validation)
-                score, _ = score_fold(model, train, test, data.windows, metric, min_at_risk)
+                part = OutOfFold(*fold_predictions(model, train, test, data.windows))
+                score, _ = window_score(part.predictions, part.times, outcomes_since_origin(train, model),
+                                        data.windows, metric, min_at_risk, part.event)
             except (EhrseqError, FloatingPointError) as exc:  # bad settings, or a fit they made diverge
                 trial.set_user_attr("error", f"fold {k + 1}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
                 raise _TrialFailed(str(exc)) from exc
+            parts.append(part)
             scores.append(score)
             trial.set_user_attr("fold_scores", list(scores))
             done = [s for s in scores if s is not None]
@@ -532,11 +587,15 @@ def tune(
                 trial.report(float(np.mean(done)), k)
                 if trial.should_prune():
                     raise optuna.TrialPruned()
-        done = [s for s in scores if s is not None]
-        if not done:
-            trial.set_user_attr("error", f"no fold had a window with a {metric} (too few patients at risk or events)")
+        pooled = OutOfFold.pool(parts)
+        score, _ = window_score(pooled.predictions, pooled.times, pooled.times, data.windows, metric, min_at_risk,
+                                pooled.event)
+        if score is None:
+            trial.set_user_attr("error", f"no window had a {metric} on the out-of-fold predictions (too few patients "
+                                         "at risk or events)")
             raise _TrialFailed(trial.user_attrs["error"])
-        return float(np.mean(done))
+        out_of_fold[trial.number] = pooled
+        return score
 
     direction = "maximize" if METRICS[metric] else "minimize"
     sampler = optuna.samplers.TPESampler(seed=seed)
@@ -558,7 +617,8 @@ def tune(
         notes = [t.user_attrs["error"] for t in study.trials if "error" in t.user_attrs]
         reason = f": {notes[0]}" if notes else " (every trial was pruned)"
         raise ConfigError(f"no trial of {len(study.trials)} completed{reason}")
-    best, notes = chosen_trial(study, 0 if start and len(start) == len(space) else None)
+    best, notes = chosen_trial(study, 0 if start and len(start) == len(space) else None, out_of_fold, data.windows,
+                               metric, min_at_risk=min_at_risk, seed=seed)
     params = {name: dist.suggest(optuna.trial.FixedTrial(best.params), name) for name, dist in space.items()}
 
     model = DynamicSurvival(**{**fixed, **params, **quiet}).fit(data.visits, data.outcomes, validation=validation)
@@ -566,24 +626,29 @@ def tune(
     return Tuned(model, _trials_table(study, space, best.number, notes), params, metric, data.windows, study)
 
 
-def chosen_trial(study: Any, defaults: int | None) -> tuple[Any, dict[int, str]]:
+def chosen_trial(study: Any, defaults: int | None, out_of_fold: Mapping[int, OutOfFold],
+                 windows: Sequence[tuple[float, float]], metric: str, *, min_at_risk: int = 10,
+                 seed: int = 0) -> tuple[Any, dict[int, str]]:
     """The trial whose settings are refitted, and notes by trial number: the best-scoring trial, unless its gain
     over trial ``defaults`` (the estimator's defaults; ``None``: no such trial) is within one standard error of
-    their paired fold differences (module docstring, "Choice"); then the defaults, and a note on the best trial."""
+    the paired bootstrap over patients of their out-of-fold predictions ``out_of_fold`` (by trial number; module
+    docstring, "Choice"); then the defaults, and a note on the best trial."""
     best = study.best_trial
     if defaults is None or best.number == defaults or study.trials[defaults].state.name != "COMPLETE":
         return best, {}
-    reference = study.trials[defaults]
-    pairs = np.array([(b, d) for b, d in zip(best.user_attrs["fold_scores"], reference.user_attrs["fold_scores"])
-                      if b is not None and d is not None], dtype=np.float64).reshape(-1, 2)
-    if len(pairs) < 2:
+    mine, reference = out_of_fold[best.number], out_of_fold[defaults]
+    gain, resampled = paired_window_differences(mine.predictions, reference.predictions, mine.times, mine.times,
+                                                windows, metric, event=mine.event, min_at_risk=min_at_risk,
+                                                n_bootstrap=CHOICE_RESAMPLES, seed=seed)
+    if gain is None:
         return best, {}
-    gains = (pairs[:, 0] - pairs[:, 1]) * (1.0 if study.direction.name == "MAXIMIZE" else -1.0)
-    standard_error = float(gains.std(ddof=1)) / math.sqrt(len(gains))
-    if gains.mean() > standard_error:
+    sign = 1.0 if METRICS[metric] else -1.0
+    lower, upper = (float(bound[0]) for bound in percentile_interval(sign * resampled[:, None], ONE_STANDARD_ERROR))
+    if lower > 0:
         return best, {}
-    return reference, {best.number: f"not refitted: its gain over the defaults (trial {defaults}), "
-                                    f"{gains.mean():+.4f} per fold, is within one standard error ({standard_error:.4f})"}
+    return study.trials[defaults], {best.number: (
+        f"not refitted: its gain over the defaults (trial {defaults}), {sign * gain:+.4f}, is within one standard "
+        f"error (its paired bootstrap interval over patients, {lower:+.4f} to {upper:+.4f}, holds 0)")}
 
 
 def _default_trial(space: Mapping[str, Distribution], fixed: Mapping[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ehrseq.bootstrap import compare_predictions, paired_p_value
+from ehrseq.bootstrap import compare_predictions, paired_p_value, paired_window_differences
 from ehrseq.errors import ConfigError
 from ehrseq.evaluate import evaluation_horizons, landmark_from_predictions
 from ehrseq.metrics import (
@@ -134,6 +134,31 @@ def test_compare_predictions_equals_a_loop_over_resampled_test_sets(competing):
         per_resample = np.nanmean(np.stack([e[2] for e in entries], axis=1), axis=1)
         assert row["p_value"][0] == pytest.approx(_p_value_loop(per_resample), abs=1e-15)
         assert row["lower"][0] == pytest.approx(np.quantile(per_resample, 0.05), abs=1e-12)
+
+
+@pytest.mark.parametrize("metric", ["c_index", "brier", "ibs"])
+def test_paired_window_differences_equal_a_loop_over_resampled_test_sets(metric):
+    """Two of the four landmark × horizon windows: the mean difference over them, and per resample the mean of the
+    recomputed differences over the windows where the resample has one."""
+    test, train, predictions = _data(4, competing=False)
+    a, b = predictions(0.3, 1), predictions(1.0, 2)
+    windows = [(0.0, 10.0), (4.0, 5.0)]
+    since_origin = {"time": "outcome_time"}
+    point, resampled = paired_window_differences(a, b, test.rename(since_origin), train.rename(since_origin), windows,
+                                                 metric, min_at_risk=1, n_bootstrap=30, seed=5)
+    weights = bootstrap_weights(test.height, 30, 5)
+    points, loops = [], []
+    for s, h in windows:
+        points.append(_window_values(test, train, a, s, h)[metric] - _window_values(test, train, b, s, h)[metric])
+        loops.append(_loop_resamples(test, train, a, s, h, weights)[metric]
+                     - _loop_resamples(test, train, b, s, h, weights)[metric])
+    assert point == pytest.approx(np.mean(points), abs=1e-12)
+    np.testing.assert_allclose(resampled, np.nanmean(np.stack(loops, axis=1), axis=1), rtol=0, atol=1e-12)
+    same, zeros = paired_window_differences(a, a, test.rename(since_origin), train.rename(since_origin), windows, metric,
+                                            n_bootstrap=10)
+    assert same == 0.0 and np.all(zeros == 0.0)
+    with pytest.raises(ConfigError, match="metric must be one of c_index"):
+        paired_window_differences(a, b, test.rename(since_origin), train.rename(since_origin), windows, "accuracy")
 
 
 def test_a_model_compared_with_itself_differs_by_zero_with_p_one():

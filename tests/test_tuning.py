@@ -40,12 +40,16 @@ def test_tune_returns_the_best_settings_fitted_on_every_patient(tuned, cohort):
     model, trials = tuned
     assert isinstance(model, DynamicSurvival) and hasattr(model, "model_")
     searched = [name for name in SEARCH_SPACE if name not in FIXED]
-    assert trials.columns == ["trial", *searched, "score", "score_sd", "folds", "state", "seconds", "best", "note"]
+    assert trials.columns == ["trial", *searched, "score", "fold_mean", "fold_sd", "folds", "state", "seconds", "best",
+                              "note"]
     assert trials.height == 2 and trials["trial"].to_list() == [0, 1]
     assert trials["state"].to_list() == ["complete", "complete"] and trials["folds"].to_list() == [2, 2]
-    assert trials["seconds"].min() > 0 and trials["score"].is_between(0, 1).all() and trials["note"].is_null().all()
+    assert trials["seconds"].min() > 0 and trials["score"].is_between(0, 1).all()
     best = trials.filter("best")
-    assert best.height == 1 and best["score"][0] == trials["score"].max()
+    top = trials["score"].arg_max()
+    # the best-scoring trial, or the defaults with a note on it (its gain within one standard error)
+    assert best.height == 1 and (best["trial"][0] == top and trials["note"].is_null().all()
+                                 or best["trial"][0] == 0 and trials["note"][top].startswith("not refitted"))
     # the model's settings: the fixed ones and the best trial's, as the table writes them
     params = model.get_params()
     for name in searched:
@@ -65,16 +69,19 @@ def test_tune_returns_the_best_settings_fitted_on_every_patient(tuned, cohort):
     assert tuned.metric == "c_index" and tuned.windows and tuned.study.direction.name == "MAXIMIZE"
 
 
-def test_a_trial_scores_the_mean_landmark_c_index_of_its_folds(tuned, cohort):
-    """Refit the best trial's settings on each fold by hand: the same fold scores as the search."""
+def test_a_trial_scores_the_landmark_c_index_of_its_out_of_fold_predictions(tuned, cohort):
+    """Refit the best trial's settings on each fold by hand: the fold scores of the search, and as the trial's score
+    the landmark C-index of every patient's prediction by the model fitted without them, pooled over the folds."""
     from ehrseq.data.split import split_indices
+    from ehrseq.evaluate import landmark_from_predictions, landmark_predictions, outcomes_since_origin
     from ehrseq.tuning import score_fold
 
     visits, outcomes = cohort
     events = DynamicSurvival().cohort_settings.build(visits, outcomes).patients
     parts = split_indices(events["event"].to_numpy(), [0.5, 0.5], seed=1)
     settings = {**FIXED, **tuned.best, "seed": 1, "progress": False}
-    scores = []
+    landmarks = sorted({s for s, _ in tuned.windows})
+    scores, predictions, times = [], [], []
     for part in parts:
         test_ids = events["patient_id"].gather(part).implode()
         test = (visits.filter(pl.col("patient_id").is_in(test_ids)), outcomes.filter(pl.col("patient_id").is_in(test_ids)))
@@ -84,9 +91,17 @@ def test_a_trial_scores_the_mean_landmark_c_index_of_its_folds(tuned, cohort):
         score, table = score_fold(model, train, test, tuned.windows)
         assert score == pytest.approx(table["c_index"].drop_nulls().mean())
         scores.append(score)
+        predictions += [landmark_predictions(model, test[0], [s], [h for l, h in tuned.windows if l == s],
+                                             outcomes=test[1]) for s in landmarks]
+        times.append(outcomes_since_origin(test, model))
+    pooled, everyone = pl.concat(predictions), pl.concat(times)
+    assert everyone["patient_id"].sort().equals(events["patient_id"].sort())  # each patient predicted once
+    table = pl.concat([landmark_from_predictions(pooled, everyone, everyone, [s], [h for l, h in tuned.windows if l == s])
+                       for s in landmarks])
     best = tuned.trials.filter("best")
-    assert best["score"][0] == pytest.approx(np.mean(scores), abs=1e-9)
-    assert best["score_sd"][0] == pytest.approx(np.std(scores, ddof=1), abs=1e-9)
+    assert best["score"][0] == pytest.approx(table["c_index"].drop_nulls().mean(), abs=1e-12)
+    assert best["fold_mean"][0] == pytest.approx(np.mean(scores), abs=1e-9)
+    assert best["fold_sd"][0] == pytest.approx(np.std(scores, ddof=1), abs=1e-9)
 
 
 def test_the_same_seed_gives_the_same_trials_and_another_seed_others(tuned, cohort):
@@ -125,9 +140,9 @@ def test_pruned_trials_stop_after_the_fold_that_falls_behind(cohort):
                   space={"lr": FloatRange(1e-3, 1e-2, log=True)}, **FIXED)
     trials = result.trials
     assert trials["state"].to_list() == ["complete", "pruned"] and trials["folds"].to_list() == [2, 1]
-    assert trials["score_sd"][1] is None and trials["best"].to_list() == [True, False]
+    assert trials["fold_sd"][1] is None and trials["score"][1] is None and trials["best"].to_list() == [True, False]
     reported = result.study.trials[1].intermediate_values
-    assert list(reported) == [0] and reported[0] == pytest.approx(trials["score"][1])
+    assert list(reported) == [0] and reported[0] == pytest.approx(trials["fold_mean"][1])
 
 
 def test_the_time_budget_stops_the_search_and_lower_scores_win_for_the_brier_metrics(cohort):
@@ -168,36 +183,54 @@ def test_a_trial_whose_fit_diverges_is_recorded_as_failed_and_the_search_goes_on
     assert len(calls) == 1 + 2 + 1  # the failed trial's first fold, the second trial's two folds, the refit
 
 
-def _study(direction: str, folds: list[list[float | None]]):
-    """An Optuna study of completed trials with these per-fold scores (trial 0: the defaults)."""
+def _study(direction: str, values: list[float]):
+    """An Optuna study of completed trials with these scores (trial 0: the defaults)."""
     study = optuna.create_study(direction=direction)
-    for k, scores in enumerate(folds):
-        done = [x for x in scores if x is not None]
-        study.add_trial(optuna.trial.create_trial(params={"dropout": 0.1 * k},
-                                                  distributions={"dropout": optuna.distributions.FloatDistribution(0, 1)},
-                                                  value=float(np.mean(done)), user_attrs={"fold_scores": scores}))
+    for k, value in enumerate(values):
+        study.add_trial(optuna.trial.create_trial(params={"dropout": 0.1 * k}, value=value,
+                                                  distributions={"dropout": optuna.distributions.FloatDistribution(0, 1)}))
     return study
 
 
-def test_the_defaults_are_refitted_when_the_best_trial_gains_less_than_one_standard_error():
-    """Hand-computed: gains (0.02, −0.02, 0.04) have mean 0.0133 and standard error 0.0306/√3 = 0.0176 (kept: the
-    defaults); (0.05, 0.06, 0.05) mean 0.0533, standard error 0.0033 (the best trial); the minimised metrics count a
-    lower score as the gain; fewer than two folds scored by both, or no defaults trial: the best trial."""
+def _out_of_fold(risk: np.ndarray):
+    """Risks at (landmark 100, horizon 400) for 80 patients with outcome times 110, 120, …, 900 (every other one an
+    event), as pooled out-of-fold predictions."""
+    from ehrseq.tuning import OutOfFold
+
+    ids = np.arange(80)
+    times = pl.DataFrame({"patient_id": ids, "outcome_time": 110.0 + 10.0 * ids, "event": ids % 2})
+    predictions = pl.DataFrame({"patient_id": ids, "landmark": 100.0, "horizon": 400.0, "risk": risk})
+    return OutOfFold(predictions, times, 1)
+
+
+WINDOW = [(100.0, 400.0)]
+
+
+def test_the_defaults_are_refitted_unless_the_best_trial_gains_more_than_one_bootstrap_standard_error():
+    """Both directions on the paired bootstrap over patients of the pooled out-of-fold predictions: risks that rank
+    the window's events perfectly against constant ones (C 1 against 0.5) are refitted; the same risks as the
+    defaults (a gain of 0 on every resample) keep the defaults, with the note; the Brier score counts a lower score
+    as the gain; without a defaults trial the best is refitted."""
     from ehrseq.tuning import chosen_trial
 
-    defaults = [0.70, 0.60, 0.65]
-    trial, notes = chosen_trial(_study("maximize", [defaults, [0.72, 0.58, 0.69], [0.60, 0.60, 0.60]]), 0)
-    assert trial.number == 0
-    assert notes == {1: "not refitted: its gain over the defaults (trial 0), +0.0133 per fold, is within one standard "
-                        "error (0.0176)"}
-    trial, notes = chosen_trial(_study("maximize", [defaults, [0.75, 0.66, 0.70]]), 0)
+    ranked = np.linspace(1.0, 0.0, 80)  # earlier outcome, higher risk
+    flat = np.full(80, 0.5)
+    trial, notes = chosen_trial(_study("maximize", [0.5, 1.0]), 0, {0: _out_of_fold(flat), 1: _out_of_fold(ranked)},
+                                WINDOW, "c_index")
     assert trial.number == 1 and notes == {}
-    trial, _ = chosen_trial(_study("minimize", [[0.20, 0.22, 0.21], [0.15, 0.16, 0.16]]), 0)
-    assert trial.number == 1  # IBS 0.05–0.06 lower on every fold
-    trial, _ = chosen_trial(_study("minimize", [[0.20, 0.22, 0.21], [0.21, 0.19, 0.20]]), 0)
-    assert trial.number == 0  # lower by 0.01 on average, with a standard error of 0.0115
-    assert chosen_trial(_study("maximize", [[0.7, None, 0.6], [0.8, 0.9, None]]), 0)[0].number == 1  # one fold pair
-    assert chosen_trial(_study("maximize", [defaults, [0.72, 0.58, 0.69]]), None)[0].number == 1
+    trial, notes = chosen_trial(_study("maximize", [0.5, 0.6]), 0, {0: _out_of_fold(ranked), 1: _out_of_fold(ranked)},
+                                WINDOW, "c_index")
+    assert trial.number == 0
+    assert notes == {1: "not refitted: its gain over the defaults (trial 0), +0.0000, is within one standard error "
+                        "(its paired bootstrap interval over patients, +0.0000 to +0.0000, holds 0)"}
+    within = ((110.0 + 10.0 * np.arange(80) <= 500.0) & (np.arange(80) % 2 == 1)).astype(float)  # events in (100, 500]
+    trial, _ = chosen_trial(_study("minimize", [0.25, 0.0]), 0, {0: _out_of_fold(flat), 1: _out_of_fold(within)},
+                            WINDOW, "brier")
+    assert trial.number == 1  # Brier 0 against 0.25
+    trial, _ = chosen_trial(_study("minimize", [0.25, 0.2]), 0, {0: _out_of_fold(flat), 1: _out_of_fold(flat)},
+                            WINDOW, "brier")
+    assert trial.number == 0
+    assert chosen_trial(_study("maximize", [0.5, 0.6]), None, {}, WINDOW, "c_index")[0].number == 1
 
 
 def test_the_search_space_is_settings_of_the_estimator():
@@ -277,9 +310,10 @@ def test_the_command_line_says_when_the_defaults_are_refitted_over_a_better_scor
                                                                                       monkeypatch):
     import ehrseq.tuning as tuning
 
-    def defaults_kept(study, defaults):
-        return study.trials[0], {1: "not refitted: its gain over the defaults (trial 0), +0.0100 per fold, is within "
-                                    "one standard error (0.0200)"}
+    def defaults_kept(study, defaults, *args, **kwargs):
+        return study.trials[0], {1: "not refitted: its gain over the defaults (trial 0), +0.0100, is within one "
+                                    "standard error (its paired bootstrap interval over patients, -0.0100 to +0.0300, "
+                                    "holds 0)"}
 
     monkeypatch.setattr(tuning, "chosen_trial", defaults_kept)
     out = csv_tables / "kept"
@@ -287,8 +321,9 @@ def test_the_command_line_says_when_the_defaults_are_refitted_over_a_better_scor
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "best trial 0:" in printed
-    assert re.search(r"^trial 1 \(c_index \d\.\d{4}\) not refitted: its gain over the defaults \(trial 0\), \+0\.0100 per "
-                     r"fold, is within one standard error \(0\.0200\): the defaults are refitted$", printed, re.MULTILINE)
+    assert re.search(r"^trial 1 \(c_index \d\.\d{4}\) not refitted: its gain over the defaults \(trial 0\), \+0\.0100, is "
+                     r"within one standard error \(its paired bootstrap interval over patients, -0\.0100 to \+0\.0300, "
+                     r"holds 0\): the defaults are refitted$", printed, re.MULTILINE)
     trials = pl.read_parquet(out / "trials.parquet")
     assert trials["best"].to_list() == [True, False] and trials["note"][1].startswith("not refitted")
 
