@@ -47,6 +47,7 @@ from ehrseq.evaluate import (
     window_metrics,
 )
 from ehrseq.metrics.resampled import (
+    bootstrap_weight_blocks,
     bootstrap_weights,
     percentile_interval,
     resampled_auc,
@@ -228,8 +229,7 @@ def paired_window_differences(predictions_a: pl.DataFrame, predictions_b: pl.Dat
     if metric not in INTERVAL_METRICS:
         raise ConfigError(f"metric must be one of {', '.join(INTERVAL_METRICS)}, got {metric!r}")
     population = test["patient_id"]
-    weights = bootstrap_weights(population.len(), n_bootstrap, seed)
-    points, resampled = [], []
+    points, pairs = [], []
     for s in sorted({float(s) for s, _ in windows}):
         horizons = sorted(float(h) for landmark, h in windows if float(landmark) == s)
         for window_a, window_b in zip(landmark_windows(predictions_a, test, train, [s], horizons),
@@ -237,15 +237,20 @@ def paired_window_differences(predictions_a: pl.DataFrame, predictions_b: pl.Dat
             _check_same_patients(window_a, window_b, ("a", "b"))
             a = getattr(window_metrics(window_a, event, min_at_risk), metric)
             b = getattr(window_metrics(window_b, event, min_at_risk), metric)
-            if a is None or b is None:
-                continue
-            window_weights = _window_weights(weights, population, window_a)
-            points.append(a - b)
-            resampled.append(window_resamples(window_a, window_weights, event, [metric])[metric]
-                             - window_resamples(window_b, window_weights, event, [metric])[metric])
+            if a is not None and b is not None:
+                points.append(a - b)
+                pairs.append((window_a, window_b))
     if not points:
         return None, np.full(n_bootstrap, np.nan)
-    return float(np.mean(points)), _mean_over_windows(resampled)
+    blocks = []
+    for weights in bootstrap_weight_blocks(population.len(), n_bootstrap, seed, max_elements=1 << 21):  # bounded memory
+        differences = []
+        for window_a, window_b in pairs:
+            window_weights = _window_weights(weights, population, window_a)
+            differences.append(window_resamples(window_a, window_weights, event, [metric])[metric]
+                               - window_resamples(window_b, window_weights, event, [metric])[metric])
+        blocks.append(_mean_over_windows(differences))
+    return float(np.mean(points)), np.concatenate(blocks)
 
 
 def _comparison_row(s: float | None, h: float | None, name: str, n: int | None, a: float | None, b: float | None,

@@ -15,6 +15,7 @@ from ehrseq.metrics import (
     cause_specific_uno_c,
 )
 from ehrseq.metrics.resampled import (
+    bootstrap_weight_blocks,
     bootstrap_weights,
     percentile_interval,
     resampled_auc,
@@ -146,3 +147,12 @@ def test_bootstrap_interval_of_the_c_index_covers_the_population_value_at_the_no
     coverage = covered / samples
     # nominal 0.90; the binomial sd over 200 samples is 0.021
     assert 0.84 <= coverage <= 0.96, coverage
+
+
+def test_bootstrap_weight_blocks_are_the_rows_of_bootstrap_weights_in_bounded_blocks():
+    whole = bootstrap_weights(40, 25, 3)
+    assert whole.shape == (25, 40) and np.all(whole.sum(axis=1) == 40)
+    blocks = list(bootstrap_weight_blocks(40, 25, 3, max_elements=400))  # 10 rows of 40 at most
+    assert [block.shape[0] for block in blocks] == [10, 10, 5]
+    np.testing.assert_array_equal(np.concatenate(blocks), whole)
+    assert [block.shape[0] for block in bootstrap_weight_blocks(40, 3, 3, max_elements=10)] == [1, 1, 1]

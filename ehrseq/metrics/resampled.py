@@ -21,6 +21,7 @@ A value that is undefined for a resample (no case, no comparable pair) is NaN.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,7 @@ from ehrseq.metrics.competing import RiskConcordanceSetup, auc_weights, cause_sp
 from ehrseq.metrics.ipcw import CensoringDistribution
 
 __all__ = [
+    "bootstrap_weight_blocks",
     "bootstrap_weights",
     "percentile_interval",
     "resampled_auc",
@@ -45,11 +47,21 @@ __all__ = [
 
 def bootstrap_weights(n: int, n_resamples: int, seed: int | np.random.Generator | None = None) -> np.ndarray:
     """Counts ``[R, n]`` of R nonparametric bootstrap resamples of n subjects (multinomial(n, 1/n) each row)."""
+    return next(bootstrap_weight_blocks(n, n_resamples, seed, max_elements=n * n_resamples))
+
+
+def bootstrap_weight_blocks(n: int, n_resamples: int, seed: int | np.random.Generator | None = None, *,
+                            max_elements: int = 1 << 24) -> Iterator[np.ndarray]:
+    """The rows of :func:`bootstrap_weights` (same ``seed``, same counts in the same order: one generator draws
+    them row after row) in blocks ``[r, n]`` of at most ``max_elements`` counts each (one row at least), so that
+    many resamples of a large cohort never sit in memory at once."""
     check_positive_int(n_resamples, "n_resamples")
     if n < 1:
         raise ValueError("the bootstrap needs at least one subject")
     rng = np.random.default_rng(seed)
-    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples).astype(np.float64)
+    block = max(1, max_elements // n)
+    for start in range(0, n_resamples, block):
+        yield rng.multinomial(n, np.full(n, 1.0 / n), size=min(block, n_resamples - start)).astype(np.float64)
 
 
 def percentile_interval(values: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
