@@ -424,17 +424,17 @@ class _Folds:
 
 
 def fold_predictions(model: Any, train: tuple[Any, Any], test: tuple[Any, Any],
-                     windows: Sequence[tuple[float, float]]) -> tuple[pl.DataFrame, pl.DataFrame, int]:
-    """The landmark risks of a fitted ``model`` for the ``test`` tables at the ``windows`` (s, Δ)
-    (:func:`ehrseq.evaluate.landmark_predictions`: ``patient_id, landmark, horizon, risk``), the test patients'
-    outcomes since origin and the event type scored (censoring checks against ``train``)."""
+                     windows: Sequence[tuple[float, float]]) -> tuple[OutOfFold, pl.DataFrame]:
+    """The landmark risks of a ``model`` fitted on the ``train`` tables for the ``test`` tables at the ``windows``
+    (s, Δ) (:func:`ehrseq.evaluate.landmark_predictions`), as an :class:`OutOfFold`, and the training patients'
+    outcomes since origin (for the censoring weights)."""
     test_times, train_times = outcomes_since_origin(test, model), outcomes_since_origin(train, model)
     event = event_of_interest([model], None, test_times, train_times)
     predictions = pl.concat([
         landmark_predictions(model, test[0], [s], sorted(h for landmark, h in windows if landmark == s),
                              outcomes=test[1], event=event)
         for s in sorted({s for s, _ in windows})])
-    return predictions, test_times, event
+    return OutOfFold(predictions, test_times, event), train_times
 
 
 def window_score(predictions: pl.DataFrame, test_times: pl.DataFrame, train_times: pl.DataFrame,
@@ -450,15 +450,6 @@ def window_score(predictions: pl.DataFrame, test_times: pl.DataFrame, train_time
         for s in sorted({s for s, _ in windows})])
     values = table[metric].drop_nulls()
     return (float(values.mean()) if values.len() else None), table
-
-
-def score_fold(model: Any, train: tuple[Any, Any], test: tuple[Any, Any], windows: Sequence[tuple[float, float]],
-               metric: str = "c_index", min_at_risk: int = 10) -> tuple[float | None, pl.DataFrame]:
-    """``metric`` of a fitted ``model`` averaged over the ``windows`` (s, Δ) that have a value on the ``test``
-    tables (censoring weights from ``train``), and the landmark table it averages."""
-    predictions, test_times, event = fold_predictions(model, train, test, windows)
-    return window_score(predictions, test_times, outcomes_since_origin(train, model), windows, metric, min_at_risk,
-                        event)
 
 
 def check_options(*, n_trials: Any = 20, timeout: Any = None, folds: Any = 3, metric: Any = "c_index",
@@ -563,7 +554,17 @@ def tune(
 
     data = _tuning_data(visits, outcomes, fixed, folds, seed, landmarks, horizons)
     quiet = {"progress": False}
-    out_of_fold: dict[int, OutOfFold] = {}
+    direction = "maximize" if METRICS[metric] else "minimize"
+    out_of_fold: dict[int, OutOfFold] = {}  # the defaults' and the best-scoring trial's so far (memory)
+    scored: dict[int, float] = {}
+
+    def keep(number: int, score: float, pooled: OutOfFold) -> None:
+        sign = 1.0 if METRICS[metric] else -1.0
+        scored[number] = score
+        leader = max(scored, key=lambda n: sign * scored[n])
+        out_of_fold[number] = pooled
+        for other in [n for n in out_of_fold if n not in (0, leader)]:
+            del out_of_fold[other]
 
     def objective(trial: Any) -> float:
         params = {name: dist.suggest(trial, name) for name, dist in space.items()}
@@ -573,9 +574,9 @@ def tune(
             train, test = data.tables(k, test=False), data.tables(k, test=True)
             try:
                 model = DynamicSurvival(**{**fixed, **params, **quiet}).fit(*train, validation=validation)
-                part = OutOfFold(*fold_predictions(model, train, test, data.windows))
-                score, _ = window_score(part.predictions, part.times, outcomes_since_origin(train, model),
-                                        data.windows, metric, min_at_risk, part.event)
+                part, train_times = fold_predictions(model, train, test, data.windows)
+                score, _ = window_score(part.predictions, part.times, train_times, data.windows, metric, min_at_risk,
+                                        part.event)
             except (EhrseqError, FloatingPointError) as exc:  # bad settings, or a fit they made diverge
                 trial.set_user_attr("error", f"fold {k + 1}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
                 raise _TrialFailed(str(exc)) from exc
@@ -594,10 +595,9 @@ def tune(
             trial.set_user_attr("error", f"no window had a {metric} on the out-of-fold predictions (too few patients "
                                          "at risk or events)")
             raise _TrialFailed(trial.user_attrs["error"])
-        out_of_fold[trial.number] = pooled
+        keep(trial.number, score, pooled)
         return score
 
-    direction = "maximize" if METRICS[metric] else "minimize"
     sampler = optuna.samplers.TPESampler(seed=seed)
     with _quiet_optuna():
         study = optuna.create_study(direction=direction, sampler=sampler, pruner=pruner)

@@ -74,13 +74,20 @@ def test_a_trial_scores_the_landmark_c_index_of_its_out_of_fold_predictions(tune
     the landmark C-index of every patient's prediction by the model fitted without them, pooled over the folds."""
     from ehrseq.data.split import split_indices
     from ehrseq.evaluate import landmark_from_predictions, landmark_predictions, outcomes_since_origin
-    from ehrseq.tuning import score_fold
 
     visits, outcomes = cohort
     events = DynamicSurvival().cohort_settings.build(visits, outcomes).patients
     parts = split_indices(events["event"].to_numpy(), [0.5, 0.5], seed=1)
     settings = {**FIXED, **tuned.best, "seed": 1, "progress": False}
     landmarks = sorted({s for s, _ in tuned.windows})
+
+    def horizons(s):
+        return [h for landmark, h in tuned.windows if landmark == s]
+
+    def mean_c(predictions, test_times, train_times):
+        return pl.concat([landmark_from_predictions(predictions, test_times, train_times, [s], horizons(s))
+                          for s in landmarks])["c_index"].drop_nulls().mean()
+
     scores, predictions, times = [], [], []
     for part in parts:
         test_ids = events["patient_id"].gather(part).implode()
@@ -88,18 +95,14 @@ def test_a_trial_scores_the_landmark_c_index_of_its_out_of_fold_predictions(tune
         train = (visits.filter(~pl.col("patient_id").is_in(test_ids)),
                  outcomes.filter(~pl.col("patient_id").is_in(test_ids)))
         model = DynamicSurvival(**settings).fit(*train)
-        score, table = score_fold(model, train, test, tuned.windows)
-        assert score == pytest.approx(table["c_index"].drop_nulls().mean())
-        scores.append(score)
-        predictions += [landmark_predictions(model, test[0], [s], [h for l, h in tuned.windows if l == s],
-                                             outcomes=test[1]) for s in landmarks]
+        fold = pl.concat([landmark_predictions(model, test[0], [s], horizons(s), outcomes=test[1]) for s in landmarks])
+        scores.append(mean_c(fold, outcomes_since_origin(test, model), outcomes_since_origin(train, model)))
+        predictions.append(fold)
         times.append(outcomes_since_origin(test, model))
     pooled, everyone = pl.concat(predictions), pl.concat(times)
     assert everyone["patient_id"].sort().equals(events["patient_id"].sort())  # each patient predicted once
-    table = pl.concat([landmark_from_predictions(pooled, everyone, everyone, [s], [h for l, h in tuned.windows if l == s])
-                       for s in landmarks])
     best = tuned.trials.filter("best")
-    assert best["score"][0] == pytest.approx(table["c_index"].drop_nulls().mean(), abs=1e-12)
+    assert best["score"][0] == pytest.approx(mean_c(pooled, everyone, everyone), abs=1e-12)
     assert best["fold_mean"][0] == pytest.approx(np.mean(scores), abs=1e-9)
     assert best["fold_sd"][0] == pytest.approx(np.std(scores, ddof=1), abs=1e-9)
 
@@ -143,6 +146,23 @@ def test_pruned_trials_stop_after_the_fold_that_falls_behind(cohort):
     assert trials["fold_sd"][1] is None and trials["score"][1] is None and trials["best"].to_list() == [True, False]
     reported = result.study.trials[1].intermediate_values
     assert list(reported) == [0] and reported[0] == pytest.approx(trials["fold_mean"][1])
+
+
+def test_the_search_keeps_the_out_of_fold_predictions_of_the_defaults_and_of_the_best_trial_only(cohort, monkeypatch):
+    import ehrseq.tuning as tuning
+
+    chosen = tuning.chosen_trial
+    kept = []
+
+    def recording(study, defaults, out_of_fold, *args, **kwargs):
+        kept.append((set(out_of_fold), study.best_trial.number))
+        return chosen(study, defaults, out_of_fold, *args, **kwargs)
+
+    monkeypatch.setattr(tuning, "chosen_trial", recording)
+    result = tune(*cohort, n_trials=4, folds=2, seed=0, progress=False, pruner=False,
+                  space={"dropout": [0.1, 0.0, 0.3, 0.5]}, **FIXED)
+    assert result.trials["state"].to_list() == ["complete"] * 4
+    assert kept == [({0, kept[0][1]}, kept[0][1])]
 
 
 def test_the_time_budget_stops_the_search_and_lower_scores_win_for_the_brier_metrics(cohort):
