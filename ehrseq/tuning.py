@@ -34,7 +34,9 @@ from the model fitted without them, pooled over the folds and scored as one test
 all patients). On a small cohort a fold's test part holds a few events per window (the suite's FRTCS: 1–4
 in each of three folds) and its C-index is mostly noise; the pooled predictions score every event once, as
 Simon et al. (2011, *Briefings in Bioinformatics* 12:203) recommend for cross-validating survival models on
-few events. Each fold is also scored alone (``fold_mean`` and ``fold_sd`` of the table; what the pruner reads).
+few events. Pooling also ranks patients predicted by different folds' models against each other, so the score
+falls below the folds' mean where those models disagree in level (settings whose fits vary from fold to fold
+score lower). Each fold is also scored alone (``fold_mean`` and ``fold_sd`` of the table; what the pruner reads).
 
 **First trial.** The estimator's defaults of the searched settings (those the space holds), so that the
 search compares every proposal with the model a new user fits; the sampler proposes the rest.
