@@ -21,8 +21,8 @@ R' the resamples where the metric is defined (the interval at level 1 − p just
 compared with itself has d* = 0 everywhere and p = 1). The **overall** rows average the metric over the
 windows where both models have a value, resample by resample (the mean over (landmark, horizon) windows
 that the project's results tables report); :func:`paired_window_differences` gives that mean difference and its
-resampled values for a given list of windows (what ``ehrseq.tune`` weighs a trial's gain by). Lower is better for the Brier score and the IBS, higher for
-the others: the sign of the difference is reported as is.
+resampled values for a given list of windows (what ``ehrseq.tune`` weighs a trial's gain by). Lower is better for
+the Brier score and the IBS, higher for the others: the sign of the difference is reported as is.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from ehrseq.evaluate import (
     landmark_windows,
     outcomes_since_origin,
     window_metrics,
+    windows_by_landmark,
 )
 from ehrseq.metrics.resampled import (
     bootstrap_weight_blocks,
@@ -222,16 +223,16 @@ def paired_window_differences(predictions_a: pl.DataFrame, predictions_b: pl.Dat
     of the test patients, ``[R]`` (NaN where no window has a value): the overall row of :func:`compare_predictions`
     for a list of windows instead of every landmark × horizon.
 
-    ``test``, ``train``: ``patient_id, outcome_time, event`` since origin (:func:`ehrseq.evaluate.outcomes_since_origin`);
-    both sets of risks must be for the same patients at risk in every window. Returns (None, all-NaN) when no
+    ``test``, ``train``: ``patient_id, outcome_time, event`` since origin
+    (:func:`ehrseq.evaluate.outcomes_since_origin`); both sets of risks must be for the same patients at risk in
+    every window. Returns (None, all-NaN) when no
     window has a value for both.
     """
     if metric not in INTERVAL_METRICS:
         raise ConfigError(f"metric must be one of {', '.join(INTERVAL_METRICS)}, got {metric!r}")
     population = test["patient_id"]
     points, pairs = [], []
-    for s in sorted({float(s) for s, _ in windows}):
-        horizons = sorted(float(h) for landmark, h in windows if float(landmark) == s)
+    for s, horizons in windows_by_landmark(windows):
         for window_a, window_b in zip(landmark_windows(predictions_a, test, train, [s], horizons),
                                       landmark_windows(predictions_b, test, train, [s], horizons)):
             _check_same_patients(window_a, window_b, ("a", "b"))

@@ -783,8 +783,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "times (or --landmarks and --horizons); a median pruner stops trials that fall behind after a fold. "
                 "The best settings (or the defaults, the first trial, when the best gains less than one standard "
                 "error over them in a paired bootstrap over patients) are fitted on all patients and saved to "
-                "OUT/model, the table of trials to OUT/trials.csv and OUT/trials.parquet. Settings given by --config or the flags below are fixed (not searched); "
-                "--space replaces the default search space.")
+                "OUT/model, the table of trials to OUT/trials.csv and OUT/trials.parquet. Settings given by --config "
+                "or the flags below are fixed (not searched); --space replaces the default search space.")
     tune_.add_argument("--visits", nargs="+", required=True, help=f"visit table: {TABLES_HELP}")
     tune_.add_argument("--outcomes", nargs="+", required=True, help=f"outcome table: {TABLES_HELP}")
     tune_.add_argument("--out", required=True, help="output folder (model/, trials.csv, trials.parquet)")

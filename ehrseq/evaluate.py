@@ -170,6 +170,13 @@ def evaluation_horizons(horizons: Sequence[float], ibs_points: int = 20) -> np.n
     return np.unique(np.concatenate([np.asarray(values), *[np.linspace(h / ibs_points, h, ibs_points) for h in values]]))
 
 
+def windows_by_landmark(windows: Sequence[tuple[float, float]]) -> list[tuple[float, list[float]]]:
+    """(landmark s, its horizons Δ) for the (s, Δ) ``windows``: landmarks increasing, each with its horizons
+    increasing — the calls of :func:`landmark_predictions` / :func:`landmark_from_predictions` that score them."""
+    landmarks = sorted({float(s) for s, _ in windows})
+    return [(s, sorted(float(h) for landmark, h in windows if float(landmark) == s)) for s in landmarks]
+
+
 def quantile_windows(times: np.ndarray, landmarks: Sequence[float] = (0.25, 0.5),
                      ends: Sequence[float] = (0.5, 0.75)) -> tuple[tuple[float, float], ...]:
     """(s, Δ) for s = the ``landmarks`` quantiles of ``times`` and every window end (``ends`` quantiles)

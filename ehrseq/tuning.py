@@ -83,6 +83,7 @@ from ehrseq.evaluate import (
     landmark_predictions,
     outcomes_since_origin,
     quantile_windows,
+    windows_by_landmark,
 )
 from ehrseq.metrics.resampled import percentile_interval
 from ehrseq.models.encoders import EncoderConfig
@@ -418,13 +419,6 @@ class _Folds:
         return (self.visits.filter(pl.col("patient_id").is_in(ids)),
                 self.outcomes.filter(pl.col("patient_id").is_in(ids)))
 
-    @property
-    def landmarks(self) -> list[float]:
-        return sorted({s for s, _ in self.windows})
-
-    def horizons(self, s: float) -> list[float]:
-        return sorted(h for l, h in self.windows if l == s)
-
 
 def fold_predictions(model: Any, train: tuple[Any, Any], test: tuple[Any, Any],
                      windows: Sequence[tuple[float, float]]) -> tuple[OutOfFold, pl.DataFrame]:
@@ -433,10 +427,8 @@ def fold_predictions(model: Any, train: tuple[Any, Any], test: tuple[Any, Any],
     outcomes since origin (for the censoring weights)."""
     test_times, train_times = outcomes_since_origin(test, model), outcomes_since_origin(train, model)
     event = event_of_interest([model], None, test_times, train_times)
-    predictions = pl.concat([
-        landmark_predictions(model, test[0], [s], sorted(h for landmark, h in windows if landmark == s),
-                             outcomes=test[1], event=event)
-        for s in sorted({s for s, _ in windows})])
+    predictions = pl.concat([landmark_predictions(model, test[0], [s], horizons, outcomes=test[1], event=event)
+                             for s, horizons in windows_by_landmark(windows)])
     return OutOfFold(predictions, test_times, event), train_times
 
 
@@ -446,11 +438,9 @@ def window_score(predictions: pl.DataFrame, test_times: pl.DataFrame, train_time
     """``metric`` of the landmark risks ``predictions`` averaged over the ``windows`` (s, Δ) that have a value
     (``min_at_risk`` patients of ``test_times`` at risk and an event; censoring weights from ``train_times``),
     and the landmark table it averages."""
-    table = pl.concat([
-        landmark_from_predictions(predictions, test_times, train_times, [s],
-                                  sorted(h for landmark, h in windows if landmark == s), event=event,
-                                  min_at_risk=min_at_risk)
-        for s in sorted({s for s, _ in windows})])
+    table = pl.concat([landmark_from_predictions(predictions, test_times, train_times, [s], horizons, event=event,
+                                                 min_at_risk=min_at_risk)
+                       for s, horizons in windows_by_landmark(windows)])
     values = table[metric].drop_nulls()
     return (float(values.mean()) if values.len() else None), table
 

@@ -117,6 +117,15 @@ def test_windows_are_quantiles_of_the_times_without_repeats():
     assert suite.quantile_windows(tied) == ((float(np.quantile(tied, 0.25)), 52.0 - np.quantile(tied, 0.25)),)
 
 
+
+def test_windows_group_by_landmark_in_increasing_order():
+    from ehrseq.evaluate import windows_by_landmark
+
+    windows = [(66.0, 109.5), (19.5, 156.0), (19.5, 46.5), (66, 20)]
+    assert windows_by_landmark(windows) == [(19.5, [46.5, 156.0]), (66.0, [20.0, 109.5])]
+    assert windows_by_landmark([]) == []
+
+
 def test_folds_are_deterministic_stratified_and_differ_between_repeats(heart):
     first = suite.assign_folds(heart, 5, repeat=0, seed=0)
     assert np.array_equal(first, suite.assign_folds(heart, 5, repeat=0, seed=0))

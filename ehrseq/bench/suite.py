@@ -27,8 +27,8 @@ Models (each fitted on the training folds only): ``default`` = ``DynamicSurvival
 user fits it (with the data set's table options: NAFLD's origin); ``tuned`` = ``ehrseq.tune`` on the
 training folds only (inner cross-validation: 10 trials × 3 inner folds scored by the landmark C-index of the
 out-of-fold predictions at the training folds' event-time quantile windows, median pruning, seed 0; the chosen
-settings — the best, or the defaults when within one bootstrap standard error of them — refitted on the training folds; not in the default run, whose 45-minute budget it would break — ``--models tuned,cox``
-runs it); ``cox`` = landmark Cox fitted at the evaluation landmark s on
+settings — the best, or the defaults when within one bootstrap standard error of them — refitted on the training
+folds; not in the default run, whose 45-minute budget it would break — ``--models tuned,cox`` runs it); ``cox`` = landmark Cox fitted at the evaluation landmark s on
 the training patients alive at s with a visit by s, on their last observed covariates (carried forward to
 s; missing: training mean + indicator; categorical: one-hot), ridge alpha 0.01, events after s + Δ_max
 censored, Δ_max the longest window from s — the classical landmark model (on heart, epileptic and FRTCS its
