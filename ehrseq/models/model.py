@@ -335,12 +335,11 @@ class DynamicSurvivalModel(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Embedding sums ``[B, M, D]``, encoder states ``[B, M, D]`` and the code-history terms ``[B, M, P]``
         (``None`` without :attr:`ModelConfig.code_history`, or when not ``with_history``)."""
-        embedding = self.encoder.embedding
-        sums = embedding.sums(batch, check_values=check_values)
         history = None
         if with_history and self.code_history is not None:
             history = self.new_code_terms(batch).cumsum(dim=1)
-        return sums, self.encoder.contextualize(embedding.normalise(sums), batch.mask), history
+        sums, states = self.encoder.encode(batch, check_values=check_values)
+        return sums, states, history
 
     def new_code_terms(self, batch: SequenceBatch) -> torch.Tensor:
         """The code-history term's increments per visit ``[B, M, P]`` (:func:`new_code_terms`; within

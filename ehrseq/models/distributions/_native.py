@@ -36,7 +36,7 @@ import ctypes
 import functools
 import importlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -47,7 +47,7 @@ _SUFFIXES = {torch.float32: "f32", torch.float64: "f64"}
 
 #: The interface version of the entry points, ``EHRSEQ_NATIVE_KERNELS_ABI`` in ``_native_kernels.c``: a library
 #: built from another version of the source is not called (its entry points may take other arguments).
-_ABI = 7
+_ABI = 8
 
 
 @functools.lru_cache(maxsize=1)
@@ -83,6 +83,16 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
         for suffix in ("f32", "f64"):
             entry = getattr(library, f"ehrseq_{name}_{suffix}")
             entry.argtypes, entry.restype = types, ctypes.c_int
+    inference = {  # float32 only
+        "visit_embedding": [size] * 8 + [pointer] * 12 + [ctypes.c_double] + [pointer] * 5 + [ctypes.c_double]
+        + [pointer] * 2 + [count],
+        "gru_step": [size] * 2 + [pointer] * 6 + [count],
+    }
+    for name, types in inference.items():
+        entry = getattr(library, f"ehrseq_{name}_f32")
+        entry.argtypes, entry.restype = types, ctypes.c_int
+    library.ehrseq_visit_embedding_max_terms.restype = ctypes.c_int
+    library.ehrseq_visit_embedding_max_frequencies.restype = ctypes.c_int
     library.ehrseq_grid_crps_max_bins.restype = ctypes.c_int
     library.ehrseq_weibull_mixture_max_components.restype = ctypes.c_int
     return library, f"native kernel loaded from {module.__file__}"
@@ -375,3 +385,83 @@ def weibull_mixture_gradient(unit: torch.Tensor, rows: torch.Tensor, grad: torch
     _checked_call(library, f"ehrseq_weibull_mixture_backward_{suffix}", total_rows, mixtures, width // 3, selected,
                   unit.contiguous().data_ptr(), incoming.data_ptr(), selected_of.data_ptr(), table.data_ptr(), threads)
     return table
+
+
+# ---------------------------------------------------------------------------------------------- inference
+def _float32_cpu(*tensors: torch.Tensor) -> bool:
+    return all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors)
+
+
+def visit_embedding_steps(time: torch.Tensor, gap: torch.Tensor, real: torch.Tensor, values: torch.Tensor,
+                          missing: torch.Tensor, categorical: torch.Tensor, categorical_offsets: torch.Tensor,
+                          categorical_table: torch.Tensor, codes: torch.Tensor | None, code_table: torch.Tensor | None,
+                          no_codes: torch.Tensor | None, angular: torch.Tensor, time_unit: float,
+                          time_weight: torch.Tensor, numeric_weight: torch.Tensor, bias: torch.Tensor,
+                          norm_weight: torch.Tensor, norm_bias: torch.Tensor, eps: float
+                          ) -> tuple[torch.Tensor, Callable[[int, torch.Tensor], None]] | None:
+    """The visit embedding of a padded batch one step at a time, natively (float32 on the CPU, mean-pooled codes), or
+    ``None`` where the kernel does not apply. Returns the table of sums ``[B, M, D]`` and ``embed(m, out)``, which
+    writes the layer norms of the visits at step m into ``out`` ``[B, D]`` (contiguous) and their sums into the
+    table (rows not yet embedded hold arbitrary values).
+
+    Per visit: ``time``, ``gap`` ``[B, M]`` days, ``real`` ``[B, M]``, ``values`` and ``missing`` ``[B, M, F]``,
+    ``categorical`` ``[B, M, C]`` indices with ``categorical_offsets`` ``[C]`` into ``categorical_table``
+    ``[Σ cardinalities, D]``, ``codes`` ``[B, M, K]`` into ``code_table`` ``[V, D]`` (``None``: no code input) with
+    the no-codes vector ``[D]``; ``angular`` the time encoding's ω ``[n]`` and ``time_unit``; ``time_weight``
+    W_time ``[D, 2(1 + 2n)]`` with ``bias`` ``[D]``, ``numeric_weight`` W_num ``[D, 2F]``, the layer norm's
+    ``norm_weight``, ``norm_bias`` ``[D]`` and ``eps`` — the terms of
+    :class:`~ehrseq.models.encoders.embedding.VisitEmbedding`, whose docstring states them.
+    """
+    library = _library()[0] if available() else None
+    b, m = real.shape
+    width, n = bias.shape[0], angular.shape[0]
+    floats = [time, gap, values, categorical_table, angular, time_weight, numeric_weight, bias, norm_weight, norm_bias]
+    if code_table is not None:
+        floats += [code_table, no_codes]
+    terms = 2 * (1 + 2 * n) + values.shape[-1] + categorical.shape[-1] + max(1, 0 if codes is None else codes.shape[-1])
+    if library is None or not _float32_cpu(*floats) \
+            or n > library.ehrseq_visit_embedding_max_frequencies() or terms > library.ehrseq_visit_embedding_max_terms():
+        return None
+    tables = [time.contiguous(), gap.contiguous(), real.contiguous().view(torch.uint8), values.contiguous(),
+              missing.contiguous().view(torch.uint8), categorical.contiguous(), categorical_offsets.contiguous(),
+              categorical_table.contiguous()]
+    if code_table is not None:
+        tables += [codes.contiguous(), code_table.contiguous(), no_codes.contiguous()]
+    tables += [angular.contiguous(), time_weight.t().contiguous(), numeric_weight.t().contiguous(), bias.contiguous(),
+               norm_weight.contiguous(), norm_bias.contiguous()]
+    sums = bias.new_empty(b, m, width)
+    pointers = [t.data_ptr() for t in tables]
+    if code_table is None:
+        pointers[8:8] = [None, None, None]
+    sizes = (width, values.shape[-1], categorical.shape[-1], 0 if codes is None else codes.shape[-1], n)
+    entry, threads = library.ehrseq_visit_embedding_f32, _threads(b)
+
+    def embed(step: int, out: torch.Tensor) -> None:
+        _ = tables  # the inputs stay alive as long as this function
+        status = entry(b, m, step, *sizes, *pointers[:12], float(time_unit), *pointers[12:], float(eps),
+                       sums.data_ptr(), out.data_ptr(), threads)
+        if status not in (0, -1):
+            raise RuntimeError(f"native kernel ehrseq_visit_embedding_f32 failed (status {status})")
+
+    return sums, embed
+
+
+def gru_step_available(*tensors: torch.Tensor) -> bool:
+    """Whether :func:`gru_step` runs natively on ``tensors`` (float32 on the CPU)."""
+    return available() and _float32_cpu(*tensors)
+
+
+def gru_step(inputs: torch.Tensor, bias: torch.Tensor, recurrent: torch.Tensor | None, bias_n: torch.Tensor,
+             previous: torch.Tensor | None, out: torch.Tensor) -> None:
+    """One GRU step natively (:func:`gru_step_available` must hold), written into ``out`` ``[B, H]``: from the
+    input product ``inputs`` ``[B, 3H]`` = x [W_ir ; W_iz ; 2 W_in]ᵀ, the input ``bias`` ``[3H]`` = [b_ir + b_hr ;
+    b_iz + b_hz ; 2 b_in], ``recurrent`` ``[B, 3H]`` = h [W_hr ; W_hz ; 2 W_hn]ᵀ, ``bias_n`` = 2 b_hn ``[H]`` and the
+    state ``previous`` h ``[B, H]`` (both ``None`` at the first step, h = 0), with i + c = [a_r ; a_z ; 2 a_n]:
+
+        r = σ(a_r + q_r),  z = σ(a_z + q_z),  n = 2 σ(2 a_n + r ⊙ (q_n + 2 b_hn)) − 1,  h' = n + z ⊙ (h − n).
+
+    Every tensor contiguous."""
+    batch, hidden = out.shape
+    _checked_call(_library()[0], "ehrseq_gru_step_f32", batch, hidden, inputs.data_ptr(), bias.data_ptr(),
+                  None if recurrent is None else recurrent.data_ptr(), bias_n.data_ptr(),
+                  None if previous is None else previous.data_ptr(), out.data_ptr(), _threads(batch))

@@ -198,6 +198,7 @@ INLINE int counted_once(const int64_t *listed, int64_t k) {
 #define LARGEST DBL_MAX
 #include "_weibull_mixture_rows.h"
 
+#include "_inference_rows.h"
 typedef struct {
     void (*rows)(const void *, int64_t, int64_t);
     const void *args;
@@ -246,6 +247,12 @@ static void linear_hazard_f64_untyped(const void *a, int64_t first, int64_t last
 WEIBULL_MIXTURE_UNTYPED(f32)
 WEIBULL_MIXTURE_UNTYPED(f64)
 
+static void visit_embedding_untyped(const void *a, int64_t first, int64_t last) {
+    visit_embedding_rows((const VisitEmbeddingArgs *)a, first, last);
+}
+static void gru_step_untyped(const void *a, int64_t first, int64_t last) {
+    gru_step_rows((const GruStepArgs *)a, first, last);
+}
 #if !defined(_WIN32) && !defined(_OPENMP)
 static void *run_task(void *task) {
     const Task *t = (const Task *)task;
@@ -423,8 +430,41 @@ DEFINE_LINEAR_HAZARD_ENTRY(double, f64)
 DEFINE_WEIBULL_MIXTURE_ENTRIES(float, f32)
 DEFINE_WEIBULL_MIXTURE_ENTRIES(double, f64)
 
+/* The inference entry points, float32 (the fields of VisitEmbeddingArgs and GruStepArgs in their order): 0, −1 (see
+ * run_rows), or −2 for sizes the kernels do not take (nothing written). */
+int ehrseq_visit_embedding_f32(int64_t patients, int64_t steps, int64_t step, int64_t width, int64_t numeric,
+                               int64_t categorical, int64_t codes_per_visit, int64_t frequencies, const float *time,
+                               const float *gap, const uint8_t *real, const float *values, const uint8_t *missing,
+                               const int64_t *categorical_index, const int64_t *categorical_offset,
+                               const float *categorical_table, const int64_t *codes, const float *code_table,
+                               const float *no_codes, const float *angular, double time_unit,
+                               const float *time_weight, const float *numeric_weight, const float *bias,
+                               const float *norm_weight, const float *norm_bias, double eps, float *sums,
+                               float *normalised, int threads) {
+    if (patients < 0 || steps < 1 || step < 0 || step >= steps || width < 1 || numeric < 0 || categorical < 0 ||
+        codes_per_visit < 0 || frequencies < 0 || frequencies > MAX_FREQUENCIES ||
+        2 * (1 + 2 * frequencies) + numeric + categorical + (codes_per_visit > 0 ? codes_per_visit : 1) > MAX_TERMS)
+        return -2;
+    VisitEmbeddingArgs args = {patients, steps, step, width, numeric, categorical, codes_per_visit, frequencies, time,
+                               gap, real, values, missing, categorical_index, categorical_offset, categorical_table,
+                               codes, code_table, no_codes, angular, (float)time_unit, time_weight, numeric_weight,
+                               bias, norm_weight, norm_bias, (float)eps, sums, normalised};
+    return run_rows(visit_embedding_untyped, &args, patients, threads);
+}
+
+int ehrseq_gru_step_f32(int64_t batch, int64_t hidden, const float *inputs, const float *bias, const float *recurrent,
+                        const float *bias_n, const float *previous, float *out, int threads) {
+    if (batch < 0 || hidden < 1 || (recurrent == NULL) != (previous == NULL)) return -2;
+    GruStepArgs args = {batch, hidden, inputs, bias, recurrent, bias_n, previous, out};
+    return run_rows(gru_step_untyped, &args, batch, threads);
+}
+
+int ehrseq_visit_embedding_max_frequencies(void) { return MAX_FREQUENCIES; }
+
+int ehrseq_visit_embedding_max_terms(void) { return MAX_TERMS; }
+
 /* Raised whenever an entry point changes its arguments; the loader calls no library of another version. */
-#define EHRSEQ_NATIVE_KERNELS_ABI 7
+#define EHRSEQ_NATIVE_KERNELS_ABI 8
 
 int ehrseq_native_kernels_abi(void) { return EHRSEQ_NATIVE_KERNELS_ABI; }
 

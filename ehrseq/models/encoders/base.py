@@ -38,6 +38,12 @@ class SequenceEncoder(nn.Module, ABC):
         """Per-visit states ``[B, M, output_dim]`` (``check_values``: see :class:`VisitEmbedding`)."""
         return self.contextualize(self.embedding(batch, check_values=check_values), batch.mask)
 
+    def encode(self, batch: SequenceBatch, *, check_values: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """The visit embedding's sums before their normalisation ``[B, M, D]`` (:meth:`VisitEmbedding.sums`) and the
+        per-visit states ``[B, M, output_dim]``."""
+        sums = self.embedding.sums(batch, check_values=check_values)
+        return sums, self.contextualize(self.embedding.normalise(sums), batch.mask)
+
     @abstractmethod
     def contextualize(self, visits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Causal sequence model: embedded visits ``[B, M, D]`` and ``mask [B, M]`` → states ``[B, M, D]``.

@@ -21,7 +21,7 @@ never influence a real visit.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,7 @@ from torch import nn
 
 from ehrseq.data.batch import PAD_INDEX, SequenceBatch
 from ehrseq.errors import ShapeError
+from ehrseq.models.distributions import _native
 from ehrseq.models.encoders.config import EmbeddingConfig
 from ehrseq.models.encoders.time_encoding import TimeEncoding
 
@@ -219,6 +220,33 @@ class VisitEmbedding(nn.Module):
         if codes is not None:
             out.add_(self._pooled_codes(codes))
         return out.view(shape)
+
+    def native_steps(self, batch: SequenceBatch, *, check_values: bool = True
+                     ) -> tuple[torch.Tensor, Callable[[int, torch.Tensor], None]] | None:
+        """The embedding of ``batch`` one visit step at a time by the native kernel
+        (:func:`ehrseq.models.distributions._native.visit_embedding_steps`): the table of :meth:`sums` ``[B, M, D]``
+        and ``embed(m, out)``, which writes :meth:`forward` at step m into ``out`` ``[B, D]`` and the sums of step m
+        into the table — for a recurrence that reads its inputs step by step, with nothing of ``[B, M, D]`` but the
+        sums written. ``None`` where the kernel does not apply: with gradients, in training mode, under autocast,
+        inside :meth:`replaced`, with attention-pooled codes, off the CPU, outside float32, or where the kernel
+        was not built. The same values as the PyTorch path to float rounding (~1e-6)."""
+        if (self._replacement is not None or self.training or torch.is_grad_enabled() or self.code_query is not None
+                or torch.is_autocast_enabled(batch.mask.device.type)):
+            return None
+        self.check_batch(batch, check_values=check_values)
+        d = self.output_dim
+        weight = self.time.weight
+        numeric = self.numeric.weight if self.numeric is not None else weight.new_zeros(d, 0)
+        if self.categorical is not None:
+            table, offsets = self.categorical, self.categorical_offsets
+        else:
+            table, offsets = weight.new_zeros(0, d), torch.zeros(0, dtype=torch.int64, device=weight.device)
+        codes = self.codes is not None
+        return _native.visit_embedding_steps(
+            batch.time, batch.gap, batch.mask, batch.numeric, batch.numeric_missing, batch.categorical, offsets, table,
+            batch.codes if codes else None, self.codes.weight if codes else None, self.no_codes if codes else None,
+            self.time_encoding.log_frequency.float().exp(), self.time_unit, weight, numeric, self.time.bias,
+            self.norm.weight, self.norm.bias, self.norm.eps)
 
     def _time_terms(self, time: torch.Tensor, gap: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """[φ(t) ; φ(g)] ``[B·M, 2T]`` of the visit times and gaps (0 at padding)."""
