@@ -45,6 +45,7 @@ setup(
                      "ehrseq/models/distributions/_linear_hazard_rows.h",
                      "ehrseq/models/distributions/_weibull_mixture_rows.h",
                      "ehrseq/models/distributions/_inference_rows.h",
+                     "ehrseq/models/distributions/_gather_rows.h",
                      "ehrseq/models/distributions/_rows_end.h"],
             define_macros=[("EHRSEQ_LIBMVEC", "1")] if vector_math else [],
             libraries=["mvec", "m"] if vector_math else [],

@@ -43,11 +43,14 @@ def _filled(shape: tuple[int, ...], fill: float, dtype: np.dtype) -> np.ndarray:
 
 def _scatter_rows(out: np.ndarray, dst: np.ndarray, array: np.ndarray, src: np.ndarray | None,
                   block: int = 8192) -> None:
-    """``out[dst] = array[src]`` (``array`` itself when ``src`` is None).
-
-    A column-major ``array`` is copied in blocks of rows, so that the reads of its F columns and
-    the writes of the block's output rows stay in cache.
+    """``out[dst] = array[src]`` (``array`` itself when ``src`` is None): by the native row gather where it is
+    built (one pass, whatever the layout of ``array``), else by NumPy, a column-major ``array`` in blocks of rows,
+    so that the reads of its F columns and the writes of the block's output rows stay in cache.
     """
+    from ehrseq.models.distributions import _native
+
+    if _native.gather_rows(out, dst, array, src):
+        return
     if array.ndim == 1 or array.flags.c_contiguous:
         out[dst] = array if src is None else array[src]
         return

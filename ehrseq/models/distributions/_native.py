@@ -38,6 +38,7 @@ import importlib
 import os
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import torch
 
 #: Rows per thread below which another thread costs more than it saves.
@@ -92,6 +93,8 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
         entry = getattr(library, f"ehrseq_{name}_f32")
         entry.argtypes, entry.restype = types, ctypes.c_int
     library.ehrseq_visit_embedding_max_terms.restype = ctypes.c_int
+    library.ehrseq_gather_rows.argtypes, library.ehrseq_gather_rows.restype = [size] * 5 + [pointer] * 4 + [count], \
+        ctypes.c_int
     library.ehrseq_visit_embedding_max_frequencies.restype = ctypes.c_int
     library.ehrseq_grid_crps_max_bins.restype = ctypes.c_int
     library.ehrseq_weibull_mixture_max_components.restype = ctypes.c_int
@@ -465,3 +468,24 @@ def gru_step(inputs: torch.Tensor, bias: torch.Tensor, recurrent: torch.Tensor |
     _checked_call(_library()[0], "ehrseq_gru_step_f32", batch, hidden, inputs.data_ptr(), bias.data_ptr(),
                   None if recurrent is None else recurrent.data_ptr(), bias_n.data_ptr(),
                   None if previous is None else previous.data_ptr(), out.data_ptr(), _threads(batch))
+
+
+# ---------------------------------------------------------------------------------------------- data path
+def gather_rows(out: np.ndarray, dst: np.ndarray, array: np.ndarray, src: np.ndarray | None) -> bool:
+    """``out[dst] = array[src]`` (``array`` itself when ``src`` is None) natively, in one pass that reads ``array``
+    row by row whatever its layout (a column-major table too); False where the kernel does not apply (not loaded,
+    another element size than 1, 4 or 8 bytes, ``out`` not C-contiguous, rows of other widths or dtypes). ``dst``
+    and ``src`` are int64 row indices (``dst`` distinct), on one thread."""
+    library = _library()[0] if available() else None
+    if library is None or out.dtype != array.dtype or out.dtype.itemsize not in (1, 4, 8) \
+            or not out.flags.c_contiguous or out.ndim != array.ndim or out.ndim not in (1, 2) \
+            or out.shape[1:] != array.shape[1:] or dst.dtype != np.int64 or not dst.flags.c_contiguous \
+            or (src is not None and (src.dtype != np.int64 or not src.flags.c_contiguous or len(src) != len(dst))) \
+            or (src is None and len(dst) != len(array)):
+        return False
+    columns = array.shape[1] if array.ndim == 2 else 1
+    column_stride = array.strides[1] if array.ndim == 2 else 0
+    _checked_call(library, "ehrseq_gather_rows", len(dst), columns, out.dtype.itemsize, array.strides[0],
+                  column_stride, dst.ctypes.data, None if src is None else src.ctypes.data, array.ctypes.data,
+                  out.ctypes.data, 1)
+    return True

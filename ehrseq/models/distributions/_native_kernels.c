@@ -199,6 +199,7 @@ INLINE int counted_once(const int64_t *listed, int64_t k) {
 #include "_weibull_mixture_rows.h"
 
 #include "_inference_rows.h"
+#include "_gather_rows.h"
 typedef struct {
     void (*rows)(const void *, int64_t, int64_t);
     const void *args;
@@ -249,6 +250,9 @@ WEIBULL_MIXTURE_UNTYPED(f64)
 
 static void visit_embedding_untyped(const void *a, int64_t first, int64_t last) {
     visit_embedding_rows((const VisitEmbeddingArgs *)a, first, last);
+}
+static void gather_rows_untyped(const void *a, int64_t first, int64_t last) {
+    gather_rows((const GatherArgs *)a, first, last);
 }
 static void gru_step_untyped(const void *a, int64_t first, int64_t last) {
     gru_step_rows((const GruStepArgs *)a, first, last);
@@ -457,6 +461,15 @@ int ehrseq_gru_step_f32(int64_t batch, int64_t hidden, const float *inputs, cons
     if (batch < 0 || hidden < 1 || (recurrent == NULL) != (previous == NULL)) return -2;
     GruStepArgs args = {batch, hidden, inputs, bias, recurrent, bias_n, previous, out};
     return run_rows(gru_step_untyped, &args, batch, threads);
+}
+
+/* The row gather (the fields of GatherArgs in their order): 0, −1 (see run_rows), or −2 for an element size other
+ * than 1, 4 or 8 bytes or negative sizes (nothing written). */
+int ehrseq_gather_rows(int64_t count, int64_t columns, int64_t size, int64_t row_stride, int64_t column_stride,
+                       const int64_t *dst, const int64_t *src, const void *array, void *out, int threads) {
+    if (count < 0 || columns < 0 || (size != 1 && size != 4 && size != 8)) return -2;
+    GatherArgs args = {count, columns, size, row_stride, column_stride, dst, src, (const char *)array, (char *)out};
+    return run_rows(gather_rows_untyped, &args, count, threads);
 }
 
 int ehrseq_visit_embedding_max_frequencies(void) { return MAX_FREQUENCIES; }
