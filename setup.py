@@ -2,10 +2,11 @@
 
 The kernels (``ehrseq/models/distributions/_native_kernels.c``) speed up on CPU the Survival-CRPS of the
 constant-hazard grid families, of the log-normal and of the Weibull, the next-visit code loss, the PMF (DeepHit)
-likelihood, the likelihood of the piecewise-linear hazard and that of Weibull mixtures (MENSA's marginals). They are
-optional: where they cannot be compiled the install goes on, and the losses run their PyTorch implementation (same
+likelihood, the likelihood of the piecewise-linear hazard and that of Weibull mixtures (MENSA's marginals), and at
+inference the visit embedding and the GRU step of the recurrent encoder and the padding of batches. They are
+optional: where they cannot be compiled the install goes on, and the same computations run in PyTorch and NumPy (same
 values; ``ehrseq.models.distributions._native.status()`` says which). With glibc 2.35 or later on x86-64, the loops
-over quadrature nodes and over mixtures use its vector math library (libmvec).
+over quadrature nodes, mixtures and time frequencies use its vector math library (libmvec).
 """
 
 import platform

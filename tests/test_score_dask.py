@@ -318,8 +318,11 @@ def test_resume_after_the_driver_is_killed(model_dir, shard_dir, reference, clus
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
     out = tmp_path / "out"
+    scratch = tmp_path / "driver-tmp"  # the killed driver cannot remove its temporary directories: not in /tmp
+    scratch.mkdir()
     driver = subprocess.Popen([sys.executable, str(script), str(model_dir), str(shard_dir), str(out)],
-                              env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(scratch)},
+                              start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 240

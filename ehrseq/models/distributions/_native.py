@@ -1,4 +1,4 @@
-"""The optional native kernels of losses, loaded through :mod:`ctypes`.
+"""The optional native kernels of losses, of inference and of batch padding, loaded through :mod:`ctypes`.
 
 ``_native_kernels.c`` (built with the package where a C compiler is found, see ``setup.py``) runs, in one pass per
 row on POSIX threads and several times faster on CPU than the same terms as whole-tensor operations:
@@ -23,7 +23,15 @@ row on POSIX threads and several times faster on CPU than the same terms as whol
   from the packed parameter rows of the real visits, one log-sum-exp over the components each (vectorised over
   the mixtures), and the gradient written once into the whole parameter table.
 
-The PyTorch implementations stay the reference: they run on other devices, where the library was not built (or
+At inference, in float32 (:mod:`ehrseq.models.encoders.recurrent`, the scorer's and ``predict_*``'s path):
+
+* :func:`visit_embedding_steps` — the visit embedding of one step of a padded batch (the sum of its terms, kept in
+  registers over the width, and its layer norm), the inputs of the visits ahead prefetched;
+* :func:`gru_step` — the gates and the new state of one GRU step after its two matrix products.
+
+And :func:`gather_rows`, the row gather that pads a batch from the flat visit table (:mod:`ehrseq.data.sequence`).
+
+The PyTorch (and NumPy) implementations stay the reference: they run on other devices, where the library was not built (or
 was built from another version of its source), for grids of more than :func:`max_bins` bins, for mixtures of more
 than :func:`max_components` components, and wherever
 ``EHRSEQ_NATIVE=0`` is set; tests hold the two equal.

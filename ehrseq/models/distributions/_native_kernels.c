@@ -1,4 +1,5 @@
-/* Native kernels of losses, one pass per row instead of tens to hundreds of whole-tensor operations:
+/* Native kernels of losses, inference and batch padding, one pass per row instead of tens to hundreds of
+ * whole-tensor operations:
  * - constant-hazard grids (ehrseq.models.distributions.grid): the closed-form integrals of F² and S² over the full
  *   bins (masked by the bins of the targets), the bins of the targets and the exponential tail, and the gradient
  *   in log S, log λ, y and a (_grid_crps_rows.h);
@@ -16,7 +17,10 @@
  *   (_linear_hazard_rows.h);
  * - the log-likelihood of Weibull mixtures (MENSA's per-event marginals, ehrseq.models.distributions.mixture) read
  *   from the packed parameter rows of the real visits: log f or log S of each mixture as one log-sum-exp over its
- *   components, and the gradient written once into the whole parameter table (_weibull_mixture_rows.h).
+ *   components, and the gradient written once into the whole parameter table (_weibull_mixture_rows.h);
+ * - at inference, in float32: the visit embedding of one step of a padded batch and one GRU step
+ *   (ehrseq.models.encoders, _inference_rows.h);
+ * - the row gather that pads a batch from the flat visit table (ehrseq.data.sequence, _gather_rows.h).
  * Called through ctypes (ehrseq.models.distributions._native), which checks shapes, types and layout; rows
  * are split over POSIX threads. The module object below only makes the library importable as an (empty)
  * extension module, so that packaging tools find and build it like any other. */
@@ -488,7 +492,7 @@ int ehrseq_weibull_mixture_max_components(void) { return MAX_COMPONENTS; }
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "_native_kernels",
-    .m_doc = "Native kernels of losses (loaded through ctypes).",
+    .m_doc = "Native kernels of losses, inference and batch padding (loaded through ctypes).",
     .m_size = -1,
 };
 

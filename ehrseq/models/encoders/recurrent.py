@@ -11,6 +11,12 @@ Bidirectional recurrences are refused by the configuration (they would let visit
 Under CPU autocast the recurrence runs in the weights' dtype: oneDNN has no bfloat16 LSTM primitive
 on most x86 CPUs (``nn.LSTM`` fails there with "could not create a primitive descriptor"), and the
 CPU GRU is not autocast anyway. On CUDA, autocast applies as usual (cuDNN in float16/bfloat16).
+
+At inference on the CPU (no gradients, eval mode) a GRU runs :func:`gru_steps`, one step of every layer at a
+time; in float32 with mean-pooled codes, :meth:`RecurrentEncoder.encode` also embeds the visits one step at a time
+with the native kernel, so that the recurrence reads each step's ``[B, D]`` inputs from a buffer in cache. Scoring
+and ``predict_*`` take this path; the states equal those of ``nn.GRU`` over the PyTorch embedding to float
+rounding (tested; ``EHRSEQ_NATIVE=0`` switches the kernels off).
 """
 
 from __future__ import annotations
