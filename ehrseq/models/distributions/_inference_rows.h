@@ -8,7 +8,7 @@
  *   the batch-first [B·M, D] table, the layer norms into a [B, D] table (the recurrence's input at step m).
  *   Padded visits (real = 0) get the values of the PyTorch implementation (times and values 0, no codes, each
  *   categorical column's first entry); their missingness flags are read as they are, as there.
- * - one step of the GRU (ehrseq.models.encoders.recurrent.gru_inference): from the step's input product
+ * - one step of the GRU (ehrseq.models.encoders.recurrent.gru_steps): from the step's input product
  *   i = x [W_ir ; W_iz ; 2 W_in]ᵀ, the input bias c = [b_ir + b_hr ; b_iz + b_hz ; 2 b_in], the recurrent product
  *   q = h [W_hr ; W_hz ; 2 W_hn]ᵀ and 2 b_hn:
  *     r = σ(i_r + c_r + q_r),  z = σ(i_z + c_z + q_z),

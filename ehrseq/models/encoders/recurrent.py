@@ -96,13 +96,13 @@ def gru_steps(rnn: nn.GRU, step_input: Callable[[int], torch.Tensor], batch: int
 
     Every layer advances one step at a time: its input product i = x W_i'ᵀ and recurrent product q = h W_h'ᵀ are
     two matrix products into ``[B, 3H]`` buffers, with W_i' = [W_ir ; W_iz ; 2 W_in] and W_h' = [W_hr ; W_hz ;
-    2 W_hn], and then
+    2 W_hn], and with c = [b_ir + b_hr ; b_iz + b_hz ; 2 b_in]:
 
-        r, z = σ(i_{r,z} + c_{r,z} + q_{r,z}),   n = tanh(a) = 2 σ(2a) − 1,   a = i_n/2 + b_in + r ⊙ (W_hn h + b_hn),
-        h' = n + z ⊙ (h − n),
+        r, z = σ(i_{r,z} + c_{r,z} + q_{r,z}),   n = 2 σ(i_n + c_n + r ⊙ (q_n + 2 b_hn)) − 1,   h' = n + z ⊙ (h − n),
 
-    with c = [b_ir + b_hr ; b_iz + b_hz ; 2 b_in] and the factor 2 folded into W_in, b_in, W_hn and b_hn (a sigmoid
-    costs a sixth of a tanh on CPU; the difference is a float rounding, ~1e-7 in float32). In float32 on the CPU
+    where n = tanh(a), a = W_in x + b_in + r ⊙ (W_hn h + b_hn), as 2 σ(2a) − 1 with the factor 2 folded into the
+    weights and biases (a sigmoid costs a sixth of a tanh on CPU; the difference is a float rounding, ~1e-7 in
+    float32). In float32 on the CPU
     the gates of a step are one pass of the native kernel (:func:`ehrseq.models.distributions._native.gru_step`);
     otherwise the same formulas as a few whole-tensor operations. Nothing of size ``[M, B, 3H]`` is formed; the
     last layer writes straight into the time-major output. Between layers in eval mode there is no dropout; this
@@ -143,7 +143,8 @@ class _GruLayer:
     def step(self, x: torch.Tensor, previous: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:
         """h' ``[B, H]`` written into ``out`` from the input ``x`` ``[B, D]`` and the state ``previous`` (``None``: 0)."""
         if self.inputs is None or self.inputs.shape[0] != x.shape[0]:
-            self.inputs, self.recurrent = x.new_empty(x.shape[0], 3 * self.hidden), x.new_empty(x.shape[0], 3 * self.hidden)
+            self.inputs = x.new_empty(x.shape[0], 3 * self.hidden)
+            self.recurrent = x.new_empty(x.shape[0], 3 * self.hidden)
         torch.mm(x, self.input_weight, out=self.inputs)
         recurrent = None
         if previous is not None:
