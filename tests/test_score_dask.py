@@ -263,6 +263,12 @@ def _worker_settings() -> tuple[str | None, bool]:
     return os.environ.get("MALLOC_TRIM_THRESHOLD_"), dask.config.get("distributed.worker.profile.enabled")
 
 
+def _polars_threads() -> int:
+    import polars as pl
+
+    return pl.thread_pool_size()
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
 def test_workers_serve_large_tensors_from_the_heap_and_do_not_sample_profiles(model_dir, cluster, tmp_path,
                                                                               monkeypatch):
@@ -274,6 +280,8 @@ def test_workers_serve_large_tensors_from_the_heap_and_do_not_sample_profiles(mo
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     with connect(2, None, tmp_path) as client:
         assert set(client.run(_worker_settings).values()) == {(None, False)}
+    with connect(2, None, tmp_path, threads=1) as client:  # Polars on as many threads as torch, in every worker
+        assert set(client.run(_polars_threads).values()) == {1}
     # an existing cluster's workers (nannies set MALLOC_TRIM_THRESHOLD_, which pins glibc's mmap threshold
     # at 128 KiB): the model-loading plugin raises the thresholds (ehrseq.scoring._heap)
     with Client(cluster, set_as_default=False) as client:

@@ -317,7 +317,7 @@ def _start_engine(num_workers: int, scheduler: Any, model_path: str, stack: cont
     threads = max(1, torch.get_num_threads() // num_workers) if num_workers else None
 
     def start() -> Any:
-        client = engine.enter_context(connect(num_workers, scheduler, scratch))
+        client = engine.enter_context(connect(num_workers, scheduler, scratch, threads))
         client.register_plugin(LoadModel(model_path, threads))
         return client
 
