@@ -51,6 +51,8 @@ import torch
 
 #: Rows per thread below which another thread costs more than it saves.
 _ROWS_PER_THREAD = 1024
+#: The same for the visit embedding, whose rows cost ~1 µs each (a sum of ~100 rows of the width).
+_VISITS_PER_THREAD = 128
 #: The suffix of each entry point's version for a floating type (``ehrseq_<kernel>_<suffix>``).
 _SUFFIXES = {torch.float32: "f32", torch.float64: "f64"}
 
@@ -214,9 +216,9 @@ def location_scale_crps(kind: str, loc: torch.Tensor, log_scale: torch.Tensor, y
     return outputs[0], outputs[1], outputs[2]
 
 
-def _threads(rows: int) -> int:
-    """Threads for a kernel over ``rows`` rows: one per :data:`_ROWS_PER_THREAD` rows, at least 1, at most torch's."""
-    return max(1, min(torch.get_num_threads(), rows // _ROWS_PER_THREAD))
+def _threads(rows: int, per_thread: int = _ROWS_PER_THREAD) -> int:
+    """Threads for a kernel over ``rows`` rows: one per ``per_thread`` rows, at least 1, at most torch's."""
+    return max(1, min(torch.get_num_threads(), rows // per_thread))
 
 
 def _checked_call(library: ctypes.CDLL, entry: str, *arguments: object) -> None:
@@ -445,7 +447,7 @@ def visit_embedding_steps(time: torch.Tensor, gap: torch.Tensor, real: torch.Ten
     if code_table is None:
         pointers[8:8] = [None, None, None]
     sizes = (width, values.shape[-1], categorical.shape[-1], 0 if codes is None else codes.shape[-1], n)
-    entry, threads = library.ehrseq_visit_embedding_f32, _threads(b)
+    entry, threads = library.ehrseq_visit_embedding_f32, _threads(b, _VISITS_PER_THREAD)
 
     def embed(step: int, out: torch.Tensor) -> None:
         _ = tables  # the inputs stay alive as long as this function
