@@ -10,7 +10,8 @@ The smaller cohort of the comparison is the first shards of the larger one.
 The model is a GRU (``d_model`` 64) with a logistic-hazard head (20-bin grid), trained for one epoch
 on 2,000 other simulated patients (the scoring speed does not depend on how well it is trained). Each
 run scores every patient at the last visit for three horizons (365, 730 and 1,825 days) in a fresh
-spawned process, by three engines, every process on ``--threads`` torch threads (default 1):
+spawned process, by three engines, every process on ``--threads`` torch threads (default 1) and as many Polars
+threads (``POLARS_MAX_THREADS``, unless set already):
 
 * **in-process**: ``ehrseq.score`` in the scoring process itself;
 * **Dask**: ``ehrseq.score(num_workers=W)``, a ``LocalCluster`` of W worker processes started by the run
@@ -49,12 +50,15 @@ data path leaves.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import multiprocessing
+import os
 import resource
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -66,6 +70,7 @@ from ehrseq.bench._timing import environment_line, format_table
 from ehrseq.datasets import simulate
 
 HORIZONS = (365.0, 730.0, 1825.0)
+POLARS_THREADS = "POLARS_MAX_THREADS"
 _SIMULATION = dict(mean_visits=20.0, follow_up=(5.0, 5.0), censoring=0.0, baseline_hazard=0.02, intercept_sd=0.5,
                    slope_sd=0.1, visit_health_effect=0.0, visit_regularity=20.0)
 
@@ -285,9 +290,24 @@ def main(argv: list[str] | None = None) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="ehrseq-bench-score-"))
     data = args.data or scratch
     try:
-        _run(args, data, scratch, train_patients)
+        with contextlib.nullcontext() if args.quick else _polars_threads(args.threads):
+            _run(args, data, scratch, train_patients)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _polars_threads(threads: int) -> Iterator[None]:
+    """Within the block, the processes spawned get ``POLARS_MAX_THREADS`` = ``threads`` (unless it is set already):
+    every process of the benchmark then runs on ``threads`` threads, its reading and encoding as its torch work."""
+    if POLARS_THREADS in os.environ:
+        yield
+        return
+    os.environ[POLARS_THREADS] = str(threads)
+    try:
+        yield
+    finally:
+        del os.environ[POLARS_THREADS]
 
 
 def _run(args: argparse.Namespace, data: Path, scratch: Path, train_patients: int) -> None:
@@ -299,7 +319,8 @@ def _run(args: argparse.Namespace, data: Path, scratch: Path, train_patients: in
     print(f"data: {len(paths)} shards of {args.shard_patients:,} simulated patients (~20 visits each) in {shard_dir} "
           f"({time.perf_counter() - started:.0f} s to generate or reuse, with the model)")
     print(f"model: GRU(64) + logistic hazard (20 bins), trained 1 epoch on {train_patients:,} other patients; "
-          f"{args.threads} torch thread(s) per process, batch {args.batch_size}, {args.patients_per_chunk:,} patients "
+          f"{args.threads} torch thread(s) per process and {os.environ.get(POLARS_THREADS, 'all cores as')} Polars "
+          f"thread(s), batch {args.batch_size}, {args.patients_per_chunk:,} patients "
           f"per chunk; horizons {', '.join(f'{h:g}' for h in HORIZONS)} days")
 
     sizes = sorted({n for n in (args.compare, args.patients) if n > 0})
