@@ -10,6 +10,7 @@ from native_runs import at_thread_counts
 from test_encoders import CARDINALITIES, N_CODES, N_NUMERIC, VOCAB, make_batch
 
 import ehrseq
+from ehrseq.errors import ShapeError
 from ehrseq.models.distributions import _native
 from ehrseq.models.encoders import EncoderConfig, build_encoder
 from ehrseq.models.encoders.recurrent import gru_inference, gru_steps
@@ -97,6 +98,18 @@ def test_a_batch_that_lists_no_code_gives_every_visit_the_no_codes_vector():
         sums, embedded = _embedded_steps(embedding, batch)
         torch.testing.assert_close(sums, embedding.sums(batch), rtol=0, atol=2e-5)
         torch.testing.assert_close(embedded, embedding(batch), rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("field", ["categorical", "codes"])
+@pytest.mark.parametrize("bad", [-3, 10_000])
+def test_an_index_outside_its_vocabulary_is_refused_not_read(field, bad):
+    embedding = _encoder(16, True, True, True).embedding
+    embedding.check_inputs = False  # as for torch.compile: the values are not checked before the kernel
+    batch = make_batch(2, lengths=[6, 6, 6, 6])
+    value = getattr(batch, field).clone()
+    value[1, 2, 0] = bad
+    with torch.inference_mode(), pytest.raises(ShapeError, match="outside its vocabulary"):
+        _embedded_steps(embedding, dataclasses.replace(batch, **{field: value}))
 
 
 @pytest.mark.parametrize("layers", [1, 2])

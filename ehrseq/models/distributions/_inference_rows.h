@@ -35,8 +35,10 @@ typedef struct {
     const uint8_t *missing;            /* [rows, numeric] */
     const int64_t *categorical_index;  /* [rows, categorical] */
     const int64_t *categorical_offset; /* [categorical] */
+    const int64_t *categorical_size;   /* [categorical]: the cardinalities */
     const float *categorical_table;    /* [Σ cardinalities, width] */
     const int64_t *codes;              /* [rows, codes_per_visit] */
+    int64_t vocabulary;
     const float *code_table;           /* [vocabulary, width], row PAD_INDEX ignored */
     const float *no_codes;             /* [width] (NULL, with codes and code_table: a model without codes) */
     const float *angular;              /* ω [frequencies] */
@@ -47,6 +49,7 @@ typedef struct {
     float eps;
     float *sums;                       /* [rows, width]: the rows b·steps + step are written */
     float *normalised;                 /* [patients, width] */
+    int *invalid;                      /* set to 1 where an index lies outside its table (the term is left out) */
 } VisitEmbeddingArgs;
 
 /* The sum of a visit is b + Σ_t scale_t · row_t over its terms t (at most MAX_TERMS: the time features, one numeric
@@ -153,6 +156,10 @@ ROWS_TARGETS static void visit_embedding_rows(const VisitEmbeddingArgs *a, int64
         }
         for (int64_t j = 0; j < a->categorical; ++j) {
             const int64_t index = real ? a->categorical_index[r * a->categorical + j] : PAD_INDEX;
+            if (index < 0 || index >= a->categorical_size[j]) { /* never read outside the table */
+                *a->invalid = 1;
+                continue;
+            }
             rows[terms] = a->categorical_table + (index + a->categorical_offset[j]) * width;
             scales[terms++] = 1.0f;
         }
@@ -168,6 +175,10 @@ ROWS_TARGETS static void visit_embedding_rows(const VisitEmbeddingArgs *a, int64
                 const float weight = 1.0f / (float)present;
                 for (int64_t k = 0; k < a->codes_per_visit; ++k) {
                     if (listed[k] == PAD_INDEX) continue;
+                    if (listed[k] < 0 || listed[k] >= a->vocabulary) {
+                        *a->invalid = 1;
+                        continue;
+                    }
                     rows[terms] = a->code_table + listed[k] * width;
                     scales[terms++] = weight;
                 }

@@ -49,6 +49,8 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
+from ehrseq.errors import ShapeError
+
 #: Rows per thread below which another thread costs more than it saves.
 _ROWS_PER_THREAD = 1024
 #: The same for the visit embedding, whose rows cost ~1 µs each (a sum of ~100 rows of the width).
@@ -58,7 +60,7 @@ _SUFFIXES = {torch.float32: "f32", torch.float64: "f64"}
 
 #: The interface version of the entry points, ``EHRSEQ_NATIVE_KERNELS_ABI`` in ``_native_kernels.c``: a library
 #: built from another version of the source is not called (its entry points may take other arguments).
-_ABI = 8
+_ABI = 9
 
 
 @functools.lru_cache(maxsize=1)
@@ -95,7 +97,7 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
             entry = getattr(library, f"ehrseq_{name}_{suffix}")
             entry.argtypes, entry.restype = types, ctypes.c_int
     inference = {  # float32 only
-        "visit_embedding": [size] * 8 + [pointer] * 12 + [ctypes.c_double] + [pointer] * 5 + [ctypes.c_double]
+        "visit_embedding": [size] * 9 + [pointer] * 13 + [ctypes.c_double] + [pointer] * 5 + [ctypes.c_double]
         + [pointer] * 2 + [count],
         "gru_step": [size] * 2 + [pointer] * 6 + [count],
     }
@@ -407,7 +409,8 @@ def _float32_cpu(*tensors: torch.Tensor) -> bool:
 
 def visit_embedding_steps(time: torch.Tensor, gap: torch.Tensor, real: torch.Tensor, values: torch.Tensor,
                           missing: torch.Tensor, categorical: torch.Tensor, categorical_offsets: torch.Tensor,
-                          categorical_table: torch.Tensor, codes: torch.Tensor | None, code_table: torch.Tensor | None,
+                          categorical_sizes: torch.Tensor, categorical_table: torch.Tensor, codes: torch.Tensor | None,
+                          code_table: torch.Tensor | None,
                           no_codes: torch.Tensor | None, angular: torch.Tensor, time_unit: float,
                           time_weight: torch.Tensor, numeric_weight: torch.Tensor, bias: torch.Tensor,
                           norm_weight: torch.Tensor, norm_bias: torch.Tensor, eps: float
@@ -418,12 +421,13 @@ def visit_embedding_steps(time: torch.Tensor, gap: torch.Tensor, real: torch.Ten
     table (rows not yet embedded hold arbitrary values).
 
     Per visit: ``time``, ``gap`` ``[B, M]`` days, ``real`` ``[B, M]``, ``values`` and ``missing`` ``[B, M, F]``,
-    ``categorical`` ``[B, M, C]`` indices with ``categorical_offsets`` ``[C]`` into ``categorical_table``
-    ``[Σ cardinalities, D]``, ``codes`` ``[B, M, K]`` into ``code_table`` ``[V, D]`` (``None``: no code input) with
-    the no-codes vector ``[D]``; ``angular`` the time encoding's ω ``[n]`` and ``time_unit``; ``time_weight``
-    W_time ``[D, 2(1 + 2n)]`` with ``bias`` ``[D]``, ``numeric_weight`` W_num ``[D, 2F]``, the layer norm's
-    ``norm_weight``, ``norm_bias`` ``[D]`` and ``eps`` — the terms of
-    :class:`~ehrseq.models.encoders.embedding.VisitEmbedding`, whose docstring states them.
+    ``categorical`` ``[B, M, C]`` indices below ``categorical_sizes`` ``[C]``, shifted by ``categorical_offsets``
+    ``[C]`` into ``categorical_table`` ``[Σ cardinalities, D]``, ``codes`` ``[B, M, K]`` into ``code_table``
+    ``[V, D]`` (``None``: no code input) with the no-codes vector ``[D]``; ``angular`` the time encoding's ω ``[n]``
+    and ``time_unit``; ``time_weight`` W_time ``[D, 2(1 + 2n)]`` with ``bias`` ``[D]``, ``numeric_weight`` W_num
+    ``[D, 2F]``, the layer norm's ``norm_weight``, ``norm_bias`` ``[D]`` and ``eps`` — the terms of
+    :class:`~ehrseq.models.encoders.embedding.VisitEmbedding`, whose docstring states them. An index outside its
+    table is never read: ``embed`` raises :class:`~ehrseq.errors.ShapeError` (as ``torch`` raises for it).
     """
     library = _library()[0] if available() else None
     b, m = real.shape
@@ -437,7 +441,7 @@ def visit_embedding_steps(time: torch.Tensor, gap: torch.Tensor, real: torch.Ten
         return None
     tables = [time.contiguous(), gap.contiguous(), real.contiguous().view(torch.uint8), values.contiguous(),
               missing.contiguous().view(torch.uint8), categorical.contiguous(), categorical_offsets.contiguous(),
-              categorical_table.contiguous()]
+              categorical_sizes.contiguous(), categorical_table.contiguous()]
     if code_table is not None:
         tables += [codes.contiguous(), code_table.contiguous(), no_codes.contiguous()]
     tables += [angular.contiguous(), time_weight.t().contiguous(), numeric_weight.t().contiguous(), bias.contiguous(),
@@ -445,14 +449,18 @@ def visit_embedding_steps(time: torch.Tensor, gap: torch.Tensor, real: torch.Ten
     sums = bias.new_empty(b, m, width)
     pointers = [t.data_ptr() for t in tables]
     if code_table is None:
-        pointers[8:8] = [None, None, None]
-    sizes = (width, values.shape[-1], categorical.shape[-1], 0 if codes is None else codes.shape[-1], n)
+        pointers[9:9] = [None, None, None]
+    vocabulary = 0 if code_table is None else code_table.shape[0]
+    sizes = (width, values.shape[-1], categorical.shape[-1], 0 if codes is None else codes.shape[-1], n, vocabulary)
     entry, threads = library.ehrseq_visit_embedding_f32, _threads(b, _VISITS_PER_THREAD)
 
     def embed(step: int, out: torch.Tensor) -> None:
         _ = tables  # the inputs stay alive as long as this function
-        status = entry(b, m, step, *sizes, *pointers[:12], float(time_unit), *pointers[12:], float(eps),
+        status = entry(b, m, step, *sizes, *pointers[:13], float(time_unit), *pointers[13:], float(eps),
                        sums.data_ptr(), out.data_ptr(), threads)
+        if status == -3:
+            raise ShapeError("SequenceBatch does not fit the visit embedding: a categorical or code index at a real "
+                             "visit lies outside its vocabulary")
         if status not in (0, -1):
             raise RuntimeError(f"native kernel ehrseq_visit_embedding_f32 failed (status {status})")
 

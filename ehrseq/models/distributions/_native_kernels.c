@@ -439,25 +439,30 @@ DEFINE_WEIBULL_MIXTURE_ENTRIES(float, f32)
 DEFINE_WEIBULL_MIXTURE_ENTRIES(double, f64)
 
 /* The inference entry points, float32 (the fields of VisitEmbeddingArgs and GruStepArgs in their order): 0, −1 (see
- * run_rows), or −2 for sizes the kernels do not take (nothing written). */
+ * run_rows), −2 for sizes the kernels do not take (nothing written), or −3 for a categorical or code index outside
+ * its table (the outputs are then not to be used). */
 int ehrseq_visit_embedding_f32(int64_t patients, int64_t steps, int64_t step, int64_t width, int64_t numeric,
-                               int64_t categorical, int64_t codes_per_visit, int64_t frequencies, const float *time,
-                               const float *gap, const uint8_t *real, const float *values, const uint8_t *missing,
-                               const int64_t *categorical_index, const int64_t *categorical_offset,
+                               int64_t categorical, int64_t codes_per_visit, int64_t frequencies, int64_t vocabulary,
+                               const float *time, const float *gap, const uint8_t *real, const float *values,
+                               const uint8_t *missing, const int64_t *categorical_index,
+                               const int64_t *categorical_offset, const int64_t *categorical_size,
                                const float *categorical_table, const int64_t *codes, const float *code_table,
                                const float *no_codes, const float *angular, double time_unit,
                                const float *time_weight, const float *numeric_weight, const float *bias,
                                const float *norm_weight, const float *norm_bias, double eps, float *sums,
                                float *normalised, int threads) {
     if (patients < 0 || steps < 1 || step < 0 || step >= steps || width < 1 || numeric < 0 || categorical < 0 ||
-        codes_per_visit < 0 || frequencies < 0 || frequencies > MAX_FREQUENCIES ||
+        codes_per_visit < 0 || frequencies < 0 || frequencies > MAX_FREQUENCIES || vocabulary < 0 ||
         2 * (1 + 2 * frequencies) + numeric + categorical + (codes_per_visit > 0 ? codes_per_visit : 1) > MAX_TERMS)
         return -2;
+    int invalid = 0;
     VisitEmbeddingArgs args = {patients, steps, step, width, numeric, categorical, codes_per_visit, frequencies, time,
-                               gap, real, values, missing, categorical_index, categorical_offset, categorical_table,
-                               codes, code_table, no_codes, angular, (float)time_unit, time_weight, numeric_weight,
-                               bias, norm_weight, norm_bias, (float)eps, sums, normalised};
-    return run_rows(visit_embedding_untyped, &args, patients, threads);
+                               gap, real, values, missing, categorical_index, categorical_offset, categorical_size,
+                               categorical_table, codes, vocabulary, code_table, no_codes, angular, (float)time_unit,
+                               time_weight, numeric_weight, bias, norm_weight, norm_bias, (float)eps, sums,
+                               normalised, &invalid};
+    const int status = run_rows(visit_embedding_untyped, &args, patients, threads);
+    return invalid ? -3 : status;
 }
 
 int ehrseq_gru_step_f32(int64_t batch, int64_t hidden, const float *inputs, const float *bias, const float *recurrent,
@@ -481,7 +486,7 @@ int ehrseq_visit_embedding_max_frequencies(void) { return MAX_FREQUENCIES; }
 int ehrseq_visit_embedding_max_terms(void) { return MAX_TERMS; }
 
 /* Raised whenever an entry point changes its arguments; the loader calls no library of another version. */
-#define EHRSEQ_NATIVE_KERNELS_ABI 8
+#define EHRSEQ_NATIVE_KERNELS_ABI 9
 
 int ehrseq_native_kernels_abi(void) { return EHRSEQ_NATIVE_KERNELS_ABI; }
 

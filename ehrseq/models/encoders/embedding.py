@@ -238,12 +238,14 @@ class VisitEmbedding(nn.Module):
         weight = self.time.weight
         numeric = self.numeric.weight if self.numeric is not None else weight.new_zeros(d, 0)
         if self.categorical is not None:
-            table, offsets = self.categorical, self.categorical_offsets
+            table, offsets, sizes = self.categorical, self.categorical_offsets, self.categorical_sizes
         else:
             table, offsets = weight.new_zeros(0, d), torch.zeros(0, dtype=torch.int64, device=weight.device)
+            sizes = offsets
         codes = self.codes is not None
         return _native.visit_embedding_steps(
-            batch.time, batch.gap, batch.mask, batch.numeric, batch.numeric_missing, batch.categorical, offsets, table,
+            batch.time, batch.gap, batch.mask, batch.numeric, batch.numeric_missing, batch.categorical, offsets, sizes,
+            table,
             batch.codes if codes else None, self.codes.weight if codes else None, self.no_codes if codes else None,
             self.time_encoding.log_frequency.float().exp(), self.time_unit, weight, numeric, self.time.bias,
             self.norm.weight, self.norm.bias, self.norm.eps)
