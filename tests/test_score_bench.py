@@ -1,6 +1,6 @@
 """The scoring benchmark's --quick mode runs end to end: every engine at both cohort sizes, the
-Dask / process-pool ratio, memory from the smaller to the larger cohort, the GRU-alone yardsticks and the
-model-alone measurement; and that measurement times the scorer's own forward pass."""
+Dask / process-pool ratio, memory from the smaller to the larger cohort, the GRU-alone yardsticks (also timed in
+each run's process right after it) and the model-alone measurement; and that measurement times the scorer's own forward pass."""
 
 import numpy as np
 import polars as pl
@@ -27,6 +27,8 @@ def test_quick_benchmark_runs(capsys):
     for recurrence in ("nn.GRU", "gru_inference (the scorer's recurrence)"):
         (line,) = [line for line in printed.splitlines() if line.startswith(f"yardstick: the GRU layer alone as {recurrence} ")]
         assert "dask" in line and "in-process" in line
+    (line,) = [line for line in printed.splitlines() if line.startswith("the same yardstick (nn.GRU) timed in each run")]
+    assert "200 patients: in-process" in line and "400 patients: in-process" in line and line.count("process pool") == 2
     (line,) = [line for line in printed.splitlines() if line.startswith("the model alone: ")]
     assert "of nn.GRU" in line and all(engine in line for engine in ("in-process", "dask", "process pool"))
 

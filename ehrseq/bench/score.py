@@ -30,6 +30,8 @@ scorer but materialises the whole table and its predictions.
 
 The yardstick is the model's GRU layer alone, run on random inputs of the cohort's mean length in
 the same batches and threads: the recurrence that scoring cannot skip, whatever the data handling.
+``nn.GRU`` is also timed in each run's own scoring process right after the run (the machine's speed
+drifts over a benchmark of minutes; the shares against this adjacent yardstick drift least).
 It is timed two ways, batch after batch in alternation (so that both see the same load of the
 machine): as ``nn.GRU`` (the layer as torch runs it) and as the scorer runs it
 (:func:`ehrseq.models.encoders.recurrent.gru_inference`, the same states, faster). The second is
@@ -170,12 +172,18 @@ def measure_run(engine: str, model: str, shards: list[str], out_dir: str, thread
                          patients_per_chunk=patients_per_chunk, num_workers=workers if engine == "dask" else 0,
                          progress=False).manifest
     wall = time.perf_counter() - started
+    cpu = _cpu_seconds(resource.RUSAGE_SELF) + _cpu_seconds(resource.RUSAGE_CHILDREN) - cpu
+    peak_rss = _peak_rss_bytes()
+    totals = manifest["totals"]
+    visits = round(totals["rows_in"] / max(totals["patients_in"], 1))
+    adjacent = recurrence_rate(model, threads, visits, batch_size, min(25_000, totals["patients_in"]))["nn.GRU"]
     return {
         "wall": wall,
-        "cpu": _cpu_seconds(resource.RUSAGE_SELF) + _cpu_seconds(resource.RUSAGE_CHILDREN) - cpu,
-        "peak_rss": _peak_rss_bytes(),
+        "cpu": cpu,
+        "peak_rss": peak_rss,
         "worker_peak_rss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 if engine != "in-process" else 0,
         "manifest": manifest,
+        "adjacent": adjacent,
     }
 
 
@@ -387,6 +395,12 @@ def _run(args: argparse.Namespace, data: Path, scratch: Path, train_patients: in
               f"{args.threads} thread(s)) runs {per_process['wall']:,.0f} patients/s per process "
               f"({per_process['cpu']:,.0f} per CPU-s); share of it reached per process at {largest:,} patients, "
               "by wall-clock time / by CPU time (all the run's processes): " + ", ".join(reached))
+    print("the same yardstick (nn.GRU) timed in each run's scoring process right after the run, where the machine's "
+          "speed has had the least time to change; share of it reached per process by wall-clock time / by CPU time: "
+          + "; ".join(f"{n:,} patients: " + ", ".join(
+              f"{engine} {rate(n, engine) / (results[n, engine]['adjacent']['wall'] * (1 if engine == 'in-process' else args.workers)):.0%}"
+              f" / {cpu_rate(n, engine) / results[n, engine]['adjacent']['cpu']:.0%}" for engine in args.engines)
+              for n in sizes))
     gru = alone["nn.GRU"]
     print(f"the model alone: its forward pass as the scorer makes it (embedding, recurrence, head at the last visit) on "
           f"the batches the scorer builds from one shard, built before the timing, runs {forward['wall']:,.0f} "
