@@ -112,6 +112,15 @@ INLINE void prefetch_visit(const VisitEmbeddingArgs *a, int64_t r) {
         prefetch_span(a->codes + r * a->codes_per_visit, a->codes_per_visit * (int64_t)sizeof(int64_t));
 }
 
+/* Several threads may find an invalid index at once: the flag is set by an atomic store where the compiler has one. */
+INLINE void mark_invalid(int *flag) {
+#if defined(__GNUC__)
+    __atomic_store_n(flag, 1, __ATOMIC_RELAXED);
+#else
+    *flag = 1;
+#endif
+}
+
 INLINE float signed_log1p(float x) { return x < 0 ? -log1pf(-x) : log1pf(x); }
 
 /* The visits at the step of patients [first, last). */
@@ -157,7 +166,7 @@ ROWS_TARGETS static void visit_embedding_rows(const VisitEmbeddingArgs *a, int64
         for (int64_t j = 0; j < a->categorical; ++j) {
             const int64_t index = real ? a->categorical_index[r * a->categorical + j] : PAD_INDEX;
             if (index < 0 || index >= a->categorical_size[j]) { /* never read outside the table */
-                *a->invalid = 1;
+                mark_invalid(a->invalid);
                 continue;
             }
             rows[terms] = a->categorical_table + (index + a->categorical_offset[j]) * width;
@@ -176,7 +185,7 @@ ROWS_TARGETS static void visit_embedding_rows(const VisitEmbeddingArgs *a, int64
                 for (int64_t k = 0; k < a->codes_per_visit; ++k) {
                     if (listed[k] == PAD_INDEX) continue;
                     if (listed[k] < 0 || listed[k] >= a->vocabulary) {
-                        *a->invalid = 1;
+                        mark_invalid(a->invalid);
                         continue;
                     }
                     rows[terms] = a->code_table + listed[k] * width;
