@@ -165,6 +165,22 @@ def test_the_recurrent_encoder_takes_the_native_path_only_where_it_applies():
             assert attention.embedding.native_steps(batch) is None
 
 
+def test_a_batch_that_falls_back_to_the_pytorch_path_is_checked_once(monkeypatch):
+    from ehrseq.models.encoders.embedding import VisitEmbedding
+
+    checks = []
+    original = VisitEmbedding.check_batch
+    monkeypatch.setattr(VisitEmbedding, "check_batch", lambda self, *a, **k: checks.append(1) or original(self, *a, **k))
+    encoder = _encoder(16, True, True, True)
+    with torch.inference_mode():
+        encoder.encode(make_batch(0))
+        assert len(checks) == 1  # natively
+        with _native.disabled():
+            encoder.encode(make_batch(0))
+        encoder.double().encode(make_batch(0, dtype=torch.float64))
+    assert len(checks) == 3
+
+
 def test_predictions_are_those_of_the_pytorch_path(tmp_path):
     sim = ehrseq.datasets.simulate(60, seed=4)
     model = ehrseq.DynamicSurvival(encoder="gru", d_model=16, epochs=2, n_models=2, progress=False, device="cpu")

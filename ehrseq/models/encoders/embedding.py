@@ -230,12 +230,15 @@ class VisitEmbedding(nn.Module):
         sums written. ``None`` where the kernel does not apply: with gradients, in training mode, under autocast,
         inside :meth:`replaced`, with attention-pooled codes, off the CPU, outside float32, or where the kernel
         was not built. The same values as the PyTorch path to float rounding (~1e-6)."""
+        weight = self.time.weight
+        # the kernel's own conditions that need no batch checked first, so that a batch falling back to
+        # :meth:`sums` is checked there only (the value checks synchronise with the device)
         if (self._replacement is not None or self.training or torch.is_grad_enabled() or self.code_query is not None
-                or torch.is_autocast_enabled(batch.mask.device.type)):
+                or torch.is_autocast_enabled(batch.mask.device.type) or not _native.available()
+                or weight.dtype != torch.float32 or weight.device.type != "cpu"):
             return None
         self.check_batch(batch, check_values=check_values)
         d = self.output_dim
-        weight = self.time.weight
         numeric = self.numeric.weight if self.numeric is not None else weight.new_zeros(d, 0)
         if self.categorical is not None:
             table, offsets, sizes = self.categorical, self.categorical_offsets, self.categorical_sizes

@@ -108,7 +108,7 @@ def gru_steps(rnn: nn.GRU, step_input: Callable[[int], torch.Tensor], batch: int
     last layer writes straight into the time-major output. Between layers in eval mode there is no dropout; this
     path is for inference (``torch.no_grad`` / ``inference_mode``).
     """
-    layers = [_GruLayer(rnn, layer) for layer in range(rnn.num_layers)]
+    layers = [_GruLayer(rnn, layer, batch) for layer in range(rnn.num_layers)]
     first = rnn.weight_ih_l0
     out = first.new_empty(steps, batch, rnn.hidden_size)
     states = [first.new_empty(2, batch, rnn.hidden_size) for _ in layers[:-1]]  # h_{t−1} and h_t of lower layers
@@ -122,9 +122,10 @@ def gru_steps(rnn: nn.GRU, step_input: Callable[[int], torch.Tensor], batch: int
 
 
 class _GruLayer:
-    """One layer of a GRU at inference (see :func:`gru_steps`): its folded weights and the step's buffers."""
+    """One layer of a GRU at inference (see :func:`gru_steps`): its folded weights and the ``[batch, 3H]`` buffers of
+    a step's two products."""
 
-    def __init__(self, rnn: nn.GRU, layer: int) -> None:
+    def __init__(self, rnn: nn.GRU, layer: int, batch: int) -> None:
         w_ih, w_hh = getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"weight_hh_l{layer}")
         hidden = self.hidden = w_hh.shape[1]
         b_ih = getattr(rnn, f"bias_ih_l{layer}", None)
@@ -137,14 +138,11 @@ class _GruLayer:
         self.recurrent_weight = torch.cat([w_hh[rz], 2 * w_hh[n]]).t().contiguous()  # [H, 3H]
         self.bias_n = (2 * b_hh[n]).contiguous()
         self.native = _native.gru_step_available(self.input_weight, self.recurrent_weight)
-        self.inputs: torch.Tensor | None = None
-        self.recurrent: torch.Tensor | None = None
+        self.inputs = w_ih.new_empty(batch, 3 * hidden)
+        self.recurrent = w_ih.new_empty(batch, 3 * hidden)
 
     def step(self, x: torch.Tensor, previous: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:
         """h' ``[B, H]`` written into ``out`` from the input ``x`` ``[B, D]`` and the state ``previous`` (``None``: 0)."""
-        if self.inputs is None or self.inputs.shape[0] != x.shape[0]:
-            self.inputs = x.new_empty(x.shape[0], 3 * self.hidden)
-            self.recurrent = x.new_empty(x.shape[0], 3 * self.hidden)
         torch.mm(x, self.input_weight, out=self.inputs)
         recurrent = None
         if previous is not None:
