@@ -245,6 +245,8 @@ class FeaturePipeline:
         """Standardised values and missing flags, ``[N, F]`` each, and the jobs that fill them in place:
         one per column, to run on parallel threads (see :mod:`ehrseq.data._parallel`). Column-major: one
         pass per column, written from the Arrow buffers, without intermediate frames."""
+        from ehrseq.models.distributions import _native  # the data path's kernels live with the model's
+
         n, names = visits.height, self.numeric_names
         values = np.zeros((len(names), n), dtype=np.float32)
         missing = np.zeros((len(names), n), dtype=bool)
@@ -252,9 +254,26 @@ class FeaturePipeline:
         first_history = len(self.numeric_columns) + (len(TIME_FEATURES) if self.time_features else 0)
         # the row of each history column's ``since_measured`` column, by numeric column
         history_rows = {self.numeric_columns.index(c): first_history + 2 * k for k, c in enumerate(self.history_columns)}
-        patients = visits.get_column("patient_index").to_numpy()
-        first_rows = _first_rows(patients) if self.locf or history_rows else None
-        elapsed = visits.get_column("elapsed").to_numpy() if history_rows else None
+        patients = visits.get_column("patient_index").cast(pl.Int64).to_numpy()
+        carried = self.locf or bool(history_rows)
+        elapsed = visits.get_column("elapsed").cast(pl.Float64).to_numpy() if history_rows else None
+        first_rows = functools.cache(lambda: _first_rows(patients))  # of the NumPy reference, once if needed
+
+        def carry(j: int, x: np.ndarray, history: int | None) -> None:
+            """Column j (with missing values) carried forward and its history: natively in one pass, or by NumPy."""
+            since, ever = (values[history], values[history + 1]) if history is not None else (None, None)
+            if _native.numeric_feature(x, missing[j], patients, elapsed, means[j], self.stds[j], self.time_unit,
+                                       self.locf, values[j], since, ever):
+                return
+            with np.errstate(all="ignore"):  # null slots hold arbitrary values; they are zeroed below
+                np.divide(np.subtract(x, means[j]), self.stds[j], out=values[j], casting="same_kind")
+            source, observed = _last_observation(missing[j], first_rows())
+            if history is not None:
+                _measurement_history(elapsed, source, observed, self.time_unit, since=since, ever=ever)
+            if self.locf:
+                _carry_forward(values[j], source, observed)
+            else:
+                _zero_where(values[j], missing[j])
 
         def encode(j: int) -> None:
             column = visits.get_column(self.numeric_columns[j])
@@ -262,24 +281,16 @@ class FeaturePipeline:
             history = history_rows.get(j)
             if column.null_count() == n:
                 return  # the training mean, never measured: its history columns stay 0
+            if column.null_count() and carried:
+                carry(j, _float_values(column), history)
+                return
             with np.errstate(all="ignore"):  # null slots hold arbitrary values; they are zeroed below
                 centred = np.subtract(_float_values(column), means[j])
                 np.divide(centred, self.stds[j], out=values[j], casting="same_kind")
-            if not column.null_count():
-                if history is not None:
-                    values[history + 1] = 1.0  # measured at every visit: since_measured 0, ever_measured 1
-                return
-            if first_rows is None:
+            if column.null_count():
                 _zero_where(values[j], missing[j])
-                return
-            source, observed = _last_observation(missing[j], first_rows)
-            if history is not None:
-                _measurement_history(elapsed, source, observed, self.time_unit,
-                                     since=values[history], ever=values[history + 1])
-            if self.locf:
-                _carry_forward(values[j], source, observed)
-            else:
-                _zero_where(values[j], missing[j])
+            elif history is not None:
+                values[history + 1] = 1.0  # measured at every visit: since_measured 0, ever_measured 1
 
         def time_features() -> None:
             f = len(self.numeric_columns)

@@ -29,7 +29,9 @@ At inference, in float32 (:mod:`ehrseq.models.encoders.recurrent`, the scorer's 
   registers over the width, and its layer norm), the inputs of the visits ahead prefetched;
 * :func:`gru_step` — the gates and the new state of one GRU step after its two matrix products.
 
-And :func:`gather_rows`, the row gather that pads a batch from the flat visit table (:mod:`ehrseq.data.sequence`).
+And the data path: :func:`gather_rows`, the row gather that pads a batch from the flat visit table
+(:mod:`ehrseq.data.sequence`), and :func:`numeric_feature`, a numeric feature column with missing values encoded in
+one pass — standardised, carried forward, with its measurement history (:mod:`ehrseq.data.features`).
 
 The PyTorch (and NumPy) implementations stay the reference: they run on other devices, where the library was not built (or
 was built from another version of its source), for grids of more than :func:`max_bins` bins, for mixtures of more
@@ -60,7 +62,7 @@ _SUFFIXES = {torch.float32: "f32", torch.float64: "f64"}
 
 #: The interface version of the entry points, ``EHRSEQ_NATIVE_KERNELS_ABI`` in ``_native_kernels.c``: a library
 #: built from another version of the source is not called (its entry points may take other arguments).
-_ABI = 9
+_ABI = 10
 
 
 @functools.lru_cache(maxsize=1)
@@ -107,6 +109,8 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
     library.ehrseq_visit_embedding_max_terms.restype = ctypes.c_int
     library.ehrseq_gather_rows.argtypes, library.ehrseq_gather_rows.restype = [size] * 5 + [pointer] * 4 + [count], \
         ctypes.c_int
+    library.ehrseq_numeric_feature.argtypes = [size] + [pointer] * 4 + [ctypes.c_double] * 3 + [count] + [pointer] * 3
+    library.ehrseq_numeric_feature.restype = ctypes.c_int
     library.ehrseq_visit_embedding_max_frequencies.restype = ctypes.c_int
     library.ehrseq_grid_crps_max_bins.restype = ctypes.c_int
     library.ehrseq_weibull_mixture_max_components.restype = ctypes.c_int
@@ -507,3 +511,31 @@ def gather_rows(out: np.ndarray, dst: np.ndarray, array: np.ndarray, src: np.nda
                   column_stride, dst.ctypes.data, None if src is None else src.ctypes.data, array.ctypes.data,
                   out.ctypes.data, 1)
     return True
+
+
+def numeric_feature(values: np.ndarray, missing: np.ndarray, patient: np.ndarray, elapsed: np.ndarray | None,
+                    mean: float, std: float, unit: float, locf: bool, out: np.ndarray,
+                    since: np.ndarray | None = None, ever: np.ndarray | None = None) -> bool:
+    """One numeric feature column with missing values encoded natively in one pass (``_feature_rows.h``), on the
+    calling thread: ``out [N]`` = the standardised value (x − mean) / std, carried forward within each patient with
+    ``locf``, 0 where there is none; with ``since`` and ``ever`` ``[N]`` its measurement history (log1p of the time
+    since the last measurement over ``unit``, divided by log1p(365.25); whether measured yet; both 0 before the
+    first measurement). ``values [N]`` float64 (arbitrary where missing), ``missing [N]`` bool, ``patient [N]`` int64
+    (rows grouped by patient, time-ordered), ``elapsed [N]`` float64 (needed with the history); outputs float32.
+    False, with nothing written, where the kernel does not apply (not loaded, other dtypes or layouts, a std that is
+    not positive and finite): :mod:`ehrseq.data.features` then runs its NumPy reference."""
+    library = _library()[0] if available() else None
+    history = since is not None
+    n = len(out)
+    arrays = [(values, np.float64), (missing, np.bool_), (patient, np.int64), (out, np.float32)]
+    if history:
+        arrays += [(elapsed, np.float64), (since, np.float32), (ever, np.float32)]
+    if library is None or (ever is not None) != history \
+            or any(a is None or a.dtype != dtype or a.ndim != 1 or len(a) != n or not a.flags.c_contiguous
+                   for a, dtype in arrays):
+        return False
+    status = library.ehrseq_numeric_feature(
+        n, values.ctypes.data, missing.ctypes.data, patient.ctypes.data,
+        elapsed.ctypes.data if history else None, float(mean), float(std), float(unit), int(bool(locf)),
+        out.ctypes.data, since.ctypes.data if history else None, ever.ctypes.data if history else None)
+    return status == 0

@@ -20,7 +20,9 @@
  *   components, and the gradient written once into the whole parameter table (_weibull_mixture_rows.h);
  * - at inference, in float32: the visit embedding of one step of a padded batch and one GRU step
  *   (ehrseq.models.encoders, _inference_rows.h);
- * - the row gather that pads a batch from the flat visit table (ehrseq.data.sequence, _gather_rows.h).
+ * - the row gather that pads a batch from the flat visit table (ehrseq.data.sequence, _gather_rows.h);
+ * - the encoding of a numeric feature column with missing values: standardised, carried forward, and its
+ *   measurement history (ehrseq.data.features, _feature_rows.h).
  * Called through ctypes (ehrseq.models.distributions._native), which checks shapes, types and layout; rows
  * are split over POSIX threads. The module object below only makes the library importable as an (empty)
  * extension module, so that packaging tools find and build it like any other. */
@@ -204,6 +206,7 @@ INLINE int counted_once(const int64_t *listed, int64_t k) {
 
 #include "_inference_rows.h"
 #include "_gather_rows.h"
+#include "_feature_rows.h"
 typedef struct {
     void (*rows)(const void *, int64_t, int64_t);
     const void *args;
@@ -481,12 +484,25 @@ int ehrseq_gather_rows(int64_t count, int64_t columns, int64_t size, int64_t row
     return run_rows(gather_rows_untyped, &args, count, threads);
 }
 
+/* One numeric feature column (the fields of FeatureArgs in their order), on the calling thread: 0, or −2 for a
+ * negative row count, a std that is not positive and finite, or the history without its times (nothing written). */
+int ehrseq_numeric_feature(int64_t rows, const double *values, const uint8_t *missing, const int64_t *patient,
+                           const double *elapsed, double mean, double std, double unit, int locf, float *out,
+                           float *since, float *ever) {
+    if (rows < 0 || !(std > 0.0) || !isfinite(std) || ((since != NULL || ever != NULL) &&
+                                                      (since == NULL || ever == NULL || elapsed == NULL || !(unit > 0.0))))
+        return -2;
+    FeatureArgs args = {rows, values, missing, patient, elapsed, mean, std, unit, locf, out, since, ever};
+    numeric_feature(&args);
+    return 0;
+}
+
 int ehrseq_visit_embedding_max_frequencies(void) { return MAX_FREQUENCIES; }
 
 int ehrseq_visit_embedding_max_terms(void) { return MAX_TERMS; }
 
 /* Raised whenever an entry point changes its arguments; the loader calls no library of another version. */
-#define EHRSEQ_NATIVE_KERNELS_ABI 9
+#define EHRSEQ_NATIVE_KERNELS_ABI 10
 
 int ehrseq_native_kernels_abi(void) { return EHRSEQ_NATIVE_KERNELS_ABI; }
 
