@@ -3,7 +3,7 @@
 The kernels (``ehrseq/models/distributions/_native_kernels.c``) speed up on CPU the Survival-CRPS of the
 constant-hazard grid families, of the log-normal and of the Weibull, the next-visit code loss, the PMF (DeepHit)
 likelihood, the likelihood of the piecewise-linear hazard and that of Weibull mixtures (MENSA's marginals), and at
-inference the visit embedding and the GRU step of the recurrent encoder, and on the data path the padding of
+inference the visit embedding and the GRU step of the recurrent encoder and the code-history term, and on the data path the padding of
 batches and the encoding of numeric features with missing values. They are
 optional: where they cannot be compiled the install goes on, and the same computations run in PyTorch and NumPy (same
 values; ``ehrseq.models.distributions._native.status()`` says which). With glibc 2.35 or later on x86-64, the loops
@@ -47,6 +47,7 @@ setup(
                      "ehrseq/models/distributions/_linear_hazard_rows.h",
                      "ehrseq/models/distributions/_weibull_mixture_rows.h",
                      "ehrseq/models/distributions/_inference_rows.h",
+                     "ehrseq/models/distributions/_code_history_rows.h",
                      "ehrseq/models/distributions/_gather_rows.h",
                      "ehrseq/models/distributions/_feature_rows.h",
                      "ehrseq/models/distributions/_rows_end.h"],

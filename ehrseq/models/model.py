@@ -52,6 +52,7 @@ from torch import nn
 
 from ehrseq.data.batch import PAD_INDEX, SequenceBatch
 from ehrseq.errors import ConfigError
+from ehrseq.models.distributions import _native
 from ehrseq.models.encoders import EncoderConfig, build_encoder
 from ehrseq.models.families import Prediction
 from ehrseq.models.heads import HeadConfig, SurvivalHead
@@ -272,13 +273,18 @@ def code_history_at(codes: torch.Tensor, mask: torch.Tensor, index: tuple[torch.
     once (``weight[PAD_INDEX]`` must be 0). Equal to the cumulative sum of :func:`new_code_terms` at those visits,
     without forming it at every visit. Each selection's ``[M·K]`` codes are marked in a 0/1 row over the vocabulary
     and multiplied by ``weight`` (small vocabularies, in row blocks), or sorted with repeats replaced by the padding
-    index and summed by ``embedding_bag`` (large ones: no ``[n, V]`` table)."""
+    index and summed by ``embedding_bag`` (large ones: no ``[n, V]`` table); on the CPU in float32 without gradients,
+    by the native kernel (:func:`ehrseq.models.distributions._native.code_history_at`: the same sum, the codes of
+    each selection marked in a reused byte table)."""
     rows, positions = index
     n = rows.numel()
     b, m, k = codes.shape
     vocabulary = weight.shape[0]
     if k == 0 or n == 0:
         return weight.new_zeros(n, weight.shape[1])
+    native = _native.code_history_at(codes, mask, rows, positions, weight)
+    if native is not None:
+        return native
     recorded = mask[rows] & (torch.arange(m, device=mask.device) <= positions.unsqueeze(-1))  # [n, M]
     listed = torch.where(recorded.unsqueeze(-1), codes[rows], PAD_INDEX).reshape(n, m * k)
     if vocabulary > _DENSE_VOCABULARY_FACTOR * m * k:

@@ -27,7 +27,9 @@ At inference, in float32 (:mod:`ehrseq.models.encoders.recurrent`, the scorer's 
 
 * :func:`visit_embedding_steps` — the visit embedding of one step of a padded batch (the sum of its terms, kept in
   registers over the width, and its layer norm), the inputs of the visits ahead prefetched;
-* :func:`gru_step` — the gates and the new state of one GRU step after its two matrix products.
+* :func:`gru_step` — the gates and the new state of one GRU step after its two matrix products;
+* :func:`code_history_at` — the code-history term of the linear path at the selected visits of a padded batch (the
+  distinct codes recorded so far of each, their weight rows summed), without a presence table over the vocabulary.
 
 And the data path: :func:`gather_rows`, the row gather that pads a batch from the flat visit table
 (:mod:`ehrseq.data.sequence`), and :func:`numeric_feature`, a numeric feature column with missing values encoded in
@@ -62,7 +64,7 @@ _SUFFIXES = {torch.float32: "f32", torch.float64: "f64"}
 
 #: The interface version of the entry points, ``EHRSEQ_NATIVE_KERNELS_ABI`` in ``_native_kernels.c``: a library
 #: built from another version of the source is not called (its entry points may take other arguments).
-_ABI = 10
+_ABI = 11
 
 
 @functools.lru_cache(maxsize=1)
@@ -102,6 +104,7 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
         "visit_embedding": [size] * 9 + [pointer] * 13 + [ctypes.c_double] + [pointer] * 5 + [ctypes.c_double]
         + [pointer] * 2 + [count],
         "gru_step": [size] * 2 + [pointer] * 6 + [count],
+        "code_history": [size] * 5 + [pointer] * 6 + [count],
     }
     for name, types in inference.items():
         entry = getattr(library, f"ehrseq_{name}_f32")
@@ -490,6 +493,39 @@ def gru_step(inputs: torch.Tensor, bias: torch.Tensor, recurrent: torch.Tensor |
     _checked_call(_library()[0], "ehrseq_gru_step_f32", batch, hidden, inputs.data_ptr(), bias.data_ptr(),
                   None if recurrent is None else recurrent.data_ptr(), bias_n.data_ptr(),
                   None if previous is None else previous.data_ptr(), out.data_ptr(), _threads(batch))
+
+
+def code_history_at(codes: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor,
+                    weight: torch.Tensor) -> torch.Tensor | None:
+    """The code-history term at selected visits natively (:func:`ehrseq.models.model.code_history_at`), ``[n, P]``:
+    per selection (patient row ``rows[i]``, visit position ``positions[i]``) the sum of the ``weight`` ``[V, P]``
+    rows of the distinct codes other than the padding index listed at its real visits up to that position
+    (``codes`` ``[B, M, K]`` int64, ``mask`` ``[B, M]``), added in increasing code order. ``None`` where the kernel
+    does not apply: not loaded, off the CPU, outside float32, or where ``weight`` needs a gradient. A code outside
+    the vocabulary is never read (:class:`~ehrseq.errors.ShapeError`, as ``torch`` raises for it); a row outside
+    the batch raises ``IndexError``."""
+    library = _library()[0] if available() else None
+    if library is None or not _float32_cpu(weight) or codes.device.type != "cpu" or codes.dtype != torch.int64 \
+            or (weight.requires_grad and torch.is_grad_enabled()):
+        return None
+    b, m, k = codes.shape
+    vocabulary, outputs = weight.shape
+    n = rows.numel()
+    if n and (int(rows.min()) < 0 or int(rows.max()) >= b):
+        raise IndexError(f"selected patient rows must be in [0, {b}), got {int(rows.min())}..{int(rows.max())}")
+    tables = [codes.contiguous(), mask.contiguous().view(torch.uint8), rows.to(torch.int64).contiguous(),
+              positions.to(torch.int64).contiguous(), weight.detach().contiguous()]
+    out = weight.new_empty(n, outputs)
+    status = library.ehrseq_code_history_f32(n, m, k, vocabulary, outputs, *(t.data_ptr() for t in tables),
+                                             out.data_ptr(), _threads(n, _VISITS_PER_THREAD))
+    if status == -3:
+        raise ShapeError("SequenceBatch does not fit the code-history term: a code index at a real visit lies outside "
+                         f"its vocabulary of {vocabulary}")
+    if status == -4:
+        raise MemoryError("native kernel ehrseq_code_history_f32 could not allocate its working memory")
+    if status not in (0, -1):
+        raise RuntimeError(f"native kernel ehrseq_code_history_f32 failed (status {status})")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- data path

@@ -19,7 +19,8 @@
  *   from the packed parameter rows of the real visits: log f or log S of each mixture as one log-sum-exp over its
  *   components, and the gradient written once into the whole parameter table (_weibull_mixture_rows.h);
  * - at inference, in float32: the visit embedding of one step of a padded batch and one GRU step
- *   (ehrseq.models.encoders, _inference_rows.h);
+ *   (ehrseq.models.encoders, _inference_rows.h), and the code-history term of the linear path at selected visits
+ *   (ehrseq.models.model, _code_history_rows.h);
  * - the row gather that pads a batch from the flat visit table (ehrseq.data.sequence, _gather_rows.h);
  * - the encoding of a numeric feature column with missing values: standardised, carried forward, and its
  *   measurement history (ehrseq.data.features, _feature_rows.h).
@@ -205,6 +206,7 @@ INLINE int counted_once(const int64_t *listed, int64_t k) {
 #include "_weibull_mixture_rows.h"
 
 #include "_inference_rows.h"
+#include "_code_history_rows.h"
 #include "_gather_rows.h"
 #include "_feature_rows.h"
 typedef struct {
@@ -257,6 +259,9 @@ WEIBULL_MIXTURE_UNTYPED(f64)
 
 static void visit_embedding_untyped(const void *a, int64_t first, int64_t last) {
     visit_embedding_rows((const VisitEmbeddingArgs *)a, first, last);
+}
+static void code_history_untyped(const void *a, int64_t first, int64_t last) {
+    code_history_rows((const CodeHistoryArgs *)a, first, last);
 }
 static void gather_rows_untyped(const void *a, int64_t first, int64_t last) {
     gather_rows((const GatherArgs *)a, first, last);
@@ -475,6 +480,20 @@ int ehrseq_gru_step_f32(int64_t batch, int64_t hidden, const float *inputs, cons
     return run_rows(gru_step_untyped, &args, batch, threads);
 }
 
+/* The code-history term at selected visits (the fields of CodeHistoryArgs in their order, but the flag): 0, −1 (see
+ * run_rows), −2 for negative sizes (nothing written), −3 for a code outside [0, V) (the outputs are then not to be
+ * used) or −4 where the working memory could not be allocated. */
+int ehrseq_code_history_f32(int64_t selected, int64_t steps, int64_t codes_per_visit, int64_t vocabulary,
+                            int64_t outputs, const int64_t *codes, const uint8_t *real, const int64_t *rows,
+                            const int64_t *positions, const float *weight, float *out, int threads) {
+    if (selected < 0 || steps < 1 || codes_per_visit < 0 || vocabulary < 0 || outputs < 1) return -2;
+    int flag = 0;
+    CodeHistoryArgs args = {selected, steps, codes_per_visit, vocabulary, outputs, codes, real, rows, positions,
+                            weight, out, &flag};
+    const int status = run_rows(code_history_untyped, &args, selected, threads);
+    return flag == 1 ? -3 : flag == 2 ? -4 : status;
+}
+
 /* The row gather (the fields of GatherArgs in their order): 0, −1 (see run_rows), or −2 for an element size other
  * than 1, 4 or 8 bytes or negative sizes (nothing written). */
 int ehrseq_gather_rows(int64_t count, int64_t columns, int64_t size, int64_t row_stride, int64_t column_stride,
@@ -502,7 +521,7 @@ int ehrseq_visit_embedding_max_frequencies(void) { return MAX_FREQUENCIES; }
 int ehrseq_visit_embedding_max_terms(void) { return MAX_TERMS; }
 
 /* Raised whenever an entry point changes its arguments; the loader calls no library of another version. */
-#define EHRSEQ_NATIVE_KERNELS_ABI 10
+#define EHRSEQ_NATIVE_KERNELS_ABI 11
 
 int ehrseq_native_kernels_abi(void) { return EHRSEQ_NATIVE_KERNELS_ABI; }
 
