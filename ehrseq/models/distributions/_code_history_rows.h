@@ -2,7 +2,8 @@
  * float32: for each selection i = (patient row b, visit position p),
  *   out[i] = Σ_{c ∈ C} weight[c],  C = the distinct codes other than the padding index (0) listed at the real visits
  *                                      m ≤ p of row b (codes [B, M, K], mask [B, M]),
- * summed in increasing code order (the order of the sorted-list reference). A code outside [0, V) is not read: the
+ * summed in the order of their first records (visit by visit, the listed order within a visit). A code outside
+ * [0, V) is not read: the
  * flag is set to 1 (the outputs are then not to be used); 2 if the working memory could not be allocated. */
 
 typedef struct {
@@ -15,11 +16,6 @@ typedef struct {
     float *out;               /* [n, P] */
     int *flag;
 } CodeHistoryArgs;
-
-static int compare_codes(const void *x, const void *y) {
-    const int64_t a = *(const int64_t *)x, b = *(const int64_t *)y;
-    return (a > b) - (a < b);
-}
 
 ROWS_TARGETS
 static void code_history_rows(const CodeHistoryArgs *a, int64_t first, int64_t last) {
@@ -36,6 +32,7 @@ static void code_history_rows(const CodeHistoryArgs *a, int64_t first, int64_t l
 #endif
         return;
     }
+    seen[0] = 1; /* the padding index: never listed */
     for (int64_t i = first; i < last; ++i) {
         const int64_t b = a->rows[i], end = a->positions[i] < m - 1 ? a->positions[i] : m - 1;
         int64_t count = 0;
@@ -44,18 +41,15 @@ static void code_history_rows(const CodeHistoryArgs *a, int64_t first, int64_t l
             const int64_t *codes = a->codes + (b * m + v) * k;
             for (int64_t j = 0; j < k; ++j) {
                 const int64_t c = codes[j];
-                if (c == 0) continue;
-                if (c < 0 || c >= a->vocabulary) {
+                if ((uint64_t)c >= (uint64_t)a->vocabulary) {
                     mark_invalid(a->flag);
                     continue;
                 }
-                if (!seen[c]) {
-                    seen[c] = 1;
-                    listed[count++] = c;
-                }
+                listed[count] = c; /* kept (count moves on) only at the code's first record: no branch on it */
+                count += 1 - seen[c];
+                seen[c] = 1;
             }
         }
-        if (count > 1) qsort(listed, (size_t)count, sizeof(int64_t), compare_codes);
         float *out = a->out + i * p;
         for (int64_t q = 0; q < p; ++q) out[q] = 0.0f;
         for (int64_t j = 0; j < count; ++j) {

@@ -500,7 +500,8 @@ def code_history_at(codes: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor,
     """The code-history term at selected visits natively (:func:`ehrseq.models.model.code_history_at`), ``[n, P]``:
     per selection (patient row ``rows[i]``, visit position ``positions[i]``) the sum of the ``weight`` ``[V, P]``
     rows of the distinct codes other than the padding index listed at its real visits up to that position
-    (``codes`` ``[B, M, K]`` int64, ``mask`` ``[B, M]``), added in increasing code order. ``None`` where the kernel
+    (``codes`` ``[B, M, K]`` int64, ``mask`` ``[B, M]``), added in the order of their first records (the reference
+    adds in code order: the two agree to float rounding). ``None`` where the kernel
     does not apply: not loaded, off the CPU, outside float32, or where ``weight`` needs a gradient. A code outside
     the vocabulary is never read (:class:`~ehrseq.errors.ShapeError`, as ``torch`` raises for it); a row outside
     the batch raises ``IndexError``."""
