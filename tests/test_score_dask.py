@@ -257,10 +257,12 @@ def _mapped_chunks_of_a_1_mib_malloc() -> int:
     return after - before
 
 
-def _worker_settings() -> tuple[str | None, bool]:
+def _worker_settings() -> tuple[str | None, bool, str, str]:
     import dask
 
-    return os.environ.get("MALLOC_TRIM_THRESHOLD_"), dask.config.get("distributed.worker.profile.enabled")
+    return (os.environ.get("MALLOC_TRIM_THRESHOLD_"), dask.config.get("distributed.worker.profile.enabled"),
+            dask.config.get("distributed.admin.tick.interval"),
+            dask.config.get("distributed.worker.memory.monitor-interval"))
 
 
 def _polars_threads() -> int:
@@ -274,18 +276,19 @@ def test_workers_serve_large_tensors_from_the_heap_and_do_not_sample_profiles(mo
                                                                               monkeypatch):
     from ehrseq.scoring._engine import LoadModel, connect
 
-    # the run's own cluster: started without the nanny's trim threshold and without the sampling profiler
+    # the run's own cluster: started without the nanny's trim threshold, without the sampling profiler and with
+    # its periodic checks made less frequent (QUIET_LOCAL_CLUSTER)
     # (a LocalCluster started earlier in this process left the variable in os.environ, as Dask's nannies
     # do: its workers would inherit it, and the plugin below covers them)
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     with connect(2, None, tmp_path) as client:
-        assert set(client.run(_worker_settings).values()) == {(None, False)}
+        assert set(client.run(_worker_settings).values()) == {(None, False, "500ms", "1s")}
     with connect(2, None, tmp_path, threads=1) as client:  # Polars on as many threads as torch, in every worker
         assert set(client.run(_polars_threads).values()) == {1}
     # an existing cluster's workers (nannies set MALLOC_TRIM_THRESHOLD_, which pins glibc's mmap threshold
     # at 128 KiB): the model-loading plugin raises the thresholds (ehrseq.scoring._heap)
     with Client(cluster, set_as_default=False) as client:
-        assert {setting for setting, _ in client.run(_worker_settings).values()} == {"65536"}
+        assert {settings[0] for settings in client.run(_worker_settings).values()} == {"65536"}
         client.register_plugin(LoadModel(str(model_dir)))
         assert set(client.run(_mapped_chunks_of_a_1_mib_malloc).values()) == {0}
     # what the scorer changes in a fresh process, with and without the nanny's variable: 1 MiB was mapped,

@@ -40,6 +40,14 @@ TRIM = "MALLOC_TRIM_THRESHOLD_"
 POLARS_THREADS = "POLARS_MAX_THREADS"
 #: How long to wait for an existing scheduler to answer, and for it to have a worker.
 CONNECT_TIMEOUT = "20s"
+#: Periodic work of a local cluster's processes made less frequent (Dask's defaults in brackets): the event-loop
+#: health check of the scheduler, every nanny and every worker (20 ms), their system monitors (500 ms) and the
+#: nannies' memory checks (100 ms). An idle cluster of 2 workers used 0.8–0.9 CPU-s per 10 s with the defaults and
+#: 0.13 with these — on the cores that score. A worker over its memory limit is still paused or restarted, within
+#: a second.
+QUIET_LOCAL_CLUSTER = {"distributed.admin.tick.interval": "500ms",
+                       "distributed.admin.system-monitor.interval": "5s",
+                       "distributed.worker.memory.monitor-interval": "1s"}
 WORKERS_TIMEOUT = 60.0
 
 
@@ -82,7 +90,8 @@ def connect(num_workers: int, scheduler: str | Client | None, scratch: Path, thr
         with dask.config.set({"temporary-directory": str(scratch),  # scheduler and workers alike
                               "distributed.nanny.pre-spawn-environ": environ,
                               # the workers' sampling profiler (every 10 ms) cost a third of their CPU time
-                              "distributed.worker.profile.enabled": False}):
+                              "distributed.worker.profile.enabled": False,
+                              **QUIET_LOCAL_CLUSTER}):
             cluster = LocalCluster(n_workers=num_workers, threads_per_worker=1, processes=True, dashboard_address=None,
                                    local_directory=str(scratch), silence_logs=logging.ERROR)
         with cluster, Client(cluster, set_as_default=False) as client:
