@@ -5,7 +5,8 @@
  *   with φ(x) = [sign(x) log1p|x| ; sin(ω x) ; cos(ω x)], and its layer norm
  *     e = γ ⊙ (s − mean(s)) / sqrt(var(s) + ε) + β,
  *   computed for the visits of one step m of every patient of a padded batch (rows b·M + m): the sums written into
- *   the batch-first [B·M, D] table, the layer norms into a [B, D] table (the recurrence's input at step m).
+ *   the step's [B, D] block of a time-major [M, B, D] table (one contiguous block per step), the layer norms into a
+ *   [B, D] table (the recurrence's input at step m).
  *   Padded visits (real = 0) get the values of the PyTorch implementation (times and values 0, no codes, each
  *   categorical column's first entry); their missingness flags are read as they are, as there.
  * - one step of the GRU (ehrseq.models.encoders.recurrent.gru_steps): from the step's input product
@@ -47,7 +48,7 @@ typedef struct {
     const float *numeric_weight;       /* [2 numeric, width]: W_numᵀ */
     const float *bias, *norm_weight, *norm_bias; /* [width] */
     float eps;
-    float *sums;                       /* [rows, width]: the rows b·steps + step are written */
+    float *sums;                       /* [steps, patients, width], time-major: the rows of the step are written */
     float *normalised;                 /* [patients, width] */
     int *invalid;                      /* set to 1 where an index lies outside its table (the term is left out) */
 } VisitEmbeddingArgs;
@@ -200,7 +201,7 @@ ROWS_TARGETS static void visit_embedding_rows(const VisitEmbeddingArgs *a, int64
         for (; offset + 64 <= width; offset += 64) add_terms_64(out, a->bias, rows, scales, terms, offset);
         for (; offset + 16 <= width; offset += 16) add_terms_16(out, a->bias, rows, scales, terms, offset);
         for (; offset < width; ++offset) add_terms_1(out, a->bias, rows, scales, terms, offset);
-        memcpy(a->sums + r * width, out, (size_t)width * sizeof(float));
+        memcpy(a->sums + (a->step * a->patients + patient) * width, out, (size_t)width * sizeof(float));
         float mean = 0, variance = 0;
 #pragma omp simd reduction(+ : mean)
         for (int64_t d = 0; d < width; ++d) mean += out[d];

@@ -423,7 +423,8 @@ def visit_embedding_steps(time: torch.Tensor, gap: torch.Tensor, real: torch.Ten
                           norm_weight: torch.Tensor, norm_bias: torch.Tensor, eps: float
                           ) -> tuple[torch.Tensor, Callable[[int, torch.Tensor], None]] | None:
     """The visit embedding of a padded batch one step at a time, natively (float32 on the CPU, mean-pooled codes), or
-    ``None`` where the kernel does not apply. Returns the table of sums ``[B, M, D]`` and ``embed(m, out)``, which
+    ``None`` where the kernel does not apply. Returns the table of sums ``[B, M, D]`` (a view of a time-major
+    ``[M, B, D]`` table, whose rows each step writes as one block) and ``embed(m, out)``, which
     writes the layer norms of the visits at step m into ``out`` ``[B, D]`` (contiguous) and their sums into the
     table (rows not yet embedded hold arbitrary values).
 
@@ -453,7 +454,7 @@ def visit_embedding_steps(time: torch.Tensor, gap: torch.Tensor, real: torch.Ten
         tables += [codes.contiguous(), code_table.contiguous(), no_codes.contiguous()]
     tables += [angular.contiguous(), time_weight.t().contiguous(), numeric_weight.t().contiguous(), bias.contiguous(),
                norm_weight.contiguous(), norm_bias.contiguous()]
-    sums = bias.new_empty(b, m, width)
+    sums = bias.new_empty(m, b, width)  # time-major: each step's rows are one contiguous block
     pointers = [t.data_ptr() for t in tables]
     if code_table is None:
         pointers[9:9] = [None, None, None]
@@ -471,7 +472,7 @@ def visit_embedding_steps(time: torch.Tensor, gap: torch.Tensor, real: torch.Ten
         if status not in (0, -1):
             raise RuntimeError(f"native kernel ehrseq_visit_embedding_f32 failed (status {status})")
 
-    return sums, embed
+    return sums.transpose(0, 1), embed
 
 
 def gru_step_available(*tensors: torch.Tensor) -> bool:
