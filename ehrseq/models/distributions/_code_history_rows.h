@@ -3,8 +3,8 @@
  *   out[i] = Σ_{c ∈ C} weight[c],  C = the distinct codes other than the padding index (0) listed at the real visits
  *                                      m ≤ p of row b (codes [B, M, K], mask [B, M]),
  * summed in the order of their first records (visit by visit, the listed order within a visit). A code outside
- * [0, V) is not read: the
- * flag is set to 1 (the outputs are then not to be used); 2 if the working memory could not be allocated. */
+ * [0, V) is not read: the flag is set to 1 (the outputs are then not to be used); 2 if the working memory could
+ * not be allocated. */
 
 typedef struct {
     int64_t selected, steps, codes_per_visit, vocabulary, outputs;

@@ -502,9 +502,8 @@ def code_history_at(codes: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor,
     per selection (patient row ``rows[i]``, visit position ``positions[i]``) the sum of the ``weight`` ``[V, P]``
     rows of the distinct codes other than the padding index listed at its real visits up to that position
     (``codes`` ``[B, M, K]`` int64, ``mask`` ``[B, M]``), added in the order of their first records (the reference
-    adds in code order: the two agree to float rounding). ``None`` where the kernel
-    does not apply: not loaded, off the CPU, outside float32, or where ``weight`` needs a gradient. A code outside
-    the vocabulary is never read (:class:`~ehrseq.errors.ShapeError`, as ``torch`` raises for it); a row outside
+    adds in code order: the two agree to float rounding). ``None`` where the kernel does not apply: not loaded, off
+    the CPU, outside float32, or where ``weight`` needs a gradient. A code outside the vocabulary is never read (:class:`~ehrseq.errors.ShapeError`, as ``torch`` raises for it); a row outside
     the batch raises ``IndexError``."""
     library = _library()[0] if available() else None
     if library is None or not _float32_cpu(weight) or codes.device.type != "cpu" or codes.dtype != torch.int64 \
