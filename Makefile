@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.ehrseq-installed
 
 .PHONY: setup demo test bench clean
 
-$(STAMP): pyproject.toml setup.py ehrseq/models/distributions/_native_kernels.c ehrseq/models/distributions/_grid_crps_rows.h ehrseq/models/distributions/_location_scale_rows.h ehrseq/models/distributions/_pair_bce_rows.h ehrseq/models/distributions/_mass_nll_rows.h ehrseq/models/distributions/_linear_hazard_rows.h ehrseq/models/distributions/_weibull_mixture_rows.h ehrseq/models/distributions/_inference_rows.h ehrseq/models/distributions/_code_history_rows.h ehrseq/models/distributions/_gather_rows.h ehrseq/models/distributions/_feature_rows.h ehrseq/models/distributions/_rows_end.h
+$(STAMP): pyproject.toml setup.py ehrseq/models/distributions/_native_kernels.c $(wildcard ehrseq/models/distributions/*.h)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch is pinned first so that pip takes the CPU wheel (2.13.0) instead of a multi-GB CUDA build
 	$(BIN)/pip install --quiet torch==2.13.0

@@ -10,6 +10,7 @@ values; ``ehrseq.models.distributions._native.status()`` says which). With glibc
 over quadrature nodes, mixtures and time frequencies use its vector math library (libmvec).
 """
 
+import glob
 import platform
 import sys
 
@@ -40,17 +41,7 @@ setup(
         Extension(
             "ehrseq.models.distributions._native_kernels",
             sources=["ehrseq/models/distributions/_native_kernels.c"],
-            depends=["ehrseq/models/distributions/_grid_crps_rows.h",
-                     "ehrseq/models/distributions/_location_scale_rows.h",
-                     "ehrseq/models/distributions/_pair_bce_rows.h",
-                     "ehrseq/models/distributions/_mass_nll_rows.h",
-                     "ehrseq/models/distributions/_linear_hazard_rows.h",
-                     "ehrseq/models/distributions/_weibull_mixture_rows.h",
-                     "ehrseq/models/distributions/_inference_rows.h",
-                     "ehrseq/models/distributions/_code_history_rows.h",
-                     "ehrseq/models/distributions/_gather_rows.h",
-                     "ehrseq/models/distributions/_feature_rows.h",
-                     "ehrseq/models/distributions/_rows_end.h"],
+            depends=sorted(glob.glob("ehrseq/models/distributions/*.h")),  # the kernels' row loops
             define_macros=[("EHRSEQ_LIBMVEC", "1")] if vector_math else [],
             libraries=["mvec", "m"] if vector_math else [],
             extra_compile_args=compile_args,

@@ -69,10 +69,10 @@ import polars as pl
 import torch
 
 from ehrseq.bench._timing import environment_line, format_table
+from ehrseq.data._parallel import POLARS_THREADS
 from ehrseq.datasets import simulate
 
 HORIZONS = (365.0, 730.0, 1825.0)
-POLARS_THREADS = "POLARS_MAX_THREADS"
 _SIMULATION = dict(mean_visits=20.0, follow_up=(5.0, 5.0), censoring=0.0, baseline_hazard=0.02, intercept_sd=0.5,
                    slope_sd=0.1, visit_health_effect=0.0, visit_regularity=20.0)
 

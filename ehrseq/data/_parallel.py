@@ -18,6 +18,10 @@ import torch
 T = TypeVar("T")
 R = TypeVar("R")
 
+#: The environment variable that sizes Polars' own thread pool, read when Polars is imported: a scoring process
+#: (a Dask worker, a benchmark's spawned process) sets it before it starts, to its torch threads.
+POLARS_THREADS = "POLARS_MAX_THREADS"
+
 #: Work (in array elements) below which jobs run inline.
 MIN_PARALLEL_ELEMENTS = 1 << 20
 

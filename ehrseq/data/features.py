@@ -259,14 +259,27 @@ class FeaturePipeline:
         elapsed = visits.get_column("elapsed").cast(pl.Float64).to_numpy() if history_rows else None
         first_rows = functools.cache(lambda: _first_rows(patients))  # of the NumPy reference, once if needed
 
-        def carry(j: int, x: np.ndarray, history: int | None) -> None:
-            """Column j (with missing values) carried forward and its history: natively in one pass, or by NumPy."""
+        def encode(j: int) -> None:
+            column = visits.get_column(self.numeric_columns[j])
+            _missing_column(column, out=missing[j])
+            history = history_rows.get(j)
+            nulls = column.null_count()
+            if nulls == n:
+                return  # the training mean, never measured: its history columns stay 0
+            x = _float_values(column)
             since, ever = (values[history], values[history + 1]) if history is not None else (None, None)
-            if _native.numeric_feature(x, missing[j], patients, elapsed, means[j], self.stds[j], self.time_unit,
-                                       self.locf, values[j], since, ever):
-                return
+            if nulls and carried and _native.numeric_feature(x, missing[j], patients, elapsed, means[j], self.stds[j],
+                                                             self.time_unit, self.locf, values[j], since, ever):
+                return  # carried forward, with its history, natively in one pass
             with np.errstate(all="ignore"):  # null slots hold arbitrary values; they are zeroed below
                 np.divide(np.subtract(x, means[j]), self.stds[j], out=values[j], casting="same_kind")
+            if not nulls:
+                if ever is not None:
+                    ever[:] = 1.0  # measured at every visit: since_measured 0, ever_measured 1
+                return
+            if not carried:
+                _zero_where(values[j], missing[j])
+                return
             source, observed = _last_observation(missing[j], first_rows())
             if history is not None:
                 _measurement_history(elapsed, source, observed, self.time_unit, since=since, ever=ever)
@@ -274,23 +287,6 @@ class FeaturePipeline:
                 _carry_forward(values[j], source, observed)
             else:
                 _zero_where(values[j], missing[j])
-
-        def encode(j: int) -> None:
-            column = visits.get_column(self.numeric_columns[j])
-            _missing_column(column, out=missing[j])
-            history = history_rows.get(j)
-            if column.null_count() == n:
-                return  # the training mean, never measured: its history columns stay 0
-            if column.null_count() and carried:
-                carry(j, _float_values(column), history)
-                return
-            with np.errstate(all="ignore"):  # null slots hold arbitrary values; they are zeroed below
-                centred = np.subtract(_float_values(column), means[j])
-                np.divide(centred, self.stds[j], out=values[j], casting="same_kind")
-            if column.null_count():
-                _zero_where(values[j], missing[j])
-            elif history is not None:
-                values[history + 1] = 1.0  # measured at every visit: since_measured 0, ever_measured 1
 
         def time_features() -> None:
             f = len(self.numeric_columns)

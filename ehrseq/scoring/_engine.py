@@ -28,6 +28,7 @@ import dask.config
 import torch
 from distributed import Client, LocalCluster, WorkerPlugin
 
+from ehrseq.data._parallel import POLARS_THREADS
 from ehrseq.errors import ConfigError, option
 from ehrseq.scoring._heap import keep_large_allocations_on_the_heap
 from ehrseq.scoring._model import resolve_model
@@ -36,10 +37,9 @@ from ehrseq.scoring._sources import Shard
 
 #: The variable Dask's nannies set for their workers (see ehrseq.scoring._heap)
 TRIM = "MALLOC_TRIM_THRESHOLD_"
-#: The size of Polars' thread pool, read when Polars is imported.
-POLARS_THREADS = "POLARS_MAX_THREADS"
 #: How long to wait for an existing scheduler to answer, and for it to have a worker.
 CONNECT_TIMEOUT = "20s"
+WORKERS_TIMEOUT = 60.0
 #: Periodic work of a local cluster's processes made less frequent (Dask's defaults in brackets): the event-loop
 #: health check of the scheduler, every nanny and every worker (20 ms), their system monitors (500 ms) and the
 #: nannies' memory checks (100 ms). An idle cluster of 2 workers used 0.8–0.9 CPU-s per 10 s with the defaults and
@@ -48,7 +48,6 @@ CONNECT_TIMEOUT = "20s"
 QUIET_LOCAL_CLUSTER = {"distributed.admin.tick.interval": "500ms",
                        "distributed.admin.system-monitor.interval": "5s",
                        "distributed.worker.memory.monitor-interval": "1s"}
-WORKERS_TIMEOUT = 60.0
 
 
 def check_engine(num_workers: int, scheduler: Any) -> None:

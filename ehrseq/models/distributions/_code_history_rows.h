@@ -25,11 +25,7 @@ static void code_history_rows(const CodeHistoryArgs *a, int64_t first, int64_t l
     if (seen == NULL || listed == NULL) {
         free(seen);
         free(listed);
-#if defined(__GNUC__)
-        __atomic_store_n(a->flag, 2, __ATOMIC_RELAXED);
-#else
-        *a->flag = 2;
-#endif
+        set_flag(a->flag, 2);
         return;
     }
     seen[0] = 1; /* the padding index: never listed */

@@ -113,14 +113,17 @@ INLINE void prefetch_visit(const VisitEmbeddingArgs *a, int64_t r) {
         prefetch_span(a->codes + r * a->codes_per_visit, a->codes_per_visit * (int64_t)sizeof(int64_t));
 }
 
-/* Several threads may find an invalid index at once: the flag is set by an atomic store where the compiler has one. */
-INLINE void mark_invalid(int *flag) {
+/* Several threads may set a kernel's flag at once: it is set by an atomic store where the compiler has one. */
+INLINE void set_flag(int *flag, int value) {
 #if defined(__GNUC__)
-    __atomic_store_n(flag, 1, __ATOMIC_RELAXED);
+    __atomic_store_n(flag, value, __ATOMIC_RELAXED);
 #else
-    *flag = 1;
+    *flag = value;
 #endif
 }
+
+/* An index found outside its table: the flag is 1. */
+INLINE void mark_invalid(int *flag) { set_flag(flag, 1); }
 
 INLINE float signed_log1p(float x) { return x < 0 ? -log1pf(-x) : log1pf(x); }
 

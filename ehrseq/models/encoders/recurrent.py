@@ -102,11 +102,11 @@ def gru_steps(rnn: nn.GRU, step_input: Callable[[int], torch.Tensor], batch: int
 
     where n = tanh(a), a = W_in x + b_in + r ⊙ (W_hn h + b_hn), as 2 σ(2a) − 1 with the factor 2 folded into the
     weights and biases (a sigmoid costs a sixth of a tanh on CPU; the difference is a float rounding, ~1e-7 in
-    float32). In float32 on the CPU
-    the gates of a step are one pass of the native kernel (:func:`ehrseq.models.distributions._native.gru_step`);
-    otherwise the same formulas as a few whole-tensor operations. Nothing of size ``[M, B, 3H]`` is formed; the
-    last layer writes straight into the time-major output. Between layers in eval mode there is no dropout; this
-    path is for inference (``torch.no_grad`` / ``inference_mode``).
+    float32). In float32 on the CPU the gates of a step are one pass of the native kernel
+    (:func:`ehrseq.models.distributions._native.gru_step`); otherwise the same formulas as a few whole-tensor
+    operations. Nothing of size ``[M, B, 3H]`` is formed; the last layer writes straight into the time-major output.
+    Between layers in eval mode there is no dropout; this path is for inference (``torch.no_grad`` /
+    ``inference_mode``).
     """
     layers = [_GruLayer(rnn, layer, batch) for layer in range(rnn.num_layers)]
     first = rnn.weight_ih_l0
