@@ -281,6 +281,8 @@ MODEL_FLAGS = (
          {"action": argparse.BooleanOptionalAction}),
     Flag("measurement_history", "for each numeric feature with missing values, also the time since it was last "
          "measured and whether it ever was (default: on)", {"action": argparse.BooleanOptionalAction}),
+    Flag("log_skewed", "read every right-skewed non-negative numeric feature (skewness above 1, most lab values) on the "
+         "log scale (default: on)", {"action": argparse.BooleanOptionalAction}),
     Flag("wide", "a linear path from the current visit's inputs to the head, beside the sequence path (default: on)",
          {"action": argparse.BooleanOptionalAction}),
     Flag("any_time", "predict at any time after a visit: the head reads the time elapsed since it, and training "

@@ -85,6 +85,10 @@ class DynamicSurvival:
     measurement_history: for each numeric feature with missing values, add how long ago it was last measured
         and whether it ever was (default on; :class:`~ehrseq.data.FeaturePipeline`): the age of a value
         carried forward, and a never-measured value told apart from the training mean.
+    log_skewed: read every right-skewed non-negative numeric feature (skewness above 1 in the training
+        visits: most laboratory values) on the log scale, sign(x) log1p(|x| / c) with c the median of its
+        positive training values (default on; :class:`~ehrseq.data.FeaturePipeline`): its ratios, not its
+        differences, move the risk, and its largest values no longer set the scale of everyone else's.
     wide: add a linear path from the current visit's inputs (values carried forward, missingness,
         categories, codes, visit time) and from the codes recorded at any visit so far (each once, from its
         first record) to the head's outputs, beside the sequence path (default on): the
@@ -216,7 +220,8 @@ class DynamicSurvival:
         time_unit = head.time_scale / REFERENCE_TIME_SCALE  # the clock's units per day of the model
         self.features_ = FeaturePipeline(codes=self.settings.codes is not None, locf=self.settings.locf,
                                          time_unit=time_unit,
-                                         measurement_history=self.settings.measurement_history).fit(cohort)
+                                         measurement_history=self.settings.measurement_history,
+                                         log_skewed=self.settings.log_skewed).fit(cohort)
         self.grid_ = TimeGrid.manual(head.grid) if head.grid is not None else None
         self.reach_ = predict.Reach.of(cohort, self.grid_)
         encoder = EncoderConfig.from_dict({

@@ -107,6 +107,7 @@ class EstimatorSettings:
     null_values: Sequence[str] | str | None = None
     locf: bool = True
     measurement_history: bool = True
+    log_skewed: bool = True
     wide: bool = True
     any_time: bool | str = "auto"
     n_models: int | str = "auto"

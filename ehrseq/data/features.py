@@ -2,11 +2,21 @@
 
 Numeric features
     z = (x − mean) / sd with mean and population sd of the observed (non-null, non-NaN) training
-    values, computed in float64 and stored as float32; sd = 1 when a column is constant (sd below
+    values (of the log-scale values below, for a column read on the log scale), computed in float64 and stored as float32; sd = 1 when a column is constant (sd below
     10 machine epsilons, as in scikit-learn), and mean = 0, sd = 1 when it was never observed.
     Missing values are flagged in ``numeric_missing`` and filled with 0 (the training mean) — or, with
     ``locf=True``, with the patient's last observed value (never another patient's), and 0 before
     the first observation.
+Skewed columns on the log scale (``log_skewed=True``)
+    A numeric column whose observed training values are all ≥ 0, take at least 5 distinct values (a
+    measurement, not a coded level or a flag) and are right-skewed (sample skewness g₁ = m₃ / m₂^{3/2} > 1,
+    population moments: most laboratory values — bilirubin, enzymes, counts) is
+    read as sign(x) · log1p(|x| / c), with c the median of its positive training values: unit-free (the
+    same features in mg/dL or µmol/L), 0 at 0, monotone, and defined for a negative value met later. A
+    linear model of the standardised raw value is ruled by its largest values (one outlier sets the sd
+    that shrinks every other patient's value towards the mean); on the log scale a ratio, not a
+    difference, moves the risk, as the classical models of such labs read them (the Mayo PBC model's
+    log bilirubin). Missingness, carrying forward and the measurement history are unchanged.
 Time features (``time_features=True``, appended to the numeric columns, never missing)
     ``elapsed_years`` = (v_m − origin) / (365.25 u) and ``log_gap`` = log1p(gap / u) / log1p(365.25)
     (0 at the first visit, 1 for a gap of 365.25 u), with u = ``time_unit``, the clock's days per day of
@@ -95,6 +105,8 @@ class FeaturePipeline:
         u > 0, the clock's units per day of the time features (module docstring).
     measurement_history:
         Append the measurement-history columns of the numeric features with missing values (module docstring).
+    log_skewed:
+        Read the right-skewed non-negative numeric columns on the log scale (module docstring).
     """
 
     def __init__(
@@ -109,6 +121,7 @@ class FeaturePipeline:
         time_features: bool = True,
         time_unit: float = 1.0,
         measurement_history: bool = False,
+        log_skewed: bool = False,
     ) -> None:
         if not isinstance(code_min_count, int) or code_min_count < 1:
             raise ConfigError(f"code_min_count must be a positive int, got {code_min_count!r}")
@@ -126,8 +139,10 @@ class FeaturePipeline:
             raise ConfigError(f"time_unit must be a positive number, got {time_unit!r}")
         self.time_unit = float(time_unit)
         self.measurement_history = bool(measurement_history)
+        self.log_skewed = bool(log_skewed)
         # fitted state
         self.history_columns: tuple[str, ...] = ()
+        self.log_scales: dict[str, float] = {}
         self.numeric_columns: tuple[str, ...] = ()
         self.categorical_columns: tuple[str, ...] = ()
         self.codes_column: str | None = None
@@ -182,8 +197,9 @@ class FeaturePipeline:
         visits = cohort.visits
         _check_columns(visits, numeric, categorical, codes)
 
+        self.log_scales = _log_scales(visits, numeric) if self.log_skewed else {}
         if numeric:
-            values = [_observed(c) for c in numeric]
+            values = [_observed(c, self.log_scales.get(c)) for c in numeric]
             stats = visits.select(
                 *(v.mean().alias(f"m{i}") for i, v in enumerate(values)),
                 *(v.std(ddof=0).alias(f"s{i}") for i, v in enumerate(values)),
@@ -267,6 +283,9 @@ class FeaturePipeline:
             if nulls == n:
                 return  # the training mean, never measured: its history columns stay 0
             x = _float_values(column)
+            scale = self.log_scales.get(self.numeric_columns[j])
+            if scale is not None:
+                x = _signed_log(x, scale)
             since, ever = (values[history], values[history + 1]) if history is not None else (None, None)
             if nulls and carried and _native.numeric_feature(x, missing[j], patients, elapsed, means[j], self.stds[j],
                                                              self.time_unit, self.locf, values[j], since, ever):
@@ -322,9 +341,10 @@ class FeaturePipeline:
             "version": 1,
             "options": {"locf": self.locf, "code_min_count": self.code_min_count,
                         "code_max_size": self.code_max_size, "time_features": self.time_features,
-                        "time_unit": self.time_unit, "measurement_history": self.measurement_history},
+                        "time_unit": self.time_unit, "measurement_history": self.measurement_history,
+                        "log_skewed": self.log_skewed},
             "history_columns": list(self.history_columns),
-            "numeric": [{"name": c, "mean": float(m), "std": float(s)}
+            "numeric": [{"name": c, "mean": float(m), "std": float(s), "log_scale": self.log_scales.get(c)}
                         for c, m, s in zip(self.numeric_columns, np.asarray(self.means), self.stds)],
             "categorical": [{"name": c, "levels": self.levels[c]} for c in self.categorical_columns],
             "codes": {"column": self.codes_column, "vocabulary": self.code_vocabulary},
@@ -342,6 +362,8 @@ class FeaturePipeline:
         pipeline = cls(numeric, categorical, codes if codes is not None else False, **data["options"])
         pipeline.means = np.array([c["mean"] for c in data["numeric"]], dtype=np.float64)
         pipeline.stds = np.array([c["std"] for c in data["numeric"]], dtype=np.float64)
+        pipeline.log_scales = {c["name"]: float(c["log_scale"]) for c in data["numeric"]
+                               if c.get("log_scale") is not None}
         pipeline.levels = {c["name"]: list(c["levels"]) for c in data["categorical"]}
         pipeline.code_vocabulary = list(data["codes"]["vocabulary"])
         pipeline.numeric_columns, pipeline.categorical_columns = tuple(numeric), tuple(categorical)
@@ -363,9 +385,42 @@ class FeaturePipeline:
                 f"codes={self.codes_column!r} ({len(self.code_vocabulary)} kept), locf={self.locf})")
 
 
-def _observed(column: str) -> pl.Expr:
-    """The column as float64 (missing values are null in a cohort: NaN was converted there)."""
-    return pl.col(column).cast(pl.Float64)
+def _observed(column: str, log_scale: float | None = None) -> pl.Expr:
+    """The column as float64 (missing values are null in a cohort: NaN was converted there), on the log scale
+    sign(x) · log1p(|x| / c) with ``log_scale`` c."""
+    x = pl.col(column).cast(pl.Float64)
+    return x if log_scale is None else x.sign() * (x.abs() / log_scale).log1p()
+
+
+#: Sample skewness above which a non-negative numeric column is read on the log scale (``log_skewed``).
+SKEWNESS_THRESHOLD = 1.0
+#: The fewest distinct training values of a column read on the log scale (fewer: a coded level or a flag).
+LOG_MIN_DISTINCT = 5
+
+
+def _log_scales(visits: pl.DataFrame, numeric: Sequence[str]) -> dict[str, float]:
+    """The columns of ``numeric`` to read on the log scale and their scales c (module docstring): observed
+    training values all ≥ 0, at least :data:`LOG_MIN_DISTINCT` of them distinct, with a sample skewness above
+    :data:`SKEWNESS_THRESHOLD`; c the median of the positive values."""
+    if not numeric:
+        return {}
+    stats = visits.select(
+        *(_observed(c).min().alias(f"min{i}") for i, c in enumerate(numeric)),
+        *(_observed(c).drop_nulls().n_unique().alias(f"distinct{i}") for i, c in enumerate(numeric)),
+        *(_observed(c).skew(bias=True).alias(f"skew{i}") for i, c in enumerate(numeric)),
+        *(_observed(c).filter(_observed(c) > 0).median().alias(f"median{i}") for i, c in enumerate(numeric)),
+    ).row(0)
+    k = len(numeric)
+    low, distinct, skew, median = (stats[j * k:(j + 1) * k] for j in range(4))
+    return {c: float(median[i]) for i, c in enumerate(numeric)
+            if low[i] is not None and low[i] >= 0 and distinct[i] >= LOG_MIN_DISTINCT
+            and skew[i] is not None and math.isfinite(skew[i]) and skew[i] > SKEWNESS_THRESHOLD}
+
+
+def _signed_log(x: np.ndarray, scale: float) -> np.ndarray:
+    """sign(x) · log1p(|x| / scale), a new float64 array (NaN stays NaN)."""
+    with np.errstate(all="ignore"):  # null slots hold arbitrary values
+        return np.copysign(np.log1p(np.abs(x) / scale), x)
 
 
 def _code_ids(column: pl.Series) -> np.ndarray:
