@@ -209,20 +209,42 @@ def _noting_uncaught_exceptions(hook: Callable[..., Any]) -> Callable[..., Any]:
     return excepthook
 
 
+#: The gradient group of each default group, by the default group's id (a key holding it would keep it alive).
+_gradient_groups: dict[int, Any] = {}
+
+
+def _gradient_group() -> Any:
+    """The process group of ``DistributedDataParallel``'s gradient reductions: one group of all ranks, made once per
+    process group (every rank reaches it at the same point of the same ``fit``, as ``new_group`` requires).
+
+    Not the default group, because a ``DistributedDataParallel`` keeps its group alive until the process ends (its
+    C++ reducer holds it past the wrapper's deletion), so ``destroy_process_group`` cannot join that group's worker
+    threads: a thread still releasing a finished collective when the interpreter began to finalise — a
+    ``broadcast_object_list`` of :func:`on_rank_zero`, whose tensors were made in Python, kept by the barrier of
+    :func:`_leave_process_group` — took the GIL there, and the rank aborted (``terminate called without an active
+    exception``, exit code −6) after every result was written. On a group of its own the reducer keeps only its
+    gradient buckets; the default group, which carries the collectives of Python objects, is destroyed at exit and
+    joins its threads while the interpreter is whole."""
+    world = id(dist.group.WORLD)
+    if world not in _gradient_groups:
+        _gradient_groups[world] = dist.new_group(backend=dist.get_backend())
+    return _gradient_groups[world]
+
+
 def _leave_process_group() -> None:
-    """Destroy the process group at interpreter exit.
+    """Destroy the process groups at interpreter exit, while the interpreter is whole (see :func:`_gradient_group`).
 
     After a clean exit every rank first waits for the others at a barrier, so that no rank tears down its
     connections while a peer may still be finishing its last collective (as PyTorch's own distributed
-    tests do before ``destroy_process_group``; a rank aborting at exit, ``terminate called without an
-    active exception``, after every result was written, was seen once without it). After an uncaught
-    exception the rank leaves without the barrier: its peers may be inside a collective it will never join,
-    and ``torchrun`` stops them once this process has exited.
+    tests do before ``destroy_process_group``). After an uncaught exception the rank leaves without the
+    barrier: its peers may be inside a collective it will never join, and ``torchrun`` stops them once this
+    process has exited.
     """
     if not dist.is_initialized():
         return
     if not _uncaught_exceptions:
         dist.barrier()
+    _gradient_groups.clear()
     dist.destroy_process_group()
 
 
@@ -331,7 +353,7 @@ class Trainer:
         objective.to(self.device)
         if world > 1:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
-            model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+            model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids, process_group=_gradient_group())
         parameters = [p for p in list(model.parameters()) + list(objective.parameters()) if p.requires_grad]
         optimizer = torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
         scheduler = self._scheduler(optimizer)

@@ -260,3 +260,43 @@ def _batch(size: int):
                          categorical=torch.zeros(size, 1, 0, dtype=torch.long), codes=torch.zeros(size, 1, 0, dtype=torch.long),
                          time=torch.zeros(size, 1), gap=torch.zeros(size, 1), mask=torch.ones(size, 1, dtype=torch.bool),
                          patient_index=torch.arange(size))
+
+
+LEAVE = textwrap.dedent(
+    """
+    import os
+    import sys
+    import torch
+    import ehrseq
+    from ehrseq import train
+    from ehrseq.datasets import simulate
+
+    def gloo_workers():
+        names = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+        return sum(name.startswith("pt_gloo_runloop") for name in names)
+
+    if __name__ == "__main__":
+        torch.set_num_threads(1)
+        sim = simulate(30, seed=1, n_codes=5)
+        ehrseq.DynamicSurvival(**{OPTIONS}).fit(sim.visits, sim.outcomes, validation=0.2)
+        before = gloo_workers()
+        train._leave_process_group()
+        sys.stdout.write(f"gloo workers {before} {gloo_workers()}\\n")
+    """
+)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts the process's threads in /proc (Linux)")
+def test_leaving_the_process_group_joins_its_worker_threads_after_a_distributed_fit(tmp_path):
+    """The gradient reductions run on a group of their own (``train._gradient_group``), which the reducer keeps
+    alive; the default group, which carries the collectives of Python objects, is destroyed at exit and its worker
+    threads joined while the interpreter is whole. On the default group, the reducer kept it alive and its threads
+    ran into the interpreter's finalisation, where releasing a collective's Python tensors aborted the rank."""
+    script = tmp_path / "leave.py"
+    script.write_text(LEAVE.replace("{OPTIONS}", repr({**OPTIONS, "epochs": 2})))
+    run = _torchrun(str(script))
+    counts = [tuple(map(int, line.split()[2:])) for line in run.stdout.splitlines() if line.startswith("gloo workers")]
+    assert len(counts) == 2
+    for before, after in counts:
+        assert before >= 4  # two per group: the default group's and the gradient group's
+        assert after == before - 2
