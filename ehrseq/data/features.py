@@ -2,16 +2,17 @@
 
 Numeric features
     z = (x − mean) / sd with mean and population sd of the observed (non-null, non-NaN) training
-    values (of the log-scale values below, for a column read on the log scale), computed in float64 and stored as float32; sd = 1 when a column is constant (sd below
-    10 machine epsilons, as in scikit-learn), and mean = 0, sd = 1 when it was never observed.
+    values (their log-scale values for a column read on the log scale, below), computed in float64 and
+    stored as float32; sd = 1 when a column is constant (sd below 10 machine epsilons, as in
+    scikit-learn), and mean = 0, sd = 1 when it was never observed.
     Missing values are flagged in ``numeric_missing`` and filled with 0 (the training mean) — or, with
     ``locf=True``, with the patient's last observed value (never another patient's), and 0 before
     the first observation.
 Skewed columns on the log scale (``log_skewed=True``)
     A numeric column whose observed training values are all ≥ 0, take at least 5 distinct values (a
     measurement, not a coded level or a flag) and are right-skewed (sample skewness g₁ = m₃ / m₂^{3/2} > 1,
-    population moments: most laboratory values — bilirubin, enzymes, counts) is
-    read as sign(x) · log1p(|x| / c), with c the median of its positive training values: unit-free (the
+    population moments: most laboratory values — bilirubin, enzymes, counts) is read as
+    sign(x) · log1p(|x| / c), with c the median of its positive training values: unit-free (the
     same features in mg/dL or µmol/L), 0 at 0, monotone, and defined for a negative value met later. A
     linear model of the standardised raw value is ruled by its largest values (one outlier sets the sd
     that shrinks every other patient's value towards the mean); on the log scale a ratio, not a
