@@ -192,3 +192,17 @@ def test_predictions_are_those_of_the_pytorch_path(tmp_path):
     assert natively.select("patient_id", "visit_time", "horizon").equals(
         without.select("patient_id", "visit_time", "horizon"))
     assert (natively["risk"] - without["risk"]).abs().max() < 1e-6
+
+
+def test_a_kernels_status_raises_its_own_error_or_one_naming_the_kernel():
+    errors = {-3: (ShapeError, "an index outside its table"), -4: (MemoryError, "no working memory")}
+    for success in (0, -1):  # −1: a thread did not start and its rows ran on the calling thread
+        _native._raise_for_status("ehrseq_kernel", success, errors)
+    with pytest.raises(ShapeError, match="an index outside its table"):
+        _native._raise_for_status("ehrseq_kernel", -3, errors)
+    with pytest.raises(MemoryError, match="no working memory"):
+        _native._raise_for_status("ehrseq_kernel", -4, errors)
+    with pytest.raises(RuntimeError, match=r"native kernel ehrseq_kernel failed \(status -2\)"):
+        _native._raise_for_status("ehrseq_kernel", -2, errors)
+    with pytest.raises(RuntimeError, match=r"ehrseq_kernel failed \(status -3\)"):
+        _native._raise_for_status("ehrseq_kernel", -3)

@@ -48,7 +48,7 @@ import ctypes
 import functools
 import importlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -230,10 +230,25 @@ def _threads(rows: int, per_thread: int = _ROWS_PER_THREAD) -> int:
     return max(1, min(torch.get_num_threads(), rows // per_thread))
 
 
-def _checked_call(library: ctypes.CDLL, entry: str, *arguments: object) -> None:
-    status = getattr(library, entry)(*arguments)
-    if status not in (0, -1):  # −1: a thread did not start and its rows ran on the calling thread
-        raise RuntimeError(f"native kernel {entry} failed (status {status})")
+#: A kernel's status other than success (0, or −1: a thread did not start and its rows ran on the calling thread) →
+#: the error it raises, where the kernel has one of its own: (error class, message).
+StatusErrors = Mapping[int, tuple[type[Exception], str]]
+
+
+def _raise_for_status(entry: str, status: int, errors: StatusErrors | None = None) -> None:
+    """Nothing for a status of success; the error of ``errors`` for a status it lists; else a RuntimeError naming the
+    kernel ``entry``."""
+    if status in (0, -1):
+        return
+    if errors is not None and status in errors:
+        kind, message = errors[status]
+        raise kind(message)
+    raise RuntimeError(f"native kernel {entry} failed (status {status})")
+
+
+def _checked_call(library: ctypes.CDLL, entry: str, *arguments: object, errors: StatusErrors | None = None) -> None:
+    """Call the kernel ``entry`` of ``library`` with ``arguments``; its status checked by :func:`_raise_for_status`."""
+    _raise_for_status(entry, getattr(library, entry)(*arguments), errors)
 
 
 def _row_index(total: int, rows: torch.Tensor) -> torch.Tensor:
@@ -414,6 +429,12 @@ def _float32_cpu(*tensors: torch.Tensor) -> bool:
     return all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors)
 
 
+_EMBEDDING_ERRORS: StatusErrors = {
+    -3: (ShapeError, "SequenceBatch does not fit the visit embedding: a categorical or code index at a real visit lies "
+                     "outside its vocabulary"),
+}
+
+
 def visit_embedding_steps(time: torch.Tensor, gap: torch.Tensor, real: torch.Tensor, values: torch.Tensor,
                           missing: torch.Tensor, categorical: torch.Tensor, categorical_offsets: torch.Tensor,
                           categorical_sizes: torch.Tensor, categorical_table: torch.Tensor, codes: torch.Tensor | None,
@@ -466,11 +487,7 @@ def visit_embedding_steps(time: torch.Tensor, gap: torch.Tensor, real: torch.Ten
         _ = tables  # the inputs stay alive as long as this function
         status = entry(b, m, step, *sizes, *pointers[:13], float(time_unit), *pointers[13:], float(eps),
                        sums.data_ptr(), out.data_ptr(), threads)
-        if status == -3:
-            raise ShapeError("SequenceBatch does not fit the visit embedding: a categorical or code index at a real "
-                             "visit lies outside its vocabulary")
-        if status not in (0, -1):
-            raise RuntimeError(f"native kernel ehrseq_visit_embedding_f32 failed (status {status})")
+        _raise_for_status("ehrseq_visit_embedding_f32", status, _EMBEDDING_ERRORS)
 
     return sums.transpose(0, 1), embed
 
@@ -517,15 +534,11 @@ def code_history_at(codes: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor,
     tables = [codes.contiguous(), mask.contiguous().view(torch.uint8), rows.to(torch.int64).contiguous(),
               positions.to(torch.int64).contiguous(), weight.detach().contiguous()]
     out = weight.new_empty(n, outputs)
-    status = library.ehrseq_code_history_f32(n, m, k, vocabulary, outputs, *(t.data_ptr() for t in tables),
-                                             out.data_ptr(), _threads(n, _VISITS_PER_THREAD))
-    if status == -3:
-        raise ShapeError("SequenceBatch does not fit the code-history term: a code index at a real visit lies outside "
-                         f"its vocabulary of {vocabulary}")
-    if status == -4:
-        raise MemoryError("native kernel ehrseq_code_history_f32 could not allocate its working memory")
-    if status not in (0, -1):
-        raise RuntimeError(f"native kernel ehrseq_code_history_f32 failed (status {status})")
+    _checked_call(library, "ehrseq_code_history_f32", n, m, k, vocabulary, outputs, *(t.data_ptr() for t in tables),
+                  out.data_ptr(), _threads(n, _VISITS_PER_THREAD), errors={
+                      -3: (ShapeError, "SequenceBatch does not fit the code-history term: a code index at a real visit "
+                                       f"lies outside its vocabulary of {vocabulary}"),
+                      -4: (MemoryError, "native kernel ehrseq_code_history_f32 could not allocate its working memory")})
     return out
 
 
