@@ -116,7 +116,8 @@ def test_log_scales_are_saved_and_pipelines_saved_without_them_load_unchanged():
     assert loaded.log_scales == {} and not loaded.log_skewed
 
 
-def test_the_estimator_reads_skewed_columns_on_the_log_scale_by_default_and_the_cli_can_turn_it_off(tmp_path):
+def test_the_estimator_reads_skewed_columns_on_the_log_scale_by_default_scores_them_and_the_cli_can_turn_it_off(
+        tmp_path):
     rng = np.random.default_rng(0)
     n = 40
     ids = np.repeat(np.arange(n), 3)
@@ -127,6 +128,13 @@ def test_the_estimator_reads_skewed_columns_on_the_log_scale_by_default_and_the_
     small = dict(progress=False, n_models=1, linear_members=0, epochs=1)
     fitted = ehrseq.DynamicSurvival(**small).fit(visits, outcomes)
     assert set(fitted.features_.log_scales) == {"lab"}
+    # saved, loaded and scored in batch like any model: the same risks as predict_risk, a negative value included
+    later = visits.with_columns(pl.when(pl.col("patient_id") == 0).then(-1.0).otherwise(pl.col("lab")).alias("lab"))
+    ehrseq.score(fitted.save(tmp_path / "fitted"), later, tmp_path / "scores", [100.0, 300.0], progress=False)
+    scored = pl.read_parquet(sorted((tmp_path / "scores").rglob("*.parquet"))).sort("patient_id", "horizon")
+    expected = ehrseq.load(tmp_path / "fitted").predict_risk(later, [100.0, 300.0]).sort("patient_id", "horizon")
+    assert np.isfinite(scored["risk"].to_numpy()).all()
+    np.testing.assert_allclose(scored["risk"].to_numpy(), expected["risk"].to_numpy(), rtol=1e-5, atol=1e-6)
     assert ehrseq.DynamicSurvival(log_skewed=False, **small).fit(visits, outcomes).features_.log_scales == {}
     visits.write_parquet(tmp_path / "visits.parquet")
     outcomes.write_parquet(tmp_path / "outcomes.parquet")
