@@ -146,8 +146,9 @@ class EstimatorSettings:
         if self.epochs is not None and (isinstance(self.epochs, bool) or not isinstance(self.epochs, numbers.Integral)
                                         or self.epochs < 1):
             raise ConfigError(f"epochs must be >= 1 (an int), or None for a budget of steps, got {self.epochs!r}")
-        if not isinstance(self.wide, bool):
-            raise ConfigError(f"wide must be True or False, got {self.wide!r}")
+        for name in ("locf", "measurement_history", "log_skewed", "wide"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.any_time not in (True, False, "auto"):
             raise ConfigError(f"any_time must be True, False or 'auto', got {self.any_time!r}")
         self.objective()

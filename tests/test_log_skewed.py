@@ -142,3 +142,9 @@ def test_the_estimator_reads_skewed_columns_on_the_log_scale_by_default_scores_t
               "--out", str(tmp_path / "model"), "--no-log-skewed", "--n-models", "1", "--linear-members", "0",
               "--epochs", "1", "--no-progress"])
     assert ehrseq.load(tmp_path / "model").features_.log_scales == {}
+
+
+@pytest.mark.parametrize("name", ["log_skewed", "measurement_history", "locf", "wide"])
+def test_the_estimators_switches_take_true_or_false_only(name):
+    with pytest.raises(ehrseq.ConfigError, match=f"{name} must be True or False, got 'yes'"):
+        ehrseq.DynamicSurvival(**{name: "yes"})
