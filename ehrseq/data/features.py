@@ -277,16 +277,16 @@ class FeaturePipeline:
         first_rows = functools.cache(lambda: _first_rows(patients))  # of the NumPy reference, once if needed
 
         def encode(j: int) -> None:
-            column = visits.get_column(self.numeric_columns[j])
+            name = self.numeric_columns[j]
+            scale = self.log_scales.get(name)
+            # on the log scale by the expression the fitted statistics were computed with (nulls stay null)
+            column = visits.get_column(name) if scale is None else visits.select(_observed(name, scale)).to_series()
             _missing_column(column, out=missing[j])
             history = history_rows.get(j)
             nulls = column.null_count()
             if nulls == n:
                 return  # the training mean, never measured: its history columns stay 0
             x = _float_values(column)
-            scale = self.log_scales.get(self.numeric_columns[j])
-            if scale is not None:
-                x = _signed_log(x, scale)
             since, ever = (values[history], values[history + 1]) if history is not None else (None, None)
             if nulls and carried and _native.numeric_feature(x, missing[j], patients, elapsed, means[j], self.stds[j],
                                                              self.time_unit, self.locf, values[j], since, ever):
@@ -416,12 +416,6 @@ def _log_scales(visits: pl.DataFrame, numeric: Sequence[str]) -> dict[str, float
     return {c: float(median[i]) for i, c in enumerate(numeric)
             if low[i] is not None and low[i] >= 0 and distinct[i] >= LOG_MIN_DISTINCT
             and skew[i] is not None and math.isfinite(skew[i]) and skew[i] > SKEWNESS_THRESHOLD}
-
-
-def _signed_log(x: np.ndarray, scale: float) -> np.ndarray:
-    """sign(x) · log1p(|x| / scale), a new float64 array (NaN stays NaN)."""
-    with np.errstate(all="ignore"):  # null slots hold arbitrary values
-        return np.copysign(np.log1p(np.abs(x) / scale), x)
 
 
 def _code_ids(column: pl.Series) -> np.ndarray:
