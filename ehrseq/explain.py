@@ -45,6 +45,17 @@ themselves, at the cost of the encoder's forward and backward passes over the vi
 read their inputs through the visit embedding only; the forward pass gets the patients' batch as it
 is besides the interpolated embeddings, and a model that reads the batch elsewhere is refused
 (:class:`~ehrseq.errors.ConfigError`) rather than explained incompletely.
+
+**Ensembles.** An ensemble's prediction is the mixture S = Σ_k w_k S_k of its members' distributions with the
+weights w_k of :meth:`~ehrseq.models.model.ModelConfig.member_weights` (unequal when linear members have their
+share). Its risk is a mixture of the members' risks,
+
+    r(x) = Σ_k ω_k(x) r_k(x),     ω_k = w_k S_k(e) / Σ_j w_j S_j(e),
+
+with S_k(e) the member's survival from the visit to the prediction time (1 for a member at the prediction time:
+every prediction at a visit, every member with an elapsed-time input). The attributions are Σ_k ω_k A_k and the
+reference Σ_k ω_k r_k(x'), so r(x) and completeness are exactly the ensemble's (integrated gradients are linear in
+the function; ω is that of the prediction explained, the same at x and x' as the offset e is).
 """
 
 from __future__ import annotations
@@ -168,11 +179,16 @@ def explain(model: Any, visits: Any, horizon: float, *, patients: Sequence[Any] 
         raise ConfigError("explanations need Captum: pip install 'ehrseq[explain]'") from exc
 
     device = select_device(model.trainer_config.device)
-    # an ensemble's risk is the average of its members': integrated gradients are linear in the function,
-    # so its attributions (and their completeness) are the average of the members'
-    networks = list(model.model_.members) if isinstance(model.model_, EnsembleModel) else [model.model_]
+    # an ensemble's risk is a mixture of its members' (module docstring, "Ensembles"): integrated gradients are
+    # linear in the function, so its attributions (and their completeness) are the same mixture of the members'
+    if isinstance(model.model_, EnsembleModel):
+        weighed = [(member, weight) for member, weight in zip(model.model_.members,
+                                                               model.model_.config.member_weights()) if weight > 0]
+    else:
+        weighed = [(model.model_, 1.0)]
+    weights = np.array([weight for _, weight in weighed])
     explainers = [_Explainer(network, model.features_, device, horizon, cause, event, view, IntegratedGradients,
-                             n_steps) for network in networks]
+                             n_steps) for network, _ in weighed]
     data = tensorize(cohort, model.features_, None)
     elapsed = cohort.visits["elapsed"].to_numpy()
     landmark_elapsed = None
@@ -194,8 +210,9 @@ def explain(model: Any, visits: Any, horizon: float, *, patients: Sequence[Any] 
         if rows.size == 0:
             continue
         parts, summaries = zip(*(explainer.run(batch, rows, positions, offsets) for explainer in explainers))
-        attributions.append(_average(parts))
-        risks.append(_average(summaries))
+        mixture = _mixture(weights, [summary.pop("survival_to_time") for summary in summaries])
+        attributions.append(_average(parts, mixture))
+        risks.append(_average(summaries, mixture))
     if not risks:
         raise ConfigError("no prediction to explain (no patient has a visit at or before the landmark)")
     return _frames(cohort, model.features_, attributions, risks, view, horizon, landmark)
@@ -250,6 +267,18 @@ class _Explainer:
         distribution, at_time = predict.distribution_at(self.model, batch, index, offsets, check_values=False)
         return self._risk(distribution, torch.zeros_like(offsets) if at_time else offsets)
 
+    def _survival_to_time(self, batch: SequenceBatch, index: tuple[torch.Tensor, torch.Tensor],
+                          offsets: torch.Tensor) -> torch.Tensor:
+        """S(e) ``[n]``: the survival from the visits ``index`` to the prediction times ``offsets`` e days later under
+        the distribution the risk is conditioned on (1 when the model predicts at the prediction time itself)."""
+        distribution, at_time = predict.distribution_at(self.model, batch, index, offsets, check_values=False)
+        if at_time or not bool((offsets > 0).any()):
+            return torch.ones_like(offsets)
+        if isinstance(distribution, CompetingRisksDistribution):
+            distribution = distribution.overall()
+        (_, marginal), *_ = predict.marginals(distribution, self.event)
+        return marginal.survival(offsets.to(marginal.dtype).unsqueeze(-1))[:, 0]
+
     def _risk(self, distribution: Any, offsets: torch.Tensor) -> torch.Tensor:
         """P(event within Δ of the prediction time | survival to it) ``[n]`` of a distribution ``[n]``."""
         horizons = np.array([self.horizon])
@@ -276,6 +305,7 @@ class _Explainer:
                 parts["code_history"] = self.model.new_code_terms(batch)
             uninformed = self._uninformed(parts, batch.mask)
             risk = self._prediction_risk(batch, (row, position), offset)
+            survival_to_time = self._survival_to_time(batch, (row, position), offset)
             self._check_embedding_only(batch, parts, (row, position), offset, risk)
             previous = None
             if self.view == "change":
@@ -296,7 +326,8 @@ class _Explainer:
                     grouped[name][chunk, :length] = value
         summary = {"patient_index": batch.patient_index.cpu().numpy()[rows], "position": positions,
                    "risk": risk.double().cpu().numpy(), "reference": reference,
-                   "previous": None if previous is None else previous.double().cpu().numpy()}
+                   "previous": None if previous is None else previous.double().cpu().numpy(),
+                   "survival_to_time": survival_to_time.double().cpu().numpy()}
         return {"patient_index": summary["patient_index"], "position": positions, **grouped}, summary
 
     def _check_embedding_only(self, batch: SequenceBatch, parts: dict[str, torch.Tensor],
@@ -411,15 +442,28 @@ class _Explainer:
         }
 
 
-def _average(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The members' records of one batch averaged value by value (indices and positions are the same in
-    every member's record and are kept; ``None`` stays ``None``)."""
+def _mixture(weights: np.ndarray, survival_to_time: Sequence[np.ndarray]) -> np.ndarray:
+    """ω ``[K, n]``: each member's share of each prediction's risk, ω_k = w_k S_k(e) / Σ_j w_j S_j(e), from the
+    members' ``weights`` w ``[K]`` and their survival to the prediction time S_k(e) ``[n]`` each (module docstring,
+    "Ensembles")."""
+    weighed = weights[:, None] * np.stack(survival_to_time)
+    return weighed / weighed.sum(axis=0, keepdims=True)
+
+
+def _average(records: Sequence[dict[str, Any]], mixture: np.ndarray) -> dict[str, Any]:
+    """The members' records of one batch mixed value by value with the shares ``mixture`` ``[K, n]`` (per member
+    and prediction; indices and positions are the same in every member's record and are kept; ``None`` stays
+    ``None``)."""
     first = records[0]
     if len(records) == 1:
         return first
     keep = ("patient_index", "position")
-    return {key: value if key in keep or value is None else np.mean([r[key] for r in records], axis=0)
-            for key, value in first.items()}
+
+    def mixed(key: str) -> np.ndarray:
+        values = np.stack([r[key] for r in records])  # [K, n, ...]
+        return (mixture.reshape(mixture.shape + (1,) * (values.ndim - 2)) * values).sum(axis=0)
+
+    return {key: value if key in keep or value is None else mixed(key) for key, value in first.items()}
 
 
 def _gradients_of_total(forward_fn: Any, inputs: tuple[torch.Tensor, ...], target_ind: Any = None,

@@ -340,7 +340,7 @@ def test_plot_explanation_draws_the_trajectory(small):
         ehrseq.plot.explanation(result, -1)
 
 
-def test_an_ensemble_is_explained_by_the_average_of_its_members_attributions():
+def test_an_ensemble_of_equal_members_is_explained_by_the_average_of_their_attributions():
     visits, outcomes = load_pbcseq(outcome="death")
     patients = outcomes["patient_id"].head(40).to_list()
     subset = visits.filter(pl.col("patient_id").is_in(patients))
@@ -355,13 +355,36 @@ def test_an_ensemble_is_explained_by_the_average_of_its_members_attributions():
     np.testing.assert_allclose(explanation.attributions["attribution"], mean, rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.parametrize("any_time", [True, False])
+def test_an_ensemble_with_weighted_members_is_explained_by_its_own_risk(any_time):
+    """Two networks and a linear member with a share of 0.2 (unequal member weights, as in the default ensemble): the explained risk is
+    predict_risk's, at a landmark too, where members without an elapsed-time input are conditioned one by one; with
+    elapsed-time inputs the attributions are the members' weighted by the ensemble's weights."""
+    visits, outcomes = load_pbcseq(outcome="death")
+    patients = outcomes["patient_id"].head(40).to_list()
+    subset = visits.filter(pl.col("patient_id").is_in(patients))
+    model = ehrseq.DynamicSurvival(d_model=8, hidden=(8,), epochs=3, n_models=2, linear_members=1, linear_weight=0.2,
+                                   any_time=any_time, seed=0, progress=False).fit(
+        subset, outcomes.filter(pl.col("patient_id").is_in(patients)))
+    for landmark in (None, 700.0):
+        explanation = explain(model, subset, 1095.0, landmark=landmark, at="last")
+        assert explanation.relative_gap <= 0.01
+        expected = model.predict_risk(subset, 1095.0, landmark=landmark, at="last")
+        np.testing.assert_allclose(explanation.risks["risk"], expected["risk"], rtol=1e-5, atol=1e-6)
+    if any_time:
+        weights = model.model_config_.member_weights()
+        assert weights == pytest.approx([0.4, 0.4, 0.2])  # two networks share 0.8, the linear member has 0.2
+        members = [explain(_member(model, k), subset, 1095.0, landmark=700.0, at="last") for k in range(3)]
+        mixed = sum(w * member.attributions["attribution"] for w, member in zip(weights, members))
+        np.testing.assert_allclose(explanation.attributions["attribution"], mixed, rtol=1e-5, atol=1e-8)
+
+
 def _member(model, k):
     """The ensemble's k-th member as a fitted one-model estimator."""
     import copy
 
-    from ehrseq.models.model import ModelConfig
 
     one = copy.copy(model)
     one.model_ = model.model_.members[k]
-    one.model_config_ = ModelConfig.from_dict({**model.model_config_.to_dict(), "n_models": 1})
+    one.model_config_ = model.model_config_.member(k)
     return one
