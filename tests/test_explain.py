@@ -383,7 +383,6 @@ def _member(model, k):
     """The ensemble's k-th member as a fitted one-model estimator."""
     import copy
 
-
     one = copy.copy(model)
     one.model_ = model.model_.members[k]
     one.model_config_ = model.model_config_.member(k)
