@@ -209,6 +209,26 @@ def _loss(text: str) -> Any:
     return text
 
 
+def _blend(text: str) -> dict[str, Any]:
+    """A JSON mapping of the second model's settings, for ``--blend``."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"--blend {text!r} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"--blend {text!r} is not a JSON mapping of settings, e.g. "
+                                         '\'{"encoder": "lstm", "head": "weibull"}\'')
+    return value
+
+
+def _share(text: str) -> float:
+    """A number in (0, 1), for ``--blend-weight``."""
+    value = _number(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number in (0, 1)")
+    return value
+
+
 def _grid(values: list[float]) -> Any:
     """``--grid 20`` is a number of bins, ``--grid 30 90 365`` cut points (days)."""
     if len(values) == 1 and float(values[0]).is_integer():
@@ -296,6 +316,11 @@ MODEL_FLAGS = (
          {"type": _count_or_auto, "metavar": "N|auto"}),
     Flag("linear_weight", "the linear members' share of the ensemble's average, or auto (default: auto = the share "
          "that maximises the likelihood of the validation patients)", {"type": _share_or_auto, "metavar": "W|auto"}),
+    Flag("blend", "a blend of two models: a JSON mapping of the second model's settings (the others are this "
+         "one's), e.g. '{\"encoder\": \"lstm\", \"head\": \"weibull\"}'; the prediction averages the two "
+         "(default: none)", {"type": _blend, "metavar": "JSON"}),
+    Flag("blend_weight", "the second model's share of a blend's average (default: 0.5)",
+         {"type": _share, "metavar": "W"}),
     Flag("cause", "single-event heads on K > 1 event types: the event type of interest", {"type": int, "metavar": "K"}),
     Flag("visit_weighting", "auto, visit or patient (default: auto)", {"choices": ("auto", "visit", "patient")}),
     Flag("epochs", "training epochs, or none for the budget of --steps (default: none)",

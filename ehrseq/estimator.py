@@ -117,6 +117,15 @@ class DynamicSurvival:
         is the one (0 to 1 in steps of 0.05) under which the mixture of the two kinds gives those held-out
         patients' visits the highest likelihood (:func:`ehrseq.models.ensemble.linear_weight_by_likelihood`);
         with ``validation=None`` every member weighs alike.
+    blend, blend_weight: a blend of two configurations: ``blend`` maps settings to the values of a second model
+        (or ensemble) fitted on the same data, e.g. ``{"encoder": "lstm", "head": "weibull", "lr": 3e-3}``; the
+        others are this one's. The prediction is the mixture of the two, the second weighing ``blend_weight``
+        (default 0.5): S = (1 − w) S_this + w S_blend, the average of their curves at the prediction time (a member
+        without an elapsed-time input conditioned on survival to it). Both models read the same tables and
+        features, so ``blend`` cannot set how tables are read or encoded, ``cause``, ``device`` and the like
+        (:data:`ehrseq.settings.BLEND_SHARED`); their heads must average (single-event heads in days). Saved,
+        loaded and scored as one model. :func:`ehrseq.tune` returns such a blend of the defaults and the best
+        trial's settings.
     cause: event type of interest for single-event heads on data with K > 1 types (others censored).
     visit_weighting: ``"auto"`` (default; unbiased per-visit weighting, see :mod:`ehrseq.objective`),
         ``"visit"`` or ``"patient"``.
@@ -271,7 +280,27 @@ class DynamicSurvival:
             self.model_ = EnsembleModel(self.model_config_, members)
             self.history_ = TrainingHistory(records=records, best_epoch=self.history_.best_epoch,
                                             stopped_early=self.history_.stopped_early)
+        if self.settings.blend is not None:
+            self._fit_blend(visits, outcomes, validation, multi_outcomes)
         return self
+
+    def _fit_blend(self, visits: Any, outcomes: Any, validation: Any, multi_outcomes: Any) -> None:
+        """Fit the second model of a blend (settings :meth:`EstimatorSettings.blended`) on the same tables and make
+        the fitted model the ensemble of both (:attr:`ModelConfig.blend`)."""
+        second = DynamicSurvival(**self.settings.blended().params()).fit(
+            visits, outcomes, validation=validation, multi_outcomes=multi_outcomes)
+        if second.features_.to_dict() != self.features_.to_dict():
+            raise ConfigError("the blended models encode the tables differently (a time scale set in one head "
+                              "only?); a blend needs one feature pipeline")
+        self.model_config_ = dataclasses.replace(self.model_config_, blend=second.model_config_,
+                                                 blend_weight=float(self.settings.blend_weight))
+        first = _members(self.model_)
+        self.model_ = EnsembleModel(self.model_config_, [*first, *_members(second.model_)])
+        self.reach_ = predict.Reach(min(self.reach_.remaining, second.reach_.remaining), self.reach_.follow_up)
+        records = [{"member": 0.0, **record} for record in self.history_.records]  # the second's members follow
+        records += [{**record, "member": record.get("member", 0.0) + len(first)} for record in second.history_.records]
+        self.history_ = TrainingHistory(records=records, best_epoch=self.history_.best_epoch,
+                                        stopped_early=self.history_.stopped_early)
 
     def _linear_weight(self, members: list[DynamicSurvivalModel], held_out: list[tuple[int, Cohort | None]],
                        networks: int) -> float | None:
@@ -695,6 +724,11 @@ def _visit_targets(cohort: Cohort, cause: int | None) -> tuple[np.ndarray, np.nd
     last = np.zeros(patient.size, dtype=bool)
     last[cohort.offsets[1:] - 1] = True
     return cohort.visits["remaining"].to_numpy(), event, last
+
+
+def _members(model: DynamicSurvivalModel | EnsembleModel) -> list[DynamicSurvivalModel]:
+    """The models of a fitted model: an ensemble's members, or the model itself."""
+    return list(model.members) if isinstance(model, EnsembleModel) else [model]
 
 
 def _tensor(values: np.ndarray, like: SurvivalDistribution) -> torch.Tensor:

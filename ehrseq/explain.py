@@ -52,8 +52,11 @@ share). Its risk is a mixture of the members' risks,
 
     r(x) = Σ_k ω_k(x) r_k(x),     ω_k = w_k S_k(e) / Σ_j w_j S_j(e),
 
-with S_k(e) the member's survival from the visit to the prediction time (1 for a member at the prediction time:
-every prediction at a visit, every member with an elapsed-time input). The attributions are Σ_k ω_k A_k and the
+with S_k(e) the member's survival from the visit to the prediction time when the ensemble's members predict at the
+visit and their average is conditioned on survival to the prediction time (models without an elapsed-time input), and
+1 when they predict at the prediction time itself (every prediction at a visit; ensembles that read the elapsed time,
+and blends of which one model does, where each member is at or conditioned to the prediction time on its own: ω_k =
+w_k). The attributions are Σ_k ω_k A_k and the
 reference Σ_k ω_k r_k(x'), so r(x) and completeness are exactly the ensemble's (integrated gradients are linear in
 the function; ω is that of the prediction explained, the same at x and x' as the offset e is).
 """
@@ -187,6 +190,7 @@ def explain(model: Any, visits: Any, horizon: float, *, patients: Sequence[Any] 
     else:
         weighed = [(model.model_, 1.0)]
     weights = np.array([weight for _, weight in weighed])
+    at_prediction_time = bool(getattr(model.model_, "any_time", False))  # members mixed at the prediction time
     explainers = [_Explainer(network, model.features_, device, horizon, cause, event, view, IntegratedGradients,
                              n_steps) for network, _ in weighed]
     data = tensorize(cohort, model.features_, None)
@@ -210,7 +214,10 @@ def explain(model: Any, visits: Any, horizon: float, *, patients: Sequence[Any] 
         if rows.size == 0:
             continue
         parts, summaries = zip(*(explainer.run(batch, rows, positions, offsets) for explainer in explainers))
-        mixture = _mixture(weights, [summary.pop("survival_to_time") for summary in summaries])
+        survival_to_time = [summary.pop("survival_to_time") for summary in summaries]
+        if at_prediction_time:
+            survival_to_time = [np.ones_like(survival) for survival in survival_to_time]
+        mixture = _mixture(weights, survival_to_time)
         attributions.append(_average(parts, mixture))
         risks.append(_average(summaries, mixture))
     if not risks:

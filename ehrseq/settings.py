@@ -23,7 +23,7 @@ from typing import Any
 
 from ehrseq.data import Cohort, FeaturePipeline, TimeGrid, build_cohort
 from ehrseq.data.reader import null_values as null_values_in_force
-from ehrseq.errors import ConfigError
+from ehrseq.errors import ConfigError, option
 from ehrseq.models.encoders import EncoderConfig
 from ehrseq.models.families import FAMILIES
 from ehrseq.models.heads import HeadConfig
@@ -113,6 +113,8 @@ class EstimatorSettings:
     n_models: int | str = "auto"
     linear_members: int | str = "auto"
     linear_weight: float | str = "auto"
+    blend: Mapping[str, Any] | None = None
+    blend_weight: float = 0.5
     cause: int | None = None
     visit_weighting: str = "auto"
     epochs: int | None = None
@@ -154,11 +156,39 @@ class EstimatorSettings:
         self.objective()
         self.trainer()
         self.cohort()
+        self._check_blend()
         family = FAMILIES.get(self.head_settings().get("kind", "logistic_hazard"))
         if family is not None and family.grid and not isinstance(self.grid, (int, Sequence, TimeGrid)):
             raise ConfigError(f"grid must be a number of bins, cut points or a TimeGrid, got {self.grid!r}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, numbers.Integral) or self.batch_size < 1:
             raise ConfigError(f"batch_size must be an int >= 1, got {self.batch_size!r}")
+
+    def _check_blend(self) -> None:
+        weight = self.blend_weight
+        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not 0.0 < weight < 1.0:
+            raise ConfigError(f"{option('blend_weight', weight)}: the second model's share of a blend is a number "
+                              "in (0, 1)")
+        if self.blend is None:
+            return
+        if not isinstance(self.blend, Mapping) or not self.blend:
+            raise ConfigError(f"{option('blend')}: the settings of a blend's second model are a non-empty mapping "
+                              f"(e.g. {{\"encoder\": \"lstm\", \"head\": \"weibull\"}}), got {self.blend!r}")
+        shared = sorted(set(self.blend) & set(BLEND_SHARED))
+        unknown = sorted(set(self.blend) - set(self.names()))
+        if shared or unknown:
+            what = (f"{', '.join(shared)} are shared by both models (how the tables are read and encoded, the event "
+                    "of interest, where and how they run)" if shared else f"{', '.join(unknown)} are not settings")
+            raise ConfigError(f"{option('blend')}: {what}; a blend sets the second model's {', '.join(BLENDABLE)}")
+        try:
+            self.blended()
+        except ConfigError as exc:
+            raise ConfigError(f"{option('blend')}: the second model's settings: {exc}") from exc
+
+    def blended(self) -> EstimatorSettings:
+        """The settings of the second model of a blend (:attr:`blend`): these with the blend's values, no blend."""
+        if self.blend is None:
+            raise ConfigError("these settings have no blend")
+        return dataclasses.replace(self, **{**self.blend, "blend": None, "blend_weight": 0.5})
 
     # ------------------------------------------------------------------------------------ derived configurations
     def encoder_settings(self) -> dict[str, Any]:
@@ -289,14 +319,29 @@ class EstimatorSettings:
         unknown = sorted(set(values) - set(cls.names()))
         if unknown:
             raise ConfigError(f"unknown estimator settings {unknown}")
-        values = dict(values)
-        if isinstance(values.get("grid"), Mapping):
-            values["grid"] = TimeGrid.from_dict(values["grid"])
-        for key in ("hidden", "numeric", "categorical", "event_types", "null_values"):
-            if isinstance(values.get(key), list):
-                values[key] = tuple(values[key])
+        values = _from_json(values)
+        if isinstance(values.get("blend"), Mapping):
+            values["blend"] = _from_json(values["blend"])
         return cls(**values)
 
+
+def _from_json(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings read from JSON with their Python types (a grid's dict as a TimeGrid, lists as tuples)."""
+    values = dict(values)
+    if isinstance(values.get("grid"), Mapping):
+        values["grid"] = TimeGrid.from_dict(values["grid"])
+    for key in ("hidden", "numeric", "categorical", "event_types", "null_values"):
+        if isinstance(values.get(key), list):
+            values[key] = tuple(values[key])
+    return values
+
+
+#: the settings that both models of a blend share (:attr:`EstimatorSettings.blend` cannot set them): how the tables are
+#: read and encoded (one cohort, one feature pipeline), the event of interest, where and how the models run
+BLEND_SHARED = (*COHORT_SETTINGS, "locf", "measurement_history", "log_skewed", "cause", "device", "deterministic",
+                "amp", "progress", "blend", "blend_weight")
+#: the settings a blend can give its second model
+BLENDABLE = tuple(name for name in EstimatorSettings.names() if name not in BLEND_SHARED)
 
 #: the estimator settings that configure the trainer: the fields of both :class:`ehrseq.train.TrainerConfig` and
 #: :class:`EstimatorSettings` (a trainer setting users may set is a field of the same name in each)

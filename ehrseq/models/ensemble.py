@@ -1,5 +1,6 @@
 """Deep ensembles: K models whose survival curves are averaged (networks of one configuration and, with
-``ModelConfig.linear_members``, linear models of the same inputs: :meth:`ModelConfig.member`).
+``ModelConfig.linear_members``, linear models of the same inputs: :meth:`ModelConfig.member`; with
+``ModelConfig.blend``, also the members of a second configuration).
 
 :class:`EnsembleModel` holds the members (trained one after the other by
 :meth:`ehrseq.DynamicSurvival.fit` from seeds seed, seed + 1, … and their own validation splits) and
@@ -19,6 +20,7 @@ from torch import nn
 
 from ehrseq.data.batch import SequenceBatch
 from ehrseq.errors import ConfigError
+from ehrseq.models.distributions.base import SurvivalDistribution
 from ehrseq.models.distributions.ensemble import EnsembleAverage
 from ehrseq.models.model import DynamicSurvivalModel, ModelConfig
 
@@ -29,24 +31,41 @@ class EnsembleModel(nn.Module):
     def __init__(self, config: ModelConfig, members: Sequence[DynamicSurvivalModel] | None = None) -> None:
         super().__init__()
         if members is None:
-            members = [DynamicSurvivalModel(config.member(k)) for k in range(config.n_models)]
-        if len(members) != config.n_models:
-            raise ConfigError(f"an ensemble of n_models={config.n_models} got {len(members)} members")
+            members = [DynamicSurvivalModel(config.member(k)) for k in range(config.n_members)]
+        if len(members) != config.n_members:
+            raise ConfigError(f"an ensemble of {config.n_members} members got {len(members)}")
         self.config = config
         self.members = nn.ModuleList(members)
 
     @property
     def any_time(self) -> bool:
-        """Whether the members read the time elapsed since the visit (see :class:`DynamicSurvivalModel`)."""
-        return self.config.any_time
+        """Whether the ensemble predicts at the prediction time itself: whether any member reads the time elapsed
+        since the visit (see :class:`DynamicSurvivalModel`)."""
+        return self.config.reads_elapsed
 
     def distribution_at(self, batch: SequenceBatch, index: tuple[torch.Tensor, torch.Tensor], *,
                         elapsed: torch.Tensor | None = None, check_values: bool = True) -> EnsembleAverage:
         """The average of the members' :meth:`DynamicSurvivalModel.distribution_at` with the weights of
-        :meth:`ModelConfig.member_weights` (members of weight 0 are not evaluated), batch shape ``[n]``."""
+        :meth:`ModelConfig.member_weights` (members of weight 0 are not evaluated), batch shape ``[n]``.
+
+        With ``elapsed`` e (an ensemble whose members, or some of them, read it), the average of the members'
+        distributions of the remaining time after the prediction time: a member that does not read e (a blend of
+        one configuration with and one without, :attr:`ModelConfig.blend`) gives its visit's distribution
+        conditioned on survival to e, S(e + u) / S(e)."""
         weighed = [(member, weight) for member, weight in zip(self.members, self.config.member_weights()) if weight > 0]
-        return EnsembleAverage([member.distribution_at(batch, index, elapsed=elapsed, check_values=check_values)
+        return EnsembleAverage([self._at_prediction_time(member, batch, index, elapsed, check_values)
                                 for member, _ in weighed], [weight for _, weight in weighed])
+
+    @staticmethod
+    def _at_prediction_time(member: DynamicSurvivalModel, batch: SequenceBatch,
+                            index: tuple[torch.Tensor, torch.Tensor], elapsed: torch.Tensor | None,
+                            check_values: bool) -> SurvivalDistribution:
+        if elapsed is None or member.any_time:
+            return member.distribution_at(batch, index, elapsed=elapsed, check_values=check_values)
+        distribution = member.distribution_at(batch, index, check_values=check_values)
+        if not bool((elapsed > 0).any()):
+            return distribution
+        return distribution.conditional(elapsed.to(dtype=distribution.dtype, device=distribution.device))
 
 
 #: The shares of the linear members among which :func:`linear_weight_by_likelihood` chooses.
@@ -87,5 +106,5 @@ def linear_weight_by_likelihood(splits: Sequence[tuple[np.ndarray, np.ndarray]])
 
 def build_model(config: ModelConfig) -> DynamicSurvivalModel | EnsembleModel:
     """The model of ``config``: one :class:`DynamicSurvivalModel`, or an :class:`EnsembleModel` when
-    ``config.n_models > 1``."""
-    return DynamicSurvivalModel(config) if config.n_models == 1 else EnsembleModel(config)
+    ``config.n_members > 1``."""
+    return DynamicSurvivalModel(config) if config.n_members == 1 else EnsembleModel(config)

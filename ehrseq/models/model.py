@@ -71,6 +71,12 @@ class ModelConfig:
     (``None``: every member weighs 1 / ``n_models``; :meth:`member_weights`).
     ``next_visit`` adds an auxiliary predictor of the next visit's numeric features and codes
     (trained by the ``next_visit`` loss term; [catalogue] §9, monograph §6.2.3).
+
+    ``blend`` is a second configuration of models of the same inputs (one model or an ensemble of its own, no blend
+    of its own) whose members follow this configuration's in the ensemble, weighing ``blend_weight`` of the average
+    together (:meth:`member_weights`): a blend of two configurations (``DynamicSurvival(blend=...)``; what
+    :func:`ehrseq.tune` returns when it chooses settings other than the defaults). Both heads average single-event
+    survival curves in days; the encoders read the same inputs.
     """
 
     encoder: EncoderConfig
@@ -83,6 +89,8 @@ class ModelConfig:
     proportional: bool = False
     linear_members: int = 0
     linear_weight: float | None = None
+    blend: ModelConfig | None = None
+    blend_weight: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.n_models, bool) or not isinstance(self.n_models, int) or self.n_models < 1:
@@ -111,17 +119,51 @@ class ModelConfig:
         if self.any_time and not family.any_time:
             raise ConfigError(f"the {self.head.kind} head cannot predict at any time (any_time): it has no single "
                               f"remaining time in days")
+        self._check_blend()
+
+    def _check_blend(self) -> None:
+        if self.blend is None:
+            if self.blend_weight is not None:
+                raise ConfigError("blend_weight is the share of a blended configuration: it needs blend")
+            return
+        weight = self.blend_weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 < weight < 1.0:
+            raise ConfigError(f"blend_weight must be a number in (0, 1), got {weight!r}")
+        if self.blend.blend is not None:
+            raise ConfigError("a blended configuration has no blend of its own")
+        for config in (self, self.blend):
+            if not config.head.family.ensembles:
+                raise ConfigError(f"a blend averages single-event survival curves in days; the {config.head.kind} "
+                                  f"head has none")
+        inputs = ("n_numeric", "categorical_cardinalities", "code_vocab_size", "time_unit")
+        differ = [name for name in inputs if getattr(self.encoder, name) != getattr(self.blend.encoder, name)]
+        if differ:
+            raise ConfigError(f"the blended models must read the same inputs; their encoders differ in {differ}")
+
+    @property
+    def n_members(self) -> int:
+        """The models of the configuration: :attr:`n_models`, and those of :attr:`blend`."""
+        return self.n_models + (self.blend.n_models if self.blend is not None else 0)
+
+    @property
+    def reads_elapsed(self) -> bool:
+        """Whether any member reads the time elapsed since the visit (:attr:`any_time`, here or in the blend)."""
+        return self.any_time or (self.blend is not None and self.blend.any_time)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"encoder": self.encoder.to_dict(), "head": self.head.to_dict(), "next_visit": self.next_visit,
-                "wide": self.wide, "any_time": self.any_time, "n_models": self.n_models,
-                "code_history": self.code_history, "proportional": self.proportional,
-                "linear_members": self.linear_members, "linear_weight": self.linear_weight}
+        values = {"encoder": self.encoder.to_dict(), "head": self.head.to_dict(), "next_visit": self.next_visit,
+                  "wide": self.wide, "any_time": self.any_time, "n_models": self.n_models,
+                  "code_history": self.code_history, "proportional": self.proportional,
+                  "linear_members": self.linear_members, "linear_weight": self.linear_weight}
+        if self.blend is not None:
+            values.update(blend=self.blend.to_dict(), blend_weight=self.blend_weight)
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
         unknown = set(values) - {"encoder", "head", "next_visit", "wide", "any_time", "n_models",
-                                  "code_history", "proportional", "linear_members", "linear_weight"}
+                                  "code_history", "proportional", "linear_members", "linear_weight", "blend",
+                                  "blend_weight"}
         if unknown:
             raise ConfigError(f"unknown model settings: {sorted(unknown)}")
         if "encoder" not in values or "head" not in values:
@@ -137,27 +179,39 @@ class ModelConfig:
             proportional=bool(values.get("proportional", False)),
             linear_members=int(values.get("linear_members", 0)),
             linear_weight=None if values.get("linear_weight") is None else float(values["linear_weight"]),
+            blend=None if values.get("blend") is None else cls.from_dict(values["blend"]),
+            blend_weight=None if values.get("blend_weight") is None else float(values["blend_weight"]),
         )
 
     def member_weights(self) -> list[float]:
-        """The weight of each member in the ensemble's average (K numbers ≥ 0 summing to 1): 1 / K each without
-        :attr:`linear_weight`, else (1 − linear_weight) shared equally by the networks and linear_weight by the
-        linear members."""
+        """The weight of each member in the ensemble's average (:attr:`n_members` numbers ≥ 0 summing to 1): 1 / K
+        each without :attr:`linear_weight`, else (1 − linear_weight) shared equally by the networks and
+        linear_weight by the linear members; with a :attr:`blend`, these times (1 − blend_weight), then the blend's
+        own weights times blend_weight."""
         if self.linear_weight is None:
-            return [1.0 / self.n_models] * self.n_models
-        networks = self.n_models - self.linear_members
-        return ([(1.0 - self.linear_weight) / networks] * networks
-                + [self.linear_weight / self.linear_members] * self.linear_members)
+            own = [1.0 / self.n_models] * self.n_models
+        else:
+            networks = self.n_models - self.linear_members
+            own = ([(1.0 - self.linear_weight) / networks] * networks
+                   + [self.linear_weight / self.linear_members] * self.linear_members)
+        if self.blend is None or self.blend_weight is None:
+            return own
+        return ([(1.0 - self.blend_weight) * w for w in own]
+                + [self.blend_weight * w for w in self.blend.member_weights()])
 
     def member(self, k: int) -> ModelConfig:
         """The configuration of member ``k`` of the ensemble (one model). The last :attr:`linear_members` members
         are the linear model of the same inputs: the current visit's embedding (encoder ``"landmark"``) without the
         sinusoids of the visit time and gap, and a head without hidden layers, beside the same linear path — a
         model that reads what the landmark Cox model reads and, trained fast, estimates its effects
-        (``DynamicSurvival`` trains these members at a learning rate of at least :func:`linear_member_lr`)."""
-        if not 0 <= k < self.n_models:
-            raise ConfigError(f"member {k} of an ensemble of {self.n_models}")
-        single = dataclasses.replace(self, n_models=1, linear_members=0, linear_weight=None)
+        (``DynamicSurvival`` trains these members at a learning rate of at least :func:`linear_member_lr`).
+        Members :attr:`n_models` and on are those of the :attr:`blend`."""
+        if not 0 <= k < self.n_members:
+            raise ConfigError(f"member {k} of an ensemble of {self.n_members}")
+        if k >= self.n_models and self.blend is not None:
+            return self.blend.member(k - self.n_models)
+        single = dataclasses.replace(self, n_models=1, linear_members=0, linear_weight=None, blend=None,
+                                     blend_weight=None)
         if k < self.n_models - self.linear_members:
             return single
         encoder = EncoderConfig.from_dict({**self.encoder.to_dict(), "kind": "landmark", "time_frequencies": 0})
