@@ -527,15 +527,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
     _say(f"best trial {best['trial']}: {result.metric} {best['score']:.4f} on the out-of-fold predictions of "
          f"{best['folds']} folds (per fold {best['fold_mean']:.4f}{spread}); "
          + ", ".join(f"{name}={value!r}" for name, value in result.best.items()))
-    for row in trials.filter(pl.col("note").str.starts_with("not refitted")).iter_rows(named=True):
-        _say(f"trial {row['trial']} ({result.metric} {row['score']:.4f}) {row['note']}: the defaults are refitted")
+    _say(f"trial {best['trial']} {best['note']}")
     out.mkdir(parents=True, exist_ok=True)
     path = result.model.save(out / "model", overwrite=args.overwrite)
     trials.write_csv(out / "trials.csv")
     trials.write_parquet(out / "trials.parquet")
     from ehrseq.scoring import model_id
 
-    _say(f"model (the best settings fitted on all patients) saved to {path} (model id {model_id(path)}); trials "
+    _say(f"model (fitted on all patients) saved to {path} (model id {model_id(path)}); trials "
          f"written to {out / 'trials.csv'} and {out / 'trials.parquet'}")
     return 0
 

@@ -36,7 +36,7 @@ def tuned(cohort):
     return tune(*cohort, n_trials=2, folds=2, seed=1, progress=False, **FIXED)
 
 
-def test_tune_returns_the_best_settings_fitted_on_every_patient(tuned, cohort):
+def test_tune_returns_the_best_settings_blended_with_the_defaults(tuned, cohort):
     model, trials = tuned
     assert isinstance(model, DynamicSurvival) and hasattr(model, "model_")
     searched = [name for name in SEARCH_SPACE if name not in FIXED]
@@ -46,17 +46,24 @@ def test_tune_returns_the_best_settings_fitted_on_every_patient(tuned, cohort):
     assert trials["state"].to_list() == ["complete", "complete"] and trials["folds"].to_list() == [2, 2]
     assert trials["seconds"].min() > 0 and trials["score"].is_between(0, 1).all()
     best = trials.filter("best")
-    top = trials["score"].arg_max()
-    # the best-scoring trial, or the defaults with a note on it (its gain within one standard error)
-    assert best.height == 1 and (best["trial"][0] == top and trials["note"].is_null().all()
-                                 or best["trial"][0] == 0 and trials["note"][top].startswith("not refitted"))
-    # the model's settings: the fixed ones and the best trial's, as the table writes them
+    assert best.height == 1 and best["trial"][0] == trials["score"].arg_max()  # the best-scoring trial
+    assert set(tuned.best) == set(searched)
+    for name in searched:  # the best trial's settings, as the table writes them
+        value = tuned.best[name]
+        assert (",".join(str(v) for v in value) if isinstance(value, tuple) else value) == best[name][0], name
+    # the model: the fixed settings and the defaults, blended with the best trial's settings that differ from them
     params = model.get_params()
-    for name in searched:
-        value = params[name]
-        written = ",".join(str(v) for v in value) if isinstance(value, tuple) else value
-        assert written == best[name][0], name
-    assert set(tuned.best) == set(searched) and all(params[k] == v for k, v in tuned.best.items())
+    defaults = EstimatorSettings(**FIXED).params()
+    assert all(params[name] == defaults[name] for name in searched)
+    differ = {name: value for name, value in tuned.best.items() if value != defaults[name]}
+    if best["trial"][0] == 0:
+        assert params["blend"] is None and best["note"][0] == "the defaults, refitted"
+    else:
+        assert params["blend"] == differ and params["blend_weight"] == 0.5 and differ
+        assert re.fullmatch(r"refitted blended with the defaults \(trial 0\), weighing 0\.5; its gain over the defaults "
+                            r"[+-]\d\.\d{4} \(paired bootstrap over patients, ± one standard error: [+-]\d\.\d{4} to "
+                            r"[+-]\d\.\d{4}\)", best["note"][0])
+        assert model.model_config_.n_members == model.model_config_.n_models + model.model_config_.blend.n_models
     assert all(params[k] == v for k, v in FIXED.items()) and params["seed"] == 1 and params["progress"] == "auto"
     # the first trial: the estimator's defaults of the searched settings
     defaults = EstimatorSettings().params()
@@ -151,18 +158,19 @@ def test_pruned_trials_stop_after_the_fold_that_falls_behind(cohort):
 def test_the_search_keeps_the_out_of_fold_predictions_of_the_defaults_and_of_the_best_trial_only(cohort, monkeypatch):
     import ehrseq.tuning as tuning
 
-    chosen = tuning.chosen_trial
+    gain = tuning.gain_over_defaults
     kept = []
 
     def recording(study, defaults, out_of_fold, *args, **kwargs):
         kept.append((set(out_of_fold), study.best_trial.number))
-        return chosen(study, defaults, out_of_fold, *args, **kwargs)
+        return gain(study, defaults, out_of_fold, *args, **kwargs)
 
-    monkeypatch.setattr(tuning, "chosen_trial", recording)
+    monkeypatch.setattr(tuning, "gain_over_defaults", recording)
     result = tune(*cohort, n_trials=4, folds=2, seed=0, progress=False, pruner=False,
-                  space={"dropout": [0.1, 0.0, 0.3, 0.5]}, **FIXED)
+                  space={"lr": [1e-3, 1e-2, 3e-2, 1e-4]}, **FIXED)
     assert result.trials["state"].to_list() == ["complete"] * 4
-    assert kept == [({0, kept[0][1]}, kept[0][1])]
+    assert kept == [({0, kept[0][1]}, kept[0][1])] and kept[0][1] != 0  # (the best trial is not the defaults here)
+    assert result.model.get_params()["blend"] == {"lr": result.best["lr"]}
 
 
 def test_the_time_budget_stops_the_search_and_lower_scores_win_for_the_brier_metrics(cohort):
@@ -226,31 +234,40 @@ def _out_of_fold(risk: np.ndarray):
 WINDOW = [(100.0, 400.0)]
 
 
-def test_the_defaults_are_refitted_unless_the_best_trial_gains_more_than_one_bootstrap_standard_error():
+def test_the_best_trials_gain_over_the_defaults_comes_with_its_bootstrap_interval():
     """Both directions on the paired bootstrap over patients of the pooled out-of-fold predictions: risks that rank
-    the window's events perfectly against constant ones (C 1 against 0.5) are refitted; the same risks as the
-    defaults (a gain of 0 on every resample) keep the defaults, with the note; the Brier score counts a lower score
-    as the gain; without a defaults trial the best is refitted."""
-    from ehrseq.tuning import chosen_trial
+    the window's events perfectly against constant ones (C 1 against 0.5) gain 0.5, every resample above 0; the same
+    risks as the defaults gain 0 on every resample; the Brier score counts a lower score as the gain."""
+    from ehrseq.tuning import gain_over_defaults
 
     ranked = np.linspace(1.0, 0.0, 80)  # earlier outcome, higher risk
     flat = np.full(80, 0.5)
-    trial, notes = chosen_trial(_study("maximize", [0.5, 1.0]), 0, {0: _out_of_fold(flat), 1: _out_of_fold(ranked)},
-                                WINDOW, "c_index")
-    assert trial.number == 1 and notes == {}
-    trial, notes = chosen_trial(_study("maximize", [0.5, 0.6]), 0, {0: _out_of_fold(ranked), 1: _out_of_fold(ranked)},
-                                WINDOW, "c_index")
-    assert trial.number == 0
-    assert notes == {1: "not refitted: its gain over the defaults (trial 0), +0.0000, is within one standard error "
-                        "(its paired bootstrap interval over patients, +0.0000 to +0.0000, holds 0)"}
+    text = gain_over_defaults(_study("maximize", [0.5, 1.0]), 0, {0: _out_of_fold(flat), 1: _out_of_fold(ranked)},
+                              WINDOW, "c_index")
+    gain, lower, upper = (float(x) for x in re.findall(r"[+-]\d\.\d{4}", text))
+    assert gain == 0.5 and 0 < lower <= gain <= upper
+    assert gain_over_defaults(_study("maximize", [0.5, 0.6]), 0, {0: _out_of_fold(ranked), 1: _out_of_fold(ranked)},
+                              WINDOW, "c_index") == ("its gain over the defaults +0.0000 (paired bootstrap over "
+                                                     "patients, ± one standard error: +0.0000 to +0.0000)")
     within = ((110.0 + 10.0 * np.arange(80) <= 500.0) & (np.arange(80) % 2 == 1)).astype(float)  # events in (100, 500]
-    trial, _ = chosen_trial(_study("minimize", [0.25, 0.0]), 0, {0: _out_of_fold(flat), 1: _out_of_fold(within)},
-                            WINDOW, "brier")
-    assert trial.number == 1  # Brier 0 against 0.25
-    trial, _ = chosen_trial(_study("minimize", [0.25, 0.2]), 0, {0: _out_of_fold(flat), 1: _out_of_fold(flat)},
-                            WINDOW, "brier")
-    assert trial.number == 0
-    assert chosen_trial(_study("maximize", [0.5, 0.6]), None, {}, WINDOW, "c_index")[0].number == 1
+    text = gain_over_defaults(_study("minimize", [0.25, 0.0]), 0, {0: _out_of_fold(flat), 1: _out_of_fold(within)},
+                              WINDOW, "brier")
+    assert text.startswith("its gain over the defaults +0.2500")  # Brier 0 against 0.25
+
+
+def test_the_best_trial_is_blended_with_the_defaults_where_it_can_be():
+    from ehrseq.tuning import _blend_with_defaults
+
+    best = {"encoder": "lstm", "dropout": 0.1, "hidden": (8,)}  # dropout: the default; hidden: the fixed value
+    assert _blend_with_defaults(best, 3, 0, FIXED) == (
+        {"encoder": "lstm"}, "refitted blended with the defaults (trial 0), weighing 0.5")
+    assert _blend_with_defaults(best, 0, 0, FIXED) == (None, "the defaults, refitted")
+    assert _blend_with_defaults(best, 3, None, FIXED) == (
+        None, "refitted alone (no complete trial of the defaults to blend it with)")
+    blend, note = _blend_with_defaults({"locf": False, "lr": 1e-2}, 3, 0, FIXED)
+    assert blend is None and note.startswith("refitted alone (not blended with the defaults: blend=: locf are shared")
+    blend, note = _blend_with_defaults({"head": "visit_hazard", "any_time": False}, 3, 0, FIXED)
+    assert blend is None and "do not all average survival curves in days" in note
 
 
 def test_the_search_space_is_settings_of_the_estimator():
@@ -321,31 +338,12 @@ def test_the_command_line_saves_the_model_and_the_trials(csv_tables, capsys):
     assert trials.height == 2 and pl.read_csv(out / "trials.csv")["score"].to_list() == trials["score"].to_list()
     model = ehrseq.load(out / "model")
     best = trials.filter("best").row(0, named=True)
-    assert model.encoder == best["encoder"] and model.lr == best["lr"] and model.epochs == 2 and model.d_model == 8
+    settings = {**model.get_params(), **(model.blend or {})}  # the best trial's: blended with the defaults
+    assert settings["encoder"] == best["encoder"] and settings["lr"] == best["lr"]
+    assert model.epochs == 2 and model.d_model == 8
+    assert f"trial {best['trial']} {best['note']}" in printed
     assert main(argv) == 1  # the folder is not empty
     assert "pass --overwrite" in capsys.readouterr().err
-
-
-def test_the_command_line_says_when_the_defaults_are_refitted_over_a_better_scoring_trial(csv_tables, capsys,
-                                                                                      monkeypatch):
-    import ehrseq.tuning as tuning
-
-    def defaults_kept(study, defaults, *args, **kwargs):
-        return study.trials[0], {1: "not refitted: its gain over the defaults (trial 0), +0.0100, is within one "
-                                    "standard error (its paired bootstrap interval over patients, -0.0100 to +0.0300, "
-                                    "holds 0)"}
-
-    monkeypatch.setattr(tuning, "chosen_trial", defaults_kept)
-    out = csv_tables / "kept"
-    argv = _tune_argv(csv_tables, out)
-    assert main(argv) == 0
-    printed = capsys.readouterr().out
-    assert "best trial 0:" in printed
-    assert re.search(r"^trial 1 \(c_index \d\.\d{4}\) not refitted: its gain over the defaults \(trial 0\), \+0\.0100, is "
-                     r"within one standard error \(its paired bootstrap interval over patients, -0\.0100 to \+0\.0300, "
-                     r"holds 0\): the defaults are refitted$", printed, re.MULTILINE)
-    trials = pl.read_parquet(out / "trials.parquet")
-    assert trials["best"].to_list() == [True, False] and trials["note"][1].startswith("not refitted")
 
 
 @pytest.mark.parametrize(("flags", "message"), [
