@@ -44,20 +44,21 @@ search compares every proposal with the model a new user fits; the sampler propo
 **Budget.** ``n_trials`` trials at most, and no new trial after ``timeout`` seconds (a running trial
 finishes). Same data, settings and ``seed`` → the same folds, the same proposals and the same trials.
 
-**Choice: a blend of the best trial and the defaults.** The best-scoring trial's settings are fitted on all patients
-blended with the defaults (:class:`~ehrseq.DynamicSurvival` ``blend=``, each weighing ``BLEND_WEIGHT`` = 0.5): the
-returned model is the defaults' ensemble and the best trial's, whose survival curves it averages. The best of many
-noisy cross-validated scores is biased upwards on a small cohort, and refitting it alone loses where it won by
-chance; averaging it with the defaults keeps half of a real gain, halves a chance loss, and gains what averaging two
-different models gains. Measured on the suite's outer folds (``docs/results/suite_diagnosis.md``, section 18): the
-blend was above the best trial alone on the folds of FRTCS, PBC, epileptic, Rossi and heart, and at or above the
-defaults, where the former choice — the best trial unless its gain over the defaults was within one standard error,
-then the defaults — was below them. When the best trial is the defaults, or the space holds no defaults trial (a
-user's space without the defaults), or its settings cannot be blended (a setting both models must share, such as
-``locf``, or a head without survival curves in days), the best trial is fitted alone. The table's ``best`` marks the
-best-scoring trial and its ``note`` says how it was refitted, with its gain over the defaults and the central
-68.27 % interval (± one standard error) of the paired bootstrap over patients of the two trials' out-of-fold
-predictions (:func:`ehrseq.bootstrap.paired_window_differences`, 1,000 resamples, seeded).
+**Choice.** The defaults are refitted unless the best-scoring trial's gain over them clears one standard error
+— the one-standard-error rule of model selection (Breiman et al. 1984; Hastie, Tibshirani and Friedman, §7.10),
+applied to the one model that needs no evidence, the defaults, with the standard error of the paired bootstrap over
+patients of the two trials' out-of-fold predictions (:func:`ehrseq.bootstrap.paired_window_differences`, 1,000
+resamples, seeded; the defaults are kept unless the central 68.27 % percentile interval of the resampled gains lies
+above 0). A best trial that clears it is fitted on all patients **blended with the defaults**
+(:class:`~ehrseq.DynamicSurvival` ``blend=``, weighing ``BLEND_WEIGHT`` = 0.5): the returned model averages the
+defaults' ensemble and the best trial's. On a small cohort the best of many noisy cross-validated scores is biased
+upwards even past the rule, and refitting it alone loses where it won by chance; the blend keeps half of a real
+gain, halves a chance loss and gains what averaging two different models gains. On the suite's outer folds the
+blend was at or above the best trial alone wherever the rule chose it (``docs/results/suite_diagnosis.md``,
+section 18). Where there is no complete trial of the defaults or the settings cannot be blended (a setting both
+models of a blend share, such as ``locf``; a head without survival curves in days) the best trial is fitted alone.
+The table's ``best`` marks the best-scoring trial and its ``note`` says what was refitted, with its gain over the
+defaults and the interval.
 """
 
 from __future__ import annotations
@@ -324,9 +325,9 @@ def describe_space(space: Mapping[str, Any] | None = None) -> pl.DataFrame:
 class Tuned:
     """What :func:`tune` returns; unpacks as ``model, trials = ehrseq.tune(...)``.
 
-    ``model``: the best-scoring trial's settings blended with the defaults (with the fixed settings), fitted on all
-    patients (a fitted :class:`~ehrseq.DynamicSurvival` whose ``blend`` holds the best trial's settings that differ from
-    the defaults; the defaults or the best trial alone where there is nothing to blend: module docstring, "Choice");
+    ``model``: the defaults, or the best-scoring trial's settings blended with them when its gain clears one standard
+    error (with the fixed settings), fitted on all patients (a fitted :class:`~ehrseq.DynamicSurvival`; its ``blend``
+    holds the best trial's settings that differ from the defaults: module docstring, "Choice");
     ``trials``: the table of trials; ``best``: the best trial's settings;
     ``metric`` and ``windows``: what scored the trials ((landmark s, horizon Δ) pairs); ``study``: the Optuna
     study (for Optuna's plots and analyses).
@@ -495,8 +496,9 @@ def tune(
     progress: Progress = "auto",
     **settings: Any,
 ) -> Tuned:
-    """Search the settings of :class:`~ehrseq.DynamicSurvival` with Optuna; return the best settings blended with the
-    defaults, fitted on all patients, and the table of trials (see the module docstring).
+    """Search the settings of :class:`~ehrseq.DynamicSurvival` with Optuna; return the defaults, or the best settings
+    blended with them when they gain more than one standard error, fitted on all patients, and the table of trials
+    (see the module docstring).
 
     Parameters
     ----------
@@ -524,11 +526,12 @@ def tune(
     Returns
     -------
     :class:`Tuned`, which unpacks as ``(model, trials)``: ``model`` a fitted :class:`~ehrseq.DynamicSurvival`: the fixed
-    settings, blended with the best trial's (``blend=``); ``trials`` a Polars frame, one row per trial: ``trial`` (number), one column per
+    settings, blended with the best trial's (``blend=``) when it gains more than one standard error; ``trials`` a
+    Polars frame, one row per trial: ``trial`` (number), one column per
     searched setting (sequences written ``"64,64"``), ``score`` (of the out-of-fold predictions pooled over the folds;
     complete trials), ``fold_mean`` and ``fold_sd`` (of the folds' own scores),
     ``folds`` (scored), ``state`` (complete, pruned or failed), ``seconds``, ``best`` (the best-scoring trial) and
-    ``note`` (why a trial failed: an error of its settings or of its fits; for the best trial, how it was refitted and
+    ``note`` (why a trial failed: an error of its settings or of its fits; for the best trial, what was refitted and
     its gain over the defaults with its bootstrap interval, module docstring "Choice").
     """
     from ehrseq.extras import require
@@ -616,55 +619,80 @@ def tune(
     defaults = 0 if start and len(start) == len(space) and study.trials[0].state.name == "COMPLETE" else None
     best = study.best_trial
     params = {name: dist.suggest(optuna.trial.FixedTrial(best.params), name) for name, dist in space.items()}
-    blend, note = _blend_with_defaults(params, best.number, defaults, fixed)
-    if defaults is not None and best.number != defaults:
-        note += "; " + gain_over_defaults(study, defaults, out_of_fold, data.windows, metric, min_at_risk=min_at_risk,
-                                          seed=seed)
-    refit = {**fixed, "blend": blend, "blend_weight": BLEND_WEIGHT} if blend else {**fixed, **params}
+    refit, note = _refit(study, params, defaults, fixed, out_of_fold, data.windows, metric, min_at_risk, seed)
     model = DynamicSurvival(**{**refit, **quiet}).fit(data.visits, data.outcomes, validation=validation)
     model.set_params(progress=fixed.get("progress", "auto"))
     return Tuned(model, _trials_table(study, space, best.number, {best.number: note}), params, metric, data.windows,
                  study)
 
 
-def _blend_with_defaults(params: Mapping[str, Any], best: int, defaults: int | None,
-                         fixed: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str]:
-    """The ``blend`` of the tuned model (the best trial's settings that differ from the defaults) and the note on the
-    best trial; ``None`` when the best trial is refitted alone (module docstring, "Choice")."""
+def _refit(study: Any, params: Mapping[str, Any], defaults: int | None, fixed: Mapping[str, Any],
+           out_of_fold: Mapping[int, OutOfFold], windows: Sequence[tuple[float, float]], metric: str,
+           min_at_risk: int, seed: int) -> tuple[dict[str, Any], str]:
+    """The settings of the tuned model and the note on the best trial (module docstring, "Choice"): the defaults
+    unless the best trial's gain over them clears one standard error; then the best trial blended with them, or alone
+    where there are no defaults to blend it with or its settings cannot be blended."""
+    best = study.best_trial.number
     if defaults is None:
-        return None, "refitted alone (no complete trial of the defaults to blend it with)"
+        return {**fixed, **params}, "refitted alone (no complete trial of the defaults to compare and blend it with)"
     if best == defaults:
-        return None, "the defaults, refitted"
+        return dict(fixed), "the defaults, refitted"
+    gain = gain_over_defaults(study, defaults, out_of_fold, windows, metric, min_at_risk=min_at_risk, seed=seed)
+    if gain is None or gain.lower <= 0:
+        what = "no window scores both it and the defaults" if gain is None else f"{gain}, holds 0"
+        return dict(fixed), f"not refitted ({what}): the defaults are refitted"
+    blend, reason = blend_with_defaults(params, fixed)
+    if blend is None:
+        return {**fixed, **params}, f"refitted alone ({gain}; not blended with the defaults: {reason})"
+    return ({**fixed, "blend": blend, "blend_weight": BLEND_WEIGHT},
+            f"refitted blended with the defaults (trial {defaults}), weighing {BLEND_WEIGHT:g} ({gain})")
+
+
+def blend_with_defaults(params: Mapping[str, Any], fixed: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """The ``blend`` that adds a trial's settings ``params`` to the defaults (with the ``fixed`` settings): those that
+    differ from the defaults; ``None`` and the reason when they cannot be blended (a setting both models of a blend
+    share, a head without survival curves in days)."""
     base = EstimatorSettings(**fixed).params()
     blend = {name: value for name, value in params.items() if _label(value) != _label(base[name])}
     try:
         settings = EstimatorSettings(**fixed, blend=blend, blend_weight=BLEND_WEIGHT)
     except ConfigError as exc:
-        return None, f"refitted alone (not blended with the defaults: {str(exc).splitlines()[0]})"
+        return None, str(exc).splitlines()[0]
     heads = [one.head_settings().get("kind", "logistic_hazard") for one in (settings, settings.blended())]
     if not all(get_family(kind).ensembles for kind in heads):
-        return None, f"refitted alone (not blended with the defaults: the heads {heads} do not all average survival " \
-                     "curves in days)"
-    return blend, f"refitted blended with the defaults (trial {defaults}), weighing {BLEND_WEIGHT:g}"
+        return None, f"the heads {heads} do not all average survival curves in days"
+    return blend, ""
+
+
+@dataclass(frozen=True)
+class Gain:
+    """A trial's gain over the defaults on the tuning metric (higher is better for every metric: a Brier score's
+    gain is its fall) and the central 68.27 % interval (± one standard error) of its paired bootstrap over patients."""
+
+    value: float
+    lower: float
+    upper: float
+
+    def __str__(self) -> str:
+        return (f"its gain over the defaults {self.value:+.4f}, paired bootstrap interval over patients of ± one "
+                f"standard error {self.lower:+.4f} to {self.upper:+.4f}")
 
 
 def gain_over_defaults(study: Any, defaults: int, out_of_fold: Mapping[int, OutOfFold],
                        windows: Sequence[tuple[float, float]], metric: str, *, min_at_risk: int = 10,
-                       seed: int = 0) -> str:
-    """The gain of the best trial of ``study`` over trial ``defaults`` on ``metric`` (higher is better for every
-    metric: a Brier score's gain is its fall) and the central 68.27 % interval (± one standard error) of its paired
-    bootstrap over patients of their out-of-fold predictions ``out_of_fold`` (by trial number), as text (module
-    docstring, "Choice")."""
+                       seed: int = 0) -> Gain | None:
+    """The :class:`Gain` of the best trial of ``study`` over trial ``defaults`` from the paired bootstrap over patients
+    of their out-of-fold predictions ``out_of_fold`` (by trial number; module docstring, "Choice"); ``None`` when no
+    window scores both."""
     mine, reference = out_of_fold[study.best_trial.number], out_of_fold[defaults]
     gain, resampled = paired_window_differences(mine.predictions, reference.predictions, mine.times, mine.times,
                                                 windows, metric, event=mine.event, min_at_risk=min_at_risk,
                                                 n_bootstrap=CHOICE_RESAMPLES, seed=seed)
     if gain is None:
-        return "no window scores both it and the defaults"
+        return None
     sign = 1.0 if METRICS[metric] else -1.0
     lower, upper = (float(bound[0]) for bound in percentile_interval(sign * resampled[:, None], ONE_STANDARD_ERROR))
-    return (f"its gain over the defaults {sign * gain:+.4f} (paired bootstrap over patients, ± one standard error: "
-            f"{lower:+.4f} to {upper:+.4f})")
+    return Gain(sign * gain, lower, upper)
 
 
 def _default_trial(space: Mapping[str, Distribution], fixed: Mapping[str, Any]) -> dict[str, Any]:

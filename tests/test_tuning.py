@@ -51,18 +51,23 @@ def test_tune_returns_the_best_settings_blended_with_the_defaults(tuned, cohort)
     for name in searched:  # the best trial's settings, as the table writes them
         value = tuned.best[name]
         assert (",".join(str(v) for v in value) if isinstance(value, tuple) else value) == best[name][0], name
-    # the model: the fixed settings and the defaults, blended with the best trial's settings that differ from them
+    # the model: the fixed settings and the defaults, blended with the best trial's settings that differ from them when
+    # its gain clears one standard error
     params = model.get_params()
     defaults = EstimatorSettings(**FIXED).params()
     assert all(params[name] == defaults[name] for name in searched)
     differ = {name: value for name, value in tuned.best.items() if value != defaults[name]}
+    note = best["note"][0]
+    gain = r"its gain over the defaults [+-]\d\.\d{4}, paired bootstrap interval over patients of ± one standard " \
+           r"error [+-]\d\.\d{4} to [+-]\d\.\d{4}"
     if best["trial"][0] == 0:
-        assert params["blend"] is None and best["note"][0] == "the defaults, refitted"
+        assert params["blend"] is None and note == "the defaults, refitted"
+    elif note.startswith("not refitted"):
+        assert params["blend"] is None and re.fullmatch(rf"not refitted \({gain}, holds 0\): the defaults are refitted",
+                                                        note)
     else:
         assert params["blend"] == differ and params["blend_weight"] == 0.5 and differ
-        assert re.fullmatch(r"refitted blended with the defaults \(trial 0\), weighing 0\.5; its gain over the defaults "
-                            r"[+-]\d\.\d{4} \(paired bootstrap over patients, ± one standard error: [+-]\d\.\d{4} to "
-                            r"[+-]\d\.\d{4}\)", best["note"][0])
+        assert re.fullmatch(rf"refitted blended with the defaults \(trial 0\), weighing 0\.5 \({gain}\)", note)
         assert model.model_config_.n_members == model.model_config_.n_models + model.model_config_.blend.n_models
     assert all(params[k] == v for k, v in FIXED.items()) and params["seed"] == 1 and params["progress"] == "auto"
     # the first trial: the estimator's defaults of the searched settings
@@ -170,7 +175,6 @@ def test_the_search_keeps_the_out_of_fold_predictions_of_the_defaults_and_of_the
                   space={"lr": [1e-3, 1e-2, 3e-2, 1e-4]}, **FIXED)
     assert result.trials["state"].to_list() == ["complete"] * 4
     assert kept == [({0, kept[0][1]}, kept[0][1])] and kept[0][1] != 0  # (the best trial is not the defaults here)
-    assert result.model.get_params()["blend"] == {"lr": result.best["lr"]}
 
 
 def test_the_time_budget_stops_the_search_and_lower_scores_win_for_the_brier_metrics(cohort):
@@ -234,40 +238,77 @@ def _out_of_fold(risk: np.ndarray):
 WINDOW = [(100.0, 400.0)]
 
 
-def test_the_best_trials_gain_over_the_defaults_comes_with_its_bootstrap_interval():
+def _refit_of(values: list[float], out_of_fold: dict, metric: str = "c_index", params: dict | None = None,
+              direction: str = "maximize"):
+    from ehrseq.tuning import _refit
+
+    return _refit(_study(direction, values), params or {"dropout": 0.3}, 0, FIXED, out_of_fold, WINDOW, metric, 10, 0)
+
+
+def test_the_defaults_are_refitted_unless_the_best_trial_gains_more_than_one_bootstrap_standard_error():
     """Both directions on the paired bootstrap over patients of the pooled out-of-fold predictions: risks that rank
-    the window's events perfectly against constant ones (C 1 against 0.5) gain 0.5, every resample above 0; the same
-    risks as the defaults gain 0 on every resample; the Brier score counts a lower score as the gain."""
-    from ehrseq.tuning import gain_over_defaults
+    the window's events perfectly against constant ones (C 1 against 0.5) are refitted, blended with the defaults;
+    the same risks as the defaults (a gain of 0 on every resample) keep the defaults, with the note; the Brier score
+    counts a lower score as the gain; without a defaults trial the best is refitted alone."""
+    from ehrseq.tuning import _refit
 
     ranked = np.linspace(1.0, 0.0, 80)  # earlier outcome, higher risk
     flat = np.full(80, 0.5)
-    text = gain_over_defaults(_study("maximize", [0.5, 1.0]), 0, {0: _out_of_fold(flat), 1: _out_of_fold(ranked)},
-                              WINDOW, "c_index")
-    gain, lower, upper = (float(x) for x in re.findall(r"[+-]\d\.\d{4}", text))
-    assert gain == 0.5 and 0 < lower <= gain <= upper
-    assert gain_over_defaults(_study("maximize", [0.5, 0.6]), 0, {0: _out_of_fold(ranked), 1: _out_of_fold(ranked)},
-                              WINDOW, "c_index") == ("its gain over the defaults +0.0000 (paired bootstrap over "
-                                                     "patients, ± one standard error: +0.0000 to +0.0000)")
+    refit, note = _refit_of([0.5, 1.0], {0: _out_of_fold(flat), 1: _out_of_fold(ranked)})
+    assert refit == {**FIXED, "blend": {"dropout": 0.3}, "blend_weight": 0.5}
+    assert re.fullmatch(r"refitted blended with the defaults \(trial 0\), weighing 0\.5 \(its gain over the defaults "
+                        r"\+0\.5000, paired bootstrap interval over patients of ± one standard error \+0\.\d{4} to "
+                        r"\+\d\.\d{4}\)", note)
+    refit, note = _refit_of([0.5, 0.6], {0: _out_of_fold(ranked), 1: _out_of_fold(ranked)})
+    assert refit == FIXED
+    assert note == ("not refitted (its gain over the defaults +0.0000, paired bootstrap interval over patients of ± one "
+                    "standard error +0.0000 to +0.0000, holds 0): the defaults are refitted")
     within = ((110.0 + 10.0 * np.arange(80) <= 500.0) & (np.arange(80) % 2 == 1)).astype(float)  # events in (100, 500]
-    text = gain_over_defaults(_study("minimize", [0.25, 0.0]), 0, {0: _out_of_fold(flat), 1: _out_of_fold(within)},
-                              WINDOW, "brier")
-    assert text.startswith("its gain over the defaults +0.2500")  # Brier 0 against 0.25
+    refit, note = _refit_of([0.25, 0.0], {0: _out_of_fold(flat), 1: _out_of_fold(within)}, "brier",
+                            direction="minimize")
+    assert refit["blend"] == {"dropout": 0.3} and "its gain over the defaults +0.2500" in note  # Brier 0 against 0.25
+    refit, _ = _refit_of([0.25, 0.2], {0: _out_of_fold(flat), 1: _out_of_fold(flat)}, "brier", direction="minimize")
+    assert refit == FIXED
+    assert _refit(_study("maximize", [0.5, 0.6]), {"dropout": 0.3}, None, FIXED, {}, WINDOW, "c_index", 10, 0) == (
+        {**FIXED, "dropout": 0.3}, "refitted alone (no complete trial of the defaults to compare and blend it with)")
+    assert _refit(_study("maximize", [0.6, 0.5]), {"dropout": 0.1}, 0, FIXED, {}, WINDOW, "c_index", 10, 0) == (
+        FIXED, "the defaults, refitted")
+    # settings that cannot be blended: the best trial alone
+    refit, note = _refit_of([0.5, 1.0], {0: _out_of_fold(flat), 1: _out_of_fold(ranked)}, params={"locf": False})
+    assert refit == {**FIXED, "locf": False} and "not blended with the defaults: blend=: locf are shared" in note
 
 
-def test_the_best_trial_is_blended_with_the_defaults_where_it_can_be():
-    from ehrseq.tuning import _blend_with_defaults
+def test_a_trials_settings_are_blended_with_the_defaults_where_they_can_be():
+    from ehrseq.tuning import blend_with_defaults
 
     best = {"encoder": "lstm", "dropout": 0.1, "hidden": (8,)}  # dropout: the default; hidden: the fixed value
-    assert _blend_with_defaults(best, 3, 0, FIXED) == (
-        {"encoder": "lstm"}, "refitted blended with the defaults (trial 0), weighing 0.5")
-    assert _blend_with_defaults(best, 0, 0, FIXED) == (None, "the defaults, refitted")
-    assert _blend_with_defaults(best, 3, None, FIXED) == (
-        None, "refitted alone (no complete trial of the defaults to blend it with)")
-    blend, note = _blend_with_defaults({"locf": False, "lr": 1e-2}, 3, 0, FIXED)
-    assert blend is None and note.startswith("refitted alone (not blended with the defaults: blend=: locf are shared")
-    blend, note = _blend_with_defaults({"head": "visit_hazard", "any_time": False}, 3, 0, FIXED)
-    assert blend is None and "do not all average survival curves in days" in note
+    assert blend_with_defaults(best, FIXED) == ({"encoder": "lstm"}, "")
+    blend, reason = blend_with_defaults({"locf": False, "lr": 1e-2}, FIXED)
+    assert blend is None and reason.startswith("blend=: locf are shared")
+    blend, reason = blend_with_defaults({"head": "visit_hazard", "any_time": False}, FIXED)
+    assert blend is None and "do not all average survival curves in days" in reason
+
+
+def test_the_command_line_says_when_the_defaults_are_refitted_over_a_better_scoring_trial(csv_tables, capsys,
+                                                                                      monkeypatch):
+    import ehrseq.tuning as tuning
+
+    def within(*args, **kwargs):
+        return tuning.Gain(0.01, -0.01, 0.03)
+
+    monkeypatch.setattr(tuning, "gain_over_defaults", within)
+    last_complete = property(lambda study: [t for t in study.trials if t.state.name == "COMPLETE"][-1])
+    monkeypatch.setattr(optuna.study.Study, "best_trial", last_complete)  # trial 1 the best
+    out = csv_tables / "kept"
+    assert main(_tune_argv(csv_tables, out)) == 0
+    printed = capsys.readouterr().out
+    assert "best trial 1:" in printed
+    assert re.search(r"^trial 1 not refitted \(its gain over the defaults \+0\.0100, paired bootstrap interval over "
+                     r"patients of ± one standard error -0\.0100 to \+0\.0300, holds 0\): the defaults are refitted$",
+                     printed, re.MULTILINE)
+    trials = pl.read_parquet(out / "trials.parquet")
+    assert trials["best"].to_list() == [False, True] and trials["note"][1].startswith("not refitted")
+    assert ehrseq.load(out / "model").blend is None
 
 
 def test_the_search_space_is_settings_of_the_estimator():
@@ -338,8 +379,11 @@ def test_the_command_line_saves_the_model_and_the_trials(csv_tables, capsys):
     assert trials.height == 2 and pl.read_csv(out / "trials.csv")["score"].to_list() == trials["score"].to_list()
     model = ehrseq.load(out / "model")
     best = trials.filter("best").row(0, named=True)
-    settings = {**model.get_params(), **(model.blend or {})}  # the best trial's: blended with the defaults
-    assert settings["encoder"] == best["encoder"] and settings["lr"] == best["lr"]
+    if best["note"].startswith("not refitted"):  # the defaults
+        assert model.blend is None and model.encoder == "gru" and model.lr == 1e-3
+    else:  # the best trial's settings, blended with the defaults
+        settings = {**model.get_params(), **(model.blend or {})}
+        assert settings["encoder"] == best["encoder"] and settings["lr"] == best["lr"]
     assert model.epochs == 2 and model.d_model == 8
     assert f"trial {best['trial']} {best['note']}" in printed
     assert main(argv) == 1  # the folder is not empty

@@ -27,7 +27,7 @@ Models (each fitted on the training folds only): ``default`` = ``DynamicSurvival
 user fits it (with the data set's table options: NAFLD's origin); ``tuned`` = ``ehrseq.tune`` on the
 training folds only (inner cross-validation: 10 trials × 3 inner folds scored by the landmark C-index of the
 out-of-fold predictions at the training folds' event-time quantile windows, median pruning, seed 0; the chosen
-settings — the best trial's blended with the defaults (``ehrseq.tune``'s choice) — refitted on the training
+settings — the defaults, or the best trial's blended with them (``ehrseq.tune``'s choice) — refitted on the training
 folds; not in the default run, whose 45-minute budget it would break — ``--models tuned,cox`` runs it); ``cox`` = landmark Cox fitted at the evaluation landmark s on
 the training patients alive at s with a visit by s, on their last observed covariates (carried forward to
 s; missing: training mean + indicator; categorical: one-hot), ridge alpha 0.01, events after s + Δ_max
