@@ -125,7 +125,7 @@ class DynamicSurvival:
         features, so ``blend`` cannot set how tables are read or encoded, ``cause``, ``device`` and the like
         (:data:`ehrseq.settings.BLEND_SHARED`); their heads must average (single-event heads in days). Saved,
         loaded and scored as one model. :func:`ehrseq.tune` returns such a blend of the defaults and the best
-        trial's settings.
+        trial's settings when that trial's gain over the defaults clears one standard error.
     cause: event type of interest for single-event heads on data with K > 1 types (others censored).
     visit_weighting: ``"auto"`` (default; unbiased per-visit weighting, see :mod:`ehrseq.objective`),
         ``"visit"`` or ``"patient"``.

@@ -56,9 +56,9 @@ with S_k(e) the member's survival from the visit to the prediction time when the
 visit and their average is conditioned on survival to the prediction time (models without an elapsed-time input), and
 1 when they predict at the prediction time itself (every prediction at a visit; ensembles that read the elapsed time,
 and blends of which one model does, where each member is at or conditioned to the prediction time on its own: ω_k =
-w_k). The attributions are Σ_k ω_k A_k and the
-reference Σ_k ω_k r_k(x'), so r(x) and completeness are exactly the ensemble's (integrated gradients are linear in
-the function; ω is that of the prediction explained, the same at x and x' as the offset e is).
+w_k). The attributions are Σ_k ω_k A_k and the reference Σ_k ω_k r_k(x'), so r(x) and completeness are exactly the
+ensemble's (integrated gradients are linear in the function; ω is that of the prediction explained, the same at x and
+x' as the offset e is).
 """
 
 from __future__ import annotations

@@ -54,10 +54,10 @@ above 0). A best trial that clears it is fitted on all patients **blended with t
 defaults' ensemble and the best trial's. On a small cohort the best of many noisy cross-validated scores is biased
 upwards even past the rule, and refitting it alone loses where it won by chance; the blend keeps half of a real
 gain, halves a chance loss and gains what averaging two different models gains. On 25 outer folds of five small
-suite sets, tuned − default was −0.002 C with the blend and −0.005 with the former choice (the best trial refitted
-alone), and on FRTCS −0.001 against −0.005 (``docs/results/suite_diagnosis.md``, section 18). Where there is no complete trial of the defaults or the settings cannot be blended (a setting both
-models of a blend share, such as ``locf``; a head without survival curves in days) the best trial is fitted alone.
-The table's ``best`` marks the best-scoring trial and its ``note`` says what was refitted, with its gain over the
+suite sets, tuned − default was −0.002 C with the blend and −0.005 with the chosen trial refitted alone, on FRTCS
+−0.001 against −0.005 (``docs/results/suite_diagnosis.md``, section 18). Where there is no complete trial of the
+defaults or the settings cannot be blended (a setting both models of a blend share, such as ``locf``; a head
+without survival curves in days) the best trial is fitted alone. The table's ``best`` marks the best-scoring trial and its ``note`` says what was refitted, with its gain over the
 defaults and the interval.
 """
 
