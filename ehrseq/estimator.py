@@ -42,6 +42,7 @@ from ehrseq.device import select_device
 from ehrseq.errors import CheckpointError, ConfigError, option
 from ehrseq.losses.terms import get_term
 from ehrseq.models.distributions import MultiEvent, SurvivalDistribution
+from ehrseq.models.distributions.base import ConditionalSurvival
 from ehrseq.models.distributions.ensemble import EnsembleAverage
 from ehrseq.models.encoders import EncoderConfig
 from ehrseq.models.ensemble import EnsembleModel, build_model, linear_weight_by_likelihood
@@ -763,6 +764,8 @@ def _cat(distributions: list[Any]) -> Any:
                                first.weights)
     if isinstance(first, MultiEvent):
         return MultiEvent({name: _cat([d[name] for d in distributions]) for name in first.names})
+    if isinstance(first, ConditionalSurvival):  # a blend's member conditioned to the prediction time
+        return ConditionalSurvival(_cat([d.base for d in distributions]), torch.cat([d.elapsed for d in distributions]))
     merged = copy.copy(first)
     for name in first.batched_fields:
         values = [getattr(d, name) for d in distributions]

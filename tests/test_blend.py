@@ -4,6 +4,7 @@ models, checked against the two models fitted on their own; its settings, saving
 import numpy as np
 import polars as pl
 import pytest
+import torch
 from sklearn.base import clone
 
 import ehrseq
@@ -45,6 +46,22 @@ def test_a_blend_predicts_the_mixture_of_its_two_models(fitted, tables, landmark
     assert np.abs(survival["first"] - survival["second"]).max() > 0.01  # two different models
     risk = blend.predict_risk(tables[0], horizons, landmark=landmark)["risk"].to_numpy()
     np.testing.assert_allclose(risk, 1.0 - survival["blend"], atol=1e-6)
+
+
+def test_a_blends_distributions_gathered_over_batches_are_its_predictions(fitted, tables):
+    """predict_distribution at a landmark, 16 patients per batch: the members conditioned to the prediction time are
+    stacked like the others, and the whole is the blend's prediction."""
+    blend, _, _ = fitted
+    frame, distribution = blend.predict_distribution(tables[0], landmark=1000.0, batch_size=16)
+    assert tuple(distribution.batch_shape) == (frame.height,) and frame.height > 16
+    horizons = torch.tensor([365.0, 730.0], dtype=distribution.dtype)
+    offsets = torch.as_tensor(frame["offset"].to_numpy(), dtype=distribution.dtype)
+    survival = distribution.conditional(offsets).survival(horizons)
+    expected = blend.predict_survival(tables[0], [365.0, 730.0], landmark=1000.0, batch_size=16)
+    order = np.argsort(frame["patient_id"].to_numpy(), kind="stable")  # the frame is in batch order
+    expected = expected.sort("patient_id", "horizon")
+    assert frame["patient_id"].to_numpy()[order].tolist() == expected["patient_id"].unique(maintain_order=True).to_list()
+    np.testing.assert_allclose(survival[order].reshape(-1).numpy(), expected["survival"].to_numpy(), atol=1e-6)
 
 
 def test_the_blend_weighs_its_members_and_saves_its_second_configuration(fitted):
