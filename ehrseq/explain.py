@@ -267,19 +267,23 @@ class _Explainer:
     def _history_replaced(self, history: torch.Tensor | None) -> Any:
         return contextlib.nullcontext() if history is None else self.model.replaced_new_code_terms(history)
 
+    def _prediction(self, batch: SequenceBatch, index: tuple[torch.Tensor, torch.Tensor],
+                    offsets: torch.Tensor) -> tuple[Any, torch.Tensor]:
+        """The distribution of the predictions ``offsets`` days after the visits ``index`` of ``batch``, as
+        :func:`ehrseq.predict.predictions` makes it, and the offsets it is still to be conditioned on (0 when it is
+        at the prediction time)."""
+        distribution, at_time = predict.distribution_at(self.model, batch, index, offsets, check_values=False)
+        return distribution, torch.zeros_like(offsets) if at_time else offsets
+
     def _prediction_risk(self, batch: SequenceBatch, index: tuple[torch.Tensor, torch.Tensor],
                          offsets: torch.Tensor) -> torch.Tensor:
-        """The risk ``[n]`` of the predictions ``offsets`` days after the visits ``index`` of ``batch``, as
-        :func:`ehrseq.predict.predictions` makes them (at the prediction time, or conditioned to it)."""
-        distribution, at_time = predict.distribution_at(self.model, batch, index, offsets, check_values=False)
-        return self._risk(distribution, torch.zeros_like(offsets) if at_time else offsets)
+        """The risk ``[n]`` of the predictions ``offsets`` days after the visits ``index`` of ``batch``."""
+        return self._risk(*self._prediction(batch, index, offsets))
 
-    def _survival_to_time(self, batch: SequenceBatch, index: tuple[torch.Tensor, torch.Tensor],
-                          offsets: torch.Tensor) -> torch.Tensor:
-        """S(e) ``[n]``: the survival from the visits ``index`` to the prediction times ``offsets`` e days later under
-        the distribution the risk is conditioned on (1 when the model predicts at the prediction time itself)."""
-        distribution, at_time = predict.distribution_at(self.model, batch, index, offsets, check_values=False)
-        if at_time or not bool((offsets > 0).any()):
+    def _survival_to_time(self, distribution: Any, offsets: torch.Tensor) -> torch.Tensor:
+        """S(e) ``[n]``: the survival to the prediction times under a ``distribution`` still to be conditioned on
+        ``offsets`` e (1 where e = 0: a distribution at the prediction time itself)."""
+        if not bool((offsets > 0).any()):
             return torch.ones_like(offsets)
         if isinstance(distribution, CompetingRisksDistribution):
             distribution = distribution.overall()
@@ -311,8 +315,9 @@ class _Explainer:
             if self.history:
                 parts["code_history"] = self.model.new_code_terms(batch)
             uninformed = self._uninformed(parts, batch.mask)
-            risk = self._prediction_risk(batch, (row, position), offset)
-            survival_to_time = self._survival_to_time(batch, (row, position), offset)
+            distribution, conditioned_on = self._prediction(batch, (row, position), offset)
+            risk = self._risk(distribution, conditioned_on)
+            survival_to_time = self._survival_to_time(distribution, conditioned_on)
             self._check_embedding_only(batch, parts, (row, position), offset, risk)
             previous = None
             if self.view == "change":
